@@ -1,0 +1,131 @@
+"""The settings model tree. Unknown keys are errors everywhere (extra="forbid")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class TlsSettings(_Section):
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # Only for a lab broker with a self-signed certificate; never in production.
+    insecure_skip_verify: bool = False
+
+
+class ReconnectSettings(_Section):
+    min_delay: float = Field(default=0.5, gt=0)
+    max_delay: float = Field(default=30.0, gt=0)
+
+
+class MqttSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str = Field(default="sentinel", min_length=1, max_length=128)
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    # Broker keeps the session (subscriptions and queued QoS 1 messages) this long offline.
+    session_expiry: int = Field(default=7 * 24 * 3600, ge=0)
+    # MQTT 5 Receive Maximum: QoS 1 messages the broker may have in flight to us unacked.
+    # Mosquitto honours it; under 3.1.1 the broker's max_inflight_messages (default 20) rules.
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    qos: Literal[0, 1] = 1
+    # Empty: subscribe to every topic filter the loaded device profiles match.
+    topics: list[str] = Field(default_factory=list)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    reconnect: ReconnectSettings = Field(default_factory=ReconnectSettings)
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set either password (environment) or password_file, not both")
+        return self
+
+
+class SqliteSettings(_Section):
+    path: Path = Path("readings.sqlite3")
+    retention_days: float = Field(default=90, gt=0)
+    # "normal": a commit survives a crash of the daemon; "full": also a power cut (fsync).
+    synchronous: Literal["normal", "full"] = "normal"
+
+
+class InfluxSettings(_Section):
+    url: str = "http://127.0.0.1:8086"
+    org: str = "sentinel"
+    bucket: str = "sentinel"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    flush_interval: float = Field(default=1.0, gt=0)
+    timeout: float = Field(default=10.0, gt=0)
+    gzip: bool = True
+    retry_min_delay: float = Field(default=0.5, gt=0)
+    retry_max_delay: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> InfluxSettings:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set either token (environment) or token_file, not both")
+        return self
+
+
+class SpoolSettings(_Section):
+    """The durable on-disk queue in front of a remote time-series database."""
+
+    path: Path = Path("spool.sqlite3")
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    # Above this share of max_bytes the spool is reported loudly as nearly full.
+    warn_ratio: float = Field(default=0.8, gt=0, lt=1)
+
+
+class StoreSettings(_Section):
+    backend: Literal["sqlite", "influxdb"] = "sqlite"
+    sqlite: SqliteSettings = Field(default_factory=SqliteSettings)
+    influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
+
+
+class IngestSettings(_Section):
+    max_payload_bytes: int = Field(default=64 * 1024, ge=16)
+    max_future_skew: float = Field(default=300.0, ge=0)
+    # Readings older than this (by device timestamp) are refused: replays, stuck clocks.
+    max_age: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # Largest group committed (and then acknowledged) at once.
+    batch_max: int = Field(default=500, ge=1, le=50_000)
+    # Bound on messages received but not yet committed; past it the socket is not read.
+    queue_max: int = Field(default=5000, ge=10)
+    deadletter_keep_days: float = Field(default=30, gt=0)
+
+
+class DevicesSettings(_Section):
+    inventory: list[Path] = Field(default_factory=lambda: [Path("../devices/shuibei.csv")])
+    profile_dirs: list[Path] = Field(default_factory=lambda: [Path("../devices/profiles")])
+    kind_dirs: list[Path] = Field(default_factory=list)
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(_Section):
+    """The whole configuration of one sentinel daemon."""
+
+    state_dir: Path = Path("/var/lib/sentinel")
+    language: Literal["zh", "en"] = "zh"
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    devices: DevicesSettings = Field(default_factory=DevicesSettings)
+    log: LogSettings = Field(default_factory=LogSettings)

@@ -1,0 +1,95 @@
+"""Value types that flow between pipeline stages (bottom layer: stdlib only)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+Value = float | bool | str
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One MQTT message as received, before decoding.
+
+    `token` identifies the delivery for acknowledgement; it belongs to the source that
+    produced the message and is meaningless elsewhere.
+    """
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    received_at: float
+    token: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A canonical, validated reading of one device at one instant.
+
+    `ts` is the device's timestamp (epoch seconds, UTC) or the receive time when the
+    device sends none. `values` holds canonical fields of the device's kind, in canonical
+    units (see `sentinel.kinds`).
+    """
+
+    device_id: str
+    kind: str
+    ts: float
+    received_at: float
+    values: Mapping[str, Value]
+
+    @property
+    def ts_ms(self) -> int:
+        return round(self.ts * 1000)
+
+
+class RejectReason(enum.StrEnum):
+    """Why a message was rejected; each reason is counted separately."""
+
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    EMPTY_PAYLOAD = "empty_payload"
+    INVALID_ENCODING = "invalid_encoding"
+    INVALID_JSON = "invalid_json"
+    NO_PROFILE = "no_profile"
+    MISSING_DEVICE_ID = "missing_device_id"
+    UNKNOWN_DEVICE = "unknown_device"
+    DEVICE_MISMATCH = "device_mismatch"
+    PROFILE_MISMATCH = "profile_mismatch"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    IMPOSSIBLE_VALUE = "impossible_value"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+    TIMESTAMP_TOO_OLD = "timestamp_too_old"
+    STORE_REJECTED = "store_rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected message kept for an operator: what came in and why it was refused."""
+
+    topic: str
+    payload: bytes
+    reason: RejectReason
+    detail: str
+    received_at: float
+    device_id: str | None = None
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Counters of the ingestion stage, read by the live view and (later) /metrics."""
+
+    received: int = 0
+    stored: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    stored_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: RejectReason) -> None:
+        self.rejected[reason.value] = self.rejected.get(reason.value, 0) + 1
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())

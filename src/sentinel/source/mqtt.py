@@ -1,0 +1,387 @@
+"""MQTT source: paho-mqtt 2.x driven directly by the asyncio event loop.
+
+Why paho and not aiomqtt: a QoS 1 message must be acknowledged to the broker only after its
+reading is durably written (at-least-once into storage). aiomqtt 2.x acknowledges on receipt,
+and its per-message overhead is 2-3x paho's. paho's manual-ack mode, switched on before
+connecting, leaves every PUBACK to us.
+
+One paho client per connection: a message's ack token carries the connection's generation,
+so an ack for a message received on a connection that has since dropped is never sent on
+the new one (its packet id could name a different message there). The broker redelivers
+such messages, and storage deduplicates them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import random
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from sentinel.config.model import MqttSettings
+from sentinel.types import RawMessage
+
+log = structlog.get_logger("sentinel.source")
+
+# Packets read per readable event before yielding to other tasks.
+_READ_BURST = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _AckToken:
+    generation: int
+    mid: int
+
+
+class MqttConnectError(ConnectionError):
+    """The broker could not be reached or refused us; `reason` says why."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        self.reason = reason
+        super().__init__(f"cannot connect to MQTT broker {host}:{port}: {reason}")
+
+
+class MqttSource:
+    """Subscribe to the device topics and deliver raw messages in batches.
+
+    Use as an async context manager, run `run()` as a task, take messages with `batch()`
+    and acknowledge them with `ack()` once they are durably stored.
+    """
+
+    def __init__(self, settings: MqttSettings, topics: Sequence[str], password: str | None,
+                 queue_max: int) -> None:
+        self._settings = settings
+        self._topics = list(topics)
+        self._password = password
+        self._queue: collections.deque[RawMessage] = collections.deque()
+        self._queue_max = queue_max
+        self._resume_at = max(1, queue_max // 2)
+        self._has_messages = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._client: mqtt.Client | None = None
+        self._sock: Any = None
+        self._generation = 0
+        self._paused = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self.connects = 0
+        self.last_error: str | None = None
+
+    # -- public API -------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def batch(self, max_items: int) -> list[RawMessage]:
+        """Wait for at least one message; return up to max_items in arrival order."""
+        while not self._queue:
+            self._has_messages.clear()
+            await self._has_messages.wait()
+        queue = self._queue
+        n = min(max_items, len(queue))
+        out = [queue.popleft() for _ in range(n)]
+        if self._paused and len(queue) <= self._resume_at:
+            self._resume_reading()
+        return out
+
+    def ack(self, messages: Sequence[RawMessage]) -> int:
+        """Acknowledge QoS 1 messages of the current connection; return how many were sent."""
+        client = self._client
+        if client is None:
+            return 0
+        generation = self._generation
+        sent = 0
+        for msg in messages:
+            token = msg.token
+            if msg.qos and isinstance(token, _AckToken) and token.generation == generation:
+                client.ack(token.mid, msg.qos)
+                sent += 1
+        return sent
+
+    async def __aenter__(self) -> MqttSource:
+        self._loop = asyncio.get_running_loop()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Disconnect cleanly; unacknowledged messages stay queued at the broker."""
+        self._closing = True
+        client = self._client
+        if client is not None and self.connected:
+            client.disconnect()
+            # Let the DISCONNECT packet leave before the socket goes away.
+            for _ in range(20):
+                if not client.want_write():
+                    break
+                client.loop_write()
+                await asyncio.sleep(0.005)
+        self._teardown()
+
+    async def run(self) -> None:
+        """Keep a connection up: connect, and reconnect with capped jittered backoff."""
+        attempt = 0
+        cfg = self._settings
+        while not self._closing:
+            try:
+                await self._connect_once()
+                attempt = 0
+                await self._disconnected.wait()
+            except MqttConnectError as exc:
+                self.last_error = exc.reason
+                log.warning("mqtt_connect_failed", host=cfg.host, port=cfg.port,
+                            reason=exc.reason, attempt=attempt + 1)
+            finally:
+                self._teardown()
+            if self._closing:
+                return
+            delay = min(cfg.reconnect.max_delay, cfg.reconnect.min_delay * (2 ** min(attempt, 16)))
+            delay *= random.uniform(0.5, 1.0)  # jitter: a fleet of daemons must not stampede
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    # -- connection -------------------------------------------------------------------
+
+    def _new_client(self) -> mqtt.Client:
+        cfg = self._settings
+        v5 = cfg.protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
+            # Must be on before connecting, or queued session messages are acked unseen.
+            manual_ack=True,
+        )
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, self._password)
+        if cfg.tls.enabled:
+            context = ssl.create_default_context(
+                cafile=str(cfg.tls.ca_file) if cfg.tls.ca_file else None)
+            if cfg.tls.cert_file is not None:
+                context.load_cert_chain(str(cfg.tls.cert_file),
+                                        str(cfg.tls.key_file) if cfg.tls.key_file else None)
+            if cfg.tls.insecure_skip_verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            client.tls_set_context(context)
+        client.max_inflight_messages_set(0)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    async def _connect_once(self) -> None:
+        cfg = self._settings
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._generation += 1
+        self._connected.clear()
+        self._disconnected.clear()
+        client = self._new_client()
+        self._client = client
+        properties = None
+        if cfg.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = cfg.session_expiry
+            properties.ReceiveMaximum = cfg.receive_maximum
+        self._connack: asyncio.Future[tuple[bool, str | None]] = loop.create_future()
+        try:
+            # connect() resolves, opens TCP and does the TLS handshake: blocking work, so it
+            # runs in a thread; no socket callbacks are registered yet, so paho writes the
+            # CONNECT packet itself within that call.
+            await loop.run_in_executor(None, lambda: client.connect(
+                cfg.host, cfg.port, keepalive=cfg.keepalive,
+                clean_start=False if cfg.protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                properties=properties))
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise MqttConnectError(cfg.host, cfg.port, _describe(exc)) from None
+        sock: Any = client.socket()
+        if sock is None:
+            raise MqttConnectError(cfg.host, cfg.port, "no socket after connect")
+        # Alarms are small packets: never let Nagle hold an ack or a publish back.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        client.on_socket_register_write = lambda c, u, s: loop.add_writer(s, self._on_writable)
+        client.on_socket_unregister_write = lambda c, u, s: self._remove_writer(s)
+        client.on_socket_close = lambda c, u, s: self._drop_socket(s)
+        loop.add_reader(sock, self._on_readable)
+        if client.want_write():
+            loop.add_writer(sock, self._on_writable)
+        misc = loop.create_task(self._misc_loop(client), name="mqtt-keepalive")
+        try:
+            session_present, error = await asyncio.wait_for(
+                asyncio.shield(self._connack), timeout=max(10.0, cfg.keepalive))
+        except TimeoutError:
+            misc.cancel()
+            raise MqttConnectError(cfg.host, cfg.port, "no CONNACK from the broker") from None
+        if error is not None:
+            misc.cancel()
+            raise MqttConnectError(cfg.host, cfg.port, error)
+        self._misc_task: asyncio.Task[None] | None = misc
+        self.connects += 1
+        self.last_error = None
+        log.info("mqtt_connected", host=cfg.host, port=cfg.port, client_id=cfg.client_id,
+                 session_present=session_present, protocol=cfg.protocol)
+        self._subscribe(client, session_present)
+
+    def _subscribe(self, client: mqtt.Client, session_present: bool) -> None:
+        cfg = self._settings
+        if cfg.protocol == "5":
+            # Retained messages only for new subscriptions: a reconnect with a kept session
+            # must not replay every retained state.
+            options = SubscribeOptions(qos=cfg.qos,
+                                       retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+            client.subscribe([(t, options) for t in self._topics])
+        elif not session_present:
+            client.subscribe([(t, int(cfg.qos)) for t in self._topics])
+        else:
+            self._connected.set()
+
+    async def _misc_loop(self, client: mqtt.Client) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+                return
+
+    def _teardown(self) -> None:
+        task = getattr(self, "_misc_task", None)
+        if task is not None:
+            task.cancel()
+            self._misc_task = None
+        if self._sock is not None:
+            self._drop_socket(self._sock)
+        self._connected.clear()
+        self._client_closed()
+
+    def _client_closed(self) -> None:
+        # Messages of a dead connection can no longer be acknowledged on it.
+        self._generation += 1
+
+    def _remove_writer(self, sock: Any) -> None:
+        if self._loop is not None:
+            self._loop.remove_writer(sock)
+
+    def _drop_socket(self, sock: Any) -> None:
+        loop = self._loop
+        if loop is not None and sock is not None:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(sock)
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_writer(sock)
+        if sock is self._sock:
+            self._sock = None
+
+    # -- socket events ----------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        queue = self._queue
+        for _ in range(_READ_BURST):
+            before = len(queue)
+            rc = client.loop_read()
+            if rc != mqtt.MQTT_ERR_SUCCESS or len(queue) == before or self._paused:
+                break
+        if queue:
+            self._has_messages.set()
+
+    def _on_writable(self) -> None:
+        if self._client is not None:
+            self._client.loop_write()
+
+    def _pause_reading(self) -> None:
+        # Backpressure: stop reading the socket; TCP and the broker's in-flight window then
+        # hold further messages at the broker instead of in our memory.
+        if not self._paused and self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock)
+            self._paused = True
+            log.info("mqtt_reading_paused", queued=len(self._queue))
+
+    def _resume_reading(self) -> None:
+        self._paused = False
+        if self._sock is not None and self._loop is not None:
+            self._loop.add_reader(self._sock, self._on_readable)
+            # Bytes may already sit in paho's or the TLS layer's buffer.
+            self._loop.call_soon(self._on_readable)
+
+    # -- paho callbacks (run inside loop_read, on the event loop thread) ---------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if self._connack.done():
+            return
+        if reason.is_failure:
+            self._connack.set_result((False, f"broker refused the connection: {reason}"))
+        else:
+            self._connack.set_result((bool(flags.session_present), None))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        failed = [str(r) for r in reasons if getattr(r, "is_failure", False)]
+        if failed:
+            log.error("mqtt_subscribe_refused", topics=self._topics, reasons=failed)
+        self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        if client is not self._client:
+            return
+        if not self._connack.done():
+            self._connack.set_result((False, f"connection closed before CONNACK: {reason}"))
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        self._client_closed()
+        if was_connected and not self._closing:
+            log.warning("mqtt_disconnected", reason=str(reason))
+        self._disconnected.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = bytes(message._topic).decode("utf-8", "replace")
+        self._queue.append(RawMessage(topic, bytes(message.payload), message.qos, message.retain,
+                                      time.time(), _AckToken(self._generation, message.mid)))
+        if len(self._queue) >= self._queue_max:
+            self._pause_reading()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running and listening on this port?)"
+    if isinstance(exc, socket.gaierror):
+        return f"host name not found ({exc.strerror})"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message})"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{exc.__class__.__name__}: {exc}"

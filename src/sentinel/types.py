@@ -64,6 +64,8 @@ class RejectReason(enum.StrEnum):
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     TIMESTAMP_TOO_OLD = "timestamp_too_old"
     STORE_REJECTED = "store_rejected"
+    # A decoder defect met this input; kept so the input can reproduce it.
+    DECODER_ERROR = "decoder_error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,8 +162,11 @@ def load_settings_lenient(
         raise ConfigError(problems)
     # Every relative path, whether written in the file or in the environment, is taken
     # relative to the config file's folder, so the daemon's working directory never matters.
-    _resolve_paths(settings, path.resolve().parent)
+    base = path.resolve().parent
+    if not settings.state_dir.is_absolute():
+        settings.state_dir = (base / settings.state_dir).resolve()
     _place_in_state_dir(settings)
+    _resolve_paths(settings, base)
     return settings, problems
 
 

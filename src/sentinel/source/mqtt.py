@@ -95,9 +95,13 @@ class MqttSource:
     def pending(self) -> int:
         return len(self._queue)
 
+    def wake(self) -> None:
+        """Make a waiting batch() return, empty if nothing arrived (used at shutdown)."""
+        self._has_messages.set()
+
     async def batch(self, max_items: int) -> list[RawMessage]:
-        """Wait for at least one message; return up to max_items in arrival order."""
-        while not self._queue:
+        """Wait for messages (or wake()); return up to max_items in arrival order."""
+        if not self._queue:
             self._has_messages.clear()
             await self._has_messages.wait()
         queue = self._queue

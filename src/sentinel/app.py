@@ -1,0 +1,97 @@
+"""The only wiring: build every stage from the loaded configuration and run them together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from sentinel.config.check import Loaded
+from sentinel.config.load import read_secret
+from sentinel.decode import Decoder
+from sentinel.ingest import Ingestor, ReadingListener
+from sentinel.source import MqttSource
+from sentinel.store import ReadingSink
+from sentinel.store.influx import InfluxWriter
+from sentinel.store.spool import SpoolingSink
+from sentinel.store.sqlite import SqliteReadingStore
+
+log = structlog.get_logger("sentinel.app")
+
+# On shutdown, how long the spool may keep forwarding to a reachable TSDB.
+_FLUSH_GRACE = 5.0
+
+
+@dataclass
+class Daemon:
+    """Handles on the running stages, for status views and tests."""
+
+    ingestor: Ingestor
+    source: MqttSource
+    sink: ReadingSink
+    started_at: float = field(default_factory=time.time)
+
+
+@contextlib.asynccontextmanager
+async def _sink(loaded: Loaded) -> AsyncIterator[ReadingSink]:
+    settings = loaded.settings
+    if settings.store.backend == "sqlite":
+        async with SqliteReadingStore(settings.store.sqlite,
+                                      settings.ingest.deadletter_keep_days) as store:
+            yield store
+        return
+    influx = settings.store.influxdb
+    token = read_secret(influx.token, influx.token_file, "store.influxdb.token_file")
+    tags = {device_id: device.tags() for device_id, device in loaded.inventory.items()}
+    async with InfluxWriter(influx, token) as writer, \
+            SpoolingSink(settings.store.spool, influx, tags, writer) as spool:
+        yield spool
+
+
+async def run_daemon(loaded: Loaded, stop: asyncio.Event,
+                     listeners: Sequence[ReadingListener] = (),
+                     on_ready: Callable[[Daemon], None] | None = None) -> Daemon:
+    """Run until `stop` is set; then finish received messages, flush and disconnect."""
+    settings = loaded.settings
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    decoder = Decoder(loaded.profiles, loaded.inventory, loaded.kinds, settings.ingest)
+    topics = settings.mqtt.topics or decoder.topic_filters()
+    password = read_secret(settings.mqtt.password, settings.mqtt.password_file,
+                           "mqtt.password_file")
+    async with _sink(loaded) as sink, MqttSource(settings.mqtt, topics, password,
+                                                 settings.ingest.queue_max) as source:
+        ingestor = Ingestor(source, decoder, sink, settings.ingest.batch_max, listeners)
+        daemon = Daemon(ingestor, source, sink)
+        async with asyncio.TaskGroup() as tg:
+            source_task = tg.create_task(source.run(), name="mqtt-source")
+            sink_task = tg.create_task(sink.run(), name="store")
+            ingest_task = tg.create_task(ingestor.run(), name="ingest")
+
+            async def announce_ready() -> None:
+                await source.wait_connected()
+                log.info("daemon_ready", devices=len(loaded.inventory), topics=topics,
+                         store=settings.store.backend, state_dir=str(settings.state_dir))
+                if on_ready is not None:
+                    on_ready(daemon)
+
+            ready_task = tg.create_task(announce_ready(), name="ready")
+            await stop.wait()
+            log.info("daemon_stopping", pending=source.pending())
+            ready_task.cancel()
+            # Commit and acknowledge what was received, then disconnect: the broker keeps
+            # whatever arrives later for our persistent session.
+            ingestor.stop()
+            await ingest_task
+            source_task.cancel()
+            await source.close()
+            if isinstance(sink, SpoolingSink):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sink.flush(), _FLUSH_GRACE)
+            sink_task.cancel()
+        log.info("daemon_stopped", received=ingestor.stats.received,
+                 stored=ingestor.stats.stored, rejected=ingestor.stats.rejected_total)
+        return daemon

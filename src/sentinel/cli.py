@@ -1,0 +1,250 @@
+"""The `sentinel` command: run the daemon, check configuration, simulate, inspect.
+
+Signal handling lives here; everything else is imported from the stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sentinel import __version__
+from sentinel.config.check import Loaded, load_all
+from sentinel.errors import ConfigError
+from sentinel.i18n import Language, t
+from sentinel.log import configure_logging, truncate
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_CONFIG = 2
+
+
+def _default_config() -> str:
+    if "SENTINEL_CONFIG" in os.environ:
+        return os.environ["SENTINEL_CONFIG"]
+    local = Path("config/sentinel.toml")
+    return str(local) if local.exists() else "/etc/sentinel/sentinel.toml"
+
+
+def _lang(args: argparse.Namespace) -> Language:
+    lang = args.lang or os.environ.get("SENTINEL_LANG") or "zh"
+    return "en" if lang.startswith("en") else "zh"
+
+
+def _load(args: argparse.Namespace) -> Loaded:
+    return load_all(Path(args.config))
+
+
+def _print_problems(exc: ConfigError, lang: Language) -> None:
+    print(t("check.failed", lang, count=len(exc.problems)), file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+# -- commands ---------------------------------------------------------------------------
+
+def cmd_check(args: argparse.Namespace) -> int:
+    lang = _lang(args)
+    try:
+        loaded = _load(args)
+    except ConfigError as exc:
+        _print_problems(exc, lang)
+        return EXIT_CONFIG
+    print(t("check.ok", lang, devices=len(loaded.inventory), profiles=len(loaded.profiles),
+            kinds=len(loaded.kinds.names())))
+    return EXIT_OK
+
+
+def _install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    lang = _lang(args)
+    try:
+        loaded = _load(args)
+    except ConfigError as exc:
+        _print_problems(exc, lang)
+        return EXIT_CONFIG
+    log_settings = loaded.settings.log
+    configure_logging(log_settings.level, log_settings.format)
+    from sentinel.app import run_daemon
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _install_stop_signals(stop)
+        await run_daemon(loaded, stop)
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def cmd_deadletter(args: argparse.Namespace) -> int:
+    lang = _lang(args)
+    try:
+        loaded = _load(args)
+    except ConfigError as exc:
+        _print_problems(exc, lang)
+        return EXIT_CONFIG
+    from sentinel.store.db import list_deadletters
+    store = loaded.settings.store
+    path = store.sqlite.path if store.backend == "sqlite" else store.spool.path
+    try:
+        rows = list_deadletters(path, limit=args.limit, reason=args.reason)
+    except FileNotFoundError:
+        rows = []
+    if args.json:
+        for row in rows:
+            payload = row["payload"]
+            assert isinstance(payload, bytes)
+            print(json.dumps({**row, "payload": payload.decode("utf-8", "backslashreplace")},
+                             ensure_ascii=False))
+        return EXIT_OK
+    if not rows:
+        print(t("deadletter.none", lang))
+        return EXIT_OK
+    tz = ZoneInfo("Asia/Shanghai")
+    print(t("deadletter.header", lang))
+    for row in rows:
+        received = row["received_ms"]
+        payload = row["payload"]
+        assert isinstance(received, int)
+        assert isinstance(payload, bytes)
+        when = datetime.fromtimestamp(received / 1000, tz).strftime("%m-%d %H:%M:%S")
+        print(f"{when} | {row['reason']} | {row['device_id'] or '-'} | {row['topic']} | "
+              f"{row['detail']} | {truncate(payload, 80)}")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    lang = _lang(args)
+    try:
+        loaded = _load(args)
+    except ConfigError as exc:
+        _print_problems(exc, lang)
+        return EXIT_CONFIG
+    from sentinel.config.load import read_secret
+    from sentinel.sim.publisher import SimOptions, parse_inject, run_simulation
+    mqtt = loaded.settings.mqtt
+    try:
+        injects = [parse_inject(text) for text in args.inject]
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_PROBLEMS
+    options = SimOptions(
+        host=args.host or mqtt.host, port=args.port or mqtt.port, qos=args.qos,
+        speed=args.speed, rate=args.rate, duration=args.duration, count=args.count,
+        burst=args.burst, inject=injects, seed=args.seed,
+        client_id=args.client_id, username=mqtt.username,
+        password=read_secret(mqtt.password, mqtt.password_file, "mqtt.password_file"),
+        protocol=mqtt.protocol, ledger_path=Path(args.ledger) if args.ledger else None,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def progress(p: Any) -> None:
+        if not args.quiet:
+            print(t("sim.progress", lang, readings=p.readings, rate=round(p.rate)),
+                  file=sys.stderr, flush=True)
+
+    try:
+        result = run_simulation(loaded, options, stop=stop, progress=progress)
+    except KeyboardInterrupt:
+        stop.set()
+        return EXIT_OK
+    print(t("sim.done", lang, readings=result.readings, messages=result.messages,
+            elapsed=result.elapsed), flush=True)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    lang = _lang(args)
+    try:
+        loaded = _load(args)
+    except ConfigError as exc:
+        _print_problems(exc, lang)
+        return EXIT_CONFIG
+    from sentinel.demo import DemoOptions, run_demo
+    options = DemoOptions(state_dir=Path(args.state_dir), broker=args.broker,
+                          speed=args.speed, duration=args.duration, lang=lang)
+    return run_demo(loaded, options)
+
+
+# -- argument parsing -------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sentinel", description=(
+        "Community safety daemon: MQTT sensors → readings → store, rules and alerts."))
+    parser.add_argument("--version", action="version", version=f"sentinel {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=_default_config(),
+                        help="configuration file (default: $SENTINEL_CONFIG, "
+                             "config/sentinel.toml or /etc/sentinel/sentinel.toml)")
+    common.add_argument("--lang", choices=["zh", "en"], default=None,
+                        help="language of messages (default zh, or $SENTINEL_LANG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", parents=[common], help="run the daemon")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", parents=[common],
+                       help="validate configuration, inventory and profiles together")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("simulate", parents=[common],
+                       help="publish realistic telemetry for the whole inventory")
+    p.add_argument("--host", help="broker host (default: [mqtt] host)")
+    p.add_argument("--port", type=int, help="broker port (default: [mqtt] port)")
+    p.add_argument("--qos", type=int, choices=[0, 1], default=1)
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="time compression: 60 makes an hour pass in a minute")
+    p.add_argument("--rate", type=float, help="fixed total readings per second")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--count", type=int, help="stop after this many readings")
+    p.add_argument("--burst", action="store_true", help="no pacing: publish as fast as possible")
+    p.add_argument("--inject", action="append", default=[], metavar="EVENT:DEVICE[@SECONDS]",
+                   help="smoke-alarm, gas-leak, hydrant-drop, tank-low, sos, fall, offline")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--client-id", default="sentinel-simulator")
+    p.add_argument("--ledger", help="append one JSON line per published reading to this file")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("deadletter", parents=[common], help="rejected messages")
+    dl = p.add_subparsers(dest="action", required=True)
+    q = dl.add_parser("list", parents=[common], help="newest rejected messages first")
+    q.add_argument("--limit", type=int, default=50)
+    q.add_argument("--reason", help="only this reason (e.g. invalid_json)")
+    q.add_argument("--json", action="store_true", help="one JSON object per line")
+    q.set_defaults(func=cmd_deadletter)
+
+    p = sub.add_parser("demo", parents=[common],
+                       help="broker + daemon + simulated community with a live view")
+    p.add_argument("--state-dir", default="state/demo", help="where the demo keeps its data")
+    p.add_argument("--broker", help="HOST:PORT of a broker to use instead of finding or "
+                                    "starting one")
+    p.add_argument("--speed", type=float, default=60.0, help="simulated time compression")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return result

@@ -1,0 +1,114 @@
+"""Ingest stage: batches of raw messages → decode → durable write → acknowledge → fan out.
+
+The order is the at-least-once contract: a message is acknowledged to the broker only after
+its reading or its dead letter is committed. A crash between commit and ack means a
+redelivery, which the stores absorb (same device and timestamp → same row / point).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from typing import Protocol
+
+import structlog
+
+from sentinel.decode.decoder import Decoder
+from sentinel.errors import DecodeError
+from sentinel.log import RejectLogger
+from sentinel.store import ReadingSink
+from sentinel.types import DeadLetter, IngestStats, RawMessage, Reading, RejectReason
+
+log = structlog.get_logger("sentinel.ingest")
+
+
+class MessageSource(Protocol):
+    async def batch(self, max_items: int) -> list[RawMessage]: ...
+    def ack(self, messages: Sequence[RawMessage]) -> int: ...
+    def pending(self) -> int: ...
+    def wake(self) -> None: ...
+
+
+class ReadingListener(Protocol):
+    """A downstream stage (rules, live view) that receives every stored reading."""
+
+    async def put(self, readings: Sequence[Reading]) -> None: ...
+
+
+class Ingestor:
+    def __init__(self, source: MessageSource, decoder: Decoder, sink: ReadingSink,
+                 batch_max: int, listeners: Sequence[ReadingListener] = ()) -> None:
+        self._source = source
+        self._decoder = decoder
+        self._sink = sink
+        self._batch_max = batch_max
+        self._listeners = list(listeners)
+        self._rejects = RejectLogger(log)
+        self.stats = IngestStats()
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Finish what has been received, then return from run()."""
+        self._stopping = True
+        self._source.wake()
+
+    async def run(self) -> None:
+        while True:
+            if self._stopping and self._source.pending() == 0:
+                return
+            messages = await self._source.batch(self._batch_max)
+            if messages:
+                await self.process(messages)
+
+    async def process(self, messages: list[RawMessage]) -> None:
+        readings, dead = self._decode(messages)
+        await self._write(readings, dead)
+        self._source.ack(messages)
+        stats = self.stats
+        stats.received += len(messages)
+        stats.stored += len(readings)
+        by_kind = stats.stored_by_kind
+        for reading in readings:
+            by_kind[reading.kind] = by_kind.get(reading.kind, 0) + 1
+        if readings:
+            for listener in self._listeners:
+                await listener.put(readings)
+
+    def _decode(self, messages: list[RawMessage]) -> tuple[list[Reading], list[DeadLetter]]:
+        decode = self._decoder.decode
+        readings: list[Reading] = []
+        dead: list[DeadLetter] = []
+        for msg in messages:
+            try:
+                readings.append(decode(msg))
+            except DecodeError as exc:
+                dead.append(self._reject(msg, exc.reason, exc.detail, exc.device_id))
+            except Exception as exc:  # a decoder defect must cost one message, not the daemon
+                log.exception("decoder_defect", topic=msg.topic[:200])
+                dead.append(self._reject(msg, RejectReason.DECODER_ERROR,
+                                         f"{exc.__class__.__name__}: {exc}"[:300], None))
+        return readings, dead
+
+    def _reject(self, msg: RawMessage, reason: RejectReason, detail: str,
+                device_id: str | None) -> DeadLetter:
+        self.stats.reject(reason)
+        self._rejects.reject(reason.value, detail, msg.topic, msg.payload, device_id)
+        return DeadLetter(msg.topic, msg.payload, reason, detail, msg.received_at, device_id)
+
+    async def _write(self, readings: list[Reading], dead: list[DeadLetter]) -> None:
+        # A failing store (disk full, locked file) is retried for ever: the messages stay
+        # unacknowledged meanwhile, so the broker keeps them and nothing is lost.
+        failures = 0
+        while True:
+            try:
+                await self._sink.write(readings, dead)
+                if failures:
+                    log.info("store_write_recovered", attempts=failures + 1)
+                return
+            except Exception as exc:
+                failures += 1
+                delay = min(30.0, 0.2 * 2 ** min(failures, 8)) * random.uniform(0.5, 1.0)
+                log.error("store_write_failed", error=f"{exc.__class__.__name__}: {exc}",
+                          attempt=failures, retry_in=round(delay, 2), readings=len(readings))
+                await asyncio.sleep(delay)

@@ -1,0 +1,206 @@
+"""The durable spool in front of a remote time-series database.
+
+Every accepted reading is committed here as a line of line protocol before its MQTT message
+is acknowledged; a forwarder sends the oldest lines to the TSDB in batches and deletes them
+once the TSDB has them. While the TSDB is unreachable the spool grows; at its configured
+bound writes wait (the MQTT source then stops reading, and the broker holds the rest), so
+nothing is dropped. Crossing the warning mark is reported loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import structlog
+
+from sentinel.config.model import InfluxSettings, SpoolSettings
+from sentinel.store.db import DEADLETTER_SCHEMA, SqliteDb, insert_deadletters
+from sentinel.store.lineproto import tag_string, to_line
+from sentinel.types import DeadLetter, Reading, RejectReason
+
+log = structlog.get_logger("sentinel.store")
+
+SPOOL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    line TEXT NOT NULL
+);
+""" + DEADLETTER_SCHEMA
+
+
+class LineWriter(Protocol):
+    """What the forwarder needs of a TSDB writer (InfluxWriter implements it)."""
+
+    async def write(self, lines: Sequence[str]) -> Any: ...
+
+
+# Told when the spool crosses its warning mark and when it falls back below it.
+SpoolEvent = Callable[[str, dict[str, object]], None]
+
+
+class SpoolingSink:
+    """ReadingSink that spools line protocol durably and forwards it to the TSDB in order."""
+
+    def __init__(self, spool: SpoolSettings, influx: InfluxSettings,
+                 device_tags: Mapping[str, Mapping[str, str]], writer: LineWriter,
+                 on_event: SpoolEvent | None = None) -> None:
+        self._settings = spool
+        self._influx = influx
+        self._db = SqliteDb(spool.path, SPOOL_SCHEMA, synchronous="normal")
+        self._tag_cache = {device_id: tag_string(tags) for device_id, tags in device_tags.items()}
+        self._writer = writer
+        self._on_event = on_event
+        self._bytes = 0
+        self._rows = 0
+        self._has_rows = asyncio.Event()
+        self._has_room = asyncio.Event()
+        self._has_room.set()
+        self._warned = False
+        self.forwarded = 0
+        self.oldest_ms: int | None = None
+        self.last_forward_error: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> SpoolingSink:
+        await self._db.open()
+
+        def measure(conn: sqlite3.Connection) -> tuple[int, int]:
+            row = conn.execute("SELECT count(*), coalesce(sum(length(line)), 0) FROM spool")
+            count, size = row.fetchone()
+            return int(count), int(size)
+
+        self._rows, self._bytes = await self._db.call(measure)
+        if self._rows:
+            log.info("spool_resumed", rows=self._rows, bytes=self._bytes)
+            self._has_rows.set()
+        self._update_marks()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._db.close()
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> None:
+        # Full: wait for the forwarder. The caller holds its messages unacknowledged, so the
+        # broker keeps everything else; memory does not grow.
+        while not self._has_room.is_set():
+            await self._has_room.wait()
+        tags = self._tag_cache
+        lines = [(to_line(r, tags.get(r.device_id) or tag_string({"device_id": r.device_id})),)
+                 for r in readings]
+        size = sum(len(line[0]) for line in lines)
+
+        def commit(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN")
+            try:
+                if lines:
+                    conn.executemany("INSERT INTO spool (line) VALUES (?)", lines)
+                if dead:
+                    insert_deadletters(conn, dead)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._db.call(commit)
+        if lines:
+            self._rows += len(lines)
+            self._bytes += size
+            self._has_rows.set()
+            self._update_marks()
+
+    def _update_marks(self) -> None:
+        limit = self._settings.max_bytes
+        warn_at = limit * self._settings.warn_ratio
+        if self._bytes >= limit:
+            if self._has_room.is_set():
+                log.error("spool_full", bytes=self._bytes, max_bytes=limit,
+                          action="not acknowledging new messages until the TSDB catches up")
+            self._has_room.clear()
+        else:
+            self._has_room.set()
+        if self._bytes >= warn_at and not self._warned:
+            self._warned = True
+            log.error("spool_nearly_full", bytes=self._bytes, max_bytes=limit, rows=self._rows,
+                      last_error=self.last_forward_error)
+            self._emit("spool_nearly_full", {"bytes": self._bytes, "max_bytes": limit})
+        elif self._warned and self._bytes < warn_at * 0.9:
+            self._warned = False
+            log.info("spool_below_mark", bytes=self._bytes, max_bytes=limit)
+            self._emit("spool_below_mark", {"bytes": self._bytes, "max_bytes": limit})
+
+    def _emit(self, event: str, data: dict[str, object]) -> None:
+        if self._on_event is not None:
+            self._on_event(event, data)
+
+    # -- forwarding ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Forward spooled lines to the TSDB, oldest first, forever."""
+        batch_size = self._influx.batch_size
+        interval = self._influx.flush_interval
+        while True:
+            await self._has_rows.wait()
+            # Batch by size and time: wait for a full batch or the flush interval.
+            if self._rows < batch_size:
+                await asyncio.sleep(interval)
+            rows = await self._db.call(lambda conn: conn.execute(
+                "SELECT seq, line FROM spool ORDER BY seq LIMIT ?", (batch_size,)).fetchall())
+            if not rows:
+                self._has_rows.clear()
+                continue
+            await self._forward(rows)
+
+    async def _forward(self, rows: list[tuple[int, str]]) -> None:
+        lines = [line for _, line in rows]
+        started = time.perf_counter()
+        result = await self._writer.write(lines)  # retries until the TSDB takes it
+        rejected: list[tuple[str, str]] = list(getattr(result, "rejected", []))
+        last_seq = rows[-1][0]
+        size = sum(len(line) for line in lines)
+        now = time.time()
+        dead = [DeadLetter(topic="", payload=line.encode(), reason=RejectReason.STORE_REJECTED,
+                           detail=f"time-series database refused the line: {reason}",
+                           received_at=now) for line, reason in rejected]
+
+        def done(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN")
+            conn.execute("DELETE FROM spool WHERE seq <= ?", (last_seq,))
+            if dead:
+                insert_deadletters(conn, dead)
+            conn.execute("COMMIT")
+
+        await self._db.call(done)
+        for line, reason in rejected:
+            log.error("store_rejected_line", reason=reason, line=line[:200])
+        self._rows -= len(rows)
+        self._bytes -= size
+        self.forwarded += len(lines) - len(rejected)
+        if self._rows <= 0:
+            self._rows = 0
+            self._bytes = 0
+            self._has_rows.clear()
+        self._update_marks()
+        log.debug("spool_forwarded", lines=len(lines), rejected=len(rejected),
+                  ms=round((time.perf_counter() - started) * 1000, 1), remaining=self._rows)
+
+    async def flush(self) -> None:
+        """Forward everything spooled now (used at shutdown, under a time limit)."""
+        while self._rows:
+            rows = await self._db.call(lambda conn: conn.execute(
+                "SELECT seq, line FROM spool ORDER BY seq LIMIT ?",
+                (self._influx.batch_size,)).fetchall())
+            if not rows:
+                return
+            await self._forward(rows)
+
+    def health(self) -> dict[str, object]:
+        return {"backend": "influxdb", "spool_rows": self._rows, "spool_bytes": self._bytes,
+                "spool_max_bytes": self._settings.max_bytes, "forwarded": self.forwarded,
+                "spool_nearly_full": self._warned}

@@ -45,14 +45,14 @@ def topic_matches(filter_levels: list[str], topic_levels: list[str]) -> bool:
     return n == len(topic_levels)
 
 
-def _norm_word(value: object) -> object:
+def _norm_word(value: str | float | bool) -> str:
     if isinstance(value, str):
         return value.strip().lower()
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, int | float):
-        return str(int(value)) if float(value).is_integer() else str(value)
-    return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,9 @@ class _FieldReader:
         if kind == "bool":
             if raw is True or raw is False:
                 return raw
+            if not isinstance(raw, str | int | float):
+                raise DecodeError(R.WRONG_TYPE, f"{self.name}: expected a boolean, got "
+                                  f"{type(raw).__name__}", device.id)
             word = _norm_word(raw)
             if word in self.true_words:
                 return True

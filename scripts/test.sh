@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command (README): lint, type-check and run the tests against real servers.
+# Works on a fresh Debian machine as root: installs mosquitto, victoria-metrics and the venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/bootstrap.sh
+bootstrap_system python3-venv mosquitto victoria-metrics
+bootstrap_venv test
+.venv/bin/ruff check src tests bench scripts
+.venv/bin/mypy
+exec .venv/bin/python -m pytest "$@"

@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import SHIPPED_CONFIG, copy_deployment, sentinel
 
 from sentinel.config.check import load_all
 from sentinel.config.inventory import load_inventory
 from sentinel.config.load import load_settings
 from sentinel.errors import ConfigError
+
+from helpers import SHIPPED_CONFIG, copy_deployment, sentinel
 
 
 def _clean_env(**extra: str) -> dict[str, str]:

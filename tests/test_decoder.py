@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -10,7 +11,6 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import SHIPPED_CONFIG
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +20,8 @@ from sentinel.decode import Decoder
 from sentinel.decode.encode import encode
 from sentinel.errors import DecodeError
 from sentinel.types import RawMessage, Reading, RejectReason
+
+from helpers import SHIPPED_CONFIG
 
 LOADED: Loaded = load_all(SHIPPED_CONFIG, {})
 DECODER = Decoder(LOADED.profiles, LOADED.inventory, LOADED.kinds, LOADED.settings.ingest)
@@ -209,10 +211,8 @@ JSON_VALUES = st.recursive(
 def test_structured_garbage_never_escapes_the_decoder(fields: dict[str, Any]) -> None:
     """Well-formed JSON with arbitrary values under known keys is decoded or rejected."""
     for device in (SMOKE, _first("elderly_watch", "sentinel-json")):
-        try:
+        with contextlib.suppress(DecodeError):
             decode(f"sentinel/v1/{device.id}/telemetry", json.dumps(fields).encode())
-        except DecodeError:
-            pass
 
 
 def _value_strategy(kind: str, name: str, device: Device) -> st.SearchStrategy[Any]:

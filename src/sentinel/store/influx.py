@@ -26,6 +26,7 @@ import email.utils
 import math
 import random
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -57,6 +58,16 @@ _REASON_MAX = 500
 _MS: Final = cast(WritePrecision, WritePrecision.MS)  # the class declares its members as str
 
 _log = structlog.get_logger(__name__)
+
+# aiohttp errors that no retry can cure: the url (or its redirects) is wrong.
+_UNUSABLE_URL: Final[tuple[type[BaseException], ...]] = tuple(
+    error
+    for error in (
+        getattr(aiohttp, name, None)
+        for name in ("InvalidURL", "NonHttpUrlClientError", "TooManyRedirects")
+    )
+    if isinstance(error, type) and issubclass(error, BaseException)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +184,15 @@ class InfluxWriter:
         if self._client is not None:
             return
         s = self._settings
+        try:
+            parts = urllib.parse.urlsplit(s.url)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            usable = False
+        if not usable:
+            raise StoreError(
+                "InfluxDB url must be http:// or https:// with a host", retryable=False
+            )
         self._client = InfluxDBClientAsync(
             url=s.url,
             token=self._token or "",  # empty: no Authorization header
@@ -202,8 +222,14 @@ class InfluxWriter:
         writer is closed before the batch is stored.
         """
         progress = _Progress()
-        if lines:
-            await self._write_bisecting(list(lines), progress)
+        batch = []
+        for line in lines:
+            if line and not line.isspace():
+                batch.append(line)
+            else:  # the client cannot even send a body without content
+                progress.rejected.append((line, "empty line"))
+        if batch:
+            await self._write_bisecting(batch, progress)
         return WriteResult(progress.written, progress.rejected, progress.attempts)
 
     async def _write_bisecting(self, lines: list[str], progress: _Progress) -> None:
@@ -212,9 +238,7 @@ class InfluxWriter:
         except _Refused as refused:
             if len(lines) == 1:
                 progress.rejected.append((lines[0], refused.reason))
-                _log.warning(
-                    "influx_line_rejected", status=refused.status, reason=refused.reason
-                )
+                _log.warning("influx_line_rejected", status=refused.status, reason=refused.reason)
                 return
             mid = len(lines) // 2
             await self._write_bisecting(lines[:mid], progress)
@@ -252,7 +276,7 @@ class InfluxWriter:
                     ) from None
                 retry_after = parse_retry_after(getattr(exc, "retry_after", None))
                 error = f"HTTP {status}"
-            except (aiohttp.InvalidURL, aiohttp.TooManyRedirects) as exc:
+            except _UNUSABLE_URL as exc:
                 raise StoreError(
                     f"InfluxDB url is unusable: {type(exc).__name__}", retryable=False
                 ) from None

@@ -24,12 +24,8 @@ from sentinel.types import Reading, Value
 
 __all__ = ["escape_key", "escape_measurement", "escape_string", "tag_string", "to_line"]
 
-_MEASUREMENT = str.maketrans(
-    {"\\": "\\\\", ",": "\\,", " ": "\\ ", "\n": "\\n", "\r": "\\r"}
-)
-_KEY = str.maketrans(
-    {"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\n", "\r": "\\r"}
-)
+_MEASUREMENT = str.maketrans({"\\": "\\\\", ",": "\\,", " ": "\\ ", "\n": "\\n", "\r": "\\r"})
+_KEY = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\n", "\r": "\\r"})
 _STRING = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
 
 _INT64_MIN = -(2**63)
@@ -64,9 +60,7 @@ def tag_string(tags: Mapping[str, str]) -> str:
     The result is meant to be cached per device and passed to `to_line`.
     """
     return "".join(
-        f",{escape_key(key)}={escape_key(tags[key])}"
-        for key in sorted(tags)
-        if key and tags[key]
+        f",{escape_key(key)}={escape_key(tags[key])}" for key in sorted(tags) if key and tags[key]
     )
 
 

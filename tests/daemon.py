@@ -1,0 +1,199 @@
+"""Run the real daemon as a subprocess, and publish ledgered readings to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from sentinel.config.check import Loaded, load_all
+from sentinel.config.inventory import Device
+from sentinel.decode.encode import encode
+
+from helpers import ROOT, SHIPPED_CONFIG
+
+LOADED: Loaded = load_all(SHIPPED_CONFIG, {})
+
+
+class DaemonProcess:
+    """`sentinel run` in a subprocess with settings overridden through the environment."""
+
+    def __init__(self, state_dir: Path, broker_port: int, **overrides: str) -> None:
+        self.state_dir = state_dir
+        self.log_path = state_dir / "daemon.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
+        self.env.update({
+            "SENTINEL_MQTT__PORT": str(broker_port),
+            "SENTINEL_STATE_DIR": str(state_dir),
+            "SENTINEL_LOG__FORMAT": "json",
+            "SENTINEL_MQTT__RECONNECT__MAX_DELAY": "1",
+        })
+        self.env.update({f"SENTINEL_{k.upper()}": v for k, v in overrides.items()})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> DaemonProcess:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sentinel", "run", "-c", str(SHIPPED_CONFIG)],
+            env=self.env, stdout=log, stderr=log, cwd=ROOT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while '"daemon_ready"' not in self.log_text(offset):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited ({self.proc.returncode}):\n{self.log_text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"daemon not ready in {timeout} s:\n{self.log_text()[-3000:]}")
+            time.sleep(0.05)
+        return self
+
+    def log_text(self, offset: int = 0) -> str:
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode("utf-8", "replace")
+
+    def log_events(self) -> list[dict[str, object]]:
+        events = []
+        for line in self.log_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return events
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def close(self) -> None:
+        if self.alive:
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def stored_keys(db: Path) -> set[tuple[str, int]]:
+    """Distinct (device_id, ts_ms) stored by the embedded store."""
+    if not db.exists():
+        return set()
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return set(conn.execute("SELECT device_id, ts_ms FROM readings"))
+    except sqlite3.OperationalError:
+        return set()
+    finally:
+        conn.close()
+
+
+def deadletter_counts(db: Path) -> dict[str, int]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return dict(conn.execute("SELECT reason, count(*) FROM deadletter GROUP BY reason"))
+    finally:
+        conn.close()
+
+
+def wait_until(predicate: object, timeout: float, interval: float = 0.2) -> bool:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+TYPICAL: dict[str, dict[str, object]] = {
+    "smoke": {"alarm": False, "battery": 86.0, "tamper": False, "signal": -88.0},
+    "gas": {"alarm": False, "concentration_lel": 1.5, "gas_type": "CH4", "battery": 91.0},
+    "hydrant_pressure": {"pressure": 0.352, "battery_voltage": 3.61, "signal": -95.0},
+    "water_level": {"level": 2.25, "battery_voltage": 3.58},
+    "elderly_watch": {"heart_rate": 72.0, "steps": 1200, "worn": True, "battery": 64.0,
+                      "latitude": 22.566, "longitude": 114.127},
+}
+
+
+def timestamped_devices() -> list[Device]:
+    """Devices whose profile carries a device timestamp (each reading has a unique key)."""
+    return [d for d in LOADED.inventory.values() if LOADED.profiles[d.profile].timestamp]
+
+
+def readings(rounds: int, start: float, devices: list[Device] | None = None
+             ) -> Iterator[tuple[Device, float, list[tuple[str, bytes]]]]:
+    """`rounds` readings per device, 1 ms apart per device, in their vendor formats."""
+    devices = devices if devices is not None else timestamped_devices()
+    for r in range(rounds):
+        for i, device in enumerate(devices):
+            ts = round(start + r + i * 1e-4, 3)
+            values = dict(TYPICAL[device.kind])
+            if device.kind == "water_level" and device.settings.tank_height_m:
+                values["level"] = round(device.settings.tank_height_m * 0.9, 3)
+            yield device, ts, encode(LOADED.profiles[device.profile], device, values, ts,
+                                     LOADED.kinds)
+
+
+class Publisher:
+    """A QoS 1 publisher that keeps a ledger of the (device, ts_ms) it published."""
+
+    def __init__(self, port: int, client_id: str = "test-publisher") -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.max_inflight_messages_set(1000)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.ledger: set[tuple[str, int]] = set()
+        self._infos: list[mqtt.MQTTMessageInfo] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        info = self.client.publish(topic, payload, qos=qos)
+        self._infos.append(info)
+        if len(self._infos) >= 2000:
+            self.flush()
+
+    def publish_readings(self, items: Iterator[tuple[Device, float, list[tuple[str, bytes]]]],
+                         rate: float | None = None, stop: threading.Event | None = None) -> None:
+        started = time.monotonic()
+        for n, (device, ts, messages) in enumerate(items):
+            if stop is not None and stop.is_set():
+                break
+            for topic, payload in messages:
+                self.publish(topic, payload)
+            self.ledger.add((device.id, round(ts * 1000)))
+            if rate is not None:
+                ahead = (n + 1) / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        self.flush()
+
+    def flush(self) -> None:
+        for info in self._infos:
+            info.wait_for_publish(timeout=60)
+            assert info.is_published(), "broker did not acknowledge a QoS 1 publish"
+        self._infos.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -77,7 +77,7 @@ def test_full_inventory_into_victoriametrics(mosquitto: Mosquitto, victoria: Vic
 
     tank = next(d for d in LOADED.inventory.values()
                 if d.kind == "water_level" and d.profile == "lorawan-tts")
-    series = victoria.export('{__name__="water_level_level",device_id="%s"}' % tank.id)
+    series = victoria.export(f'{{__name__="water_level_level",device_id="{tank.id}"}}')
     assert series, "no level series for a LoRaWAN tank"
     labels = series[0]["metric"]
     assert labels["compound"] == tank.compound
@@ -85,7 +85,8 @@ def test_full_inventory_into_victoriametrics(mosquitto: Mosquitto, victoria: Vic
     assert labels["community"] == "水贝社区"
     assert tank.settings.tank_height_m is not None
     assert series[0]["values"][0] == pytest.approx(round(tank.settings.tank_height_m * 0.9, 3))
-    percent = victoria.export('{__name__="water_level_level_percent",device_id="%s"}' % tank.id)
+    percent = victoria.export(
+        f'{{__name__="water_level_level_percent",device_id="{tank.id}"}}')
     assert percent[0]["values"][0] == pytest.approx(90.0)
     assert daemon.stop() == 0
 

@@ -92,8 +92,16 @@ class SpoolingSink:
         while not self._has_room.is_set():
             await self._has_room.wait()
         tags = self._tag_cache
-        lines = [(to_line(r, tags.get(r.device_id) or tag_string({"device_id": r.device_id})),)
-                 for r in readings]
+        lines: list[tuple[str]] = []
+        dead = list(dead)
+        for r in readings:
+            try:
+                lines.append((to_line(r, tags.get(r.device_id)
+                                      or tag_string({"device_id": r.device_id})),))
+            except ValueError as exc:  # cannot be line protocol (no fields, not finite)
+                dead.append(DeadLetter(topic="", payload=repr(r).encode(),
+                                       reason=RejectReason.STORE_REJECTED, detail=str(exc),
+                                       received_at=r.received_at, device_id=r.device_id))
         size = sum(len(line[0]) for line in lines)
 
         def commit(conn: sqlite3.Connection) -> None:

@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("deadletter", parents=[common], help="rejected messages")
+    p = sub.add_parser("deadletter", help="rejected messages")
     dl = p.add_subparsers(dest="action", required=True)
     q = dl.add_parser("list", parents=[common], help="newest rejected messages first")
     q.add_argument("--limit", type=int, default=50)

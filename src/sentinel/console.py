@@ -33,6 +33,11 @@ def alarm_text(reading: Reading, lang: Language) -> str | None:
     return None
 
 
+def _clears(reading: Reading) -> bool:
+    values = reading.values
+    return any(values.get(k) is False for k in ("alarm", "sos", "fall"))
+
+
 class LiveView:
     """A ReadingListener that prints alarm readings at once and a status line periodically."""
 
@@ -43,12 +48,19 @@ class LiveView:
         self._out = stream or sys.stdout
         self._color = self._out.isatty()
         self._interval = interval
+        # Devices currently in alarm: a detector repeats its alarm state while it lasts,
+        # and the operator needs the start (and end), not every repetition.
+        self._alarming: set[str] = set()
 
     async def put(self, readings: Sequence[Reading]) -> None:
         for reading in readings:
             what = alarm_text(reading, self._lang)
             if what is not None:
-                self._print_alarm(reading, what)
+                if reading.device_id not in self._alarming:
+                    self._alarming.add(reading.device_id)
+                    self._print_alarm(reading, what)
+            elif reading.device_id in self._alarming and _clears(reading):
+                self._alarming.discard(reading.device_id)
 
     def _print_alarm(self, reading: Reading, what: str) -> None:
         device = self._inventory.get(reading.device_id)

@@ -16,7 +16,7 @@ from sentinel.errors import ConfigError, Problem
 
 ENV_PREFIX = "SENTINEL_"
 # Variables with the prefix that are not settings.
-_NOT_SETTINGS = frozenset({"SENTINEL_CONFIG"})
+_NOT_SETTINGS = frozenset({"SENTINEL_CONFIG", "SENTINEL_LANG"})
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -136,10 +136,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         _print_problems(exc, lang)
         return EXIT_CONFIG
     from sentinel.config.load import read_secret
-    from sentinel.sim.publisher import SimOptions, parse_inject, run_simulation
+    from sentinel.sim.publisher import SimOptions, SimulationError, parse_inject, run_simulation
     mqtt = loaded.settings.mqtt
     try:
-        injects = [parse_inject(text) for text in args.inject]
+        injects = [parse_inject(text, loaded.inventory) for text in args.inject]
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_PROBLEMS
@@ -164,6 +164,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         stop.set()
         return EXIT_OK
+    except (ValueError, SimulationError) as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_PROBLEMS
     print(t("sim.done", lang, readings=result.readings, messages=result.messages,
             elapsed=result.elapsed), flush=True)
     return EXIT_OK
@@ -214,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--count", type=int, help="stop after this many readings")
     p.add_argument("--burst", action="store_true", help="no pacing: publish as fast as possible")
-    p.add_argument("--inject", action="append", default=[], metavar="EVENT:DEVICE[@SECONDS]",
-                   help="smoke-alarm, gas-leak, hydrant-drop, tank-low, sos, fall, offline")
+    p.add_argument("--inject", action="append", default=[], metavar="EVENT[:TARGET][@SECONDS]",
+                   help="smoke-alarm, gas-leak, hydrant-drop, tank-low, sos, fall, offline; "
+                        "TARGET: a device id, random, kind:K, compound:X, building:X/B, grid:G")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--client-id", default="sentinel-simulator")
     p.add_argument("--ledger", help="append one JSON line per published reading to this file")

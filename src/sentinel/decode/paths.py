@@ -6,6 +6,7 @@ field of every message.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +24,8 @@ class PathError(ValueError):
     pass
 
 
-def parse_path(path: str) -> list[Step]:
+@functools.lru_cache(maxsize=4096)
+def parse_path(path: str) -> tuple[Step, ...]:
     """Split a path into steps: ("key", name), ("index", i) or ("select", key, value)."""
     if not path:
         raise PathError("empty path")
@@ -45,7 +47,7 @@ def parse_path(path: str) -> list[Step]:
                     steps.append(("index", int(inner)))
                 except ValueError:
                     raise PathError(f"bad index [{inner}] in {path!r}") from None
-    return steps
+    return tuple(steps)
 
 
 def _step_getter(step: Step) -> Getter:

@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 . scripts/bootstrap.sh
 bootstrap_system python3-venv mosquitto victoria-metrics
 bootstrap_venv test
-.venv/bin/ruff check src tests bench scripts
+.venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -323,12 +323,13 @@ class MqttSource:
             self._client.loop_write()
 
     def _pause_reading(self) -> None:
-        # Backpressure: stop reading the socket; TCP and the broker's in-flight window then
-        # hold further messages at the broker instead of in our memory.
+        # Backpressure: stop reading the socket; TCP and the broker then hold further
+        # messages instead of our memory. This is the bound that matters: Mosquitto 2.0.11
+        # does not keep to Receive Maximum for a resumed session (measured in bench/).
         if not self._paused and self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock)
             self._paused = True
-            log.info("mqtt_reading_paused", queued=len(self._queue))
+            log.debug("mqtt_reading_paused", queued=len(self._queue))
 
     def _resume_reading(self) -> None:
         self._paused = False

@@ -45,20 +45,23 @@ def _load(args: argparse.Namespace) -> Loaded:
     return load_all(Path(args.config))
 
 
-def _print_problems(exc: ConfigError, lang: Language) -> None:
-    print(t("check.failed", lang, count=len(exc.problems)), file=sys.stderr)
-    for problem in exc.problems:
-        print(f"  {problem}", file=sys.stderr)
+def _load_or_report(args: argparse.Namespace, lang: Language) -> Loaded | None:
+    """Load everything, or print every problem found and return None."""
+    try:
+        return _load(args)
+    except ConfigError as exc:
+        print(t("check.failed", lang, count=len(exc.problems)), file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
 
 
 # -- commands ---------------------------------------------------------------------------
 
 def cmd_check(args: argparse.Namespace) -> int:
     lang = _lang(args)
-    try:
-        loaded = _load(args)
-    except ConfigError as exc:
-        _print_problems(exc, lang)
+    loaded = _load_or_report(args, lang)
+    if loaded is None:
         return EXIT_CONFIG
     print(t("check.ok", lang, devices=len(loaded.inventory), profiles=len(loaded.profiles),
             kinds=len(loaded.kinds.names())))
@@ -73,10 +76,8 @@ def _install_stop_signals(stop: asyncio.Event) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     lang = _lang(args)
-    try:
-        loaded = _load(args)
-    except ConfigError as exc:
-        _print_problems(exc, lang)
+    loaded = _load_or_report(args, lang)
+    if loaded is None:
         return EXIT_CONFIG
     log_settings = loaded.settings.log
     configure_logging(log_settings.level, log_settings.format)
@@ -93,10 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_deadletter(args: argparse.Namespace) -> int:
     lang = _lang(args)
-    try:
-        loaded = _load(args)
-    except ConfigError as exc:
-        _print_problems(exc, lang)
+    loaded = _load_or_report(args, lang)
+    if loaded is None:
         return EXIT_CONFIG
     from sentinel.store.db import list_deadletters
     store = loaded.settings.store
@@ -130,10 +129,8 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     lang = _lang(args)
-    try:
-        loaded = _load(args)
-    except ConfigError as exc:
-        _print_problems(exc, lang)
+    loaded = _load_or_report(args, lang)
+    if loaded is None:
         return EXIT_CONFIG
     from sentinel.config.load import read_secret
     from sentinel.sim.publisher import SimOptions, SimulationError, parse_inject, run_simulation
@@ -174,10 +171,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     lang = _lang(args)
-    try:
-        loaded = _load(args)
-    except ConfigError as exc:
-        _print_problems(exc, lang)
+    loaded = _load_or_report(args, lang)
+    if loaded is None:
         return EXIT_CONFIG
     from sentinel.demo import DemoOptions, run_demo
     options = DemoOptions(state_dir=Path(args.state_dir), broker=args.broker,

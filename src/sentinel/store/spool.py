@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import structlog
 
 from sentinel.config.model import InfluxSettings, SpoolSettings
-from sentinel.store.db import DEADLETTER_SCHEMA, SqliteDb, insert_deadletters
+from sentinel.store.db import DEADLETTER_SCHEMA, SqliteDb, insert_deadletters, transaction
 from sentinel.store.lineproto import tag_string, to_line
 from sentinel.types import DeadLetter, Reading, RejectReason
 
@@ -105,16 +105,11 @@ class SpoolingSink:
         size = sum(len(line[0]) for line in lines)
 
         def commit(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN")
-            try:
+            with transaction(conn):
                 if lines:
                     conn.executemany("INSERT INTO spool (line) VALUES (?)", lines)
                 if dead:
                     insert_deadletters(conn, dead)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         await self._db.call(commit)
         if lines:
@@ -178,11 +173,10 @@ class SpoolingSink:
                            received_at=now) for line, reason in rejected]
 
         def done(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN")
-            conn.execute("DELETE FROM spool WHERE seq <= ?", (last_seq,))
-            if dead:
-                insert_deadletters(conn, dead)
-            conn.execute("COMMIT")
+            with transaction(conn):
+                conn.execute("DELETE FROM spool WHERE seq <= ?", (last_seq,))
+                if dead:
+                    insert_deadletters(conn, dead)
 
         await self._db.call(done)
         for line, reason in rejected:

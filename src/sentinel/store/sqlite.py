@@ -13,7 +13,13 @@ import orjson
 import structlog
 
 from sentinel.config.model import SqliteSettings
-from sentinel.store.db import DEADLETTER_SCHEMA, SqliteDb, insert_deadletters, open_readonly
+from sentinel.store.db import (
+    DEADLETTER_SCHEMA,
+    SqliteDb,
+    insert_deadletters,
+    open_readonly,
+    transaction,
+)
 from sentinel.types import DeadLetter, Reading
 
 log = structlog.get_logger("sentinel.store")
@@ -67,16 +73,11 @@ class SqliteReadingStore:
                  orjson.dumps(r.values).decode()) for r in readings]
 
         def commit(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN")
-            try:
+            with transaction(conn):
                 if rows:
                     conn.executemany(_UPSERT, rows)
                 if dead:
                     insert_deadletters(conn, dead)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         started = time.perf_counter()
         await self._db.call(commit)

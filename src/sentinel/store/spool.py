@@ -60,6 +60,7 @@ class SpoolingSink:
         self._has_room = asyncio.Event()
         self._has_room.set()
         self._warned = False
+        self._forward_lock = asyncio.Lock()
         self.forwarded = 0
         self.oldest_ms: int | None = None
         self.last_forward_error: str | None = None
@@ -153,12 +154,25 @@ class SpoolingSink:
             # Batch by size and time: wait for a full batch or the flush interval.
             if self._rows < batch_size:
                 await asyncio.sleep(interval)
-            rows = await self._db.call(lambda conn: conn.execute(
-                "SELECT seq, line FROM spool ORDER BY seq LIMIT ?", (batch_size,)).fetchall())
-            if not rows:
+            if not await self._forward_oldest():
                 self._has_rows.clear()
-                continue
+
+    async def flush(self) -> None:
+        """Forward everything spooled now (used at shutdown, under a time limit)."""
+        while self._rows and await self._forward_oldest():
+            pass
+
+    async def _forward_oldest(self) -> bool:
+        # One forwarder at a time: flush() at shutdown must not race run() over the same
+        # rows, or lines would reach the TSDB twice and out of order.
+        async with self._forward_lock:
+            rows = await self._db.call(lambda conn: conn.execute(
+                "SELECT seq, line FROM spool ORDER BY seq LIMIT ?",
+                (self._influx.batch_size,)).fetchall())
+            if not rows:
+                return False
             await self._forward(rows)
+            return True
 
     async def _forward(self, rows: list[tuple[int, str]]) -> None:
         lines = [line for _, line in rows]
@@ -191,16 +205,6 @@ class SpoolingSink:
         self._update_marks()
         log.debug("spool_forwarded", lines=len(lines), rejected=len(rejected),
                   ms=round((time.perf_counter() - started) * 1000, 1), remaining=self._rows)
-
-    async def flush(self) -> None:
-        """Forward everything spooled now (used at shutdown, under a time limit)."""
-        while self._rows:
-            rows = await self._db.call(lambda conn: conn.execute(
-                "SELECT seq, line FROM spool ORDER BY seq LIMIT ?",
-                (self._influx.batch_size,)).fetchall())
-            if not rows:
-                return
-            await self._forward(rows)
 
     def health(self) -> dict[str, object]:
         return {"backend": "influxdb", "spool_rows": self._rows, "spool_bytes": self._bytes,

@@ -10,15 +10,20 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from sentinel.clock import Clock, SystemClock
 from sentinel.config.check import Loaded
 from sentinel.config.load import read_secret
 from sentinel.decode import Decoder
+from sentinel.incidents.publish import IncidentPublisher
+from sentinel.incidents.service import IncidentService
+from sentinel.incidents.store import StateStore
 from sentinel.ingest import Ingestor, ReadingListener
 from sentinel.source import MqttSource
 from sentinel.store import ReadingSink
 from sentinel.store.influx import InfluxWriter
 from sentinel.store.spool import SpoolingSink
 from sentinel.store.sqlite import SqliteReadingStore
+from sentinel.types import Severity
 
 log = structlog.get_logger("sentinel.app")
 
@@ -33,11 +38,13 @@ class Daemon:
     ingestor: Ingestor
     source: MqttSource
     sink: ReadingSink
+    incidents: IncidentService
     started_at: float = field(default_factory=time.time)
 
 
 @contextlib.asynccontextmanager
-async def _sink(loaded: Loaded) -> AsyncIterator[ReadingSink]:
+async def _sink(loaded: Loaded, on_event: Callable[[str, dict[str, object]], None]
+                ) -> AsyncIterator[ReadingSink]:
     settings = loaded.settings
     if settings.store.backend == "sqlite":
         async with SqliteReadingStore(settings.store.sqlite,
@@ -48,13 +55,14 @@ async def _sink(loaded: Loaded) -> AsyncIterator[ReadingSink]:
     token = read_secret(influx.token, influx.token_file, "store.influxdb.token_file")
     tags = {device_id: device.tags() for device_id, device in loaded.inventory.items()}
     async with InfluxWriter(influx, token) as writer, \
-            SpoolingSink(settings.store.spool, influx, tags, writer) as spool:
+            SpoolingSink(settings.store.spool, influx, tags, writer, on_event) as spool:
         yield spool
 
 
 async def run_daemon(loaded: Loaded, stop: asyncio.Event,
                      listeners: Sequence[ReadingListener] = (),
-                     on_ready: Callable[[Daemon], None] | None = None) -> Daemon:
+                     on_ready: Callable[[Daemon], None] | None = None,
+                     clock: Clock | None = None) -> Daemon:
     """Run until `stop` is set; then finish received messages, flush and disconnect."""
     settings = loaded.settings
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -62,36 +70,74 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
     topics = settings.mqtt.topics or decoder.topic_filters()
     password = read_secret(settings.mqtt.password, settings.mqtt.password_file,
                            "mqtt.password_file")
-    async with _sink(loaded) as sink, MqttSource(settings.mqtt, topics, password,
-                                                 settings.ingest.queue_max) as source:
-        ingestor = Ingestor(source, decoder, sink, settings.ingest.batch_max, listeners)
-        daemon = Daemon(ingestor, source, sink)
-        async with asyncio.TaskGroup() as tg:
-            source_task = tg.create_task(source.run(), name="mqtt-source")
-            sink_task = tg.create_task(sink.run(), name="store")
-            ingest_task = tg.create_task(ingestor.run(), name="ingest")
+    clock = clock or SystemClock()
+    pending_system: set[asyncio.Task[None]] = set()
 
-            async def announce_ready() -> None:
-                await source.wait_connected()
-                log.info("daemon_ready", devices=len(loaded.inventory), topics=topics,
-                         store=settings.store.backend, state_dir=str(settings.state_dir))
-                if on_ready is not None:
-                    on_ready(daemon)
+    async with StateStore(settings.incidents.path, settings.incidents.synchronous) as state:
+        incidents = IncidentService(loaded.rules, loaded.inventory, state, clock,
+                                    settings.rules)
+        await incidents.start()
 
-            ready_task = tg.create_task(announce_ready(), name="ready")
-            await stop.wait()
-            log.info("daemon_stopping", pending=source.pending())
-            ready_task.cancel()
-            # Commit and acknowledge what was received, then disconnect: the broker keeps
-            # whatever arrives later for our persistent session.
-            ingestor.stop()
-            await ingest_task
-            source_task.cancel()
-            await source.close()
-            if isinstance(sink, SpoolingSink):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sink.flush(), _FLUSH_GRACE)
-            sink_task.cancel()
-        log.info("daemon_stopped", received=ingestor.stats.received,
-                 stored=ingestor.stats.stored, rejected=ingestor.stats.rejected_total)
-        return daemon
+        def on_store_event(event: str, data: dict[str, object]) -> None:
+            # The spool crossing its warning mark is an incident for the operators.
+            if event in ("spool_nearly_full", "spool_below_mark"):
+                detail = {k: v for k, v in data.items() if isinstance(v, int | float | str)}
+                task = asyncio.get_running_loop().create_task(incidents.system(
+                    "spool_nearly_full", event == "spool_nearly_full", Severity.WARNING,
+                    **detail))
+                pending_system.add(task)
+                task.add_done_callback(pending_system.discard)
+
+        async with _sink(loaded, on_store_event) as sink, \
+                MqttSource(settings.mqtt, topics, password, settings.ingest.queue_max) as source:
+            return await _run(loaded, stop, listeners, on_ready, sink, source, incidents, state,
+                              decoder, topics)
+
+
+async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingListener],
+               on_ready: Callable[[Daemon], None] | None, sink: ReadingSink,
+               source: MqttSource, incidents: IncidentService, state: StateStore,
+               decoder: Decoder, topics: list[str]) -> Daemon:
+    settings = loaded.settings
+    ingestor = Ingestor(source, decoder, sink, settings.ingest.batch_max, listeners,
+                        gate=incidents)
+    daemon = Daemon(ingestor, source, sink, incidents)
+    async with asyncio.TaskGroup() as tg:
+        source_task = tg.create_task(source.run(), name="mqtt-source")
+        sink_task = tg.create_task(sink.run(), name="store")
+        ingest_task = tg.create_task(ingestor.run(), name="ingest")
+        timers_task = tg.create_task(incidents.run(), name="incident-timers")
+        publish_task = None
+        if settings.incidents.publish:
+            publisher = IncidentPublisher(incidents, state, source,
+                                          settings.incidents.topic_prefix)
+            publish_task = tg.create_task(publisher.run(), name="incident-publish")
+
+        async def announce_ready() -> None:
+            await source.wait_connected()
+            log.info("daemon_ready", devices=len(loaded.inventory), topics=topics,
+                     store=settings.store.backend, state_dir=str(settings.state_dir))
+            if on_ready is not None:
+                on_ready(daemon)
+
+        ready_task = tg.create_task(announce_ready(), name="ready")
+        await stop.wait()
+        log.info("daemon_stopping", pending=source.pending())
+        ready_task.cancel()
+        # Commit and acknowledge what was received, then disconnect: the broker keeps
+        # whatever arrives later for our persistent session.
+        ingestor.stop()
+        await ingest_task
+        timers_task.cancel()
+        await incidents.close()
+        if publish_task is not None:
+            publish_task.cancel()
+        source_task.cancel()
+        await source.close()
+        if isinstance(sink, SpoolingSink):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sink.flush(), _FLUSH_GRACE)
+        sink_task.cancel()
+    log.info("daemon_stopped", received=ingestor.stats.received,
+             stored=ingestor.stats.stored, rejected=ingestor.stats.rejected_total)
+    return daemon

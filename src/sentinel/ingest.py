@@ -1,15 +1,20 @@
-"""Ingest stage: batches of raw messages → decode → durable write → acknowledge → fan out.
+"""Ingest stage: batches of raw messages → decode → rules gate → durable write → ack → fan out.
 
 The order is the at-least-once contract: a message is acknowledged to the broker only after
-its reading or its dead letter is committed. A crash between commit and ack means a
-redelivery, which the stores absorb (same device and timestamp → same row / point).
+its reading or its dead letter is committed, and after the rules gate (incidents) has
+committed what the reading changed. A crash between commit and ack means a redelivery,
+which the stores absorb (same device and timestamp → same row / point).
+
+Alarms go first: the gate runs as soon as a batch is decoded, while the previous batch's
+telemetry is still being written, so an alarm never waits behind a slow readings store.
+At most `_WRITES_AHEAD` decoded batches wait for the store (bounded: backpressure).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import structlog
@@ -36,14 +41,27 @@ class ReadingListener(Protocol):
     async def put(self, readings: Sequence[Reading]) -> None: ...
 
 
+class ReadingGate(Protocol):
+    """A stage that must commit its view of readings before they are acknowledged."""
+
+    async def process(self, readings: Sequence[Reading]) -> None: ...
+
+
+_WRITES_AHEAD = 2
+
+_Decoded = tuple[list[RawMessage], list[Reading], list[DeadLetter]]
+
+
 class Ingestor:
     def __init__(self, source: MessageSource, decoder: Decoder, sink: ReadingSink,
-                 batch_max: int, listeners: Sequence[ReadingListener] = ()) -> None:
+                 batch_max: int, listeners: Sequence[ReadingListener] = (),
+                 gate: ReadingGate | None = None) -> None:
         self._source = source
         self._decoder = decoder
         self._sink = sink
         self._batch_max = batch_max
         self._listeners = list(listeners)
+        self._gate = gate
         self._rejects = RejectLogger(log)
         self.stats = IngestStats()
         self._stopping = False
@@ -54,15 +72,34 @@ class Ingestor:
         self._source.wake()
 
     async def run(self) -> None:
-        while True:
-            if self._stopping and self._source.pending() == 0:
-                return
-            messages = await self._source.batch(self._batch_max)
-            if messages:
-                await self.process(messages)
+        queue: asyncio.Queue[_Decoded | None] = asyncio.Queue(maxsize=_WRITES_AHEAD)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._write_loop(queue), name="ingest-write")
+            while not (self._stopping and self._source.pending() == 0):
+                messages = await self._source.batch(self._batch_max)
+                if messages:
+                    readings, dead = self._decode(messages)
+                    await self._pass_gate(readings)
+                    await queue.put((messages, readings, dead))
+            await queue.put(None)
+
+    async def _write_loop(self, queue: asyncio.Queue[_Decoded | None]) -> None:
+        while (item := await queue.get()) is not None:
+            await self._finish(*item)
 
     async def process(self, messages: list[RawMessage]) -> None:
+        """Take one batch through every step, in order (used by tests and tools)."""
         readings, dead = self._decode(messages)
+        await self._pass_gate(readings)
+        await self._finish(messages, readings, dead)
+
+    async def _pass_gate(self, readings: list[Reading]) -> None:
+        gate = self._gate
+        if gate is not None and readings:
+            await _retry_forever("rules_gate", lambda: gate.process(readings), len(readings))
+
+    async def _finish(self, messages: list[RawMessage], readings: list[Reading],
+                      dead: list[DeadLetter]) -> None:
         await self._write(readings, dead)
         self._source.ack(messages)
         stats = self.stats
@@ -97,18 +134,23 @@ class Ingestor:
         return DeadLetter(msg.topic, msg.payload, reason, detail, msg.received_at, device_id)
 
     async def _write(self, readings: list[Reading], dead: list[DeadLetter]) -> None:
-        # A failing store (disk full, locked file) is retried for ever: the messages stay
-        # unacknowledged meanwhile, so the broker keeps them and nothing is lost.
-        failures = 0
-        while True:
-            try:
-                await self._sink.write(readings, dead)
-                if failures:
-                    log.info("store_write_recovered", attempts=failures + 1)
-                return
-            except Exception as exc:
-                failures += 1
-                delay = min(30.0, 0.2 * 2 ** min(failures, 8)) * random.uniform(0.5, 1.0)
-                log.error("store_write_failed", error=f"{exc.__class__.__name__}: {exc}",
-                          attempt=failures, retry_in=round(delay, 2), readings=len(readings))
-                await asyncio.sleep(delay)
+        await _retry_forever("store_write", lambda: self._sink.write(readings, dead),
+                             len(readings))
+
+
+async def _retry_forever(what: str, attempt: Callable[[], Awaitable[None]], count: int) -> None:
+    # A failing store (disk full, locked file) is retried for ever: the messages stay
+    # unacknowledged meanwhile, so the broker keeps them and nothing is lost.
+    failures = 0
+    while True:
+        try:
+            await attempt()
+            if failures:
+                log.info(f"{what}_recovered", attempts=failures + 1)
+            return
+        except Exception as exc:
+            failures += 1
+            delay = min(30.0, 0.2 * 2 ** min(failures, 8)) * random.uniform(0.5, 1.0)
+            log.error(f"{what}_failed", error=f"{exc.__class__.__name__}: {exc}",
+                      attempt=failures, retry_in=round(delay, 2), readings=count)
+            await asyncio.sleep(delay)

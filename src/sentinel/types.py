@@ -95,3 +95,29 @@ class IngestStats:
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
+
+
+class Severity(enum.IntEnum):
+    """How urgent an incident is; ordered, so a raise is a comparison.
+
+    `maintenance` goes to a daily digest and pages nobody; `emergency` is above critical for
+    a life already in danger (a fall followed by no movement).
+    """
+
+    MAINTENANCE = 0
+    INFO = 1
+    WARNING = 2
+    CRITICAL = 3
+    EMERGENCY = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        try:
+            return cls[text.upper()]
+        except KeyError:
+            raise ValueError(f"unknown severity {text!r} (one of: "
+                             f"{', '.join(s.label for s in cls)})") from None

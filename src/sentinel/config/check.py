@@ -8,17 +8,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from sentinel import units
-from sentinel.config.inventory import Inventory, load_inventory
+from sentinel.config.inventory import DeviceSettings, Inventory, load_inventory
 from sentinel.config.load import load_settings_lenient
 from sentinel.config.model import Settings
 from sentinel.config.profiles import ProfileSpec, load_profiles
 from sentinel.decode.paths import PathError, parse_path
 from sentinel.errors import ConfigError, Problem
 from sentinel.kinds import BUILTIN_KINDS, KindRegistry, load_kind_file
+from sentinel.rules.engine import effective_rules
+from sentinel.rules.model import (
+    RulesConfig,
+    StillRule,
+    load_rules_file,
+    merge_rule_files,
+    short_errors,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,7 @@ class Loaded:
     inventory: Inventory
     profiles: dict[str, ProfileSpec]
     config_path: Path
+    rules: RulesConfig = field(default_factory=RulesConfig)
 
 
 def _load_kinds(settings: Settings, problems: list[Problem]) -> KindRegistry:
@@ -121,6 +133,57 @@ def _check_inventory(inventory: Inventory, kinds: KindRegistry,
     return problems
 
 
+def _load_rules(settings: Settings, kinds: KindRegistry, inventory: Inventory,
+                problems: list[Problem]) -> RulesConfig:
+    files = settings.rules.files
+    where = ", ".join(str(f) for f in files)
+    parts: list[Mapping[str, Any]] = []
+    for path in files:
+        try:
+            parts.append(load_rules_file(path))
+        except FileNotFoundError:
+            problems.append(Problem(str(path), "", "rules file not found"))
+        except (OSError, ValueError) as exc:
+            problems.append(Problem(str(path), "", str(exc)))
+    try:
+        config = merge_rule_files(parts)
+    except ValidationError as exc:
+        problems += [Problem(where, loc, msg) for loc, msg in short_errors(exc)]
+        return RulesConfig()
+    setting_names = set(DeviceSettings.model_fields)
+    for rule in config.rule:
+        entry = f"rule {rule.name}"
+        names = [getattr(rule, a) for a in ("field", "cancel_field", "steps_field",
+                                             "motion_field") if getattr(rule, a, None)]
+        for kind in rule.kinds:
+            if kind not in kinds:
+                problems.append(Problem(where, entry, f"unknown kind {kind!r}"))
+                continue
+            problems += [Problem(where, entry, f"{n!r} is not a field of kind {kind}")
+                         for n in names if n not in kinds[kind].fields]
+        relative = getattr(rule, "relative_to", None)
+        if relative is not None and relative not in setting_names:
+            problems.append(Problem(where, entry, f"relative_to: {relative!r} is not a device "
+                                                  "setting"))
+        if isinstance(rule, StillRule):
+            after = next(r for r in config.rule if r.name == rule.after)
+            if not set(rule.kinds) <= set(after.kinds):
+                problems.append(Problem(where, entry, f"'after' rule {after.name} does not "
+                                                      f"apply to every kind of this rule"))
+    # Overrides are applied per device; a bad `set` shows up here, not at 3 a.m.
+    seen: set[str] = set()
+    for device in inventory.values():
+        try:
+            effective_rules(config, device)
+        except ValidationError as exc:
+            for loc, msg in short_errors(exc):
+                text = f"override makes rule invalid: {loc}: {msg}"
+                if text not in seen:
+                    seen.add(text)
+                    problems.append(Problem(where, f"device {device.id}", text))
+    return config
+
+
 def load_all(config_path: Path, environ: Mapping[str, str] | None = None) -> Loaded:
     """Load and cross-check everything; raise ConfigError listing every problem found."""
     environ = os.environ if environ is None else environ
@@ -136,6 +199,7 @@ def load_all(config_path: Path, environ: Mapping[str, str] | None = None) -> Loa
     problems += _check_inventory(inventory, kinds, profiles, files)
     if not inventory and not inventory_problems:
         problems.append(Problem(files, "", "the inventory lists no device"))
+    rules = _load_rules(settings, kinds, inventory, problems)
     if problems:
         raise ConfigError(problems)
-    return Loaded(settings, kinds, inventory, profiles, config_path)
+    return Loaded(settings, kinds, inventory, profiles, config_path, rules)

@@ -107,7 +107,7 @@ def _resolve_paths(model: BaseModel, base: Path) -> None:
 
 def _place_in_state_dir(settings: Settings) -> None:
     # Database files live under state_dir unless given as absolute paths in the file.
-    for section in (settings.store.sqlite, settings.store.spool):
+    for section in (settings.store.sqlite, settings.store.spool, settings.incidents):
         if not section.path.is_absolute():
             section.path = settings.state_dir / section.path
 

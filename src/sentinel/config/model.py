@@ -114,6 +114,24 @@ class DevicesSettings(_Section):
     kind_dirs: list[Path] = Field(default_factory=list)
 
 
+class RulesSettings(_Section):
+    # Rule files, later ones adding to or replacing rules of earlier ones.
+    files: list[Path] = Field(default_factory=lambda: [Path("rules.toml")])
+    # How often timers (durations, offline, inactivity, clear holds) are evaluated.
+    tick_interval: float = Field(default=1.0, gt=0, le=60)
+    # After start-up, offline checks wait this long so devices can report (no restart flood).
+    startup_grace: float = Field(default=300.0, ge=0)
+
+
+class IncidentSettings(_Section):
+    path: Path = Path("incidents.sqlite3")
+    # "full": an opened incident survives a power cut, not only a crash.
+    synchronous: Literal["normal", "full"] = "full"
+    # Publish incident state to MQTT under <topic_prefix>/<community>/incidents/<id>.
+    publish: bool = True
+    topic_prefix: str = Field(default="sentinel", pattern=r"^[^#+]+$")
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -128,4 +146,6 @@ class Settings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     devices: DevicesSettings = Field(default_factory=DevicesSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -82,6 +82,7 @@ class MqttSource:
         self._closing = False
         self.connects = 0
         self.last_error: str | None = None
+        self._published: dict[int, asyncio.Future[None]] = {}
 
     # -- public API -------------------------------------------------------------------
 
@@ -124,6 +125,39 @@ class MqttSource:
                 client.ack(token.mid, msg.qos)
                 sent += 1
         return sent
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                      timeout: float = 10.0) -> None:  # noqa: ASYNC109  # noqa: ASYNC109
+        """Publish on the shared connection; return once the broker has taken it (PUBACK).
+
+        Raises ConnectionError if there is no connection or it drops first: the caller
+        retries (incident publication works from a durable cursor).
+        """
+        await asyncio.wait_for(self._connected.wait(), timeout)
+        client = self._client
+        if client is None:
+            raise ConnectionError("not connected to the broker")
+        info = client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"publish failed: {mqtt.error_string(info.rc)}")
+        if qos == 0:
+            return
+        future = asyncio.get_running_loop().create_future()
+        # PUBACK is read by _on_readable later on this same loop, so registering now is safe.
+        self._published[info.mid] = future
+        try:
+            await asyncio.wait_for(future, timeout)
+        finally:
+            self._published.pop(info.mid, None)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
+                    properties: Any) -> None:
+        future = self._published.pop(mid, None)
+        if future is not None and not future.done():
+            if getattr(reason, "is_failure", False):
+                future.set_exception(ConnectionError(f"broker refused publish: {reason}"))
+            else:
+                future.set_result(None)
 
     async def __aenter__(self) -> MqttSource:
         self._loop = asyncio.get_running_loop()
@@ -199,6 +233,7 @@ class MqttSource:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
         return client
 
     async def _connect_once(self) -> None:
@@ -288,6 +323,10 @@ class MqttSource:
     def _client_closed(self) -> None:
         # Messages of a dead connection can no longer be acknowledged on it.
         self._generation += 1
+        published, self._published = self._published, {}
+        for future in published.values():
+            if not future.done():
+                future.set_exception(ConnectionError("connection to the broker closed"))
 
     def _remove_writer(self, sock: Any) -> None:
         if self._loop is not None:

@@ -1,0 +1,494 @@
+"""Incidents: the state machine that turns condition signals into things people act on.
+
+Pure: no I/O, every method takes `now`. The book holds the open incidents, applies
+signals, ticks (clear holds, flapping, one-off expiry), correlates by place and takes
+commands (acknowledge, resolve). Every change appends an `IncidentEvent`; the caller
+persists incidents and events together and never rewrites an event (the audit trail).
+
+Lifecycle: firing → acknowledged → resolved. The *condition* (active / cleared) is tracked
+beside the status: a smoke alarm that stops sounding is recorded as cleared but stays open
+until a person resolves it; a hydrant back above its clear level resolves by itself.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sentinel.config.inventory import Device
+from sentinel.rules.engine import Policy, Signal
+from sentinel.rules.model import AttachCorrelation, FlapSettings, GroupCorrelation, RulesConfig
+from sentinel.types import Severity, Value
+
+_TZ = ZoneInfo("Asia/Shanghai")
+SYSTEM_TARGET = "sentinel"
+
+
+class Status(enum.StrEnum):
+    FIRING = "firing"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class Outcome(enum.StrEnum):
+    """How an incident ended: the closed loop the community reports on."""
+
+    CLEARED = "cleared"            # the condition cleared and stayed clear
+    HANDLED = "handled"            # a person dealt with it
+    FALSE_ALARM = "false_alarm"
+    REFERRED = "referred"          # passed to the fire brigade, utility, family...
+    CANCELLED = "cancelled"        # the wearer cancelled an SOS within its window
+    EXPIRED = "expired"            # a one-off event past its resolve_after
+    WITH_GROUP = "with_group"      # resolved together with the group it belonged to
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A silence or drill window over a scope (empty scope keys match everything)."""
+
+    id: int
+    type: str  # "silence" | "drill"
+    scope: Mapping[str, str]
+    start: float
+    end: float
+    author: str
+    reason: str
+
+    def covers(self, place: Mapping[str, str], now: float) -> bool:
+        if not self.start <= now < self.end:
+            return False
+        return all(place.get(k) == v for k, v in self.scope.items())
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentEvent:
+    """One entry of the audit trail. `seq` is assigned when it is stored."""
+
+    incident_id: str
+    type: str
+    ts: float
+    actor: str
+    severity: Severity
+    status: Status
+    data: Mapping[str, Any] = field(default_factory=dict)
+    seq: int = 0
+
+
+@dataclass(slots=True)
+class Incident:
+    id: str
+    key: str
+    name: str
+    target: str
+    kind: str
+    severity: Severity
+    opened_at: float
+    place: dict[str, str]
+    device_id: str | None = None
+    status: Status = Status.FIRING
+    active: bool = True
+    life_safety: bool = False
+    resolve_mode: str = "auto"
+    clear_for: float = 0.0
+    resolve_after: float | None = None
+    cancel_window: float = 0.0
+    updated_at: float = 0.0
+    cleared_at: float | None = None
+    value: Value | None = None
+    detail: dict[str, Value] = field(default_factory=dict)
+    # Rule -> severity of each condition of this incident that is active now.
+    conditions: dict[str, int] = field(default_factory=dict)
+    fired: int = 1
+    flapping: bool = False
+    members: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    attached_to: str | None = None
+    silenced_by: int | None = None
+    drill: bool = False
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
+    resolved_at: float | None = None
+    resolved_by: str | None = None
+    outcome: str | None = None
+    note: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.status != Status.RESOLVED
+
+    @property
+    def digest_only(self) -> bool:
+        """Maintenance-level: reported in the daily digest, never paged."""
+        return self.severity == Severity.MAINTENANCE
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["severity"] = self.severity.label
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Incident:
+        values = dict(data)
+        values["severity"] = Severity.parse(values["severity"])
+        values["status"] = Status(values["status"])
+        return cls(**values)
+
+
+def place_of(device: Device) -> dict[str, str]:
+    return {"community": device.community, "compound": device.compound,
+            "building": device.building, "floor": device.floor, "unit": device.unit,
+            "grid": device.grid, "location": device.location, "kind": device.kind,
+            "device": device.id}
+
+
+def scope_id(place: Mapping[str, str], scope: str) -> str | None:
+    """The place key of a correlation scope; buildings are named within their compound."""
+    if scope == "building":
+        building = place.get("building")
+        return f"{place.get('compound')}/{building}" if building else None
+    return place.get(scope) or None
+
+
+class IncidentBook:
+    """The open incidents and everything that changes them."""
+
+    def __init__(self, config: RulesConfig, inventory: Mapping[str, Device],
+                 windows: Callable[[], Iterable[Window]] = tuple, next_number: int = 1) -> None:
+        self.config = config
+        self._inventory = inventory
+        self._windows = windows
+        self.next_number = next_number
+        self.open: dict[str, Incident] = {}       # by key
+        self.by_id: dict[str, Incident] = {}      # open ones, and resolved ones until taken
+        self.flap_history: dict[str, list[float]] = {}
+        self._flap: FlapSettings = config.defaults.flap
+        self._groups = [c for c in config.correlation if isinstance(c, GroupCorrelation)]
+        self._attach = [c for c in config.correlation if isinstance(c, AttachCorrelation)]
+        self._events: list[IncidentEvent] = []
+        self._dirty: set[str] = set()
+        self._dirty_flaps: set[str] = set()
+
+    # -- persistence ------------------------------------------------------------------
+
+    def restore(self, incidents: Iterable[Incident], flaps: Mapping[str, list[float]]) -> None:
+        for inc in incidents:
+            if inc.open:
+                self.open[inc.key] = inc
+                self.by_id[inc.id] = inc
+        self.flap_history.update({k: list(v) for k, v in flaps.items()})
+
+    def take_changes(self) -> tuple[list[Incident], list[IncidentEvent], dict[str, list[float]]]:
+        incidents = [self.by_id[i] for i in self._dirty if i in self.by_id]
+        for inc in incidents:
+            if not inc.open:
+                del self.by_id[inc.id]
+        events, self._events = self._events, []
+        flaps = {k: self.flap_history.get(k, []) for k in self._dirty_flaps}
+        self._dirty = set()
+        self._dirty_flaps = set()
+        return incidents, events, flaps
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._events or self._dirty)
+
+    def get(self, incident_id: str) -> Incident | None:
+        return self.by_id.get(incident_id)
+
+    # -- events -----------------------------------------------------------------------
+
+    def _event(self, inc: Incident, type_: str, ts: float, actor: str = "sentinel",
+               **data: Any) -> None:
+        inc.updated_at = max(inc.updated_at, ts)
+        self._dirty.add(inc.id)
+        self._events.append(IncidentEvent(inc.id, type_, ts, actor, inc.severity, inc.status,
+                                          data))
+
+    def _new_id(self, ts: float) -> str:
+        number = self.next_number
+        self.next_number += 1
+        return f"{datetime.fromtimestamp(ts, _TZ):%Y%m%d}-{number:04d}"
+
+    def _open(self, key: str, name: str, target: str, kind: str, severity: Severity,
+              ts: float, now: float, place: dict[str, str], policy: Policy,
+              device_id: str | None = None, value: Value | None = None,
+              detail: Mapping[str, Value] | None = None, rule: str | None = None) -> Incident:
+        inc = Incident(
+            id=self._new_id(now), key=key, name=name, target=target, kind=kind,
+            severity=severity, opened_at=ts, place=place, device_id=device_id,
+            life_safety=policy.life_safety, resolve_mode=policy.resolve,
+            clear_for=policy.clear_for, resolve_after=policy.resolve_after,
+            cancel_window=policy.cancel_window, updated_at=ts, value=value,
+            detail=dict(detail or {}), conditions={rule: int(severity)} if rule else {})
+        for window in self._windows():
+            if window.covers(place, ts):
+                if window.type == "drill":
+                    inc.drill = True
+                elif inc.silenced_by is None:
+                    inc.silenced_by = window.id
+        self.open[key] = inc
+        self.by_id[inc.id] = inc
+        self._event(inc, "opened", ts, rule=rule or name, value=value, detail=dict(inc.detail),
+                    drill=inc.drill, silenced_by=inc.silenced_by, place=place)
+        return inc
+
+    # -- signals ----------------------------------------------------------------------
+
+    def apply(self, signals: Iterable[Signal], now: float) -> None:
+        for signal in signals:
+            self._apply(signal, now)
+
+    def _apply(self, s: Signal, now: float) -> None:
+        key = f"{s.incident}:{s.device_id}"
+        inc = self.open.get(key)
+        if s.change == "active":
+            if inc is None:
+                self._note_change(key, s.ts)
+                device = self._inventory.get(s.device_id)
+                place = place_of(device) if device else {"device": s.device_id}
+                inc = self._open(key, s.incident, s.device_id, place.get("kind", "system"),
+                                 s.severity, s.ts, now, place, s.policy, s.device_id, s.value,
+                                 s.detail, s.rule)
+                self._correlate(inc, now)
+                self._check_flapping(inc, key, s.ts)
+                return
+            returned = not inc.active
+            inc.conditions[s.rule] = int(s.severity)
+            inc.value = s.value
+            if returned:
+                inc.active = True
+                inc.cleared_at = None
+                inc.fired += 1
+                self._note_change(key, s.ts)
+                self._event(inc, "condition_returned", s.ts, rule=s.rule, value=s.value)
+                self._check_flapping(inc, key, s.ts)
+            if s.severity > inc.severity:
+                self._raise(inc, s.severity, s.ts, rule=s.rule, value=s.value,
+                            detail=dict(s.detail))
+            return
+        if inc is None:
+            if s.change == "event":
+                device = self._inventory.get(s.device_id)
+                place = place_of(device) if device else {"device": s.device_id}
+                inc = self._open(key, s.incident, s.device_id, place.get("kind", "system"),
+                                 s.severity, s.ts, now, place, s.policy, s.device_id, s.value,
+                                 s.detail, None)
+                inc.active = False
+                inc.cleared_at = s.ts
+            return
+        if s.change == "event":
+            inc.fired += 1
+            self._event(inc, "repeated", s.ts, rule=s.rule, value=s.value)
+        elif s.change == "clear":
+            inc.conditions.pop(s.rule, None)
+            if inc.conditions or not inc.active:
+                return
+            inc.active = False
+            inc.cleared_at = s.ts
+            self._note_change(key, s.ts)
+            self._event(inc, "condition_cleared", s.ts, rule=s.rule, value=s.value)
+            self._maybe_autoresolve(inc, now)
+        elif s.change == "cancel":
+            if inc.cancel_window > 0 and s.ts - inc.opened_at <= inc.cancel_window:
+                self._resolve(inc, s.ts, "device", Outcome.CANCELLED, "cancelled on the device")
+            else:
+                self._event(inc, "cancel_refused", s.ts, actor="device",
+                            reason="outside the cancel window" if inc.cancel_window > 0
+                            else "this rule has no cancel window")
+
+    def _raise(self, inc: Incident, severity: Severity, ts: float, **data: Any) -> None:
+        before = inc.severity
+        inc.severity = severity
+        if inc.status == Status.ACKNOWLEDGED:
+            # A worse situation than the one someone took on: page again.
+            inc.status = Status.FIRING
+        self._event(inc, "severity_raised", ts, previous=before.label, **data)
+
+    # -- flapping ---------------------------------------------------------------------
+
+    def _note_change(self, key: str, ts: float) -> None:
+        history = self.flap_history.setdefault(key, [])
+        history.append(ts)
+        horizon = ts - self._flap.window
+        while history and history[0] < horizon:
+            history.pop(0)
+        if not history:
+            self.flap_history.pop(key, None)
+        self._dirty_flaps.add(key)
+
+    def _check_flapping(self, inc: Incident, key: str, ts: float) -> None:
+        changes = len(self.flap_history.get(key, ()))
+        if not inc.flapping and changes > self._flap.changes:
+            inc.flapping = True
+            self._event(inc, "flapping", ts, changes=changes, window=self._flap.window)
+
+    # -- time -------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        for inc in list(self.open.values()):
+            if inc.flapping:
+                history = self.flap_history.get(inc.key, [])
+                last_change = history[-1] if history else inc.updated_at
+                if now - last_change >= self._flap.window:
+                    inc.flapping = False
+                    self._event(inc, "flapping_ended", now)
+            if inc.resolve_after is not None and not inc.active and inc.cleared_at is not None:
+                if now - inc.opened_at >= inc.resolve_after:
+                    self._resolve(inc, now, "sentinel", Outcome.EXPIRED, None)
+                continue
+            self._maybe_autoresolve(inc, now)
+
+    def _maybe_autoresolve(self, inc: Incident, now: float) -> None:
+        if (inc.open and not inc.active and inc.resolve_mode == "auto" and not inc.flapping
+                and inc.resolve_after is None and not inc.members
+                and inc.cleared_at is not None and now - inc.cleared_at >= inc.clear_for):
+            self._resolve(inc, max(now, inc.cleared_at), "sentinel", Outcome.CLEARED, None)
+
+    # -- commands ---------------------------------------------------------------------
+
+    def acknowledge(self, incident_id: str, actor: str, now: float, note: str | None = None
+                    ) -> Incident:
+        inc = self._require(incident_id)
+        if inc.status == Status.ACKNOWLEDGED:
+            return inc
+        inc.status = Status.ACKNOWLEDGED
+        inc.acknowledged_at = now
+        inc.acknowledged_by = actor
+        self._event(inc, "acknowledged", now, actor=actor, note=note)
+        return inc
+
+    def resolve(self, incident_id: str, actor: str, now: float, outcome: Outcome,
+                note: str | None = None) -> Incident:
+        inc = self._require(incident_id)
+        self._resolve(inc, now, actor, outcome, note)
+        return inc
+
+    def _require(self, incident_id: str) -> Incident:
+        inc = self.by_id.get(incident_id)
+        if inc is None or not inc.open:
+            raise KeyError(incident_id)
+        return inc
+
+    def _resolve(self, inc: Incident, ts: float, actor: str, outcome: Outcome,
+                 note: str | None) -> None:
+        if not inc.open:
+            return
+        inc.status = Status.RESOLVED
+        inc.resolved_at = ts
+        inc.resolved_by = actor
+        inc.outcome = outcome.value
+        inc.note = note
+        self.open.pop(inc.key, None)
+        self._event(inc, "resolved", ts, actor=actor, outcome=outcome.value, note=note,
+                    condition_active=inc.active)
+        # Resolving a group resolves what it grouped or absorbed ("resolving stops all").
+        for member_id in inc.members:
+            member = self.by_id.get(member_id)
+            if member is not None and member.open:
+                self._resolve(member, ts, actor, Outcome.WITH_GROUP, f"group {inc.id}")
+        for group_id in [*inc.groups, *([inc.attached_to] if inc.attached_to else [])]:
+            group = self.by_id.get(group_id)
+            if group is not None and group.open:
+                self._maybe_close_group(group, ts)
+
+    def _maybe_close_group(self, group: Incident, ts: float) -> None:
+        if group.resolve_mode != "auto":
+            return
+        if all(not (m := self.by_id.get(i)) or not m.open for i in group.members):
+            group.active = False
+            group.cleared_at = ts
+            self._resolve(group, ts, "sentinel", Outcome.CLEARED, None)
+
+    # -- correlation by place ---------------------------------------------------------
+
+    def _correlate(self, inc: Incident, now: float) -> None:
+        rule = next(iter(inc.conditions), inc.name)
+        for attach in self._attach:
+            if rule not in attach.rules:
+                continue
+            where = scope_id(inc.place, attach.scope)
+            if where is None:
+                continue
+            for group in self.open.values():
+                if group.name in attach.to and group.open and \
+                        scope_id(group.place, attach.scope) == where:
+                    inc.attached_to = group.id
+                    group.members.append(inc.id)
+                    self._event(inc, "attached", inc.opened_at, group=group.id,
+                                group_name=group.name)
+                    self._event(group, "member_added", inc.opened_at, member=inc.id,
+                                device=inc.device_id, rule=rule, attached=True)
+                    break
+            if inc.attached_to:
+                break
+        for corr in self._groups:
+            if rule not in corr.rules:
+                continue
+            where = scope_id(inc.place, corr.scope)
+            if where is None:
+                continue
+            self._group(corr, where, inc, now)
+
+    def _group(self, corr: GroupCorrelation, where: str, inc: Incident, now: float) -> None:
+        key = f"{corr.name}:{where}"
+        group = self.open.get(key)
+        if group is not None:
+            self._add_member(group, inc)
+            return
+        horizon = inc.opened_at - corr.window
+        candidates = [o for o in self.open.values()
+                      if o.key != key and o.device_id is not None and not o.attached_to
+                      and o.opened_at >= horizon and scope_id(o.place, corr.scope) == where
+                      and any(r in corr.rules for r in o.conditions or (o.name,))]
+        devices = {o.device_id for o in candidates}
+        if len(devices) < corr.min_devices:
+            return
+        rules_present = {r for o in candidates for r in (o.conditions or {o.name: 0})}
+        if any(not rules_present.intersection(req) for req in corr.requires):
+            return
+        first = min(candidates, key=lambda o: o.opened_at)
+        place = {k: v for k, v in first.place.items()
+                 if k in ("community", "compound", "building", "grid")}
+        if corr.scope != "building":
+            place.pop("building", None)
+        place["kind"] = "group"
+        policy = Policy(life_safety=corr.life_safety, resolve=corr.resolve, clear_for=0.0)
+        group = self._open(key, corr.name, where, "group", corr.severity, inc.opened_at, now,
+                           place, policy, detail={"scope": corr.scope, "window": corr.window})
+        group.conditions = {}
+        group.drill = any(o.drill for o in candidates) or group.drill
+        for member in sorted(candidates, key=lambda o: o.opened_at):
+            self._add_member(group, member)
+
+    def _add_member(self, group: Incident, member: Incident) -> None:
+        if member.id in group.members:
+            return
+        group.members.append(member.id)
+        member.groups.append(group.id)
+        self._event(member, "grouped", group.updated_at, group=group.id, group_name=group.name)
+        self._event(group, "member_added", member.opened_at, member=member.id,
+                    device=member.device_id, rule=next(iter(member.conditions), member.name))
+
+    # -- the daemon itself ------------------------------------------------------------
+
+    def system(self, name: str, active: bool, severity: Severity, now: float,
+               **detail: Value) -> None:
+        """A condition of sentinel itself (spool nearly full, store failing)."""
+        key = f"{name}:{SYSTEM_TARGET}"
+        inc = self.open.get(key)
+        policy = Policy(life_safety=False, resolve="auto", clear_for=0.0)
+        if active and inc is None:
+            self._open(key, name, SYSTEM_TARGET, "system", severity, now, now,
+                       {"device": SYSTEM_TARGET, "kind": "system"}, policy, detail=detail,
+                       rule=name)
+        elif not active and inc is not None and inc.active:
+            inc.active = False
+            inc.conditions.clear()
+            inc.cleared_at = now
+            self._event(inc, "condition_cleared", now, rule=name, detail=dict(detail))
+            self._maybe_autoresolve(inc, now)

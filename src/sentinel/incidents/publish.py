@@ -1,0 +1,106 @@
+"""Publish the incident stream to MQTT for other systems (the district platform, a wall board).
+
+`<prefix>/<community>/incidents/<id>`: the incident's current state, retained while it is
+open; when it resolves, its final state is published once and the retained message is
+cleared. `<prefix>/<community>/events`: every audit-trail event, in order (not retained).
+
+Works from a durable cursor over the event log: after a crash or a broker outage it
+resumes where the broker last acknowledged, so a subscriber sees every event at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import structlog
+
+from sentinel.incidents.model import Incident, IncidentEvent
+from sentinel.incidents.service import IncidentService
+from sentinel.incidents.store import Changes, StateStore
+
+log = structlog.get_logger("sentinel.incidents.publish")
+
+CURSOR_KEY = "mqtt_published_seq"
+
+
+class Publisher(Protocol):
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1,
+                      retain: bool = False, timeout: float = 10.0) -> None: ...  # noqa: ASYNC109
+
+
+def topic_level(text: str) -> str:
+    """A safe single topic level (no separators or wildcards)."""
+    cleaned = re.sub(r"[/#+\x00]", "_", text).strip() or "_"
+    return cleaned[:100]
+
+
+def incident_payload(inc: Incident) -> bytes:
+    return json.dumps(inc.to_json(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def event_payload(event: IncidentEvent) -> bytes:
+    data: dict[str, Any] = {"seq": event.seq, "incident": event.incident_id,
+                            "type": event.type, "ts": event.ts, "actor": event.actor,
+                            "severity": event.severity.label, "status": event.status.value,
+                            **{k: v for k, v in event.data.items() if k != "place"}}
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+
+
+class IncidentPublisher:
+    def __init__(self, service: IncidentService, store: StateStore, client: Publisher,
+                 prefix: str) -> None:
+        self._service = service
+        self._store = store
+        self._client = client
+        self._prefix = prefix.rstrip("/")
+        self.published = 0
+
+    async def _incident(self, incident_id: str) -> Incident | None:
+        book = self._service.book
+        found = book.get(incident_id) if book is not None else None
+        return found if found is not None else await self._store.incident(incident_id)
+
+    async def run(self) -> None:
+        snapshot = await self._store.load()
+        cursor = int(snapshot.meta.get(CURSOR_KEY, "0"))
+        failures = 0
+        while True:
+            events = await self._service.events_after(cursor, 200, wait=5.0)
+            if not events:
+                continue
+            try:
+                await self._publish(events)
+            except (ConnectionError, TimeoutError) as exc:
+                failures += 1
+                if failures == 1 or failures % 60 == 0:
+                    log.warning("incident_publish_failed", error=str(exc), cursor=cursor,
+                                attempts=failures)
+                await asyncio.sleep(min(5.0, 0.2 * failures))
+                continue
+            failures = 0
+            cursor = events[-1].seq
+            await self._store.commit(Changes(meta={CURSOR_KEY: str(cursor)}))
+
+    async def _publish(self, events: list[IncidentEvent]) -> None:
+        publish: Callable[..., Awaitable[None]] = self._client.publish
+        latest: dict[str, Incident] = {}
+        for event in events:
+            inc = latest.get(event.incident_id) or await self._incident(event.incident_id)
+            if inc is None:
+                continue
+            latest[inc.id] = inc
+            community = topic_level(inc.place.get("community", "sentinel"))
+            await publish(f"{self._prefix}/{community}/events", event_payload(event))
+            self.published += 1
+        for inc in latest.values():
+            community = topic_level(inc.place.get("community", "sentinel"))
+            topic = f"{self._prefix}/{community}/incidents/{topic_level(inc.id)}"
+            if inc.open:
+                await publish(topic, incident_payload(inc), retain=True)
+            else:
+                await publish(topic, incident_payload(inc))
+                await publish(topic, b"", retain=True)

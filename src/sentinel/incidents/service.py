@@ -1,0 +1,197 @@
+"""The rules-and-incidents stage: evaluate readings before they are acknowledged, own the
+timers, persist every change, and offer the committed event stream to other stages.
+
+Ordering is the guarantee: the ingest stage awaits `process()` before it acknowledges a
+batch, and `process()` returns only after any new or changed incident is committed. A
+crash therefore either loses nothing (the broker redelivers) or replays readings whose
+effect is already stored (rule state makes the replay a no-op).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from sentinel.clock import Clock
+from sentinel.config.inventory import Device
+from sentinel.config.model import RulesSettings
+from sentinel.incidents.model import Incident, IncidentBook, IncidentEvent, Outcome, Window
+from sentinel.incidents.store import Changes, StateStore
+from sentinel.rules.engine import RuleEngine
+from sentinel.rules.model import RulesConfig
+from sentinel.types import Reading, Severity, Value
+
+log = structlog.get_logger("sentinel.incidents")
+
+# Soft state (last-seen times, rate samples) is written at least this often.
+_SOFT_FLUSH = 5.0
+# Recent committed events kept in memory for subscribers; older ones come from the file.
+_RECENT = 4096
+
+
+class IncidentService:
+    """Readings and ticks → rule engine → incident book → one commit → event stream."""
+
+    def __init__(self, rules: RulesConfig, inventory: Mapping[str, Device], store: StateStore,
+                 clock: Clock, settings: RulesSettings) -> None:
+        self._rules = rules
+        self._inventory = inventory
+        self._store = store
+        self._clock = clock
+        self._settings = settings
+        self._lock = asyncio.Lock()
+        self._windows: list[Window] = []
+        self._data_version = -1
+        self._recent: collections.deque[IncidentEvent] = collections.deque(maxlen=_RECENT)
+        self._new_events = asyncio.Event()
+        self.last_seq = 0
+        self.engine: RuleEngine | None = None
+        self.book: IncidentBook | None = None
+        self._last_soft_flush = 0.0
+        self.evaluated = 0
+
+    async def start(self) -> None:
+        """Resume from the state database."""
+        snapshot = await self._store.load()
+        now = self._clock.now()
+        self.engine = RuleEngine(self._rules, self._inventory, now,
+                                 self._settings.startup_grace)
+        self.engine.restore(snapshot.states, snapshot.last_seen)
+        self._windows = await self._store.windows(now)
+        self.book = IncidentBook(self._rules, self._inventory, lambda: self._windows,
+                                 snapshot.next_number)
+        self.book.restore(snapshot.incidents, snapshot.flaps)
+        self.last_seq = snapshot.last_seq
+        self._last_soft_flush = self._clock.monotonic()
+        log.info("incidents_resumed", open=len(self.book.open), rule_states=len(snapshot.states),
+                 devices_seen=len(snapshot.last_seen), last_seq=self.last_seq)
+
+    # -- the ingest gate --------------------------------------------------------------
+
+    async def process(self, readings: Sequence[Reading]) -> None:
+        """Evaluate readings; return once their incidents are durably stored."""
+        engine, book = self._require()
+        async with self._lock:
+            now = self._clock.now()
+            signals = engine.on_readings(readings)
+            self.evaluated += len(readings)
+            if signals:
+                book.apply(signals, now)
+            if book.has_changes or engine.has_significant_changes:
+                await self._commit()
+
+    # -- timers -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Evaluate timers every tick until cancelled."""
+        while True:
+            await asyncio.sleep(self._settings.tick_interval)
+            try:
+                await self.tick()
+            except Exception:  # a defect in one tick must not stop the alarms of the next
+                log.exception("incident_tick_failed")
+
+    async def tick(self) -> None:
+        engine, book = self._require()
+        async with self._lock:
+            now = self._clock.now()
+            version = await self._store.data_version()
+            if version != self._data_version:
+                self._data_version = version
+                self._windows = await self._store.windows(now)
+            signals = engine.tick(now)
+            if signals:
+                book.apply(signals, now)
+            book.tick(now)
+            soft_due = self._clock.monotonic() - self._last_soft_flush >= _SOFT_FLUSH
+            if book.has_changes or engine.has_significant_changes or soft_due:
+                await self._commit()
+
+    async def close(self) -> None:
+        """Write everything still in memory (used at shutdown)."""
+        if self.engine is None:
+            return
+        async with self._lock:
+            await self._commit(force_seen=True)
+
+    async def _commit(self, force_seen: bool = False) -> None:
+        engine, book = self._require()
+        dirty = engine.take_dirty(force_seen)
+        incidents, events, flaps = book.take_changes()
+        stored = await self._store.commit(Changes(
+            incidents=incidents, events=events, states=dirty.states,
+            last_seen=dirty.last_seen, flaps=flaps))
+        self._last_soft_flush = self._clock.monotonic()
+        for event in stored:
+            self._recent.append(event)
+            self.last_seq = event.seq
+            log.info("incident_" + event.type, incident=event.incident_id,
+                     severity=event.severity.label, status=event.status.value,
+                     actor=event.actor, **_loggable(event.data))
+        if stored:
+            self._new_events.set()
+            self._new_events = asyncio.Event()
+
+    # -- commands ---------------------------------------------------------------------
+
+    async def acknowledge(self, incident_id: str, actor: str, note: str | None = None
+                          ) -> Incident:
+        _, book = self._require()
+        async with self._lock:
+            inc = book.acknowledge(incident_id, actor, self._clock.now(), note)
+            await self._commit()
+            return inc
+
+    async def resolve(self, incident_id: str, actor: str, outcome: Outcome,
+                      note: str | None = None) -> Incident:
+        _, book = self._require()
+        async with self._lock:
+            inc = book.resolve(incident_id, actor, self._clock.now(), outcome, note)
+            await self._commit()
+            return inc
+
+    async def system(self, name: str, active: bool, severity: Severity = Severity.WARNING,
+                     **detail: Value) -> None:
+        """Raise or clear a condition of sentinel itself (spool nearly full...)."""
+        _, book = self._require()
+        async with self._lock:
+            book.system(name, active, severity, self._clock.now(), **detail)
+            if book.has_changes:
+                await self._commit()
+
+    # -- the event stream -------------------------------------------------------------
+
+    async def events_after(self, seq: int, limit: int = 500, wait: float | None = None
+                           ) -> list[IncidentEvent]:
+        """Committed events with seq > `seq`, oldest first; waits up to `wait` s for one."""
+        if wait is not None and seq >= self.last_seq:
+            waiter = self._new_events
+            try:
+                await asyncio.wait_for(waiter.wait(), wait)
+            except TimeoutError:
+                return []
+        recent = self._recent
+        if recent and recent[0].seq <= seq + 1:
+            return [e for e in recent if e.seq > seq][:limit]
+        return await self._store.events_after(seq, limit)
+
+    def open_incidents(self) -> list[Incident]:
+        _, book = self._require()
+        return sorted(book.open.values(), key=lambda i: i.opened_at)
+
+    def _require(self) -> tuple[RuleEngine, IncidentBook]:
+        if self.engine is None or self.book is None:
+            raise RuntimeError("IncidentService.start() has not run")
+        return self.engine, self.book
+
+
+def _loggable(data: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in data.items() if k not in ("place", "detail") and v is not None}
+    place = data.get("place")
+    if isinstance(place, Mapping) and "device" in place:
+        out["device"] = place["device"]
+    return out

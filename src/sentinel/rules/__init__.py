@@ -1,0 +1,1 @@
+"""Rules: declarative conditions over readings and silence, evaluated purely."""

@@ -1,0 +1,615 @@
+"""The rule evaluator: readings and clock ticks in, condition changes (signals) out.
+
+Pure and synchronous: no I/O and no clock of its own; every decision takes `now`. State is
+one small `CondState` per (rule, device), plus each device's last-seen time; the caller
+persists what `take_dirty()` returns and hands it back through `restore()` after a restart.
+
+A condition is *active* or *clear*; a signal is emitted only when that changes (or its
+severity rises), so a thousand identical readings cost nothing downstream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from sentinel.config.inventory import Device
+from sentinel.rules.model import (
+    EdgeRule,
+    InactivityRule,
+    OfflineRule,
+    RateRule,
+    RulesConfig,
+    RuleSpec,
+    StateRule,
+    StillRule,
+    ThresholdRule,
+    daytime_bounds,
+)
+from sentinel.types import Reading, Severity, Value
+
+Change = Literal["active", "clear", "event", "cancel"]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How the incident layer treats a rule's incidents (from the rule's settings)."""
+
+    life_safety: bool
+    resolve: Literal["auto", "manual"]
+    clear_for: float
+    resolve_after: float | None = None
+    cancel_window: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One condition of one device changed (or a one-off event happened)."""
+
+    rule: str
+    incident: str
+    device_id: str
+    change: Change
+    severity: Severity
+    ts: float
+    policy: Policy
+    value: Value | None = None
+    # What was crossed, for people: e.g. {"field": "pressure", "op": "<", "limit": 0.14}.
+    detail: Mapping[str, Value] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CondState:
+    """Everything one rule remembers about one device; JSON-serialisable."""
+
+    active: bool = False
+    severity: int = -1
+    # Level index -> since when it has held (pending durations).
+    pending: dict[int, float] = field(default_factory=dict)
+    last: Value | None = None
+    mark: float | None = None
+    samples: list[tuple[float, float]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"a": self.active, "s": self.severity}
+        if self.pending:
+            out["p"] = {str(k): v for k, v in self.pending.items()}
+        if self.last is not None:
+            out["l"] = self.last
+        if self.mark is not None:
+            out["m"] = self.mark
+        if self.samples:
+            out["x"] = self.samples
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CondState:
+        return cls(active=bool(data.get("a", False)), severity=int(data.get("s", -1)),
+                   pending={int(k): float(v) for k, v in data.get("p", {}).items()},
+                   last=data.get("l"), mark=data.get("m"),
+                   samples=[(float(a), float(b)) for a, b in data.get("x", [])])
+
+
+def _num(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+class Evaluator:
+    """One rule bound to one device. Subclasses decide; state lives in CondState."""
+
+    ticks = False
+    rule: RuleSpec
+
+    def __init__(self, rule: RuleSpec, device: Device, default_clear_for: float) -> None:
+        self.rule = rule
+        self.device = device
+        clear_for = rule.clear_for if rule.clear_for is not None else default_clear_for
+        self.policy = Policy(
+            life_safety=rule.life_safety, resolve=rule.resolve, clear_for=clear_for,
+            resolve_after=getattr(rule, "resolve_after", None),
+            cancel_window=getattr(rule, "cancel_window", 0.0))
+
+    def signal(self, change: Change, severity: Severity, ts: float, value: Value | None = None,
+               **detail: Value) -> Signal:
+        return Signal(self.rule.name, self.rule.incident_name, self.device.id, change, severity,
+                      ts, self.policy, value, detail)
+
+    def activate(self, st: CondState, severity: Severity, ts: float, value: Value | None,
+                 **detail: Value) -> Signal | None:
+        """Become active, or raise the severity; never lowers it while active."""
+        if st.active and severity <= st.severity:
+            return None
+        st.active = True
+        st.severity = int(severity)
+        return self.signal("active", severity, ts, value, **detail)
+
+    def clear(self, st: CondState, ts: float, value: Value | None) -> Signal | None:
+        if not st.active:
+            st.pending.clear()
+            return None
+        st.active = False
+        st.severity = -1
+        st.pending.clear()
+        return self.signal("clear", Severity.INFO, ts, value)
+
+    def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
+        raise NotImplementedError
+
+    def on_tick(self, st: CondState, now: float, last_seen: float) -> Signal | None:
+        return None
+
+
+class StateEval(Evaluator):
+    rule: StateRule
+
+    def __init__(self, rule: StateRule, device: Device, default_clear_for: float) -> None:
+        super().__init__(rule, device, default_clear_for)
+        self.ticks = rule.for_ > 0
+
+    def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
+        rule = self.rule
+        if rule.cancel_field and r.values.get(rule.cancel_field) is True and not stale:
+            return self.signal("cancel", Severity(st.severity) if st.active else rule.severity,
+                               r.ts, True)
+        value = r.values.get(rule.field)
+        if value is None:
+            return None
+        if value == rule.equals:
+            if stale and (st.active or rule.for_ > 0):
+                return None
+            since = st.pending.setdefault(0, r.ts)
+            if r.ts - since >= rule.for_:
+                return self.activate(st, rule.severity, r.ts, value, field=rule.field)
+            return None
+        if stale:
+            return None
+        return self.clear(st, r.ts, value)
+
+    def on_tick(self, st: CondState, now: float, last_seen: float) -> Signal | None:
+        since = st.pending.get(0)
+        if since is None or st.active or now - since < self.rule.for_:
+            return None
+        return self.activate(st, self.rule.severity, since + self.rule.for_, self.rule.equals,
+                             field=self.rule.field, held_for=self.rule.for_)
+
+
+class ThresholdEval(Evaluator):
+    rule: ThresholdRule
+
+    def __init__(self, rule: ThresholdRule, device: Device, default_clear_for: float,
+                 scale: float) -> None:
+        super().__init__(rule, device, default_clear_for)
+        self.ticks = any(lv.for_ > 0 for lv in rule.levels)
+        self.falling = rule.falling
+        self.limits = [((lv.below if lv.below is not None else lv.above or 0.0) * scale,
+                        lv.severity, lv.for_) for lv in rule.levels]
+        clear = rule.clear_above if self.falling else rule.clear_below
+        self.clear_at = None if clear is None else clear * scale
+
+    def _holds(self, limit: float, value: float) -> bool:
+        return value < limit if self.falling else value > limit
+
+    def _clear(self, value: float) -> bool:
+        if self.clear_at is None:
+            return not any(self._holds(limit, value) for limit, _, _ in self.limits)
+        return value > self.clear_at if self.falling else value < self.clear_at
+
+    def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
+        value = _num(r.values.get(self.rule.field))
+        if value is None or stale:
+            return None
+        st.last = value
+        best: tuple[Severity, int] | None = None
+        for i, (limit, severity, hold) in enumerate(self.limits):
+            if self._holds(limit, value):
+                since = st.pending.setdefault(i, r.ts)
+                if r.ts - since >= hold and (best is None or severity > best[0]):
+                    best = (severity, i)
+            else:
+                st.pending.pop(i, None)
+        if st.active and self._clear(value):
+            return self.clear(st, r.ts, value)
+        if best is not None:
+            limit = self.limits[best[1]][0]
+            return self.activate(st, best[0], r.ts, value, field=self.rule.field,
+                                 op="<" if self.falling else ">", limit=round(limit, 6))
+        return None
+
+    def on_tick(self, st: CondState, now: float, last_seen: float) -> Signal | None:
+        best: tuple[Severity, int, float] | None = None
+        for i, since in st.pending.items():
+            if i >= len(self.limits):
+                continue
+            limit, severity, hold = self.limits[i]
+            if hold > 0 and now - since >= hold and (best is None or severity > best[0]):
+                best = (severity, i, since + hold)
+        if best is None:
+            return None
+        limit = self.limits[best[1]][0]
+        return self.activate(st, best[0], best[2], st.last, field=self.rule.field,
+                             op="<" if self.falling else ">", limit=round(limit, 6),
+                             held_for=self.limits[best[1]][2])
+
+
+class RateEval(Evaluator):
+    rule: RateRule
+
+    def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
+        rule = self.rule
+        value = _num(r.values.get(rule.field))
+        if value is None or stale:
+            return None
+        samples = st.samples
+        samples.append((r.ts, value))
+        horizon = r.ts - rule.window
+        while samples and samples[0][0] < horizon:
+            samples.pop(0)
+        change = self._change(samples)
+        if change is None:
+            return None
+        measured, limit, label = change
+        if measured >= limit:
+            return self.activate(st, rule.severity, r.ts, value, field=rule.field, measure=label,
+                                 measured=round(measured, 6), limit=limit, window=rule.window)
+        return self.clear(st, r.ts, value)
+
+    def _change(self, samples: Sequence[tuple[float, float]]
+                ) -> tuple[float, float, str] | None:
+        rule = self.rule
+        values = [v for _, v in samples]
+        if rule.drop is not None:
+            return max(values) - values[-1], rule.drop, "drop"
+        if rule.rise is not None:
+            return values[-1] - min(values), rule.rise, "rise"
+        span = samples[-1][0] - samples[0][0]
+        if len(samples) < 3 or span <= 0 or span < rule.min_span:
+            return None
+        slope = _slope(samples) * 3600.0
+        if rule.falling_per_hour is not None:
+            return -slope, rule.falling_per_hour, "falling_per_hour"
+        assert rule.rising_per_hour is not None
+        return slope, rule.rising_per_hour, "rising_per_hour"
+
+
+def _slope(samples: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope per second: robust to one noisy sample, unlike first-to-last."""
+    n = len(samples)
+    t0 = samples[0][0]
+    mean_t = sum(t - t0 for t, _ in samples) / n
+    mean_v = sum(v for _, v in samples) / n
+    num = sum((t - t0 - mean_t) * (v - mean_v) for t, v in samples)
+    den = sum((t - t0 - mean_t) ** 2 for t, _ in samples)
+    return num / den if den else 0.0
+
+
+class OfflineEval(Evaluator):
+    rule: OfflineRule
+    ticks = True
+
+    def __init__(self, rule: OfflineRule, device: Device, default_clear_for: float) -> None:
+        super().__init__(rule, device, 0.0 if rule.clear_for is None else rule.clear_for)
+        interval = device.settings.report_interval_s or rule.interval
+        self.interval = interval
+        self.limits = sorted(
+            (max(lv.missed * interval if lv.missed else 0.0, lv.after or 0.0), lv.severity)
+            for lv in rule.levels)
+
+    def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
+        return None if stale else self.clear(st, r.received_at, None)
+
+    def on_tick(self, st: CondState, now: float, last_seen: float) -> Signal | None:
+        silent = now - last_seen
+        reached = [(limit, sev) for limit, sev in self.limits if silent >= limit]
+        if not reached:
+            return None
+        limit, severity = max(reached, key=lambda x: x[1])
+        return self.activate(st, severity, now, None, silent_for=round(silent),
+                             limit=limit, last_seen=last_seen, interval=self.interval)
+
+
+class EdgeEval(Evaluator):
+    rule: EdgeRule
+
+    def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
+        value = r.values.get(self.rule.field)
+        if value is None or stale:
+            return None
+        before, st.last = st.last, value
+        if before == self.rule.from_ and value == self.rule.to:
+            return self.signal("event", self.rule.severity, r.ts, value, field=self.rule.field)
+        return None
+
+
+class StillEval(Evaluator):
+    rule: StillRule
+    ticks = True
+
+    def trigger(self, st: CondState, ts: float) -> None:
+        """The rule this one follows fired: start watching for movement."""
+        if st.mark is None:
+            st.mark = ts
+
+    def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
+        rule = self.rule
+        if stale:
+            return None
+        steps = _num(r.values.get(rule.steps_field))
+        moved = rule.motion_field is not None and r.values.get(rule.motion_field) is True
+        previous = _num(st.last)
+        if steps is not None:
+            moved = moved or (previous is not None and steps > previous)
+            st.last = steps
+        if moved and st.mark is not None and r.ts > st.mark:
+            st.mark = None
+            return self.clear(st, r.ts, steps)
+        return None
+
+    def on_tick(self, st: CondState, now: float, last_seen: float) -> Signal | None:
+        if st.mark is None or st.active or now - st.mark < self.rule.within:
+            return None
+        return self.activate(st, self.rule.severity, st.mark + self.rule.within, st.last,
+                             still_for=self.rule.within)
+
+
+class InactivityEval(Evaluator):
+    rule: InactivityRule
+    ticks = True
+
+    def __init__(self, rule: InactivityRule, device: Device, default_clear_for: float) -> None:
+        super().__init__(rule, device, default_clear_for)
+        self.tz = ZoneInfo(rule.timezone)
+        self.day_start, self.day_end = daytime_bounds(rule.daytime)
+
+    def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
+        steps = _num(r.values.get(self.rule.field))
+        if steps is None or stale:
+            return None
+        previous = _num(st.last)
+        st.last = steps
+        if st.mark is None:
+            st.mark = r.ts
+        if previous is not None and steps > previous:
+            st.mark = r.ts
+            return self.clear(st, r.ts, steps)
+        return None
+
+    def on_tick(self, st: CondState, now: float, last_seen: float) -> Signal | None:
+        if st.mark is None or st.active:
+            return None
+        idle = daytime_overlap(st.mark, now, self.day_start, self.day_end, self.tz)
+        if idle < self.rule.for_:
+            return None
+        return self.activate(st, self.rule.severity, now, st.last, idle_daytime=round(idle),
+                             limit=self.rule.for_)
+
+
+def daytime_overlap(a: float, b: float, start: float, end: float, tz: ZoneInfo) -> float:
+    """Seconds of [a, b) that fall between `start` and `end` local time of day."""
+    if b <= a:
+        return 0.0
+    total = 0.0
+    day = datetime.fromtimestamp(a, tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    while day.timestamp() < b:
+        lo = (day + timedelta(seconds=start)).timestamp()
+        hi = (day + timedelta(seconds=end)).timestamp()
+        total += max(0.0, min(b, hi) - max(a, lo))
+        day = (day + timedelta(days=1, hours=3)).replace(hour=0)  # DST-safe next midnight
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class Dirty:
+    """State to persist: changed condition states, and last-seen times worth writing."""
+
+    states: dict[tuple[str, str], CondState]
+    last_seen: dict[str, float]
+    significant: bool
+
+
+class RuleEngine:
+    """Evaluate every enabled rule for every device of the inventory."""
+
+    def __init__(self, config: RulesConfig, inventory: Mapping[str, Device],
+                 started_at: float, startup_grace: float, last_seen_resolution: float = 60.0
+                 ) -> None:
+        self.config = config
+        self.started_at = started_at
+        self.startup_grace = startup_grace
+        self._plans: dict[str, list[Evaluator]] = {}
+        self._followers: dict[tuple[str, str], list[StillEval]] = {}
+        for device in inventory.values():
+            plan = [ev for rule in effective_rules(config, device)
+                    if (ev := _evaluator(rule, device, config.defaults.clear_for)) is not None]
+            self._plans[device.id] = plan
+            for ev in plan:
+                if isinstance(ev, StillEval):
+                    self._followers.setdefault((ev.rule.after, device.id), []).append(ev)
+        self.states: dict[tuple[str, str], CondState] = {}
+        self.last_seen: dict[str, float] = {}
+        self._persisted_seen: dict[str, float] = {}
+        self._seen_resolution = last_seen_resolution
+        # Device -> (ts, values) of its newest reading: drops exact redeliveries.
+        self._newest: dict[str, tuple[float, int]] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._significant = False
+
+    # -- state ------------------------------------------------------------------------
+
+    def restore(self, states: Mapping[tuple[str, str], Mapping[str, Any]],
+                last_seen: Mapping[str, float]) -> None:
+        for key, data in states.items():
+            self.states[key] = CondState.from_json(data)
+        self.last_seen.update(last_seen)
+        self._persisted_seen.update(last_seen)
+
+    def _state(self, rule: str, device_id: str) -> CondState:
+        key = (rule, device_id)
+        st = self.states.get(key)
+        if st is None:
+            st = self.states[key] = CondState()
+        return st
+
+    def take_dirty(self, force_seen: bool = False) -> Dirty:
+        states = {k: self.states[k] for k in self._dirty}
+        seen: dict[str, float] = {}
+        resolution = 0.0 if force_seen else self._seen_resolution
+        persisted = self._persisted_seen
+        for device_id, ts in self.last_seen.items():
+            if ts - persisted.get(device_id, -math.inf) >= resolution and \
+                    persisted.get(device_id) != ts:
+                seen[device_id] = ts
+        persisted.update(seen)
+        dirty = Dirty(states, seen, self._significant)
+        self._dirty = set()
+        self._significant = False
+        return dirty
+
+    @property
+    def has_significant_changes(self) -> bool:
+        return self._significant
+
+    def devices(self) -> Iterable[str]:
+        return self._plans.keys()
+
+    def rules_for(self, device_id: str) -> list[RuleSpec]:
+        return [ev.rule for ev in self._plans.get(device_id, [])]
+
+    # -- evaluation -------------------------------------------------------------------
+
+    def on_readings(self, readings: Iterable[Reading]) -> list[Signal]:
+        out: list[Signal] = []
+        newest = self._newest
+        last_seen = self.last_seen
+        for r in readings:
+            plan = self._plans.get(r.device_id)
+            if plan is None:
+                continue
+            if r.received_at > last_seen.get(r.device_id, -math.inf):
+                last_seen[r.device_id] = r.received_at
+            fingerprint = hash(tuple(sorted(r.values.items())))
+            prev = newest.get(r.device_id)
+            if prev is not None and r.ts == prev[0] and fingerprint == prev[1]:
+                continue  # the same reading again (QoS 1 redelivery)
+            stale = prev is not None and r.ts < prev[0]
+            if not stale:
+                newest[r.device_id] = (r.ts, fingerprint)
+            for ev in plan:
+                key = (ev.rule.name, r.device_id)
+                st = self._state(*key)
+                before = (st.active, st.severity, len(st.pending), st.mark is None)
+                signal = ev.on_reading(st, r, stale)
+                self._dirty.add(key)
+                if signal is not None:
+                    out.append(signal)
+                    self._after_signal(signal, out)
+                if before != (st.active, st.severity, len(st.pending), st.mark is None):
+                    self._significant = True
+        return out
+
+    def tick(self, now: float) -> list[Signal]:
+        out: list[Signal] = []
+        offline_ok = now >= self.started_at + self.startup_grace
+        for device_id, plan in self._plans.items():
+            for ev in plan:
+                if not ev.ticks:
+                    continue
+                if isinstance(ev, OfflineEval):
+                    if not offline_ok:
+                        continue
+                    seen = self.last_seen.get(device_id)
+                    if seen is None:
+                        # Never heard from since we first started: count from then.
+                        seen = self.last_seen[device_id] = self.started_at
+                    signal = ev.on_tick(self._state(ev.rule.name, device_id), now, seen)
+                else:
+                    st = self.states.get((ev.rule.name, device_id))
+                    if st is None:
+                        continue
+                    signal = ev.on_tick(st, now, 0.0)
+                if signal is not None:
+                    self._dirty.add((ev.rule.name, device_id))
+                    self._significant = True
+                    out.append(signal)
+                    self._after_signal(signal, out)
+        return out
+
+    def _after_signal(self, signal: Signal, out: list[Signal]) -> None:
+        if signal.change != "active":
+            return
+        for follower in self._followers.get((signal.rule, signal.device_id), ()):
+            key = (follower.rule.name, signal.device_id)
+            follower.trigger(self._state(*key), signal.ts)
+            self._dirty.add(key)
+            self._significant = True
+
+    def reset(self, rule: str, device_id: str) -> None:
+        """Forget a condition (its incident was resolved by a person while still active)."""
+        st = self.states.get((rule, device_id))
+        if st is not None:
+            st.pending.clear()
+            self._dirty.add((rule, device_id))
+            self._significant = True
+
+
+def effective_rules(config: RulesConfig, device: Device) -> list[RuleSpec]:
+    """The rules of the device's kind with the overrides that match it applied."""
+    out: list[RuleSpec] = []
+    matching = sorted((ov for ov in config.override if _matches(ov.match, device, config)),
+                      key=lambda ov: ov.match.specificity)
+    for rule in config.rule:
+        if device.kind not in rule.kinds:
+            continue
+        enabled = rule.enabled
+        changes: dict[str, Any] = {}
+        for ov in matching:
+            if ov.rule != rule.name:
+                continue
+            changes.update(ov.set)
+            if ov.enabled is not None:
+                enabled = ov.enabled
+        if not enabled:
+            continue
+        if changes:
+            data = rule.model_dump(by_alias=True)
+            data.update(changes)
+            rule = type(rule).model_validate(data)
+        out.append(rule)
+    return out
+
+
+def _matches(match: Any, device: Device, config: RulesConfig) -> bool:
+    if match.device is not None and match.device != device.id:
+        return False
+    for key in ("building", "compound", "grid"):
+        want = getattr(match, key)
+        if want is not None and want != getattr(device, key):
+            return False
+    return not (match.group is not None and device.id not in config.groups.get(match.group, ()))
+
+
+def _evaluator(rule: RuleSpec, device: Device, clear_for: float) -> Evaluator | None:
+    if isinstance(rule, StateRule):
+        return StateEval(rule, device, clear_for)
+    if isinstance(rule, ThresholdRule):
+        scale = 1.0
+        if rule.relative_to is not None:
+            setting = device.settings.number(rule.relative_to)
+            if setting is None:
+                return None
+            scale = setting / 100.0
+        return ThresholdEval(rule, device, clear_for, scale)
+    if isinstance(rule, RateRule):
+        return RateEval(rule, device, clear_for)
+    if isinstance(rule, OfflineRule):
+        return OfflineEval(rule, device, clear_for)
+    if isinstance(rule, EdgeRule):
+        return EdgeEval(rule, device, clear_for)
+    if isinstance(rule, StillRule):
+        return StillEval(rule, device, clear_for)
+    return InactivityEval(rule, device, clear_for)

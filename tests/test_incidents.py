@@ -1,0 +1,356 @@
+"""Incidents from the shipped rules: lifecycle, dedup, flapping, correlation, windows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from sentinel.config.check import Loaded, load_all
+from sentinel.config.inventory import Device
+from sentinel.incidents.model import (
+    Incident,
+    IncidentBook,
+    IncidentEvent,
+    Outcome,
+    Status,
+    Window,
+)
+from sentinel.rules.engine import RuleEngine
+from sentinel.rules.model import merge_rule_files
+from sentinel.types import Reading, Severity, Value
+
+from helpers import SHIPPED_CONFIG
+
+LOADED: Loaded = load_all(SHIPPED_CONFIG, {})
+INV = LOADED.inventory
+T0 = 1_780_030_000.0  # 12:53 local time: daytime
+
+
+class World:
+    """The shipped rules over the shipped inventory, with time in our hands."""
+
+    def __init__(self, windows: Iterable[Window] = (), rules: Any = None,
+                 inventory: dict[str, Device] | None = None) -> None:
+        config = rules or LOADED.rules
+        inventory = INV if inventory is None else inventory
+        self.engine = RuleEngine(config, inventory, T0 - 3600, 0.0)
+        self.windows = list(windows)
+        self.book = IncidentBook(config, inventory, lambda: self.windows)
+        self.events: list[IncidentEvent] = []
+
+    def send(self, device: Device, ts: float, **values: Value) -> None:
+        self.book.apply(self.engine.on_readings(
+            [Reading(device.id, device.kind, ts, ts, values)]), ts)
+        self._collect()
+
+    def tick(self, now: float) -> None:
+        self.book.apply(self.engine.tick(now), now)
+        self.book.tick(now)
+        self._collect()
+
+    def _collect(self) -> None:
+        self.events += self.book.take_changes()[1]
+
+    def open(self, name: str | None = None) -> list[Incident]:
+        return [i for i in self.book.open.values() if name is None or i.name == name]
+
+    def types(self, incident: Incident) -> list[str]:
+        return [e.type for e in self.events if e.incident_id == incident.id]
+
+
+def devices(kind: str, **where: str) -> list[Device]:
+    return [d for d in INV.values()
+            if d.kind == kind and all(getattr(d, k) == v for k, v in where.items())]
+
+
+def building_with(kind_counts: dict[str, int]) -> tuple[str, str]:
+    """A (compound, building) holding at least the given number of devices per kind."""
+    places = {(d.compound, d.building) for d in INV.values() if d.building}
+    for compound, building in sorted(places):
+        if all(len(devices(k, compound=compound, building=building)) >= n
+               for k, n in kind_counts.items()):
+            return compound, building
+    raise AssertionError(f"no building with {kind_counts}")
+
+
+def test_fire_in_one_building_is_grouped_once() -> None:
+    """3 detectors alarming in one building within 2 min → 3 alarms and 1 confirmed fire."""
+    compound, building = building_with({"smoke": 4})
+    w = World()
+    three = devices("smoke", compound=compound, building=building)[:3]
+    for i, d in enumerate(three):
+        w.send(d, T0 + i * 20, alarm=True)
+        w.send(d, T0 + i * 20 + 10, alarm=True)   # repeated reports change nothing
+    alarms, fires = w.open("smoke_alarm"), w.open("fire_confirmed")
+    assert len(alarms) == 3 and len(fires) == 1
+    fire = fires[0]
+    assert fire.severity == Severity.CRITICAL and fire.life_safety
+    assert sorted(fire.members) == sorted(a.id for a in alarms)
+    assert all(a.groups == [fire.id] for a in alarms)
+    assert fire.place["building"] == building and fire.place["compound"] == compound
+    # Every alarm is its own incident at once: life-safety alarms are never grouped away.
+    assert all(a.severity == Severity.CRITICAL and w.types(a)[0] == "opened" for a in alarms)
+
+
+def test_alarms_far_apart_or_in_other_buildings_are_not_a_confirmed_fire() -> None:
+    """Two alarms 3 minutes apart, or in two buildings, open no group."""
+    compound, building = building_with({"smoke": 2})
+    w = World()
+    a, b = devices("smoke", compound=compound, building=building)[:2]
+    w.send(a, T0, alarm=True)
+    w.send(b, T0 + 180, alarm=True)
+    assert w.open("fire_confirmed") == []
+    other = next(d for d in devices("smoke") if d.building and
+                 (d.compound, d.building) != (compound, building))
+    w2 = World()
+    w2.send(a, T0, alarm=True)
+    w2.send(other, T0 + 10, alarm=True)
+    assert w2.open("fire_confirmed") == []
+
+
+def test_hydrant_drop_during_a_fire_attaches_to_it() -> None:
+    """A hydrant pressure drop in the compound of a confirmed fire is attached, not separate."""
+    compound, building = building_with({"smoke": 2})
+    hydrants = devices("hydrant_pressure", compound=compound)
+    assert hydrants, "the example inventory has a hydrant in every compound with smoke"
+    elsewhere = next(d for d in devices("hydrant_pressure") if d.compound != compound)
+    w = World()
+    for h in (hydrants[0], elsewhere):
+        w.send(h, T0 + 5, pressure=0.35)
+    for i, d in enumerate(devices("smoke", compound=compound, building=building)[:2]):
+        w.send(d, T0 + i, alarm=True)
+    fire = w.open("fire_confirmed")[0]
+    for h in (hydrants[0], elsewhere):
+        w.send(h, T0 + 20, pressure=0.28)
+    drops = {i.device_id: i for i in w.open("hydrant_pressure_drop")}
+    assert drops[hydrants[0].id].attached_to == fire.id
+    assert drops[hydrants[0].id].id in fire.members
+    assert drops[elsewhere.id].attached_to is None
+
+
+def test_smoke_and_gas_in_one_building_is_critical_group() -> None:
+    """Smoke plus gas in the same building opens one fire_with_gas group."""
+    compound, building = building_with({"smoke": 1, "gas": 1})
+    w = World()
+    w.send(devices("smoke", compound=compound, building=building)[0], T0, alarm=True)
+    gas = devices("gas", compound=compound, building=building)[0]
+    w.send(gas, T0 + 30, concentration_lel=12.0)
+    group = w.open("fire_with_gas")
+    assert len(group) == 1 and group[0].severity == Severity.CRITICAL
+    assert len(group[0].members) == 2
+
+
+def test_gas_alarm_and_lel_reading_are_one_incident() -> None:
+    """A detector's alarm flag and its %LEL describe one leak: one incident, worst severity."""
+    gas = devices("gas")[0]
+    w = World()
+    w.send(gas, T0, concentration_lel=12.0)
+    w.send(gas, T0 + 10, concentration_lel=30.0, alarm=True)
+    leaks = w.open("gas_leak")
+    assert len(leaks) == 1
+    assert leaks[0].severity == Severity.CRITICAL
+    assert w.types(leaks[0]) == ["opened", "severity_raised"]
+
+
+def test_lifecycle_ack_resolve_and_audit_trail() -> None:
+    """firing → acknowledged → resolved by a person with a note; every step recorded."""
+    smoke = devices("smoke")[0]
+    w = World()
+    w.send(smoke, T0, alarm=True)
+    inc = w.open("smoke_alarm")[0]
+    w.book.acknowledge(inc.id, "网格员 张三", T0 + 30)
+    assert inc.status == Status.ACKNOWLEDGED
+    w.send(smoke, T0 + 60, alarm=False)
+    w.tick(T0 + 3600)
+    assert inc.open and not inc.active, "a smoke alarm is resolved by a person only"
+    w.book.resolve(inc.id, "值班员 李四", T0 + 4000, Outcome.FALSE_ALARM, "burnt toast")
+    w._collect()
+    assert not inc.open and inc.outcome == "false_alarm" and inc.note == "burnt toast"
+    assert w.types(inc) == ["opened", "acknowledged", "condition_cleared", "resolved"]
+    actors = [e.actor for e in w.events if e.incident_id == inc.id]
+    assert actors == ["sentinel", "网格员 张三", "sentinel", "值班员 李四"]
+    with pytest.raises(KeyError):
+        w.book.acknowledge(inc.id, "x", T0 + 5000)
+
+
+def test_auto_resolve_waits_until_clear_holds() -> None:
+    """A hydrant back above 0.15 MPa resolves after staying clear for clear_for."""
+    hydrant = devices("hydrant_pressure")[0]
+    w = World()
+    w.send(hydrant, T0, pressure=0.13)
+    inc = w.open("hydrant_pressure_low")[0]
+    w.send(hydrant, T0 + 10, pressure=0.16)
+    w.tick(T0 + 69)
+    assert inc.open
+    w.tick(T0 + 70)
+    assert not inc.open and inc.outcome == "cleared"
+    assert w.types(inc) == ["opened", "condition_cleared", "resolved"]
+
+
+def test_condition_returning_within_the_hold_reuses_the_incident() -> None:
+    """Clear then active again before clear_for: the same incident, counted again."""
+    hydrant = devices("hydrant_pressure")[0]
+    w = World()
+    w.send(hydrant, T0, pressure=0.13)
+    w.send(hydrant, T0 + 10, pressure=0.16)
+    w.send(hydrant, T0 + 20, pressure=0.13)
+    w.tick(T0 + 200)
+    assert len(w.open("hydrant_pressure_low")) == 1
+    assert w.open("hydrant_pressure_low")[0].fired == 2
+
+
+def test_severity_raise_on_acknowledged_incident_pages_again() -> None:
+    """Acknowledged at warning, then critical: back to firing."""
+    hydrant = devices("hydrant_pressure")[0]
+    w = World()
+    w.send(hydrant, T0, pressure=0.12)
+    inc = w.open("hydrant_pressure_low")[0]
+    w.book.acknowledge(inc.id, "someone", T0 + 5)
+    w.send(hydrant, T0 + 10, pressure=0.09)
+    w.tick(T0 + 70)
+    assert inc.severity == Severity.CRITICAL and inc.status == Status.FIRING
+
+
+def test_flapping_condition_is_held_open() -> None:
+    """More than N changes in M minutes: one incident held open, then resolved when quiet."""
+    rules = merge_rule_files([{
+        "defaults": {"clear_for": 0, "flap": {"changes": 4, "window": "10m"}},
+        "rule": [{"name": "low", "kind": "hydrant_pressure", "type": "threshold",
+                  "field": "pressure", "levels": [{"severity": "warning", "below": 0.14}],
+                  "clear_above": 0.15}]}])
+    hydrant = devices("hydrant_pressure")[0]
+    w = World(rules=rules)
+    for i in range(12):
+        w.send(hydrant, T0 + i * 20, pressure=0.13 if i % 2 == 0 else 0.16)
+        w.tick(T0 + i * 20 + 1)
+    opened = [e for e in w.events if e.type == "opened"]
+    assert len(opened) == 3, "opens and closes only until flapping is detected"
+    held = w.open("low")[0]
+    assert held.flapping and not held.active
+    w.tick(T0 + 11 * 20 + 599)
+    assert held.open
+    w.tick(T0 + 11 * 20 + 600)
+    assert not held.open
+    assert "flapping" in w.types(held) and "flapping_ended" in w.types(held)
+
+
+def test_silence_and_drill_windows_mark_incidents() -> None:
+    """A silence over a building is recorded on its incidents; a drill marks them drills."""
+    compound, building = building_with({"smoke": 2})
+    a, b = devices("smoke", compound=compound, building=building)[:2]
+    silence = Window(1, "silence", {"compound": compound, "building": building}, T0 - 10,
+                     T0 + 3600, "物业", "detector maintenance")
+    w = World([silence])
+    w.send(a, T0, alarm=True)
+    assert w.open("smoke_alarm")[0].silenced_by == 1
+    drill = Window(2, "drill", {"compound": compound}, T0 - 10, T0 + 3600, "社区", "fire drill")
+    w2 = World([drill])
+    w2.send(a, T0, alarm=True)
+    w2.send(b, T0 + 5, alarm=True)
+    assert all(i.drill for i in w2.open())
+    assert w2.open("fire_confirmed")[0].drill
+    expired = World([Window(3, "drill", {}, T0 - 100, T0 - 1, "x", "over")])
+    expired.send(a, T0, alarm=True)
+    assert not expired.open()[0].drill
+
+
+def test_sos_cancel_within_window_only() -> None:
+    """An SOS cancelled on the watch within 60 s resolves as cancelled; later it stays."""
+    watch, other = devices("elderly_watch")[:2]
+    w = World()
+    w.send(watch, T0, sos=True)
+    w.send(watch, T0 + 30, sos=False, sos_cancel=True)
+    inc = [e for e in w.events if e.type == "resolved"]
+    assert len(inc) == 1 and inc[0].data["outcome"] == "cancelled"
+    w.send(other, T0, sos=True)
+    w.send(other, T0 + 90, sos=False, sos_cancel=True)
+    late = w.open("sos")[0]
+    assert late.open and "cancel_refused" in w.types(late)
+
+
+def test_fall_with_no_movement_raises_severity() -> None:
+    """Fall → critical; no step for 2 minutes → the same incident becomes emergency."""
+    watch = devices("elderly_watch")[0]
+    w = World()
+    w.send(watch, T0 - 10, steps=500, fall=False)
+    w.send(watch, T0, fall=True, steps=500)
+    falls = w.open("fall")
+    assert len(falls) == 1 and falls[0].severity == Severity.CRITICAL
+    w.send(watch, T0 + 60, fall=True, steps=500)
+    w.tick(T0 + 120)
+    assert falls[0].severity == Severity.EMERGENCY
+    assert w.types(falls[0]) == ["opened", "severity_raised"]
+
+
+def test_low_battery_is_maintenance_only() -> None:
+    """A low battery opens a maintenance incident for the digest, never a page."""
+    smoke = devices("smoke")[0]
+    w = World()
+    w.send(smoke, T0, battery=12.0)
+    inc = w.open("battery_low")[0]
+    assert inc.severity == Severity.MAINTENANCE and inc.digest_only
+
+
+def test_tamper_cleared_expires_after_a_day() -> None:
+    """The one-off 'tamper cleared' maintenance item resolves by itself after resolve_after."""
+    smoke = devices("smoke")[0]
+    w = World()
+    w.send(smoke, T0, tamper=True)
+    w.send(smoke, T0 + 60, tamper=False)
+    item = w.open("tamper_cleared")[0]
+    assert item.severity == Severity.MAINTENANCE
+    w.tick(T0 + 120)
+    assert not w.open("device_tamper"), "the tamper warning resolved when the tamper cleared"
+    w.tick(T0 + 60 + 86400)
+    assert not item.open and item.outcome == "expired"
+
+
+def test_offline_detectors_open_once_each() -> None:
+    """20 silent detectors → 20 offline warnings on the timer, none repeated."""
+    fleet = devices("smoke")[:40]
+    w = World(inventory={d.id: d for d in fleet})
+    quiet = fleet[:20]
+    for d in fleet:
+        w.send(d, T0, alarm=False)
+    for d in fleet[20:]:
+        w.send(d, T0 + 7000, alarm=False)
+    for t in range(0, 7300, 60):
+        w.tick(T0 + t)
+    offline = w.open("detector_offline")
+    assert sorted(i.device_id for i in offline if i.device_id) == sorted(d.id for d in quiet)
+    assert all(i.severity == Severity.WARNING for i in offline)
+    assert len([e for e in w.events if e.type == "opened"]) == 20
+
+
+def test_group_resolution_resolves_its_members() -> None:
+    """Resolving a confirmed fire resolves the alarms and attached incidents it holds."""
+    compound, building = building_with({"smoke": 2})
+    w = World()
+    for i, d in enumerate(devices("smoke", compound=compound, building=building)[:2]):
+        w.send(d, T0 + i, alarm=True)
+    fire = w.open("fire_confirmed")[0]
+    w.book.resolve(fire.id, "街道", T0 + 600, Outcome.HANDLED, "extinguished")
+    assert w.open() == []
+    members = [w.book.by_id[m] for m in fire.members]
+    assert all(m.outcome == "with_group" for m in members)
+
+
+def test_system_incident_for_sentinel_itself() -> None:
+    """The spool crossing its mark opens a system incident; going below resolves it."""
+    w = World()
+    w.book.system("spool_nearly_full", True, Severity.WARNING, T0, used_bytes=900)
+    inc = w.open("spool_nearly_full")[0]
+    w.book.system("spool_nearly_full", True, Severity.WARNING, T0 + 1)
+    assert len(w.open()) == 1
+    w.book.system("spool_nearly_full", False, Severity.WARNING, T0 + 60)
+    assert not inc.open
+
+
+def test_incident_json_round_trip() -> None:
+    """Incidents serialise for the state database and come back equal."""
+    w = World()
+    w.send(devices("gas")[0], T0, concentration_lel=30.0)
+    inc = w.open()[0]
+    assert Incident.from_json(inc.to_json()) == inc

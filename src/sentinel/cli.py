@@ -127,6 +127,135 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _state_db(args: argparse.Namespace, lang: Language) -> Path | None:
+    loaded = _load_or_report(args, lang)
+    if loaded is None:
+        return None
+    return loaded.settings.incidents.path
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, ZoneInfo("Asia/Shanghai")).strftime("%m-%d %H:%M:%S")
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    from sentinel.i18n import incident_title
+    from sentinel.incidents.store import read_events, read_incidents
+
+    lang = _lang(args)
+    path = _state_db(args, lang)
+    if path is None:
+        return EXIT_CONFIG
+    if not path.exists():
+        print(t("no_state", lang, path=path), file=sys.stderr)
+        return EXIT_PROBLEMS
+    if args.action == "show":
+        found = [i for i in read_incidents(path) if i.id == args.id]
+        if not found:
+            print(t("incidents.not_found", lang, id=args.id), file=sys.stderr)
+            return EXIT_PROBLEMS
+        events = read_events(path, incident_id=args.id)
+        if args.json:
+            print(json.dumps({"incident": found[0].to_json(),
+                              "events": [{"seq": e.seq, "ts": e.ts, "type": e.type,
+                                          "actor": e.actor, "severity": e.severity.label,
+                                          "status": e.status.value, **dict(e.data)}
+                                         for e in events]},
+                             ensure_ascii=False, default=str))
+            return EXIT_OK
+        print(json.dumps(found[0].to_json(), ensure_ascii=False, indent=2, default=str))
+        for e in events:
+            extra = {k: v for k, v in e.data.items() if k != "place" and v is not None}
+            print(f"{_when(e.ts)} | {e.type} | {e.actor} | {e.severity.label} | "
+                  f"{json.dumps(extra, ensure_ascii=False, default=str)}")
+        return EXIT_OK
+    incidents = read_incidents(path, open_only=not args.all)
+    if args.json:
+        for inc in incidents:
+            print(json.dumps(inc.to_json(), ensure_ascii=False, default=str))
+        return EXIT_OK
+    if not incidents:
+        print(t("incidents.none", lang))
+        return EXIT_OK
+    print(t("incidents.header", lang))
+    for inc in incidents:
+        place = " ".join(v for v in (inc.place.get("compound"), inc.place.get("building")) if v)
+        flags = "".join([" [演练]" if inc.drill and lang == "zh" else
+                         " [drill]" if inc.drill else "",
+                         " [silenced]" if inc.silenced_by else ""])
+        print(f"{inc.id} | {t('severity.' + inc.severity.label, lang)} | {inc.status.value} | "
+              f"{incident_title(inc.name, lang)}{flags} | {place or '-'} | "
+              f"{inc.device_id or '-'} | {_when(inc.opened_at)}")
+    return EXIT_OK
+
+
+def _parse_time(text: str) -> float:
+    import time as _time
+    if text == "now":
+        return _time.time()
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=ZoneInfo("Asia/Shanghai"))
+    return value.timestamp()
+
+
+def cmd_window(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from sentinel.incidents.store import add_window, remove_window
+    from sentinel.rules.model import parse_duration
+
+    lang = _lang(args)
+    path = _state_db(args, lang)
+    if path is None:
+        return EXIT_CONFIG
+    kind = args.window_type
+    now = _time.time()
+    if args.action == "add":
+        scope = {k: v for k in ("device", "building", "compound", "grid", "kind")
+                 if (v := getattr(args, k))}
+        if not scope:
+            print(t("window.scope_required", lang), file=sys.stderr)
+            return EXIT_PROBLEMS
+        start = _parse_time(args.start)
+        end = _parse_time(args.end) if args.end else start + parse_duration(args.duration)
+        window_id = add_window(path, kind, scope, start, end, args.author, args.reason, now)
+        print(t("window.added", lang, type=t(f"window.{kind}", lang), id=window_id,
+                scope=json.dumps(scope, ensure_ascii=False), start=_when(start),
+                end=_when(end)))
+        return EXIT_OK
+    if args.action == "remove":
+        if not remove_window(path, args.id, args.author, now):
+            print(t("window.not_found", lang, id=args.id), file=sys.stderr)
+            return EXIT_PROBLEMS
+        print(t("window.removed", lang, id=args.id))
+        return EXIT_OK
+    from sentinel.incidents.store import query_windows
+    from sentinel.store.db import open_readonly
+    if not path.exists():
+        print(t("window.none", lang))
+        return EXIT_OK
+    conn = open_readonly(path)
+    try:
+        windows = [w for w in query_windows(conn, now) if w.type == kind]
+    finally:
+        conn.close()
+    if args.json:
+        for w in windows:
+            print(json.dumps({"id": w.id, "type": w.type, "scope": dict(w.scope),
+                              "start": w.start, "end": w.end, "author": w.author,
+                              "reason": w.reason}, ensure_ascii=False))
+        return EXIT_OK
+    if not windows:
+        print(t("window.none", lang))
+    for w in windows:
+        print(f"#{w.id} | {json.dumps(dict(w.scope), ensure_ascii=False)} | {_when(w.start)} → "
+              f"{_when(w.end)} | {w.author} | {w.reason}")
+    return EXIT_OK
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     lang = _lang(args)
     loaded = _load_or_report(args, lang)
@@ -228,6 +357,39 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--reason", help="only this reason (e.g. invalid_json)")
     q.add_argument("--json", action="store_true", help="one JSON object per line")
     q.set_defaults(func=cmd_deadletter)
+
+    p = sub.add_parser("incidents", help="incidents and their audit trail")
+    inc = p.add_subparsers(dest="action", required=True)
+    q = inc.add_parser("list", parents=[common], help="open incidents, newest first")
+    q.add_argument("--all", action="store_true", help="resolved ones too")
+    q.add_argument("--json", action="store_true", help="one JSON object per line")
+    q.set_defaults(func=cmd_incidents)
+    q = inc.add_parser("show", parents=[common], help="one incident with every event")
+    q.add_argument("id")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_incidents)
+
+    for window_type, text in (("silence", "silences (recorded, not notified)"),
+                              ("drill", "drills (incidents marked as drills)")):
+        p = sub.add_parser(window_type, help=text)
+        win = p.add_subparsers(dest="action", required=True)
+        q = win.add_parser("add", parents=[common], help=f"add a {window_type} window")
+        for key in ("device", "building", "compound", "grid", "kind"):
+            q.add_argument(f"--{key}", help=f"only this {key}")
+        q.add_argument("--start", default="now", help="'now' or ISO time (Asia/Shanghai)")
+        when = q.add_mutually_exclusive_group(required=True)
+        when.add_argument("--end", help="ISO time (Asia/Shanghai)")
+        when.add_argument("--for", dest="duration", help="duration, e.g. 2h")
+        q.add_argument("--author", required=True, help="who asks for it")
+        q.add_argument("--reason", required=True, help="why (e.g. hydrant flushing)")
+        q.set_defaults(func=cmd_window, window_type=window_type)
+        q = win.add_parser("list", parents=[common], help=f"active {window_type} windows")
+        q.add_argument("--json", action="store_true")
+        q.set_defaults(func=cmd_window, window_type=window_type)
+        q = win.add_parser("remove", parents=[common], help=f"end a {window_type} window now")
+        q.add_argument("id", type=int)
+        q.add_argument("--author", required=True)
+        q.set_defaults(func=cmd_window, window_type=window_type)
 
     p = sub.add_parser("demo", parents=[common],
                        help="broker + daemon + simulated community with a live view")

@@ -5,41 +5,64 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Sequence
 from datetime import datetime
-from typing import TextIO
+from typing import Protocol, TextIO
 from zoneinfo import ZoneInfo
 
 from sentinel.config.inventory import Inventory
-from sentinel.i18n import Language, kind_name, t
-from sentinel.types import IngestStats, Reading
+from sentinel.i18n import Language, incident_title, kind_name, t
+from sentinel.incidents.model import Incident, IncidentEvent
+from sentinel.types import IngestStats, Severity
 
 _TZ = ZoneInfo("Asia/Shanghai")
 _RED = "\x1b[31;1m"
 _RESET = "\x1b[0m"
+_COLORS = {Severity.EMERGENCY: "\x1b[41;97;1m", Severity.CRITICAL: "\x1b[31;1m",
+           Severity.WARNING: "\x1b[33;1m", Severity.INFO: "\x1b[36m",
+           Severity.MAINTENANCE: "\x1b[2m"}
+# Events the dispatch room needs to see; the rest stays in the audit trail.
+_SHOWN = frozenset({"opened", "severity_raised", "condition_cleared", "acknowledged",
+                    "resolved", "grouped", "attached", "flapping", "cancel_refused"})
 
 
-def alarm_text(reading: Reading, lang: Language) -> str | None:
-    """What about this reading needs a person's eyes, or None for routine telemetry."""
-    values = reading.values
-    if values.get("alarm") is True:
-        extra = values.get("concentration_lel")
-        base = t("what.alarm", lang)
-        return base if extra is None else f"{base}, {t('what.concentration', lang, value=extra)}"
-    if values.get("sos") is True:
-        return t("what.sos", lang)
-    if values.get("fall") is True:
-        return t("what.fall", lang)
-    return None
+class IncidentSource(Protocol):
+    last_seq: int
+
+    async def events_after(self, seq: int, limit: int = 500, wait: float | None = None
+                           ) -> list[IncidentEvent]: ...
+
+    def incident(self, incident_id: str) -> Incident | None: ...
 
 
-def _clears(reading: Reading) -> bool:
-    values = reading.values
-    return any(values.get(k) is False for k in ("alarm", "sos", "fall"))
+def incident_line(event: IncidentEvent, inc: Incident | None, lang: Language) -> str:
+    """One line about an incident event, for a terminal."""
+    when = datetime.fromtimestamp(event.ts, _TZ).strftime("%H:%M:%S")
+    severity = t(f"severity.{event.severity.label}", lang)
+    verb = t(f"event.{event.type}", lang) if event.type in _SHOWN else event.type
+    if inc is None:
+        return f"{when} [{severity}] {verb} #{event.incident_id}"
+    place = inc.place
+    where = place.get("location") or " ".join(
+        v for v in (place.get("compound"), place.get("building")) if v)
+    text = f"{when} [{severity}] {verb} {incident_title(inc.name, lang)} #{inc.id}"
+    if event.type in ("grouped", "attached"):
+        group = event.data.get("group_name")
+        text += f" → {incident_title(str(group), lang)} #{event.data.get('group')}"
+    elif event.type == "resolved" and event.data.get("outcome"):
+        text += f" ({event.data['outcome']})"
+    if where:
+        text += f"  {where}"
+    if inc.device_id:
+        text += f"  {inc.device_id}"
+    if inc.drill:
+        text += "  [演练]" if lang == "zh" else "  [drill]"
+    if inc.members and event.type == "opened":
+        text += f"  ×{len(inc.members)}"
+    return text
 
 
 class LiveView:
-    """A ReadingListener that prints alarm readings at once and a status line periodically."""
+    """Prints incident events as they are committed, and a status line periodically."""
 
     def __init__(self, inventory: Inventory, lang: Language = "zh",
                  stream: TextIO | None = None, interval: float = 2.0) -> None:
@@ -48,28 +71,18 @@ class LiveView:
         self._out = stream or sys.stdout
         self._color = self._out.isatty()
         self._interval = interval
-        # Devices currently in alarm: a detector repeats its alarm state while it lasts,
-        # and the operator needs the start (and end), not every repetition.
-        self._alarming: set[str] = set()
 
-    async def put(self, readings: Sequence[Reading]) -> None:
-        for reading in readings:
-            what = alarm_text(reading, self._lang)
-            if what is not None:
-                if reading.device_id not in self._alarming:
-                    self._alarming.add(reading.device_id)
-                    self._print_alarm(reading, what)
-            elif reading.device_id in self._alarming and _clears(reading):
-                self._alarming.discard(reading.device_id)
-
-    def _print_alarm(self, reading: Reading, what: str) -> None:
-        device = self._inventory.get(reading.device_id)
-        where = device.location if device is not None else ""
-        line = t("live.alarm", self._lang,
-                 time=datetime.fromtimestamp(reading.ts, _TZ).strftime("%H:%M:%S"),
-                 kind=kind_name(reading.kind, self._lang), device=reading.device_id,
-                 where=where, what=what)
-        self._write(f"{_RED}{line}{_RESET}" if self._color else line)
+    async def follow(self, source: IncidentSource) -> None:
+        """Print incident events as they are committed, until cancelled."""
+        seq = source.last_seq
+        while True:
+            for event in await source.events_after(seq, wait=5.0):
+                seq = event.seq
+                if event.type not in _SHOWN:
+                    continue
+                line = incident_line(event, source.incident(event.incident_id), self._lang)
+                color = _COLORS.get(event.severity) if self._color else None
+                self._write(f"{color}{line}{_RESET}" if color else line)
 
     def _write(self, line: str) -> None:
         self._out.write(line + "\n")

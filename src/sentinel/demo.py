@@ -25,8 +25,9 @@ from sentinel.log import configure_logging
 
 # Scripted incidents of the demo: (event, device selector, seconds after start).
 DEMO_SCRIPT: tuple[tuple[str, str, float], ...] = (
-    ("smoke-alarm", "random", 15.0),
-    ("hydrant-drop", "random", 30.0),
+    # A fire in one building (its 4 detectors), and the hydrant beside it opened.
+    ("smoke-alarm", "building:水贝花园/1栋", 15.0),
+    ("hydrant-drop", "SB-HYD-0001", 30.0),
     ("gas-leak", "random", 45.0),
     ("fall", "random", 60.0),
     ("sos", "random", 75.0),
@@ -153,8 +154,9 @@ async def _demo_main(loaded: Loaded, options: DemoOptions) -> Daemon:
     def on_ready(daemon: Daemon) -> None:
         ready.set()
         tasks.append(loop.create_task(view.run(daemon.ingestor.stats)))
+        tasks.append(loop.create_task(view.follow(daemon.incidents)))
 
-    daemon_task = asyncio.create_task(run_daemon(loaded, stop, [view], on_ready))
+    daemon_task = asyncio.create_task(run_daemon(loaded, stop, [], on_ready))
     await asyncio.wait([asyncio.ensure_future(ready.wait()), daemon_task],
                        return_when=asyncio.FIRST_COMPLETED)
     mqtt = loaded.settings.mqtt

@@ -46,6 +46,65 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "sim.done": {"zh": "完成: 发布 {readings} 条读数, {messages} 条消息, 用时 {elapsed:.1f} 秒",
                  "en": "done: {readings} readings in {messages} messages, {elapsed:.1f} s"},
     "error.config": {"zh": "配置错误", "en": "configuration error"},
+    "severity.maintenance": {"zh": "维护", "en": "maintenance"},
+    "severity.info": {"zh": "提示", "en": "info"},
+    "severity.warning": {"zh": "警告", "en": "warning"},
+    "severity.critical": {"zh": "严重", "en": "critical"},
+    "severity.emergency": {"zh": "紧急", "en": "emergency"},
+    "incident.smoke_alarm": {"zh": "烟感报警", "en": "smoke alarm"},
+    "incident.gas_leak": {"zh": "燃气泄漏", "en": "gas leak"},
+    "incident.device_tamper": {"zh": "设备被拆", "en": "device tampered"},
+    "incident.device_fault": {"zh": "设备故障", "en": "device fault"},
+    "incident.hydrant_pressure_low": {"zh": "消火栓水压低", "en": "hydrant pressure low"},
+    "incident.hydrant_pressure_drop": {"zh": "消火栓水压骤降", "en": "hydrant pressure drop"},
+    "incident.tank_level_low": {"zh": "消防水箱液位低", "en": "tank level low"},
+    "incident.tank_level_overflow": {"zh": "消防水箱溢流", "en": "tank overflow"},
+    "incident.tank_level_falling": {"zh": "消防水箱液位快速下降", "en": "tank level falling"},
+    "incident.sos": {"zh": "SOS 求助", "en": "SOS"},
+    "incident.fall": {"zh": "跌倒", "en": "fall"},
+    "incident.inactive": {"zh": "长时间未活动", "en": "no activity"},
+    "incident.watch_not_worn": {"zh": "手表未佩戴", "en": "watch not worn"},
+    "incident.heart_rate": {"zh": "心率异常", "en": "heart rate out of band"},
+    "incident.detector_offline": {"zh": "探测器离线", "en": "detector offline"},
+    "incident.monitor_offline": {"zh": "设备离线", "en": "device offline"},
+    "incident.battery_low": {"zh": "电量低", "en": "battery low"},
+    "incident.battery_voltage_low": {"zh": "电池电压低", "en": "battery voltage low"},
+    "incident.watch_battery_low": {"zh": "手表电量低", "en": "watch battery low"},
+    "incident.signal_weak": {"zh": "信号弱", "en": "weak signal"},
+    "incident.tamper_cleared": {"zh": "拆除已恢复, 请检查", "en": "tamper cleared, inspect"},
+    "incident.self_test": {"zh": "设备自检", "en": "self-test"},
+    "incident.fire_confirmed": {"zh": "确认火情", "en": "confirmed fire"},
+    "incident.fire_with_gas": {"zh": "火情伴燃气", "en": "fire with gas"},
+    "incident.spool_nearly_full": {"zh": "缓存将满", "en": "spool nearly full"},
+    "event.opened": {"zh": "新发生", "en": "opened"},
+    "event.severity_raised": {"zh": "升级", "en": "raised"},
+    "event.condition_cleared": {"zh": "已恢复正常", "en": "cleared"},
+    "event.condition_returned": {"zh": "再次发生", "en": "again"},
+    "event.acknowledged": {"zh": "已确认", "en": "acknowledged"},
+    "event.resolved": {"zh": "已解决", "en": "resolved"},
+    "event.grouped": {"zh": "归入", "en": "grouped into"},
+    "event.attached": {"zh": "关联到", "en": "attached to"},
+    "event.flapping": {"zh": "状态抖动, 保持打开", "en": "flapping, held open"},
+    "event.flapping_ended": {"zh": "抖动结束", "en": "flapping ended"},
+    "event.cancel_refused": {"zh": "取消被拒绝", "en": "cancel refused"},
+    "event.repeated": {"zh": "重复", "en": "repeated"},
+    "incidents.none": {"zh": "没有未解决的事件", "en": "no open incidents"},
+    "incidents.header": {"zh": "编号 | 级别 | 状态 | 事件 | 地点 | 设备 | 发生时间",
+                         "en": "id | severity | status | incident | place | device | opened"},
+    "incidents.not_found": {"zh": "找不到事件 {id}", "en": "no incident {id}"},
+    "window.added": {"zh": "已添加{type} #{id}: {scope} {start} 至 {end}",
+                     "en": "added {type} #{id}: {scope} from {start} to {end}"},
+    "window.removed": {"zh": "已移除 #{id}", "en": "removed #{id}"},
+    "window.not_found": {"zh": "没有生效中的 #{id}", "en": "no active window #{id}"},
+    "window.none": {"zh": "没有生效中的屏蔽或演练", "en": "no active silences or drills"},
+    "window.silence": {"zh": "屏蔽", "en": "silence"},
+    "window.drill": {"zh": "演练", "en": "drill"},
+    "window.scope_required": {"zh": "请至少指定一个范围 (--device/--building/--compound/"
+                                    "--grid/--kind)",
+                              "en": "give at least one scope (--device/--building/--compound/"
+                                    "--grid/--kind)"},
+    "no_state": {"zh": "尚无状态数据库 {path} (守护进程是否运行过?)",
+                 "en": "no state database at {path} (has the daemon run yet?)"},
 }
 
 
@@ -58,3 +117,8 @@ def t(key: str, lang: Language = "zh", **values: object) -> str:
 def kind_name(kind: str, lang: Language = "zh") -> str:
     entry = _MESSAGES.get(f"kind.{kind}")
     return entry[lang] if entry else kind
+
+
+def incident_title(name: str, lang: Language = "zh") -> str:
+    entry = _MESSAGES.get(f"incident.{name}")
+    return entry[lang] if entry else name.replace("_", " ")

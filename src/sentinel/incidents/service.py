@@ -47,6 +47,8 @@ class IncidentService:
         self._windows: list[Window] = []
         self._data_version = -1
         self._recent: collections.deque[IncidentEvent] = collections.deque(maxlen=_RECENT)
+        # Incidents as last committed, so views can still show one just resolved.
+        self._written: collections.OrderedDict[str, Incident] = collections.OrderedDict()
         self._new_events = asyncio.Event()
         self.last_seq = 0
         self.engine: RuleEngine | None = None
@@ -126,6 +128,11 @@ class IncidentService:
             incidents=incidents, events=events, states=dirty.states,
             last_seen=dirty.last_seen, flaps=flaps))
         self._last_soft_flush = self._clock.monotonic()
+        for inc in incidents:
+            self._written[inc.id] = inc
+            self._written.move_to_end(inc.id)
+        while len(self._written) > _RECENT:
+            self._written.popitem(last=False)
         for event in stored:
             self._recent.append(event)
             self.last_seq = event.seq
@@ -178,6 +185,11 @@ class IncidentService:
         if recent and recent[0].seq <= seq + 1:
             return [e for e in recent if e.seq > seq][:limit]
         return await self._store.events_after(seq, limit)
+
+    def incident(self, incident_id: str) -> Incident | None:
+        """An open or recently changed incident (None if older: read the state database)."""
+        found = self.book.get(incident_id) if self.book is not None else None
+        return found if found is not None else self._written.get(incident_id)
 
     def open_incidents(self) -> list[Incident]:
         _, book = self._require()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,6 +252,7 @@ def add_window(path: Path, type_: str, scope: Mapping[str, str], start: float, e
         raise ValueError("a window is a silence or a drill")
     if end <= start:
         raise ValueError("a window must end after it starts")
+    path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA busy_timeout=5000")
@@ -266,6 +267,8 @@ def add_window(path: Path, type_: str, scope: Mapping[str, str], start: float, e
 
 
 def remove_window(path: Path, window_id: int, author: str, now: float) -> bool:
+    if not path.exists():
+        return False
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA busy_timeout=5000")
@@ -292,6 +295,3 @@ def read_events(path: Path, after: int = 0, limit: int = 100_000,
     finally:
         conn.close()
 
-
-def iter_ids(incidents: Iterable[Incident]) -> list[str]:
-    return [i.id for i in incidents]

@@ -1,0 +1,127 @@
+"""The incident stage over its real state database: commit before ack, resume after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sentinel.clock import FakeClock
+from sentinel.config.check import Loaded, load_all
+from sentinel.config.model import RulesSettings
+from sentinel.incidents.model import Outcome
+from sentinel.incidents.service import IncidentService
+from sentinel.incidents.store import StateStore, add_window, read_events, read_incidents
+from sentinel.types import Reading, Value
+
+from helpers import SHIPPED_CONFIG
+
+LOADED: Loaded = load_all(SHIPPED_CONFIG, {})
+T0 = 1_780_030_000.0
+HYDRANT = next(d for d in LOADED.inventory.values() if d.kind == "hydrant_pressure")
+SMOKE = next(d for d in LOADED.inventory.values() if d.kind == "smoke")
+SETTINGS = RulesSettings(startup_grace=3600)
+
+
+def reading(device_id: str, kind: str, ts: float, **values: Value) -> Reading:
+    return Reading(device_id, kind, ts, ts, values)
+
+
+async def started(path: Path, clock: FakeClock) -> tuple[StateStore, IncidentService]:
+    store = StateStore(path)
+    await store.__aenter__()
+    service = IncidentService(LOADED.rules, LOADED.inventory, store, clock, SETTINGS)
+    await service.start()
+    return store, service
+
+
+async def test_process_returns_only_after_the_incident_is_stored(tmp_path: Path) -> None:
+    """When process() returns, another connection already sees the incident."""
+    db = tmp_path / "incidents.sqlite3"
+    clock = FakeClock(T0)
+    store, service = await started(db, clock)
+    await service.process([reading(SMOKE.id, "smoke", T0, alarm=True)])
+    stored = read_incidents(db, open_only=True)
+    assert [(i.name, i.device_id) for i in stored] == [("smoke_alarm", SMOKE.id)]
+    await store.__aexit__()
+
+
+async def test_state_survives_a_crash_and_pending_durations_continue(tmp_path: Path) -> None:
+    """Without a clean close: same open incidents after restart, the 60 s hold completes once,
+    and replayed readings open nothing new."""
+    db = tmp_path / "incidents.sqlite3"
+    clock = FakeClock(T0)
+    store, service = await started(db, clock)
+    batch = [reading(HYDRANT.id, "hydrant_pressure", T0, pressure=0.08),
+             reading(SMOKE.id, "smoke", T0, alarm=True)]
+    await service.process(batch)
+    before = {i.id: i.severity for i in read_incidents(db, open_only=True)}
+    # "kill -9": drop the service without close(); only what was committed remains.
+    await store.__aexit__()
+    clock.advance(30)
+    store, again = await started(db, clock)
+    assert {i.id: i.severity for i in again.open_incidents()} == before
+    await again.process(batch)          # QoS 1 redelivery of the same readings
+    clock.advance(29)
+    await again.tick()
+    hydrant = next(i for i in again.open_incidents() if i.device_id == HYDRANT.id)
+    assert hydrant.severity.label == "warning"
+    clock.advance(1)
+    await again.tick()
+    assert hydrant.severity.label == "critical"
+    await again.tick()
+    events = read_events(db)
+    assert [e.type for e in events if e.incident_id == hydrant.id] == ["opened",
+                                                                      "severity_raised"]
+    assert len([e for e in events if e.type == "opened"]) == 2
+    # New incidents continue the numbering rather than reusing an id.
+    elsewhere = next(d for d in LOADED.inventory.values()
+                     if d.kind == "smoke" and d.compound != SMOKE.compound)
+    await again.process([reading(elsewhere.id, "smoke", T0 + 61, alarm=True)])
+    ids = sorted(i.id for i in read_incidents(db))
+    assert len(ids) == len(set(ids)) == 3 and ids[-1].endswith("-0003")
+    await store.__aexit__()
+
+
+async def test_commands_and_event_stream(tmp_path: Path) -> None:
+    """Acknowledge and resolve are committed and streamed in order to subscribers."""
+    db = tmp_path / "incidents.sqlite3"
+    clock = FakeClock(T0)
+    store, service = await started(db, clock)
+    waiter = asyncio.create_task(service.events_after(0, wait=5.0))
+    await asyncio.sleep(0)
+    await service.process([reading(SMOKE.id, "smoke", T0, alarm=True)])
+    first = await waiter
+    assert [e.type for e in first] == ["opened"]
+    inc_id = first[0].incident_id
+    await service.acknowledge(inc_id, "grid worker", "on my way")
+    await service.resolve(inc_id, "duty officer", Outcome.HANDLED, "kitchen smoke")
+    events = await service.events_after(first[-1].seq)
+    assert [(e.type, e.actor) for e in events] == [("acknowledged", "grid worker"),
+                                                   ("resolved", "duty officer")]
+    assert [e.seq for e in read_events(db)] == [1, 2, 3]
+    assert read_incidents(db, open_only=True) == []
+    await store.__aexit__()
+
+
+async def test_silence_added_from_outside_applies_on_next_tick(tmp_path: Path) -> None:
+    """A silence written to the state database by an operator marks later incidents."""
+    db = tmp_path / "incidents.sqlite3"
+    clock = FakeClock(T0)
+    store, service = await started(db, clock)
+    window = add_window(db, "silence", {"device": SMOKE.id}, T0 - 1, T0 + 600, "物业",
+                        "detector cleaning", T0)
+    await service.tick()
+    await service.process([reading(SMOKE.id, "smoke", T0 + 1, alarm=True)])
+    assert service.open_incidents()[0].silenced_by == window
+    await store.__aexit__()
+
+
+async def test_system_incident_is_persisted(tmp_path: Path) -> None:
+    """sentinel's own conditions (spool nearly full) are incidents like any other."""
+    db = tmp_path / "incidents.sqlite3"
+    store, service = await started(db, FakeClock(T0))
+    await service.system("spool_nearly_full", True, used_bytes=1000)
+    assert [i.name for i in read_incidents(db, open_only=True)] == ["spool_nearly_full"]
+    await service.system("spool_nearly_full", False)
+    assert read_incidents(db, open_only=True) == []
+    await store.__aexit__()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sentinel.config.check import load_all
 from sentinel.config.inventory import Device, DeviceSettings
 from sentinel.errors import ConfigError
+from sentinel.incidents.model import IncidentBook
 from sentinel.rules.engine import CondState, RuleEngine, Signal, daytime_overlap
 from sentinel.rules.model import RulesConfig, merge_rule_files, parse_duration
 from sentinel.types import Reading, Severity, Value
@@ -212,6 +213,27 @@ def test_values_inside_the_hysteresis_band_never_toggle(start_inside: bool,
     for i, value in enumerate(values, start=1):
         assert feed(eng, T0 + i, pressure=value) == []
         assert eng.tick(T0 + i + 0.5) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(start_inside=st.booleans(),
+       values=st.lists(st.floats(min_value=0.14, max_value=0.15), min_size=1, max_size=60))
+def test_band_walk_never_toggles_an_incident(start_inside: bool, values: list[float]) -> None:
+    """Through the incident book too: no event at all while the value stays in the band."""
+    config = merge_rule_files([{"rule": [HYDRANT]}])
+    dev = device()
+    eng = RuleEngine(config, {dev.id: dev}, T0, 0)
+    book = IncidentBook(config, {dev.id: dev})
+    book.apply(feed(eng, T0, pressure=0.12 if start_inside else 0.3), T0)
+    book.tick(T0 + 0.5)
+    opened = book.take_changes()[1]
+    assert len(opened) == (1 if start_inside else 0)
+    for i, value in enumerate(values, start=1):
+        book.apply(feed(eng, T0 + i * 30, pressure=value), T0 + i * 30)
+        book.apply(eng.tick(T0 + i * 30 + 15), T0 + i * 30 + 15)
+        book.tick(T0 + i * 30 + 15)
+    assert book.take_changes()[1] == []
+    assert len(book.open) == (1 if start_inside else 0)
 
 
 @settings(max_examples=200, deadline=None)

@@ -21,8 +21,9 @@ _COLORS = {Severity.EMERGENCY: "\x1b[41;97;1m", Severity.CRITICAL: "\x1b[31;1m",
            Severity.WARNING: "\x1b[33;1m", Severity.INFO: "\x1b[36m",
            Severity.MAINTENANCE: "\x1b[2m"}
 # Events the dispatch room needs to see; the rest stays in the audit trail.
-_SHOWN = frozenset({"opened", "severity_raised", "condition_cleared", "acknowledged",
-                    "resolved", "grouped", "attached", "flapping", "cancel_refused"})
+_SHOWN = frozenset({"opened", "severity_raised", "condition_cleared", "condition_returned",
+                    "acknowledged", "resolved", "grouped", "attached", "flapping",
+                    "cancel_refused"})
 
 
 class IncidentSource(Protocol):

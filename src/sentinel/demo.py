@@ -164,7 +164,7 @@ async def _demo_main(loaded: Loaded, options: DemoOptions) -> Daemon:
             store=str(loaded.settings.store.sqlite.path)))
     print(t("demo.stop_hint", options.lang), flush=True)
     sim_options = SimOptions(host=mqtt.host, port=mqtt.port, qos=1, speed=options.speed,
-                             inject=list(DEMO_SCRIPT), seed=int(time.time()),
+                             inject=list(DEMO_SCRIPT), seed=1,
                              client_id="sentinel-demo-simulator", protocol=mqtt.protocol)
     sim = asyncio.create_task(asyncio.to_thread(run_simulation, loaded, sim_options, sim_stop))
     if options.duration is not None:

@@ -79,7 +79,7 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "event.opened": {"zh": "新发生", "en": "opened"},
     "event.severity_raised": {"zh": "升级", "en": "raised"},
     "event.condition_cleared": {"zh": "已恢复正常", "en": "cleared"},
-    "event.condition_returned": {"zh": "再次发生", "en": "again"},
+    "event.condition_returned": {"zh": "再次发生", "en": "active again"},
     "event.acknowledged": {"zh": "已确认", "en": "acknowledged"},
     "event.resolved": {"zh": "已解决", "en": "resolved"},
     "event.grouped": {"zh": "归入", "en": "grouped into"},

@@ -104,6 +104,10 @@ class Evaluator:
     """One rule bound to one device. Subclasses decide; state lives in CondState."""
 
     ticks = False
+    # Fields whose presence in a reading concerns this rule (None: every reading).
+    watches: frozenset[str] | None = None
+    # Whether state changes that decide nothing yet (samples, last values) are persisted.
+    soft = False
     rule: RuleSpec
 
     def __init__(self, rule: RuleSpec, device: Device, default_clear_for: float) -> None:
@@ -151,6 +155,7 @@ class StateEval(Evaluator):
     def __init__(self, rule: StateRule, device: Device, default_clear_for: float) -> None:
         super().__init__(rule, device, default_clear_for)
         self.ticks = rule.for_ > 0
+        self.watches = frozenset(f for f in (rule.field, rule.cancel_field) if f)
 
     def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
         rule = self.rule
@@ -186,6 +191,7 @@ class ThresholdEval(Evaluator):
                  scale: float) -> None:
         super().__init__(rule, device, default_clear_for)
         self.ticks = any(lv.for_ > 0 for lv in rule.levels)
+        self.watches = frozenset({rule.field})
         self.falling = rule.falling
         self.limits = [((lv.below if lv.below is not None else lv.above or 0.0) * scale,
                         lv.severity, lv.for_) for lv in rule.levels]
@@ -239,6 +245,11 @@ class ThresholdEval(Evaluator):
 
 class RateEval(Evaluator):
     rule: RateRule
+    soft = True
+
+    def __init__(self, rule: RateRule, device: Device, default_clear_for: float) -> None:
+        super().__init__(rule, device, default_clear_for)
+        self.watches = frozenset({rule.field})
 
     def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
         rule = self.rule
@@ -315,6 +326,11 @@ class OfflineEval(Evaluator):
 
 class EdgeEval(Evaluator):
     rule: EdgeRule
+    soft = True
+
+    def __init__(self, rule: EdgeRule, device: Device, default_clear_for: float) -> None:
+        super().__init__(rule, device, default_clear_for)
+        self.watches = frozenset({rule.field})
 
     def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
         value = r.values.get(self.rule.field)
@@ -329,6 +345,11 @@ class EdgeEval(Evaluator):
 class StillEval(Evaluator):
     rule: StillRule
     ticks = True
+    soft = True
+
+    def __init__(self, rule: StillRule, device: Device, default_clear_for: float) -> None:
+        super().__init__(rule, device, default_clear_for)
+        self.watches = frozenset(f for f in (rule.steps_field, rule.motion_field) if f)
 
     def trigger(self, st: CondState, ts: float) -> None:
         """The rule this one follows fired: start watching for movement."""
@@ -360,9 +381,11 @@ class StillEval(Evaluator):
 class InactivityEval(Evaluator):
     rule: InactivityRule
     ticks = True
+    soft = True
 
     def __init__(self, rule: InactivityRule, device: Device, default_clear_for: float) -> None:
         super().__init__(rule, device, default_clear_for)
+        self.watches = frozenset({rule.field})
         self.tz = ZoneInfo(rule.timezone)
         self.day_start, self.day_end = daytime_bounds(rule.daytime)
 
@@ -403,6 +426,10 @@ def daytime_overlap(a: float, b: float, start: float, end: float, tz: ZoneInfo) 
     return total
 
 
+# Upper bound between two scans for silent devices, whatever the deadlines say.
+_OFFLINE_RESCAN = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class Dirty:
     """State to persist: changed condition states, and last-seen times worth writing."""
@@ -423,6 +450,10 @@ class RuleEngine:
         self.startup_grace = startup_grace
         self._plans: dict[str, list[Evaluator]] = {}
         self._followers: dict[tuple[str, str], list[StillEval]] = {}
+        self._offline: list[tuple[str, OfflineEval]] = []
+        # Conditions with a running clock (pending hold, watch after a fall, inactivity).
+        self._timers: dict[tuple[str, str], Evaluator] = {}
+        self._next_offline_scan = -math.inf
         for device in inventory.values():
             plan = [ev for rule in effective_rules(config, device)
                     if (ev := _evaluator(rule, device, config.defaults.clear_for)) is not None]
@@ -430,6 +461,8 @@ class RuleEngine:
             for ev in plan:
                 if isinstance(ev, StillEval):
                     self._followers.setdefault((ev.rule.after, device.id), []).append(ev)
+                if isinstance(ev, OfflineEval):
+                    self._offline.append((device.id, ev))
         self.states: dict[tuple[str, str], CondState] = {}
         self.last_seen: dict[str, float] = {}
         self._persisted_seen: dict[str, float] = {}
@@ -444,7 +477,11 @@ class RuleEngine:
     def restore(self, states: Mapping[tuple[str, str], Mapping[str, Any]],
                 last_seen: Mapping[str, float]) -> None:
         for key, data in states.items():
-            self.states[key] = CondState.from_json(data)
+            st = self.states[key] = CondState.from_json(data)
+            rule, device_id = key
+            ev = next((e for e in self._plans.get(device_id, ()) if e.rule.name == rule), None)
+            if ev is not None:
+                self._watch_timer(key, ev, st)
         self.last_seen.update(last_seen)
         self._persisted_seen.update(last_seen)
 
@@ -499,52 +536,79 @@ class RuleEngine:
             stale = prev is not None and r.ts < prev[0]
             if not stale:
                 newest[r.device_id] = (r.ts, fingerprint)
+            values = r.values
             for ev in plan:
+                watches = ev.watches
+                if watches is not None and watches.isdisjoint(values):
+                    continue
                 key = (ev.rule.name, r.device_id)
                 st = self._state(*key)
                 before = (st.active, st.severity, len(st.pending), st.mark is None)
                 signal = ev.on_reading(st, r, stale)
-                self._dirty.add(key)
                 if signal is not None:
                     out.append(signal)
                     self._after_signal(signal, out)
                 if before != (st.active, st.severity, len(st.pending), st.mark is None):
                     self._significant = True
+                    self._dirty.add(key)
+                    if ev.ticks:
+                        self._watch_timer(key, ev, st)
+                elif ev.soft:
+                    self._dirty.add(key)
+                    if ev.ticks:
+                        self._watch_timer(key, ev, st)
         return out
 
+    def _watch_timer(self, key: tuple[str, str], ev: Evaluator, st: CondState) -> None:
+        if ev.ticks and not isinstance(ev, OfflineEval) and (st.pending or st.mark is not None):
+            self._timers[key] = ev
+
     def tick(self, now: float) -> list[Signal]:
+        """Evaluate running clocks; scan for silent devices when the earliest is due."""
         out: list[Signal] = []
-        offline_ok = now >= self.started_at + self.startup_grace
-        for device_id, plan in self._plans.items():
-            for ev in plan:
-                if not ev.ticks:
-                    continue
-                if isinstance(ev, OfflineEval):
-                    if not offline_ok:
-                        continue
-                    seen = self.last_seen.get(device_id)
-                    if seen is None:
-                        # Never heard from since we first started: count from then.
-                        seen = self.last_seen[device_id] = self.started_at
-                    signal = ev.on_tick(self._state(ev.rule.name, device_id), now, seen)
-                else:
-                    st = self.states.get((ev.rule.name, device_id))
-                    if st is None:
-                        continue
-                    signal = ev.on_tick(st, now, 0.0)
-                if signal is not None:
-                    self._dirty.add((ev.rule.name, device_id))
-                    self._significant = True
-                    out.append(signal)
-                    self._after_signal(signal, out)
+        for key, ev in list(self._timers.items()):
+            st = self.states[key]
+            self._emit(key, ev.on_tick(st, now, 0.0), out)
+            if not (st.pending or st.mark is not None):
+                del self._timers[key]
+        if now >= self.started_at + self.startup_grace and now >= self._next_offline_scan:
+            # The scan touches every device; between scans only readings move deadlines,
+            # and only later, so the earliest deadline found is when to look again.
+            earliest = now + _OFFLINE_RESCAN
+            last_seen = self.last_seen
+            states = self.states
+            for device_id, ev in self._offline:
+                seen = last_seen.get(device_id)
+                if seen is None:
+                    # Never heard from since we first started: count from then.
+                    seen = last_seen[device_id] = self.started_at
+                key = (ev.rule.name, device_id)
+                if now - seen >= ev.limits[0][0]:
+                    self._emit(key, ev.on_tick(self._state(*key), now, seen), out)
+                cond = states.get(key)
+                current = cond.severity if cond is not None and cond.active else -1
+                for limit, severity in ev.limits:
+                    if severity > current and seen + limit > now:
+                        earliest = min(earliest, seen + limit)
+                        break
+            self._next_offline_scan = earliest
         return out
+
+    def _emit(self, key: tuple[str, str], signal: Signal | None, out: list[Signal]) -> None:
+        if signal is not None:
+            self._dirty.add(key)
+            self._significant = True
+            out.append(signal)
+            self._after_signal(signal, out)
 
     def _after_signal(self, signal: Signal, out: list[Signal]) -> None:
         if signal.change != "active":
             return
         for follower in self._followers.get((signal.rule, signal.device_id), ()):
             key = (follower.rule.name, signal.device_id)
-            follower.trigger(self._state(*key), signal.ts)
+            st = self._state(*key)
+            follower.trigger(st, signal.ts)
+            self._watch_timer(key, follower, st)
             self._dirty.add(key)
             self._significant = True
 

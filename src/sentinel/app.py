@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,10 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
         incidents = IncidentService(loaded.rules, loaded.inventory, state, clock,
                                     settings.rules)
         await incidents.start()
+        # The inventory, profiles and rules live as long as the process: move them out of
+        # the collector's way, so full collections stay short (measured: ~70 ms pauses).
+        gc.collect()
+        gc.freeze()
 
         def on_store_event(event: str, data: dict[str, object]) -> None:
             # The spool crossing its warning mark is an incident for the operators.

@@ -7,7 +7,9 @@ which the stores absorb (same device and timestamp → same row / point).
 
 Alarms go first: the gate runs as soon as a batch is decoded, while the previous batch's
 telemetry is still being written, so an alarm never waits behind a slow readings store.
-At most `_WRITES_AHEAD` decoded batches wait for the store (bounded: backpressure).
+At most `_WRITES_AHEAD` decoded batches wait for the store (bounded: backpressure); the
+gate may run that far ahead of the telemetry write, so an alarm waits for the cheap decode
+and rule evaluation of what came before it, not for the store.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class ReadingGate(Protocol):
     async def process(self, readings: Sequence[Reading]) -> None: ...
 
 
-_WRITES_AHEAD = 2
+_WRITES_AHEAD = 8
 
 _Decoded = tuple[list[RawMessage], list[Reading], list[DeadLetter]]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -25,11 +25,17 @@ from sentinel.incidents.store import Changes, StateStore
 log = structlog.get_logger("sentinel.incidents.publish")
 
 CURSOR_KEY = "mqtt_published_seq"
+_PUBLISH_TIMEOUT = 10.0
 
 
 class Publisher(Protocol):
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1,
-                      retain: bool = False, timeout: float = 10.0) -> None: ...  # noqa: ASYNC109
+    @property
+    def connected(self) -> bool: ...
+
+    async def wait_connected(self) -> None: ...
+
+    def start_publish(self, topic: str, payload: bytes, *, qos: int = 1,
+                      retain: bool = False) -> asyncio.Future[None]: ...
 
 
 def topic_level(text: str) -> str:
@@ -86,21 +92,39 @@ class IncidentPublisher:
             await self._store.commit(Changes(meta={CURSOR_KEY: str(cursor)}))
 
     async def _publish(self, events: list[IncidentEvent]) -> None:
-        publish: Callable[..., Awaitable[None]] = self._client.publish
+        await asyncio.wait_for(self._client.wait_connected(), _PUBLISH_TIMEOUT)
         latest: dict[str, Incident] = {}
         for event in events:
-            inc = latest.get(event.incident_id) or await self._incident(event.incident_id)
+            if event.incident_id not in latest:
+                found = await self._incident(event.incident_id)
+                if found is not None:
+                    latest[found.id] = found
+        # Handed to the connection in order, acknowledged together: one round trip per
+        # batch instead of one per message.
+        publish: Callable[..., asyncio.Future[None]] = self._client.start_publish
+        sends: list[asyncio.Future[None]] = []
+        for event in events:
+            inc = latest.get(event.incident_id)
             if inc is None:
                 continue
-            latest[inc.id] = inc
             community = topic_level(inc.place.get("community", "sentinel"))
-            await publish(f"{self._prefix}/{community}/events", event_payload(event))
-            self.published += 1
+            sends.append(publish(f"{self._prefix}/{community}/events", event_payload(event)))
         for inc in latest.values():
             community = topic_level(inc.place.get("community", "sentinel"))
             topic = f"{self._prefix}/{community}/incidents/{topic_level(inc.id)}"
             if inc.open:
-                await publish(topic, incident_payload(inc), retain=True)
+                sends.append(publish(topic, incident_payload(inc), retain=True))
             else:
-                await publish(topic, incident_payload(inc))
-                await publish(topic, b"", retain=True)
+                sends.append(publish(topic, incident_payload(inc)))
+                sends.append(publish(topic, b"", retain=True))
+        if not sends:
+            return
+        done, pending = await asyncio.wait(sends, timeout=_PUBLISH_TIMEOUT)
+        for future in pending:
+            future.cancel()
+        results = [f.exception() if not f.cancelled() else TimeoutError("no PUBACK")
+                   for f in [*done, *pending]]
+        failed = [r for r in results if r is not None]
+        if failed:
+            raise ConnectionError(f"{len(failed)} of {len(sends)} publishes failed: {failed[0]}")
+        self.published += len(sends)

@@ -126,29 +126,29 @@ class MqttSource:
                 sent += 1
         return sent
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                      timeout: float = 10.0) -> None:  # noqa: ASYNC109  # noqa: ASYNC109
-        """Publish on the shared connection; return once the broker has taken it (PUBACK).
+    def start_publish(self, topic: str, payload: bytes, *, qos: int = 1,
+                      retain: bool = False) -> asyncio.Future[None]:
+        """Hand a message to the shared connection now (calls keep their order on the wire).
 
-        Raises ConnectionError if there is no connection or it drops first: the caller
-        retries (incident publication works from a durable cursor).
+        The future completes on PUBACK (at once for QoS 0), or fails with ConnectionError
+        when there is no connection or it drops first; the caller retries.
         """
-        await asyncio.wait_for(self._connected.wait(), timeout)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         client = self._client
-        if client is None:
-            raise ConnectionError("not connected to the broker")
+        if client is None or not self.connected:
+            future.set_exception(ConnectionError("not connected to the broker"))
+            return future
         info = client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise ConnectionError(f"publish failed: {mqtt.error_string(info.rc)}")
-        if qos == 0:
-            return
-        future = asyncio.get_running_loop().create_future()
-        # PUBACK is read by _on_readable later on this same loop, so registering now is safe.
-        self._published[info.mid] = future
-        try:
-            await asyncio.wait_for(future, timeout)
-        finally:
-            self._published.pop(info.mid, None)
+            future.set_exception(ConnectionError(f"publish failed: {mqtt.error_string(info.rc)}"))
+        elif qos == 0:
+            future.set_result(None)
+        else:
+            # PUBACK is read by _on_readable later on this same loop, so registering now is
+            # safe; a dropped connection fails every pending future (_client_closed).
+            self._published[info.mid] = future
+        return future
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:

@@ -1,0 +1,784 @@
+#!/usr/bin/env python3
+"""Incident latency benchmark: smoke alarm reading published → incident opened.
+
+For each phase a fresh private Mosquitto and a fresh daemon (SQLite backend, empty state
+dir) are started, then smoke alarms are published one at a time, each from a detector that
+has not alarmed yet. Per alarm two latencies are measured from the moment it is published:
+until the daemon logs `incident_opened` (written right after the incident is committed to
+its state database), and until an MQTT subscriber receives the incident's retained state.
+Phase `idle` has no other traffic; phase `telemetry` runs with normal readings from every
+other device at a fixed rate (5,000/s by default) published from a separate process.
+See bench/README.md.
+
+    python bench/incident_latency.py [--samples N] [--background RATE] [--repeat K]
+                                     [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (ROOT / "src", ROOT / "tests", ROOT / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from ingest import (  # noqa: E402
+    BROKER_EXTRA,
+    LogTail,
+    _event_time,
+    _proc_cpu,
+    _sigterm_as_interrupt,
+    _system_busy,
+    wait_for_quiet,
+)
+from sentinel.config.inventory import Device  # noqa: E402
+from sentinel.decode.encode import encode  # noqa: E402
+
+from daemon import LOADED, TYPICAL, DaemonProcess, timestamped_devices  # noqa: E402
+from servers import Mosquitto  # noqa: E402
+
+HOST = "127.0.0.1"
+PREFIX = "sentinel"  # [incidents] topic_prefix of config/sentinel.toml
+RULE = "smoke_alarm"  # config/rules.toml: a smoke detector's alarm opens it at once
+MAX_INFLIGHT = 1000  # background publisher: unacknowledged QoS 1 publishes at most
+# Settings the benchmark sets itself; the same variables in the environment are ignored.
+_OWN_SETTINGS = ("SENTINEL_MQTT__PORT", "SENTINEL_STATE_DIR", "SENTINEL_LOG__FORMAT")
+
+
+def _log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def _nodelay(client: mqtt.Client) -> None:
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Devices: probes (smoke detectors, one alarm each) and the background (everything else)
+# ---------------------------------------------------------------------------------------
+
+
+def probe_devices(count: int) -> list[Device]:
+    """`count` smoke detectors that carry a device timestamp, taken round-robin over the
+    buildings so that consecutive alarms come from different buildings (two detectors of
+    one building within 2 minutes also open a `fire_confirmed` group incident)."""
+    by_building: dict[tuple[str, str], list[Device]] = {}
+    for device in timestamped_devices():
+        if device.kind == "smoke":
+            by_building.setdefault((device.compound, device.building), []).append(device)
+    groups = [sorted(ds, key=lambda d: d.id) for _, ds in sorted(by_building.items())]
+    ordered = [g[i] for i in range(max(map(len, groups))) for g in groups if i < len(g)]
+    if count > len(ordered):
+        raise SystemExit(f"--samples {count}: only {len(ordered)} smoke detectors available")
+    return ordered[:count]
+
+
+def _typical(device: Device) -> dict[str, Any]:
+    values = dict(TYPICAL[device.kind])
+    if device.kind == "water_level" and device.settings.tank_height_m:
+        values["level"] = round(device.settings.tank_height_m * 0.9, 3)
+    return values
+
+
+def alarm_messages(device: Device, ts: float) -> list[tuple[str, bytes]]:
+    values = {**_typical(device), "alarm": True}
+    return encode(LOADED.profiles[device.profile], device, values, round(ts, 3), LOADED.kinds)
+
+
+# ---------------------------------------------------------------------------------------
+# Background telemetry: a separate process (spawned), paced, QoS 1
+# ---------------------------------------------------------------------------------------
+
+# Shared counters of the background process (multiprocessing Array of doubles).
+_SENT, _ACKED, _BEHIND = 0, 1, 2
+
+
+def background_main(port: int, rate: float, device_ids: list[str], ready: Any, go: Any,
+                    stop: Any, counters: Any, out: Any) -> None:
+    """Publish normal readings round-robin over `device_ids` at `rate` readings/s (one
+    message each, device timestamp = now, unique per device) from `go` until `stop`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
+    devices = [LOADED.inventory[i] for i in device_ids]
+    profiles = [LOADED.profiles[d.profile] for d in devices]
+    values = [_typical(d) for d in devices]
+    last_ms = [0] * len(devices)
+    acked = 0
+
+    def on_publish(c: Any, u: Any, mid: int, reason: Any, props: Any) -> None:
+        nonlocal acked
+        acked += 1
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-background",
+                         protocol=mqtt.MQTTv311, clean_session=True)
+    client.max_inflight_messages_set(MAX_INFLIGHT)
+    client.max_queued_messages_set(0)
+    client.on_publish = on_publish
+    client.connect(HOST, port, keepalive=60)
+    _nodelay(client)
+    deadline = time.monotonic() + 10
+    while not client.is_connected():
+        client.loop(0.1)
+        if time.monotonic() > deadline:
+            raise SystemExit("background publisher: no CONNACK")
+    ready.set()
+    while not go.wait(0.5):  # keep the connection alive while waiting
+        client.loop(0.01)
+    # Single-threaded (no loop_start, as in bench/ingest.py): publish what is due, then
+    # read PUBACKs for up to 2 ms. Bursts are at most 2 ms (10 readings at 5,000/s) apart.
+    t0, started = time.monotonic(), time.time()
+    sent = behind = messages = 0
+    k, n = 0, len(devices)
+    while not stop.is_set():
+        due = int((time.monotonic() - t0) * rate)
+        behind = max(behind, due - sent)
+        room = min(due - sent, MAX_INFLIGHT - (sent - acked))
+        if room > 0:
+            now_ms = int(time.time() * 1000)
+            for _ in range(room):
+                ts_ms = max(now_ms, last_ms[k] + 1)
+                last_ms[k] = ts_ms
+                for topic, payload in encode(profiles[k], devices[k], values[k], ts_ms / 1000,
+                                             LOADED.kinds):
+                    client.publish(topic, payload, qos=1)
+                    messages += 1
+                k = (k + 1) % n
+            sent += room
+        counters[_SENT], counters[_ACKED], counters[_BEHIND] = sent, acked, behind
+        if client.loop(0.002) != mqtt.MQTT_ERR_SUCCESS:
+            break
+    finished = time.time()
+    deadline = time.monotonic() + 30
+    while acked < messages and time.monotonic() < deadline:
+        if client.loop(0.1) != mqtt.MQTT_ERR_SUCCESS:
+            break
+    counters[_SENT], counters[_ACKED] = sent, acked
+    client.disconnect()
+    client.loop(0.1)
+    out.put({"readings": sent, "messages": messages, "acked": acked, "started": started,
+             "finished": finished, "max_behind": behind})
+
+
+class Background:
+    """The background publisher process, started (connected, idle) before the daemon."""
+
+    def __init__(self, port: int, rate: float, device_ids: list[str]) -> None:
+        ctx = mp.get_context("spawn")  # the parent has paho threads: no fork
+        self.ready, self.go, self.stop_event = ctx.Event(), ctx.Event(), ctx.Event()
+        self.counters = ctx.Array("d", 3, lock=False)
+        self.out = ctx.Queue()
+        self.rate = rate
+        self.proc = ctx.Process(
+            target=background_main, name="bench-background", daemon=True,
+            args=(port, rate, device_ids, self.ready, self.go, self.stop_event,
+                  self.counters, self.out))
+        self.proc.start()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        if not self.ready.wait(timeout):
+            raise RuntimeError("background publisher did not connect")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.pid is not None
+        return self.proc.pid
+
+    def sent(self) -> int:
+        return int(self.counters[_SENT])
+
+    def acked(self) -> int:
+        return int(self.counters[_ACKED])
+
+    def finish(self) -> dict[str, Any]:
+        self.stop_event.set()
+        result: dict[str, Any] = self.out.get(timeout=60)
+        self.proc.join(10)
+        return result
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.go.set()
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+
+
+# ---------------------------------------------------------------------------------------
+# The probe: publishes the alarms, subscribes to the incident stream
+# ---------------------------------------------------------------------------------------
+
+
+class Probe:
+    def __init__(self, port: int, probe_ids: set[str]) -> None:
+        self.probe_ids = probe_ids
+        self.state_at: dict[str, float] = {}  # device -> first retained incident state
+        self.event_at: dict[str, float] = {}  # incident id -> first `opened` event
+        self.incident_device: dict[str, str] = {}  # incident id -> device (from the state)
+        self.other_states: Counter[str] = Counter()  # incident name -> count, non-probe ones
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-probe",
+                                  protocol=mqtt.MQTTv311, clean_session=True)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_connect = self._on_connect
+        self.client.connect(HOST, port, keepalive=60)
+        _nodelay(self.client)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            self.close()
+            raise RuntimeError("probe: no SUBACK")
+
+    def _on_connect(self, client: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
+        client.subscribe([(f"{PREFIX}/+/incidents/+", 1), (f"{PREFIX}/+/events", 1)])
+
+    def _on_message(self, client: Any, u: Any, msg: Any) -> None:
+        now = time.time()
+        if not msg.payload:
+            return  # a cleared retained state
+        try:
+            data = json.loads(msg.payload)
+        except ValueError:
+            return
+        with self._lock:
+            if msg.topic.endswith("/events"):
+                if data.get("type") == "opened":
+                    self.event_at.setdefault(str(data.get("incident")), now)
+                return
+            device = data.get("device_id")
+            if device in self.probe_ids and data.get("name") == RULE:
+                self.state_at.setdefault(device, now)
+                self.incident_device[str(data.get("id"))] = device
+            elif data.get("id") not in self.incident_device:
+                self.incident_device[str(data.get("id"))] = str(device)
+                self.other_states[str(data.get("name"))] += 1
+
+    def publish(self, messages: list[tuple[str, bytes]]) -> float:
+        t = time.time()
+        for topic, payload in messages:
+            self.client.publish(topic, payload, qos=1)
+        return t
+
+    def seen(self) -> int:
+        with self._lock:
+            return len(self.state_at)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.disconnect()
+        self.client.loop_stop()
+
+
+# ---------------------------------------------------------------------------------------
+# One phase: fresh broker + daemon, optional background, N alarms
+# ---------------------------------------------------------------------------------------
+
+
+def _main_thread_cpu(pid: int) -> float:
+    """CPU seconds of a process's main thread (the daemon's event loop)."""
+    with open(f"/proc/{pid}/task/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    s = sorted(values)
+    k = (len(s) - 1) * q / 100
+    lo = math.floor(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def stats_ms(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"n": 0, "p50": None, "p99": None, "max": None, "mean": None}
+    ms = [v * 1000 for v in values]
+    return {"n": len(ms), "p50": round(percentile(ms, 50), 2),
+            "p99": round(percentile(ms, 99), 2), "max": round(max(ms), 2),
+            "mean": round(statistics.fmean(ms), 2)}
+
+
+def _stored(db: Path) -> int | None:
+    if not db.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
+def _stored_by_group(db: Path, probe_ids: set[str]) -> tuple[int, int, dict[str, float]]:
+    """(rows of probe devices, rows of other devices, probe device -> received_ms / 1000:
+    when the daemon read the alarm from its socket)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = conn.execute("SELECT device_id, count(*), min(received_ms) FROM readings "
+                            "GROUP BY device_id").fetchall()
+    finally:
+        conn.close()
+    probe = sum(n for d, n, _ in rows if d in probe_ids)
+    other = sum(n for d, n, _ in rows if d not in probe_ids)
+    return probe, other, {d: r / 1000 for d, _, r in rows if d in probe_ids}
+
+
+@dataclass
+class PhaseResult:
+    phase: str  # "idle" or "telemetry"
+    repeat: int
+    background_rate: float
+    samples: int
+    received: dict[str, Any] = field(default_factory=dict)  # daemon read it (received_ms)
+    committed: dict[str, Any] = field(default_factory=dict)  # incident_opened log line
+    mqtt_state: dict[str, Any] = field(default_factory=dict)  # retained incident state
+    mqtt_event: dict[str, Any] = field(default_factory=dict)  # `opened` on .../events
+    background: dict[str, Any] = field(default_factory=dict)
+    cpu_pct: dict[str, float] = field(default_factory=dict)  # 100 = one core, probe window
+    incidents: dict[str, Any] = field(default_factory=dict)
+    daemon: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    raw: list[dict[str, Any]] = field(default_factory=list)  # per alarm
+
+
+def _settings_from_env() -> dict[str, str]:
+    """SENTINEL_* variables of our environment, as DaemonProcess overrides."""
+    return {k.removeprefix("SENTINEL_").lower(): v for k, v in os.environ.items()
+            if k.startswith("SENTINEL_") and k not in _OWN_SETTINGS}
+
+
+def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
+              background_ids: list[str], args: argparse.Namespace, base_dir: Path,
+              cleanup: contextlib.ExitStack) -> PhaseResult:
+    run_dir = base_dir / f"{repeat}-{phase}"
+    run_dir.mkdir(parents=True)
+    result = PhaseResult(phase, repeat, rate, len(probes))
+    probe_ids = {d.id for d in probes}
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(Mosquitto(run_dir / "mosquitto",
+                                               extra_config=BROKER_EXTRA))
+        background = None
+        if rate > 0:
+            background = Background(broker.port, rate, background_ids)
+            stack.callback(background.close)
+            cleanup.callback(background.close)  # again at the end (a 2nd Ctrl-C above)
+        daemon = DaemonProcess(run_dir / "state", broker.port, **_settings_from_env())
+        stack.callback(daemon.close)
+        cleanup.callback(daemon.close)
+        t_spawn = time.time()
+        daemon.start(timeout=60)
+        assert daemon.proc is not None
+        result.daemon["startup_s"] = round(time.time() - t_spawn, 2)
+        tail = LogTail(daemon.log_path)
+        probe = Probe(broker.port, probe_ids)
+        stack.callback(probe.close)
+        db = daemon.state_dir / "readings.sqlite3"
+        pids = {"daemon": daemon.proc.pid, "broker": broker.pid}
+
+        # Progress of the store vs what the broker acknowledged to the publishers (is the
+        # daemon keeping up?), every 0.5 s: (t, published, stored).
+        progress: list[tuple[float, int, int]] = []
+        sent: dict[str, float] = {}
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.wait(0.5):
+                published = (background.acked() if background is not None else 0) + len(sent)
+                stored = _stored(db)
+                if stored is not None:
+                    progress.append((round(time.time(), 3), published, stored))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        stack.callback(sampling.set)
+        if background is not None:
+            background.wait_ready()
+            pids["publisher"] = background.pid
+            background.go.set()
+            _log(f"  background {rate:,.0f}/s from {len(background_ids)} devices; "
+                 f"warm-up {args.warmup:.0f}s")
+            time.sleep(args.warmup)
+
+        # -- the alarms ------------------------------------------------------------------
+        cpu0 = {name: _proc_cpu(pid) for name, pid in pids.items() if pid}
+        loop0 = _main_thread_cpu(daemon.proc.pid)
+        own0, busy0, t0 = time.process_time(), _system_busy(), time.time()
+        rng = random.Random(repeat)
+        next_at = time.monotonic()
+        for device in probes:
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            messages = alarm_messages(device, time.time())
+            sent[device.id] = probe.publish(messages)
+            next_at += rng.uniform(args.interval * 2 / 3, args.interval * 4 / 3)
+        deadline = time.monotonic() + args.timeout
+        while probe.seen() < len(probes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t1 = time.time()
+        cpu1 = {name: _proc_cpu(pid) for name, pid in pids.items() if pid}
+        result.cpu_pct = {name: round(100 * (cpu1[name] - cpu0[name]) / (t1 - t0), 1)
+                          for name in cpu1}
+        result.cpu_pct["bench"] = round(100 * (time.process_time() - own0) / (t1 - t0), 1)
+        system = 100 * (_system_busy() - busy0) / (t1 - t0)
+        result.cpu_pct["foreign"] = round(max(0.0, system - sum(result.cpu_pct.values())), 1)
+        result.cpu_pct["system"] = round(system, 1)
+        loop = _main_thread_cpu(daemon.proc.pid) - loop0
+        result.cpu_pct["daemon_main_thread"] = round(100 * loop / (t1 - t0), 1)
+        if result.cpu_pct["foreign"] > args.foreign_warn:
+            result.warnings.append(f"other processes used {result.cpu_pct['foreign']:.0f}% "
+                                   "CPU while the alarms were measured: figures disturbed")
+
+        # -- stop the background, wait for the store to catch up ------------------------
+        if background is not None:
+            t_stop = time.time()
+            published_at_stop = background.acked() + len(probes)
+            stored_at_stop = _stored(db) or 0
+            bg = background.finish()
+            expected = bg["acked"] + len(probes)
+            deadline = time.monotonic() + args.drain_timeout
+            stored = stored_at_stop
+            while stored < expected and time.monotonic() < deadline:
+                time.sleep(0.1)
+                stored = _stored(db) or 0
+            caught_up = time.time()
+            sampling.set()
+            span = bg["finished"] - bg["started"]
+            warmup_lags = [max(0, p - s) for t, p, s in progress if t < t0]
+            lags = [max(0, p - s) for t, p, s in progress if t0 <= t <= t1]
+            result.background = {
+                "rate_target": rate,
+                "rate_achieved": round(bg["readings"] / span, 1) if span > 0 else None,
+                "published": bg["readings"], "acked": bg["acked"],
+                "devices": len(background_ids),
+                "publisher_max_behind": int(bg["max_behind"]),
+                "seconds": round(span, 1),
+                # The counters are read one after the other: clamp the skew at 0.
+                "lag_at_stop": max(0, published_at_stop - stored_at_stop),
+                "lag_max": max(lags, default=None),
+                "lag_median": statistics.median(lags) if lags else None,
+                "lag_first": lags[0] if lags else None,
+                "lag_last": lags[-1] if lags else None,
+                "lag_warmup_median": statistics.median(warmup_lags) if warmup_lags else None,
+                "progress": [(round(t - t0, 2), p, s) for t, p, s in progress],
+                "drain_after_stop_s": round(caught_up - t_stop, 2) if stored >= expected
+                else None,
+            }
+            if bg["acked"] < bg["messages"]:
+                result.problems.append(f"background: {bg['messages'] - bg['acked']} "
+                                       "publishes not acknowledged by the broker")
+            if stored < expected:
+                result.problems.append(f"store did not catch up: {stored} of {expected} "
+                                       f"readings stored {args.drain_timeout:.0f}s after "
+                                       "the background stopped")
+        sampling.set()
+        probe.close()
+        code = daemon.stop(60)
+        result.daemon["exit_code"] = code
+        if code != 0:
+            result.problems.append(f"daemon exit code {code}")
+
+        # -- what the daemon logged -----------------------------------------------------
+        tail.poll()
+        opened: dict[str, list[dict[str, Any]]] = {}
+        others: Counter[str] = Counter()
+        notable: Counter[str] = Counter()
+        for e in tail.events:
+            level = e.get("level")
+            if level in ("warning", "error", "critical", "exception"):
+                notable[f"{level}:{e.get('event')}"] += 1
+            if e.get("event") == "daemon_stopped":
+                result.daemon.update({k: e.get(k) for k in ("received", "stored", "rejected")})
+            if e.get("event") != "incident_opened":
+                continue
+            if e.get("rule") == RULE and e.get("device") in probe_ids:
+                opened.setdefault(str(e["device"]), []).append(e)
+            else:
+                dev = e.get("device")
+                where = "probe" if dev in probe_ids else "background" if dev else "group"
+                others[f"{e.get('rule')}@{where}"] += 1
+        result.daemon["log_warnings"] = dict(notable)
+        for key, count in notable.items():
+            (result.problems if key.startswith(("error", "critical", "exception"))
+             else result.warnings).append(f"daemon log: {count}x {key}")
+
+        probe_rows, other_rows, received_at = _stored_by_group(db, probe_ids)
+        result.daemon["stored_rows"] = {"probe": probe_rows, "background": other_rows}
+        if probe_rows != len(probes) or len(received_at) != len(probes):
+            result.problems.append(f"{probe_rows} alarm readings stored for {len(probes)} "
+                                   "alarms")
+        if background is not None and other_rows != result.background["acked"]:
+            result.problems.append(f"background: {other_rows} readings stored, "
+                                   f"{result.background['acked']} acknowledged by the broker")
+
+        # -- latencies --------------------------------------------------------------------
+        received, committed, state, event = [], [], [], []
+        missing_log = missing_state = duplicates = 0
+        device_incident = {d: i for i, d in probe.incident_device.items()}
+        for device in probes:
+            t_pub = sent[device.id]
+            row: dict[str, Any] = {"device": device.id, "t_publish": round(t_pub, 6)}
+            if device.id in received_at:  # ms resolution
+                row["received_s"] = round(received_at[device.id] - t_pub, 6)
+                received.append(row["received_s"])
+            events = opened.get(device.id, [])
+            if len(events) > 1:
+                duplicates += 1
+            if events:
+                row["incident"] = events[0].get("incident")
+                row["committed_s"] = round(_event_time(events[0]) - t_pub, 6)
+                committed.append(row["committed_s"])
+            else:
+                missing_log += 1
+            if device.id in probe.state_at:
+                row["mqtt_state_s"] = round(probe.state_at[device.id] - t_pub, 6)
+                state.append(row["mqtt_state_s"])
+            else:
+                missing_state += 1
+            incident = row.get("incident") or device_incident.get(device.id)
+            if incident in probe.event_at:
+                row["mqtt_event_s"] = round(probe.event_at[incident] - t_pub, 6)
+                event.append(row["mqtt_event_s"])
+            result.raw.append(row)
+        result.received = stats_ms(received)
+        result.committed = stats_ms(committed)
+        result.mqtt_state = stats_ms(state)
+        result.mqtt_event = stats_ms(event)
+        result.incidents = {"probe_alarms": len(probes), "opened_for_probes": len(opened),
+                            "duplicates": duplicates, "other_opened": dict(others)}
+        if missing_log:
+            result.problems.append(f"{missing_log} alarms without an `incident_opened` "
+                                   f"({RULE}) log line")
+        if duplicates:
+            result.problems.append(f"{duplicates} alarms with more than one `incident_opened`")
+        if missing_state:
+            result.problems.append(f"{missing_state} alarms without a retained incident "
+                                   f"state on MQTT within {args.timeout:.0f}s")
+        if any(k.endswith("@background") for k in others):
+            result.problems.append(f"incidents opened for background devices: {dict(others)}")
+        if min(committed, default=0) < 0:
+            result.problems.append("negative latency: clocks of daemon and bench differ?")
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------
+
+_METRICS = (("received", "read by daemon (1 ms res.)"),
+            ("committed", "incident committed (log)"),
+            ("mqtt_state", "seen by MQTT subscriber"))
+
+
+def _median(values: list[Any]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarise(results: list[PhaseResult]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for phase in dict.fromkeys(r.phase for r in results):
+        runs = [r for r in results if r.phase == phase]
+        s: dict[str, Any] = {"runs": len(runs), "ok_runs": sum(not r.problems for r in runs),
+                             "background_rate": runs[0].background_rate}
+        for metric in ("received", "committed", "mqtt_state", "mqtt_event"):
+            per_run = [getattr(r, metric) for r in runs]
+            pooled = [row[f"{metric}_s"] for r in runs for row in r.raw if f"{metric}_s" in row]
+            s[metric] = {k: _median([p.get(k) for p in per_run])
+                         for k in ("p50", "p99", "max", "mean")}
+            s[metric]["pooled"] = stats_ms(pooled)
+        s["cpu_pct"] = {k: _median([r.cpu_pct.get(k) for r in runs])
+                        for k in ("daemon", "daemon_main_thread", "broker", "publisher",
+                                  "bench", "foreign")
+                        if any(k in r.cpu_pct for r in runs)}
+        if any(r.background for r in runs):
+            s["background"] = {k: _median([r.background.get(k) for r in runs])
+                               for k in ("rate_achieved", "lag_warmup_median", "lag_median",
+                                         "lag_first", "lag_last", "lag_max", "lag_at_stop",
+                                         "drain_after_stop_s", "publisher_max_behind")}
+        s["other_incidents"] = dict(sum((Counter(r.incidents.get("other_opened", {}))
+                                         for r in runs), Counter()))
+        out[phase] = s
+    return out
+
+
+def print_table(summary: dict[str, Any], samples: int, repeat: int) -> None:
+    def f(value: float | None, fmt: str = ".1f") -> str:
+        return "-" if value is None else format(value, fmt)
+
+    print()
+    print(f"sentinel incident latency: smoke alarm published → incident opened; {samples} "
+          f"alarms per phase, median of {repeat} run(s)")
+    head = f"{'phase':<22}{'latency until':<28}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+    print(head)
+    print("-" * len(head))
+    for s in summary.values():
+        label = (f"telemetry {s['background_rate']:,.0f}/s" if s["background_rate"]
+                 else "idle")
+        for metric, text in _METRICS:
+            m = s[metric]
+            print(f"{label:<22}{text:<28}{f(m['p50']):>9}{f(m['p99']):>9}{f(m['max']):>9}")
+    print()
+    for phase, s in summary.items():
+        cpu = ", ".join(f"{k} {v:.0f}%" for k, v in s["cpu_pct"].items() if v is not None)
+        line = f"[{phase}] CPU (100% = 1 core): {cpu}"
+        bg = s.get("background")
+        if bg:
+            line += (f"\n  background achieved {f(bg['rate_achieved'], ',.0f')}/s; readings "
+                     f"acknowledged by the broker but not yet stored: median "
+                     f"{f(bg['lag_warmup_median'], ',.0f')} in the warm-up, "
+                     f"{f(bg['lag_median'], ',.0f')} during the alarms (first "
+                     f"{f(bg['lag_first'], ',.0f')}, last {f(bg['lag_last'], ',.0f')}, max "
+                     f"{f(bg['lag_max'], ',.0f')}), {f(bg['lag_at_stop'], ',.0f')} when the "
+                     f"background stopped, all stored "
+                     f"{f(bg['drain_after_stop_s'], '.1f')}s later")
+        if s["other_incidents"]:
+            line += f"; other incidents opened: {s['other_incidents']}"
+        print(line + f"; {s['ok_runs']}/{s['runs']} runs correct")
+
+
+def _filesystem(path: Path) -> str:
+    """Filesystem type of the mount holding `path` (the state dirs: fsync cost)."""
+    best, kind = "", "?"
+    with contextlib.suppress(OSError), open("/proc/mounts") as mounts:
+        for line in mounts:
+            parts = line.split()
+            mount = parts[1]
+            if str(path).startswith(mount.rstrip("/") + "/") and len(mount) > len(best):
+                best, kind = mount, parts[2]
+    return kind
+
+
+# ---------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    assert __doc__ is not None
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=200,
+                        help="alarms per phase, each from its own smoke detector (200)")
+    parser.add_argument("--background", type=float, default=5000.0,
+                        help="background readings/s of the telemetry phase; 0: idle only "
+                             "(5000)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of both phases (median)")
+    parser.add_argument("--json", help="write every alarm, run and the medians to this file")
+    parser.add_argument("--interval", type=float, default=0.075,
+                        help="mean seconds between alarms, jittered ±1/3 (0.075)")
+    parser.add_argument("--warmup", type=float, default=3.0,
+                        help="seconds of background before the first alarm (3)")
+    parser.add_argument("--timeout", type=float, default=15.0,
+                        help="seconds to wait for the last alarm's incident (15)")
+    parser.add_argument("--drain-timeout", type=float, default=60.0,
+                        help="seconds the store may take to catch up after the background "
+                             "stops (60)")
+    parser.add_argument("--quiet-wait", type=float, default=30.0,
+                        help="before each run wait up to this many seconds for other "
+                             "processes to stop using the CPU (30)")
+    parser.add_argument("--foreign-warn", type=float, default=15.0,
+                        help="flag a phase when processes not started by it used more than "
+                             "this CPU %% while its alarms were measured (15)")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where run directories go (default: $TMPDIR); its filesystem "
+                             "sets the cost of the incident store's fsync")
+    parser.add_argument("--keep", action="store_true", help="keep the run directories (logs)")
+    args = parser.parse_args(argv)
+
+    probes = probe_devices(args.samples)
+    probe_ids = {d.id for d in probes}
+    background_ids = [d.id for d in timestamped_devices() if d.id not in probe_ids]
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
+    base_dir = Path(tempfile.mkdtemp(prefix="sentinel-bench-incidents-", dir=args.dir))
+    fs = _filesystem(base_dir)
+    phases = [("idle", 0.0)] + ([("telemetry", args.background)] if args.background > 0 else [])
+    buildings = len({(d.compound, d.building) for d in probes})
+    _log(f"{len(probes)} alarms per phase from {len(probes)} smoke detectors in {buildings} "
+         f"buildings; background devices {len(background_ids)}; runs in {base_dir} ({fs})")
+    results: list[PhaseResult] = []
+    failed = False
+    with contextlib.ExitStack() as cleanup:
+        try:
+            with _sigterm_as_interrupt():
+                for repeat in range(1, args.repeat + 1):
+                    for phase, rate in phases:
+                        wait_for_quiet(args.quiet_wait)
+                        _log(f"run {repeat} [{phase}]")
+                        r = run_phase(phase, repeat, rate, probes, background_ids, args,
+                                      base_dir, cleanup)
+                        results.append(r)
+                        _log(f"  received {r.received}; committed {r.committed}; "
+                             f"mqtt {r.mqtt_state}; cpu {r.cpu_pct}")
+                        if r.background:
+                            _log("  background " + ", ".join(
+                                f"{k} {v}" for k, v in r.background.items()
+                                if k != "progress"))
+                        for p in r.problems:
+                            _log(f"  ! {p}")
+                        for w in r.warnings:
+                            _log(f"  ~ {w}")
+        except KeyboardInterrupt:
+            _log("interrupted: stopping everything")
+            failed = True
+            return 130
+        except Exception:
+            failed = True
+            raise
+        finally:
+            cleanup.close()  # background publishers and daemons still running, if any
+            failed = failed or any(r.problems for r in results)
+            if args.keep or failed:
+                _log(f"run directories (logs) kept in {base_dir}")
+            else:
+                shutil.rmtree(base_dir, ignore_errors=True)
+            if results:
+                summary = summarise(results)
+                print_table(summary, args.samples, args.repeat)
+                for r in results:
+                    for p in r.problems:
+                        print(f"  run {r.repeat} [{r.phase}] FAILED: {p}")
+                    for w in r.warnings:
+                        print(f"  run {r.repeat} [{r.phase}] warning: {w}")
+                if args.json:
+                    doc = {"samples": args.samples, "repeat": args.repeat,
+                           "background": args.background, "interval": args.interval,
+                           "warmup": args.warmup, "cpus": os.cpu_count(),
+                           "filesystem": fs, "probe_buildings": buildings,
+                           "background_devices": len(background_ids),
+                           "summary": summary, "runs": [asdict(r) for r in results]}
+                    Path(args.json).write_text(json.dumps(doc, indent=2, ensure_ascii=False))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -612,14 +612,6 @@ class RuleEngine:
             self._dirty.add(key)
             self._significant = True
 
-    def reset(self, rule: str, device_id: str) -> None:
-        """Forget a condition (its incident was resolved by a person while still active)."""
-        st = self.states.get((rule, device_id))
-        if st is not None:
-            st.pending.clear()
-            self._dirty.add((rule, device_id))
-            self._significant = True
-
 
 def effective_rules(config: RulesConfig, device: Device) -> list[RuleSpec]:
     """The rules of the device's kind with the overrides that match it applied."""

@@ -23,9 +23,7 @@ import math
 import multiprocessing as mp
 import os
 import random
-import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import sys
@@ -37,45 +35,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT / "src", ROOT / "tests", ROOT / "bench"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+import common  # first: it puts src/ and tests/ on sys.path
+from sentinel.config.inventory import Device
+from sentinel.decode.encode import encode
 
-from ingest import (  # noqa: E402
-    BROKER_EXTRA,
-    LogTail,
-    _event_time,
-    _proc_cpu,
-    _sigterm_as_interrupt,
-    _system_busy,
-    wait_for_quiet,
-)
-from sentinel.config.inventory import Device  # noqa: E402
-from sentinel.decode.encode import encode  # noqa: E402
+from daemon import LOADED, TYPICAL, DaemonProcess, timestamped_devices
+from servers import Mosquitto
 
-from daemon import LOADED, TYPICAL, DaemonProcess, timestamped_devices  # noqa: E402
-from servers import Mosquitto  # noqa: E402
-
-HOST = "127.0.0.1"
 PREFIX = "sentinel"  # [incidents] topic_prefix of config/sentinel.toml
 RULE = "smoke_alarm"  # config/rules.toml: a smoke detector's alarm opens it at once
 MAX_INFLIGHT = 1000  # background publisher: unacknowledged QoS 1 publishes at most
 # Settings the benchmark sets itself; the same variables in the environment are ignored.
 _OWN_SETTINGS = ("SENTINEL_MQTT__PORT", "SENTINEL_STATE_DIR", "SENTINEL_LOG__FORMAT")
-
-
-def _log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def _nodelay(client: mqtt.Client) -> None:
-    sock = client.socket()
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,18 +107,8 @@ def background_main(port: int, rate: float, device_ids: list[str], ready: Any, g
         nonlocal acked
         acked += 1
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-background",
-                         protocol=mqtt.MQTTv311, clean_session=True)
-    client.max_inflight_messages_set(MAX_INFLIGHT)
-    client.max_queued_messages_set(0)
-    client.on_publish = on_publish
-    client.connect(HOST, port, keepalive=60)
-    _nodelay(client)
-    deadline = time.monotonic() + 10
-    while not client.is_connected():
-        client.loop(0.1)
-        if time.monotonic() > deadline:
-            raise SystemExit("background publisher: no CONNACK")
+    client = common.connect_publisher("bench-background", port, MAX_INFLIGHT, on_publish,
+                                      "background publisher")
     ready.set()
     while not go.wait(0.5):  # keep the connection alive while waiting
         client.loop(0.01)
@@ -247,8 +211,8 @@ class Probe:
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_connect = self._on_connect
-        self.client.connect(HOST, port, keepalive=60)
-        _nodelay(self.client)
+        self.client.connect(common.HOST, port, keepalive=60)
+        common.nodelay(self.client)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             self.close()
@@ -297,13 +261,6 @@ class Probe:
 # ---------------------------------------------------------------------------------------
 # One phase: fresh broker + daemon, optional background, N alarms
 # ---------------------------------------------------------------------------------------
-
-
-def _main_thread_cpu(pid: int) -> float:
-    """CPU seconds of a process's main thread (the daemon's event loop)."""
-    with open(f"/proc/{pid}/task/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -385,7 +342,7 @@ def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
     probe_ids = {d.id for d in probes}
     with contextlib.ExitStack() as stack:
         broker = stack.enter_context(Mosquitto(run_dir / "mosquitto",
-                                               extra_config=BROKER_EXTRA))
+                                               extra_config=common.BROKER_EXTRA))
         background = None
         if rate > 0:
             background = Background(broker.port, rate, background_ids)
@@ -398,7 +355,7 @@ def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
         daemon.start(timeout=60)
         assert daemon.proc is not None
         result.daemon["startup_s"] = round(time.time() - t_spawn, 2)
-        tail = LogTail(daemon.log_path)
+        tail = common.LogTail(daemon.log_path)
         probe = Probe(broker.port, probe_ids)
         stack.callback(probe.close)
         db = daemon.state_dir / "readings.sqlite3"
@@ -424,14 +381,14 @@ def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
             background.wait_ready()
             pids["publisher"] = background.pid
             background.go.set()
-            _log(f"  background {rate:,.0f}/s from {len(background_ids)} devices; "
-                 f"warm-up {args.warmup:.0f}s")
+            common.log(f"  background {rate:,.0f}/s from {len(background_ids)} devices; "
+                       f"warm-up {args.warmup:.0f}s")
             time.sleep(args.warmup)
 
         # -- the alarms ------------------------------------------------------------------
-        cpu0 = {name: _proc_cpu(pid) for name, pid in pids.items() if pid}
-        loop0 = _main_thread_cpu(daemon.proc.pid)
-        own0, busy0, t0 = time.process_time(), _system_busy(), time.time()
+        cpu0 = {name: common.proc_cpu(pid) for name, pid in pids.items() if pid}
+        loop0 = common.main_thread_cpu(daemon.proc.pid)
+        own0, busy0, t0 = time.process_time(), common.system_busy(), time.time()
         rng = random.Random(repeat)
         next_at = time.monotonic()
         for device in probes:
@@ -445,14 +402,14 @@ def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
         while probe.seen() < len(probes) and time.monotonic() < deadline:
             time.sleep(0.05)
         t1 = time.time()
-        cpu1 = {name: _proc_cpu(pid) for name, pid in pids.items() if pid}
+        cpu1 = {name: common.proc_cpu(pid) for name, pid in pids.items() if pid}
         result.cpu_pct = {name: round(100 * (cpu1[name] - cpu0[name]) / (t1 - t0), 1)
                           for name in cpu1}
         result.cpu_pct["bench"] = round(100 * (time.process_time() - own0) / (t1 - t0), 1)
-        system = 100 * (_system_busy() - busy0) / (t1 - t0)
+        system = 100 * (common.system_busy() - busy0) / (t1 - t0)
         result.cpu_pct["foreign"] = round(max(0.0, system - sum(result.cpu_pct.values())), 1)
         result.cpu_pct["system"] = round(system, 1)
-        loop = _main_thread_cpu(daemon.proc.pid) - loop0
+        loop = common.main_thread_cpu(daemon.proc.pid) - loop0
         result.cpu_pct["daemon_main_thread"] = round(100 * loop / (t1 - t0), 1)
         if result.cpu_pct["foreign"] > args.foreign_warn:
             result.warnings.append(f"other processes used {result.cpu_pct['foreign']:.0f}% "
@@ -511,11 +468,7 @@ def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
         tail.poll()
         opened: dict[str, list[dict[str, Any]]] = {}
         others: Counter[str] = Counter()
-        notable: Counter[str] = Counter()
         for e in tail.events:
-            level = e.get("level")
-            if level in ("warning", "error", "critical", "exception"):
-                notable[f"{level}:{e.get('event')}"] += 1
             if e.get("event") == "daemon_stopped":
                 result.daemon.update({k: e.get(k) for k in ("received", "stored", "rejected")})
             if e.get("event") != "incident_opened":
@@ -526,10 +479,8 @@ def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
                 dev = e.get("device")
                 where = "probe" if dev in probe_ids else "background" if dev else "group"
                 others[f"{e.get('rule')}@{where}"] += 1
-        result.daemon["log_warnings"] = dict(notable)
-        for key, count in notable.items():
-            (result.problems if key.startswith(("error", "critical", "exception"))
-             else result.warnings).append(f"daemon log: {count}x {key}")
+        result.daemon["log_warnings"] = common.daemon_log_findings(tail.events, result.problems,
+                                                                   result.warnings)
 
         probe_rows, other_rows, received_at = _stored_by_group(db, probe_ids)
         result.daemon["stored_rows"] = {"probe": probe_rows, "background": other_rows}
@@ -555,7 +506,7 @@ def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
                 duplicates += 1
             if events:
                 row["incident"] = events[0].get("incident")
-                row["committed_s"] = round(_event_time(events[0]) - t_pub, 6)
+                row["committed_s"] = round(common.event_time(events[0]) - t_pub, 6)
                 committed.append(row["committed_s"])
             else:
                 missing_log += 1
@@ -599,11 +550,6 @@ _METRICS = (("received", "read by daemon (1 ms res.)"),
             ("mqtt_state", "seen by MQTT subscriber"))
 
 
-def _median(values: list[Any]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
 def summarise(results: list[PhaseResult]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for phase in dict.fromkeys(r.phase for r in results):
@@ -613,15 +559,15 @@ def summarise(results: list[PhaseResult]) -> dict[str, Any]:
         for metric in ("received", "committed", "mqtt_state", "mqtt_event"):
             per_run = [getattr(r, metric) for r in runs]
             pooled = [row[f"{metric}_s"] for r in runs for row in r.raw if f"{metric}_s" in row]
-            s[metric] = {k: _median([p.get(k) for p in per_run])
+            s[metric] = {k: common.median([p.get(k) for p in per_run])
                          for k in ("p50", "p99", "max", "mean")}
             s[metric]["pooled"] = stats_ms(pooled)
-        s["cpu_pct"] = {k: _median([r.cpu_pct.get(k) for r in runs])
+        s["cpu_pct"] = {k: common.median([r.cpu_pct.get(k) for r in runs])
                         for k in ("daemon", "daemon_main_thread", "broker", "publisher",
                                   "bench", "foreign")
                         if any(k in r.cpu_pct for r in runs)}
         if any(r.background for r in runs):
-            s["background"] = {k: _median([r.background.get(k) for r in runs])
+            s["background"] = {k: common.median([r.background.get(k) for r in runs])
                                for k in ("rate_achieved", "lag_warmup_median", "lag_median",
                                          "lag_first", "lag_last", "lag_max", "lag_at_stop",
                                          "drain_after_stop_s", "publisher_max_behind")}
@@ -691,27 +637,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--background", type=float, default=5000.0,
                         help="background readings/s of the telemetry phase; 0: idle only "
                              "(5000)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of both phases (median)")
-    parser.add_argument("--json", help="write every alarm, run and the medians to this file")
     parser.add_argument("--interval", type=float, default=0.075,
                         help="mean seconds between alarms, jittered ±1/3 (0.075)")
     parser.add_argument("--warmup", type=float, default=3.0,
                         help="seconds of background before the first alarm (3)")
     parser.add_argument("--timeout", type=float, default=15.0,
                         help="seconds to wait for the last alarm's incident (15)")
-    parser.add_argument("--drain-timeout", type=float, default=60.0,
-                        help="seconds the store may take to catch up after the background "
-                             "stops (60)")
-    parser.add_argument("--quiet-wait", type=float, default=30.0,
-                        help="before each run wait up to this many seconds for other "
-                             "processes to stop using the CPU (30)")
-    parser.add_argument("--foreign-warn", type=float, default=15.0,
-                        help="flag a phase when processes not started by it used more than "
-                             "this CPU %% while its alarms were measured (15)")
+    common.add_shared_options(
+        parser, unit="phase", window="while its alarms were measured",
+        repeat_help="runs of both phases (median)",
+        json_help="write every alarm, run and the medians to this file",
+        drain_timeout=60.0,
+        drain_timeout_help="seconds the store may take to catch up after the background "
+                           "stops (60)",
+        quiet_wait=30.0, default_fmt="({:g})")
     parser.add_argument("--dir", type=Path, default=None,
                         help="where run directories go (default: $TMPDIR); its filesystem "
                              "sets the cost of the incident store's fsync")
-    parser.add_argument("--keep", action="store_true", help="keep the run directories (logs)")
     args = parser.parse_args(argv)
 
     probes = probe_devices(args.samples)
@@ -723,32 +665,30 @@ def main(argv: list[str] | None = None) -> int:
     fs = _filesystem(base_dir)
     phases = [("idle", 0.0)] + ([("telemetry", args.background)] if args.background > 0 else [])
     buildings = len({(d.compound, d.building) for d in probes})
-    _log(f"{len(probes)} alarms per phase from {len(probes)} smoke detectors in {buildings} "
-         f"buildings; background devices {len(background_ids)}; runs in {base_dir} ({fs})")
+    common.log(f"{len(probes)} alarms per phase from {len(probes)} smoke detectors in "
+               f"{buildings} buildings; background devices {len(background_ids)}; runs in "
+               f"{base_dir} ({fs})")
     results: list[PhaseResult] = []
     failed = False
     with contextlib.ExitStack() as cleanup:
         try:
-            with _sigterm_as_interrupt():
+            with common.sigterm_as_interrupt():
                 for repeat in range(1, args.repeat + 1):
                     for phase, rate in phases:
-                        wait_for_quiet(args.quiet_wait)
-                        _log(f"run {repeat} [{phase}]")
+                        common.wait_for_quiet(args.quiet_wait)
+                        common.log(f"run {repeat} [{phase}]")
                         r = run_phase(phase, repeat, rate, probes, background_ids, args,
                                       base_dir, cleanup)
                         results.append(r)
-                        _log(f"  received {r.received}; committed {r.committed}; "
-                             f"mqtt {r.mqtt_state}; cpu {r.cpu_pct}")
+                        common.log(f"  received {r.received}; committed {r.committed}; "
+                                   f"mqtt {r.mqtt_state}; cpu {r.cpu_pct}")
                         if r.background:
-                            _log("  background " + ", ".join(
+                            common.log("  background " + ", ".join(
                                 f"{k} {v}" for k, v in r.background.items()
                                 if k != "progress"))
-                        for p in r.problems:
-                            _log(f"  ! {p}")
-                        for w in r.warnings:
-                            _log(f"  ~ {w}")
+                        common.log_findings(r.problems, r.warnings)
         except KeyboardInterrupt:
-            _log("interrupted: stopping everything")
+            common.log("interrupted: stopping everything")
             failed = True
             return 130
         except Exception:
@@ -757,18 +697,12 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             cleanup.close()  # background publishers and daemons still running, if any
             failed = failed or any(r.problems for r in results)
-            if args.keep or failed:
-                _log(f"run directories (logs) kept in {base_dir}")
-            else:
-                shutil.rmtree(base_dir, ignore_errors=True)
+            common.keep_or_remove(base_dir, args.keep or failed)
             if results:
                 summary = summarise(results)
                 print_table(summary, args.samples, args.repeat)
                 for r in results:
-                    for p in r.problems:
-                        print(f"  run {r.repeat} [{r.phase}] FAILED: {p}")
-                    for w in r.warnings:
-                        print(f"  run {r.repeat} [{r.phase}] warning: {w}")
+                    common.print_findings(f"run {r.repeat} [{r.phase}]", r.problems, r.warnings)
                 if args.json:
                     doc = {"samples": args.samples, "repeat": args.repeat,
                            "background": args.background, "interval": args.interval,
@@ -776,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
                            "filesystem": fs, "probe_buildings": buildings,
                            "background_devices": len(background_ids),
                            "summary": summary, "runs": [asdict(r) for r in results]}
-                    Path(args.json).write_text(json.dumps(doc, indent=2, ensure_ascii=False))
+                    common.write_json(args.json, doc)
     return 1 if failed else 0
 
 

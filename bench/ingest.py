@@ -20,9 +20,7 @@ import os
 import select
 import shutil
 import signal
-import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,35 +28,21 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "config" / "sentinel.toml"
-for _p in (ROOT / "src", ROOT / "tests"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-from paho.mqtt.packettypes import PacketTypes  # noqa: E402
-from paho.mqtt.properties import Properties  # noqa: E402
+import common  # first: it puts src/ and tests/ on sys.path
 
-HOST = "127.0.0.1"
+CONFIG = common.ROOT / "config" / "sentinel.toml"
 CLIENT_ID = "sentinel-shuibei"  # [mqtt] client_id of config/sentinel.toml
 BARE_CLIENT_ID = "bench-bare-paho"
 RECEIVE_MAXIMUM = 1000  # [mqtt] receive_maximum of config/sentinel.toml; the bare client too
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-# Broker: no persistence writes while the backlog is published or drained (servers.py
-# saves on every 1800 changes, which would rewrite the whole queue ~100 times).
-BROKER_EXTRA = ["autosave_on_changes false", "autosave_interval 3600"]
-
-
-def _log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -178,18 +162,8 @@ def _publisher_main(index: int, port: int, out: Any) -> None:
         nonlocal acked
         acked += 1
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{index}",
-                         protocol=mqtt.MQTTv311, clean_session=True)
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.on_publish = on_publish
-    client.connect(HOST, port, keepalive=60)
-    client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    deadline = time.monotonic() + 10
-    while not client.is_connected():
-        client.loop(0.1)
-        if time.monotonic() > deadline:
-            raise SystemExit("publisher: no CONNACK")
+    client = common.connect_publisher(f"bench-pub-{index}", port, 1000, on_publish,
+                                      "publisher")
     # Single-threaded (no loop_start): keep up to 1000 publishes unacknowledged, read the
     # PUBACKs in bursts. Threaded paho spends most of its time handing over the GIL.
     started = time.time()
@@ -219,7 +193,7 @@ def publish_backlog(port: int, backlog: Backlog, procs: list[Any]) -> dict[str, 
     procs.extend(workers)
     for w in workers:
         w.start()
-    results = []
+    results: list[dict[str, Any]] = []
     deadline = time.monotonic() + 900
     while len(results) < len(workers):
         try:
@@ -244,11 +218,6 @@ def publish_backlog(port: int, backlog: Backlog, procs: list[Any]) -> dict[str, 
 # ---------------------------------------------------------------------------------------
 
 
-def _cpu_self() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
 def bare_consumer_main(port: int, mode: str, count: int, topics: list[str],
                        timeout: float) -> int:
     """`setup`: create the persistent session and its subscriptions, then disconnect.
@@ -259,7 +228,7 @@ def bare_consumer_main(port: int, mode: str, count: int, topics: list[str],
 
     def on_connect(c: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
         state["connack"] = time.time()
-        state["cpu0"] = _cpu_self()
+        state["cpu0"] = common.cpu_self()
         state["session_present"] = bool(flags.session_present)
         if mode == "setup":
             c.subscribe([(t, 1) for t in topics])
@@ -280,9 +249,9 @@ def bare_consumer_main(port: int, mode: str, count: int, topics: list[str],
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 3600
     props.ReceiveMaximum = RECEIVE_MAXIMUM
-    client.connect(HOST, port, keepalive=30, clean_start=False, properties=props)
-    sock = client.socket()
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.connect(common.HOST, port, keepalive=30, clean_start=False, properties=props)
+    sock = common.nodelay(client)
+    assert sock is not None
     deadline = time.monotonic() + timeout
     last_misc = time.monotonic()
     done_at = None
@@ -302,7 +271,7 @@ def bare_consumer_main(port: int, mode: str, count: int, topics: list[str],
         if mode == "drain" and state["received"] >= count:
             done_at = time.time()
             break
-    cpu1 = _cpu_self()
+    cpu1 = common.cpu_self()
     client.disconnect()
     for _ in range(50):
         if not client.want_write():
@@ -362,25 +331,12 @@ def _stop_popen(proc: subprocess.Popen[Any], timeout: float = 30.0) -> int | Non
     return proc.returncode
 
 
-def _proc_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (all threads)
-
-
 def _proc_hwm_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def _system_busy() -> float:
-    """CPU seconds spent busy on all cores since boot (/proc/stat)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / CLK_TCK  # all but idle and iowait
 
 
 class CpuSampler:
@@ -406,8 +362,8 @@ class CpuSampler:
         cpus = {}
         for name, pid in list(self.pids.items()):
             with contextlib.suppress(OSError, IndexError, ValueError):
-                cpus[name] = _proc_cpu(pid)
-        self.samples.append((time.time(), _system_busy(), _cpu_self(), cpus))
+                cpus[name] = common.proc_cpu(pid)
+        self.samples.append((time.time(), common.system_busy(), common.cpu_self(), cpus))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -430,48 +386,6 @@ class CpuSampler:
         return {k: round(v, 1) for k, v in out.items()}
 
 
-class LogTail:
-    """Follow the daemon's JSON log file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._offset = 0
-        self._partial = ""
-        self.events: list[dict[str, Any]] = []
-
-    def poll(self) -> list[dict[str, Any]]:
-        try:
-            with self.path.open("r", encoding="utf-8", errors="replace") as f:
-                f.seek(self._offset)
-                chunk = f.read()
-                self._offset = f.tell()
-        except FileNotFoundError:
-            return []
-        text = self._partial + chunk
-        lines = text.split("\n")
-        self._partial = lines.pop()
-        new = []
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                event = {"event": "non_json_output", "level": "error", "text": line[:300]}
-            if not isinstance(event, dict):
-                event = {"event": "non_json_output", "level": "error", "text": line[:300]}
-            new.append(event)
-        self.events.extend(new)
-        return new
-
-    def find(self, name: str) -> dict[str, Any] | None:
-        return next((e for e in self.events if e.get("event") == name), None)
-
-
-def _event_time(event: dict[str, Any]) -> float:
-    return datetime.fromisoformat(str(event["timestamp"])).timestamp()
-
-
 class Daemon:
     def __init__(self, run_dir: Path, backend: str, port: int, vm_url: str | None,
                  name: str) -> None:
@@ -479,28 +393,28 @@ class Daemon:
         self.log_path = run_dir / f"{name}.log"
         env = dict(os.environ)
         env.update({
-            "SENTINEL_MQTT__HOST": HOST,
+            "SENTINEL_MQTT__HOST": common.HOST,
             "SENTINEL_MQTT__PORT": str(port),
             "SENTINEL_STATE_DIR": str(self.state_dir),
             "SENTINEL_STORE__BACKEND": backend,
             "SENTINEL_LOG__FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(
-                [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]),
+                [str(common.ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]),
         })
         if vm_url is not None:
             env["SENTINEL_STORE__INFLUXDB__URL"] = vm_url
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
-        self.tail = LogTail(self.log_path)
+        self.tail = common.LogTail(self.log_path)
         self.spawned_at = 0.0
 
     def start(self) -> None:
         self.spawned_at = time.time()
-        with self.log_path.open("ab") as log:
+        with self.log_path.open("ab") as log_file:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sentinel", "run", "-c", str(CONFIG)],
-                cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                cwd=common.ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log_file,
                 stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
@@ -613,7 +527,7 @@ def _prepare_broker(run_dir: Path, name: str, backlog: Backlog, daemon_factory: 
     from servers import Mosquitto
 
     broker = stack.enter_context(Mosquitto(run_dir / f"mosquitto-{name}",
-                                           extra_config=BROKER_EXTRA))
+                                           extra_config=common.BROKER_EXTRA))
     if name == "bare":
         run_bare(broker.port, "setup", 0, backlog.topics, 30, procs)
     else:
@@ -625,9 +539,9 @@ def _prepare_broker(run_dir: Path, name: str, backlog: Backlog, daemon_factory: 
             code = setup.stop()
         if code != 0:
             raise RuntimeError(f"setup daemon exited with {code} (log {setup.log_path})")
-    _log(f"  publishing {backlog.readings} readings for the {name} session ...")
+    common.log(f"  publishing {backlog.readings} readings for the {name} session ...")
     pub = publish_backlog(broker.port, backlog, procs)
-    _log(f"  published in {pub['seconds']:.1f}s ({pub['rate']}/s)")
+    common.log(f"  published in {pub['seconds']:.1f}s ({pub['rate']}/s)")
     return broker, pub
 
 
@@ -646,28 +560,6 @@ def _middle_rate(samples: list[tuple[float, int]], n: int) -> float | None:
     return 0.8 * n / (hi - lo) if lo is not None and hi is not None and hi > lo else None
 
 
-def wait_for_quiet(max_wait: float, threshold: float = 25.0) -> float:
-    """Wait (up to max_wait s) until the machine's busy CPU over 1 s is below threshold %
-    (of one core); return the last measured value. Another job hammering the CPU would
-    make the figures meaningless."""
-    deadline = time.monotonic() + max_wait
-    told = False
-    while True:
-        b0, c0, t0 = _system_busy(), _cpu_self(), time.monotonic()
-        time.sleep(1.0)
-        dt = time.monotonic() - t0
-        busy = 100 * ((_system_busy() - b0) - (_cpu_self() - c0)) / dt
-        if busy < threshold or time.monotonic() >= deadline:
-            if told:
-                _log(f"  machine {'quiet' if busy < threshold else 'still busy'} "
-                     f"({busy:.0f}% CPU)")
-            return busy
-        if not told:
-            _log(f"  machine busy ({busy:.0f}% CPU used by other processes): waiting up to "
-                 f"{max_wait:.0f}s for it to calm down")
-            told = True
-
-
 def run_once(backend: str, repeat: int, backlog: Backlog, args: argparse.Namespace,
              base_dir: Path, procs: list[Any]) -> RunResult:
     from servers import VictoriaMetrics
@@ -682,17 +574,17 @@ def run_once(backend: str, repeat: int, backlog: Backlog, args: argparse.Namespa
     with contextlib.ExitStack() as stack:
         sampler = stack.enter_context(CpuSampler())
         # -- ceiling: bare paho on its own broker with the same backlog ----------------
-        _log(f"run {repeat} [{backend}]: bare paho")
+        common.log(f"run {repeat} [{backend}]: bare paho")
         broker, _ = _prepare_broker(run_dir, "bare", backlog, None, stack, procs, timeout)
         sampler.pids = {"broker": broker.pid}
-        load["idle_before_bare_pct"] = round(wait_for_quiet(args.quiet_wait), 1)
+        load["idle_before_bare_pct"] = round(common.wait_for_quiet(args.quiet_wait), 1)
         bare = run_bare(broker.port, "drain", n, backlog.topics, timeout, procs)
         if bare.get("done"):
             bare["cpu_window"] = sampler.window(bare["connack"], bare["done"],
                                                 known=bare["cpu_pct"] * bare["drain_s"] / 100)
         broker.close()
-        _log(f"  bare paho drained {n} in {bare['drain_s']:.2f}s ({bare['rate']:.0f}/s), "
-             f"CPU {bare['cpu_pct']:.0f}%; {bare.get('cpu_window')}")
+        common.log(f"  bare paho drained {n} in {bare['drain_s']:.2f}s ({bare['rate']:.0f}/s), "
+                   f"CPU {bare['cpu_pct']:.0f}%; {bare.get('cpu_window')}")
 
         # -- sentinel ------------------------------------------------------------------
         vm = None
@@ -703,23 +595,23 @@ def run_once(backend: str, repeat: int, backlog: Backlog, args: argparse.Namespa
         def factory(port: int, name: str) -> Daemon:
             return Daemon(run_dir, backend, port, vm_url, name)
 
-        _log(f"run {repeat} [{backend}]: sentinel")
+        common.log(f"run {repeat} [{backend}]: sentinel")
         broker, pub = _prepare_broker(run_dir, "sentinel", backlog, factory, stack, procs,
                                       timeout)
         daemon = factory(broker.port, "daemon")
         sampler.pids = {"broker": broker.pid}
-        if vm is not None:
+        if vm is not None and vm.pid is not None:
             sampler.pids["tsdb"] = vm.pid
         counter: Any = (VmCounter(vm, backlog.kinds) if vm is not None
                         else SqliteCounter(daemon.state_dir / "readings.sqlite3"))
         spy = None
-        load["idle_before_sentinel_pct"] = round(wait_for_quiet(args.quiet_wait), 1)
+        load["idle_before_sentinel_pct"] = round(common.wait_for_quiet(args.quiet_wait), 1)
         try:
             daemon.start()
             sampler.pids["daemon"] = daemon.pid
             ready = daemon.wait_ready()
-            t_ready = _event_time(ready)
-            cpu0, t_cpu0 = _proc_cpu(daemon.pid), time.time()
+            t_ready = common.event_time(ready)
+            cpu0, t_cpu0 = common.proc_cpu(daemon.pid), time.time()
             if args.py_spy and repeat == 1:
                 out = Path(args.py_spy)
                 fmt = {".txt": "raw", ".json": "speedscope"}.get(out.suffix, "flamegraph")
@@ -739,7 +631,7 @@ def run_once(backend: str, repeat: int, backlog: Backlog, args: argparse.Namespa
                 samples.append((round(now - t_ready, 3), stored))
                 if stored >= n:
                     # Cheap count says done: confirm with the exact distinct count.
-                    t_candidate, cpu1 = now, _proc_cpu(daemon.pid)
+                    t_candidate, cpu1 = now, common.proc_cpu(daemon.pid)
                     keys = counter.keys()
                     missing = len(backlog.expected - keys)
                     if missing == 0:
@@ -750,7 +642,7 @@ def run_once(backend: str, repeat: int, backlog: Backlog, args: argparse.Namespa
                         warnings.append(note)
                 time.sleep(args.poll)
             else:
-                cpu1 = _proc_cpu(daemon.pid)
+                cpu1 = common.proc_cpu(daemon.pid)
             daemon.tail.poll()
             hwm = _proc_hwm_mib(daemon.pid)
         finally:
@@ -793,15 +685,8 @@ def run_once(backend: str, repeat: int, backlog: Backlog, args: argparse.Namespa
         if stopped is not None:
             sentinel["daemon_stopped"] = {k: stopped.get(k)
                                           for k in ("received", "stored", "rejected")}
-        notable: dict[str, int] = {}
-        for e in daemon.tail.events:
-            if e.get("level") in ("warning", "error", "critical", "exception"):
-                key = f"{e.get('level')}:{e.get('event')}"
-                notable[key] = notable.get(key, 0) + 1
-        sentinel["log_warnings"] = notable
-        for key, count in notable.items():
-            (problems if key.startswith(("error", "critical", "exception")) else warnings
-             ).append(f"daemon log: {count}x {key}")
+        sentinel["log_warnings"] = common.daemon_log_findings(daemon.tail.events, problems,
+                                                              warnings)
         if spy is not None:
             warnings.append("py-spy was attached: these figures include its overhead")
     load["loadavg_end"] = os.getloadavg()[0]
@@ -813,24 +698,17 @@ def run_once(backend: str, repeat: int, backlog: Backlog, args: argparse.Namespa
     result = RunResult(backend, repeat, n, pub, bare, sentinel, not problems, problems,
                        warnings, load)
     if "rate" in sentinel:
-        _log(f"  sentinel stored {n} in {sentinel['drain_s']:.2f}s "
-             f"({sentinel['rate']:.0f}/s, ratio {sentinel['rate'] / bare['rate']:.2f}), "
-             f"CPU {sentinel['cpu_pct']:.0f}%, RSS {sentinel['rss_mib']:.0f} MiB; "
-             f"{sentinel.get('cpu_window')}")
-    for p in problems:
-        _log(f"  ! {p}")
-    for w in warnings:
-        _log(f"  ~ {w}")
+        common.log(f"  sentinel stored {n} in {sentinel['drain_s']:.2f}s "
+                   f"({sentinel['rate']:.0f}/s, ratio {sentinel['rate'] / bare['rate']:.2f}), "
+                   f"CPU {sentinel['cpu_pct']:.0f}%, RSS {sentinel['rss_mib']:.0f} MiB; "
+                   f"{sentinel.get('cpu_window')}")
+    common.log_findings(problems, warnings)
     return result
 
 
 # ---------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------
-
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
 
 
 def summarise(results: list[RunResult]) -> dict[str, Any]:
@@ -841,16 +719,16 @@ def summarise(results: list[RunResult]) -> dict[str, Any]:
         out[backend] = {
             "runs": len(runs),
             "complete_runs": len(good),
-            "sentinel_rate": _median([r.sentinel["rate"] for r in good]),
-            "sentinel_drain_s": _median([r.sentinel["drain_s"] for r in good]),
-            "sentinel_cpu_pct": _median([r.sentinel["cpu_pct"] for r in good]),
-            "sentinel_rss_mib": _median([r.sentinel["rss_mib"] for r in runs]),
-            "sentinel_startup_s": _median([r.sentinel["startup_s"] for r in runs]),
-            "bare_rate": _median([r.bare["rate"] for r in runs]),
-            "bare_drain_s": _median([r.bare["drain_s"] for r in runs]),
-            "bare_cpu_pct": _median([r.bare["cpu_pct"] for r in runs]),
-            "ratio": _median([r.sentinel["rate"] / r.bare["rate"] for r in good]),
-            "publish_rate": _median([r.publish["rate"] for r in runs]),
+            "sentinel_rate": common.median([r.sentinel["rate"] for r in good]),
+            "sentinel_drain_s": common.median([r.sentinel["drain_s"] for r in good]),
+            "sentinel_cpu_pct": common.median([r.sentinel["cpu_pct"] for r in good]),
+            "sentinel_rss_mib": common.median([r.sentinel["rss_mib"] for r in runs]),
+            "sentinel_startup_s": common.median([r.sentinel["startup_s"] for r in runs]),
+            "bare_rate": common.median([r.bare["rate"] for r in runs]),
+            "bare_drain_s": common.median([r.bare["drain_s"] for r in runs]),
+            "bare_cpu_pct": common.median([r.bare["cpu_pct"] for r in runs]),
+            "ratio": common.median([r.sentinel["rate"] / r.bare["rate"] for r in good]),
+            "publish_rate": common.median([r.publish["rate"] for r in runs]),
         }
     return out
 
@@ -900,20 +778,6 @@ def _kill_all(procs: list[Any]) -> None:
         procs.remove(proc)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    # SIGINT explicitly too: a shell starting us in the background leaves it ignored.
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--bare-consumer"]:
@@ -924,20 +788,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readings", type=int, default=200_000,
                         help="backlog size, readings = messages (default 200000)")
     parser.add_argument("--backend", choices=["influxdb", "sqlite", "both"], default="influxdb")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per backend (median)")
-    parser.add_argument("--json", help="write every run and the medians to this file")
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
     parser.add_argument("--poll", type=float, default=0.2,
                         help="seconds between store polls (the timing resolution)")
-    parser.add_argument("--drain-timeout", type=float, default=0.0,
-                        help="give up a drain after this many seconds (default: N/400, ≥120)")
-    parser.add_argument("--foreign-warn", type=float, default=15.0,
-                        help="flag a run when processes not started by it used more than "
-                             "this CPU %% during a drain (default 15)")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="before each run wait up to this many seconds for other "
-                             "processes to stop using the CPU (default 60)")
-    parser.add_argument("--keep", action="store_true", help="keep the run directories (logs)")
+    common.add_shared_options(
+        parser, unit="run", window="during a drain",
+        repeat_help="runs per backend (median)",
+        json_help="write every run and the medians to this file",
+        drain_timeout=0.0,
+        drain_timeout_help="give up a drain after this many seconds (default: N/400, ≥120)",
+        quiet_wait=60.0)
     parser.add_argument("--py-spy", metavar="OUT.svg",
                         help="record the daemon's drain in run 1 with py-spy (skews that "
                              "run); .svg flame graph, .txt collapsed stacks, .json speedscope;"
@@ -952,19 +812,19 @@ def main(argv: list[str] | None = None) -> int:
     results: list[RunResult] = []
     failed = False
     try:
-        with _sigterm_as_interrupt():
+        with common.sigterm_as_interrupt():
             t = time.monotonic()
             backlog = build_backlog(args.readings, args.publishers)
             skipped = ", ".join(f"{v} {k}" for k, v in backlog.skipped.items())
-            _log(f"backlog: {backlog.readings} readings from {backlog.devices} devices "
-                 f"({backlog.payload_bytes / 1e6:.1f} MB payload; left out, no device "
-                 f"timestamp: {skipped}); built in {time.monotonic() - t:.1f}s; "
-                 f"runs in {base_dir}")
+            common.log(f"backlog: {backlog.readings} readings from {backlog.devices} devices "
+                       f"({backlog.payload_bytes / 1e6:.1f} MB payload; left out, no device "
+                       f"timestamp: {skipped}); built in {time.monotonic() - t:.1f}s; "
+                       f"runs in {base_dir}")
             for repeat in range(1, args.repeat + 1):
                 for backend in backends:
                     results.append(run_once(backend, repeat, backlog, args, base_dir, procs))
     except KeyboardInterrupt:
-        _log("interrupted: stopping everything")
+        common.log("interrupted: stopping everything")
         failed = True
         return 130
     except Exception:
@@ -973,18 +833,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _kill_all(procs)
         failed = failed or any(not r.ok for r in results)
-        if args.keep or failed:
-            _log(f"run directories (logs) kept in {base_dir}")
-        else:
-            shutil.rmtree(base_dir, ignore_errors=True)
+        common.keep_or_remove(base_dir, args.keep or failed)
         if results:
             summary = summarise(results)
             print_table(summary, backlog, args.repeat)
             for r in results:
-                for p in r.problems:
-                    print(f"  run {r.repeat} [{r.backend}] FAILED: {p}")
-                for w in r.warnings:
-                    print(f"  run {r.repeat} [{r.backend}] warning: {w}")
+                common.print_findings(f"run {r.repeat} [{r.backend}]", r.problems, r.warnings)
             if args.json:
                 doc = {
                     "readings": backlog.readings, "devices": backlog.devices,
@@ -992,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
                     "repeat": args.repeat, "cpus": os.cpu_count(),
                     "summary": summary, "runs": [asdict(r) for r in results],
                 }
-                Path(args.json).write_text(json.dumps(doc, indent=2, ensure_ascii=False))
+                common.write_json(args.json, doc)
     return 0 if not failed else 1
 
 

@@ -486,7 +486,7 @@ PEOPLE = ("a", "b", "c", "d")
 clock_times = st.builds(lambda h, m: f"{h:02d}:{m:02d}", st.integers(0, 23),
                         st.sampled_from([0, 15, 30, 45, 7]))
 shifts = st.fixed_dictionaries({
-    "days": st.lists(st.sampled_from(WEEKDAYS), unique=True),
+    "days": st.lists(st.sampled_from(WEEKDAYS), unique=True, min_size=1),
     "start": clock_times,
     "end": clock_times,
     "members": st.lists(st.sampled_from(PEOPLE), min_size=1, max_size=3),

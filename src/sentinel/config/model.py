@@ -132,6 +132,52 @@ class IncidentSettings(_Section):
     topic_prefix: str = Field(default="sentinel", pattern=r"^[^#+]+$")
 
 
+class EscalationSettings(_Section):
+    # Contacts and rosters; escalation policies (relative to the config file).
+    oncall: Path = Path("oncall.toml")
+    policies: Path = Path("escalation.toml")
+    # How often timers (next step, repeats, acknowledgement timeouts, digests) are checked.
+    tick_interval: float = Field(default=1.0, gt=0, le=60)
+
+
+class NotifySettings(_Section):
+    # Seconds one delivery attempt may take (connect + answer) before it counts as failed.
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    # Attempts on one channel before the contact's next channel is tried.
+    attempts: int = Field(default=3, ge=1, le=20)
+    retry_min_delay: float = Field(default=2.0, gt=0)
+    retry_max_delay: float = Field(default=60.0, gt=0)
+    # Deliveries in flight at once (each runs on a worker thread).
+    concurrency: int = Field(default=8, ge=1, le=64)
+
+
+class ControlSettings(_Section):
+    """The daemon's HTTP control API and one-tap acknowledgement links."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8730, ge=0, le=65535)
+    # Bearer token for the API; none: generated once into <state_dir>/control.token (0600).
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    # Key that signs acknowledgement links; none: generated into <state_dir>/link.key (0600).
+    link_key_file: Path | None = None
+    # Base of the links in notifications, as the staff's phones reach the daemon
+    # (usually a reverse proxy); empty: http://<host>:<port>.
+    public_url: str = ""
+    link_ttl: float = Field(default=24 * 3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> ControlSettings:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set either token (environment) or token_file, not both")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -148,4 +194,7 @@ class Settings(_Section):
     devices: DevicesSettings = Field(default_factory=DevicesSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -362,6 +362,17 @@ class IncidentBook:
         self._event(inc, "acknowledged", now, actor=actor, note=note)
         return inc
 
+    def expire_acknowledgement(self, incident_id: str, now: float, timeout: float
+                               ) -> Incident | None:
+        """Acknowledged but not resolved in time: firing again, so the climb restarts."""
+        inc = self.by_id.get(incident_id)
+        if inc is None or inc.status != Status.ACKNOWLEDGED:
+            return None
+        inc.status = Status.FIRING
+        self._event(inc, "acknowledgement_expired", now, acknowledged_by=inc.acknowledged_by,
+                    acknowledged_at=inc.acknowledged_at, timeout=timeout)
+        return inc
+
     def resolve(self, incident_id: str, actor: str, now: float, outcome: Outcome,
                 note: str | None = None) -> Incident:
         inc = self._require(incident_id)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Mapping, Sequence
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -120,13 +121,15 @@ class IncidentService:
         async with self._lock:
             await self._commit(force_seen=True)
 
-    async def _commit(self, force_seen: bool = False) -> None:
+    async def _commit(self, force_seen: bool = False,
+                      extra_events: Sequence[IncidentEvent] = (),
+                      extra: Callable[[sqlite3.Connection], None] | None = None) -> None:
         engine, book = self._require()
         dirty = engine.take_dirty(force_seen)
         incidents, events, flaps = book.take_changes()
         stored = await self._store.commit(Changes(
-            incidents=incidents, events=events, states=dirty.states,
-            last_seen=dirty.last_seen, flaps=flaps))
+            incidents=incidents, events=[*events, *extra_events], states=dirty.states,
+            last_seen=dirty.last_seen, flaps=flaps, extra=extra))
         self._last_soft_flush = self._clock.monotonic()
         for inc in incidents:
             self._written[inc.id] = inc
@@ -160,6 +163,26 @@ class IncidentService:
             inc = book.resolve(incident_id, actor, self._clock.now(), outcome, note)
             await self._commit()
             return inc
+
+    async def expire_acknowledgement(self, incident_id: str, after: float) -> bool:
+        """Put an incident acknowledged too long ago back to firing; False if it is not."""
+        _, book = self._require()
+        async with self._lock:
+            inc = book.expire_acknowledgement(incident_id, self._clock.now(), after)
+            if inc is not None:
+                await self._commit()
+            return inc is not None
+
+    async def record(self, events: Sequence[IncidentEvent],
+                     extra: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """Commit audit events of a later stage together with its own writes, atomically.
+
+        Escalation and delivery record their steps here, so the event stream stays one
+        gapless sequence and their state never disagrees with the audit trail.
+        """
+        self._require()
+        async with self._lock:
+            await self._commit(extra_events=events, extra=extra)
 
     async def system(self, name: str, active: bool, severity: Severity = Severity.WARNING,
                      **detail: Value) -> None:

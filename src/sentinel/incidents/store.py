@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sentinel.incidents.model import Incident, IncidentEvent, Status, Window
 from sentinel.rules.engine import CondState
 from sentinel.store.db import SqliteDb, open_readonly, transaction
 from sentinel.types import Severity
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -92,6 +94,8 @@ class Changes:
     last_seen: Mapping[str, float] | None = None
     flaps: Mapping[str, list[float]] | None = None
     meta: Mapping[str, str] | None = None
+    # Writes of a later stage (escalation, outbox) that must commit atomically with events.
+    extra: Callable[[sqlite3.Connection], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +186,8 @@ class StateStore:
                 if changes.meta:
                     conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                      list(changes.meta.items()))
+                if changes.extra is not None:
+                    changes.extra(conn)
             return stored
         return await self._db.call(commit)
 
@@ -193,6 +199,10 @@ class StateStore:
 
     async def windows(self, now: float) -> list[Window]:
         return await self._db.call(lambda conn: query_windows(conn, now))
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn(connection) on the database thread (reads of later stages' tables)."""
+        return await self._db.call(fn)
 
     async def data_version(self) -> int:
         return await self._db.call(

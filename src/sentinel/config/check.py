@@ -7,11 +7,13 @@ on a configuration `check` would refuse.
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from sentinel import units
@@ -21,6 +23,7 @@ from sentinel.config.model import Settings
 from sentinel.config.profiles import ProfileSpec, load_profiles
 from sentinel.decode.paths import PathError, parse_path
 from sentinel.errors import ConfigError, Problem
+from sentinel.escalation.model import OncallConfig, PolicyConfig, Role
 from sentinel.kinds import BUILTIN_KINDS, KindRegistry, load_kind_file
 from sentinel.rules.engine import effective_rules
 from sentinel.rules.model import (
@@ -42,6 +45,10 @@ class Loaded:
     profiles: dict[str, ProfileSpec]
     config_path: Path
     rules: RulesConfig = field(default_factory=RulesConfig)
+    oncall: OncallConfig = field(default_factory=OncallConfig)
+    policies: PolicyConfig = field(default_factory=PolicyConfig)
+    # Findings that do not stop the daemon (coverage gaps); `check --strict` fails on them.
+    warnings: list[Problem] = field(default_factory=list)
 
 
 def _load_kinds(settings: Settings, problems: list[Problem]) -> KindRegistry:
@@ -184,6 +191,86 @@ def _load_rules(settings: Settings, kinds: KindRegistry, inventory: Inventory,
     return config
 
 
+# Incidents sentinel raises about itself (besides those named by rules and correlations).
+SYSTEM_INCIDENTS = ("spool_nearly_full", "notification_failed")
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError("expected a table of settings")
+    return data
+
+
+def _load_escalation(settings: Settings, inventory: Inventory, rules: RulesConfig,
+                     problems: list[Problem], warnings: list[Problem]
+                     ) -> tuple[OncallConfig, PolicyConfig]:
+    import apprise  # only here: its plugin registry takes a moment to build
+
+    oncall, policies = OncallConfig(), PolicyConfig()
+    files = ((settings.escalation.oncall, OncallConfig), (settings.escalation.policies,
+                                                         PolicyConfig))
+    loaded: list[Any] = []
+    for path, model in files:
+        try:
+            loaded.append(model.model_validate(_read_mapping(path)))
+        except FileNotFoundError:
+            problems.append(Problem(str(path), "", "file not found"))
+            loaded.append(model())
+        except ValidationError as exc:
+            problems += [Problem(str(path), loc, msg) for loc, msg in short_errors(exc)]
+            loaded.append(model())
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            problems.append(Problem(str(path), "", f"cannot read: {exc}"))
+            loaded.append(model())
+    oncall, policies = loaded
+    where = str(settings.escalation.oncall)
+    grids = {d.grid for d in inventory.values()}
+    compounds = {d.compound for d in inventory.values()}
+    for contact in oncall.contact:
+        for index, url in enumerate(contact.channels):
+            # The URL may hold a secret: name the contact and position, never the URL.
+            if apprise.Apprise.instantiate(url) is None:
+                scheme = url.split("://", 1)[0] if "://" in url else "?"
+                problems.append(Problem(where, f"contact {contact.id}",
+                                        f"channel {index + 1} ({scheme}://…) is not a valid "
+                                        "apprise URL"))
+        unknown = [d for d in contact.elders if d not in inventory]
+        if unknown:
+            problems.append(Problem(where, f"contact {contact.id}",
+                                    f"elders: unknown device(s) {', '.join(unknown)}"))
+    for roster in oncall.roster:
+        entry = f"roster {roster.name or roster.role.value}"
+        for grid in roster.grids:
+            if grid not in grids:
+                problems.append(Problem(where, entry, f"unknown grid {grid!r}"))
+        for compound in roster.compounds:
+            if compound not in compounds:
+                problems.append(Problem(where, entry, f"unknown compound {compound!r}"))
+    names = {r.incident_name for r in rules.rule} | {c.name for c in rules.correlation}
+    names |= set(SYSTEM_INCIDENTS)
+    pwhere = str(settings.escalation.policies)
+    for policy in policies.policy:
+        for name in policy.match.incidents:
+            if name not in names:
+                problems.append(Problem(pwhere, f"policy {policy.name}",
+                                        f"no rule raises incident {name!r}"))
+    roles_with_people = {c.role for c in oncall.contact}
+    used = {r for p in policies.policy for s in p.step for r in s.notify}
+    used |= {r for p in policies.policy for r in p.digest_to}
+    for role in sorted(used - roles_with_people):
+        warnings.append(Problem(where, f"role {role.value}", "no contact has this role"))
+    if not problems:
+        from sentinel.escalation.roster import coverage_gaps
+        for gap in coverage_gaps(oncall, policies, inventory):
+            if gap.role == Role.ELDER_CONTACT:
+                continue
+            warnings.append(Problem(where, f"{gap.role.value} {gap.area}",
+                                    f"nobody on duty {gap.start} – {gap.end}"))
+    return oncall, policies
+
+
 def load_all(config_path: Path, environ: Mapping[str, str] | None = None) -> Loaded:
     """Load and cross-check everything; raise ConfigError listing every problem found."""
     environ = os.environ if environ is None else environ
@@ -200,6 +287,9 @@ def load_all(config_path: Path, environ: Mapping[str, str] | None = None) -> Loa
     if not inventory and not inventory_problems:
         problems.append(Problem(files, "", "the inventory lists no device"))
     rules = _load_rules(settings, kinds, inventory, problems)
+    warnings: list[Problem] = []
+    oncall, policies = _load_escalation(settings, inventory, rules, problems, warnings)
     if problems:
         raise ConfigError(problems)
-    return Loaded(settings, kinds, inventory, profiles, config_path, rules)
+    return Loaded(settings, kinds, inventory, profiles, config_path, rules, oncall, policies,
+                  warnings)

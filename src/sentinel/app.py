@@ -14,11 +14,16 @@ import structlog
 from sentinel.clock import Clock, SystemClock
 from sentinel.config.check import Loaded
 from sentinel.config.load import read_secret
+from sentinel.control.http import ControlServer
+from sentinel.control.links import LinkSigner
+from sentinel.control.secrets import control_token, link_key
 from sentinel.decode import Decoder
+from sentinel.escalation.service import EscalationService
 from sentinel.incidents.publish import IncidentPublisher
 from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore
 from sentinel.ingest import Ingestor, ReadingListener
+from sentinel.notify.sender import AppriseSender
 from sentinel.source import MqttSource
 from sentinel.store import ReadingSink
 from sentinel.store.influx import InfluxWriter
@@ -40,6 +45,8 @@ class Daemon:
     source: MqttSource
     sink: ReadingSink
     incidents: IncidentService
+    escalation: EscalationService
+    control: ControlServer | None = None
     started_at: float = field(default_factory=time.time)
 
 
@@ -93,25 +100,43 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
                 pending_system.add(task)
                 task.add_done_callback(pending_system.discard)
 
-        async with _sink(loaded, on_store_event) as sink, \
-                MqttSource(settings.mqtt, topics, password, settings.ingest.queue_max) as source:
-            return await _run(loaded, stop, listeners, on_ready, sink, source, incidents, state,
-                              decoder, topics)
+        signer = LinkSigner(link_key(settings), settings.control.link_ttl)
+        sender = AppriseSender(settings.notify.timeout, settings.notify.concurrency)
+        escalation = EscalationService(incidents, state, loaded.oncall, loaded.policies, sender,
+                                       settings.escalation, settings.notify, clock, signer,
+                                       settings.control.base_url)
+        await escalation.start()
+        async with contextlib.AsyncExitStack() as stack:
+            control = None
+            if settings.control.enabled:
+                control = await stack.enter_async_context(ControlServer(
+                    settings.control.host, settings.control.port, control_token(settings),
+                    signer, escalation))
+            sink = await stack.enter_async_context(_sink(loaded, on_store_event))
+            source = await stack.enter_async_context(
+                MqttSource(settings.mqtt, topics, password, settings.ingest.queue_max))
+            try:
+                return await _run(loaded, stop, listeners, on_ready, sink, source, incidents,
+                                  state, decoder, topics, escalation, control)
+            finally:
+                await sender.aclose()
 
 
 async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingListener],
                on_ready: Callable[[Daemon], None] | None, sink: ReadingSink,
                source: MqttSource, incidents: IncidentService, state: StateStore,
-               decoder: Decoder, topics: list[str]) -> Daemon:
+               decoder: Decoder, topics: list[str], escalation: EscalationService,
+               control: ControlServer | None) -> Daemon:
     settings = loaded.settings
     ingestor = Ingestor(source, decoder, sink, settings.ingest.batch_max, listeners,
                         gate=incidents)
-    daemon = Daemon(ingestor, source, sink, incidents)
+    daemon = Daemon(ingestor, source, sink, incidents, escalation, control)
     async with asyncio.TaskGroup() as tg:
         source_task = tg.create_task(source.run(), name="mqtt-source")
         sink_task = tg.create_task(sink.run(), name="store")
         ingest_task = tg.create_task(ingestor.run(), name="ingest")
         timers_task = tg.create_task(incidents.run(), name="incident-timers")
+        escalation_task = tg.create_task(escalation.run(), name="escalation")
         publish_task = None
         if settings.incidents.publish:
             publisher = IncidentPublisher(incidents, state, source,
@@ -121,7 +146,9 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
         async def announce_ready() -> None:
             await source.wait_connected()
             log.info("daemon_ready", devices=len(loaded.inventory), topics=topics,
-                     store=settings.store.backend, state_dir=str(settings.state_dir))
+                     store=settings.store.backend, state_dir=str(settings.state_dir),
+                     control=control.url if control is not None else None,
+                     contacts=len(loaded.oncall.contact))
             if on_ready is not None:
                 on_ready(daemon)
 
@@ -135,6 +162,10 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
         await ingest_task
         timers_task.cancel()
         await incidents.close()
+        # Deliveries in flight get a moment to finish, so their results are recorded
+        # (anything not recorded is sent again after the restart, never lost).
+        await escalation.close()
+        escalation_task.cancel()
         if publish_task is not None:
             publish_task.cancel()
         source_task.cancel()

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -21,22 +22,77 @@ from sentinel.config.inventory import Device
 from sentinel.decode.encode import encode
 
 from helpers import ROOT, SHIPPED_CONFIG
+from servers import free_port
 
 LOADED: Loaded = load_all(SHIPPED_CONFIG, {})
 
 
-class DaemonProcess:
-    """`sentinel run` in a subprocess with settings overridden through the environment."""
+_SINK: ThreadingHTTPServer | None = None
 
-    def __init__(self, state_dir: Path, broker_port: int, **overrides: str) -> None:
+
+class _Accept(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def accepting_sink_url() -> str:
+    """A loopback webhook that accepts every notification (for tests not about them)."""
+    global _SINK
+    if _SINK is None:
+        _SINK = ThreadingHTTPServer(("127.0.0.1", 0), _Accept)
+        _SINK.daemon_threads = True
+        threading.Thread(target=_SINK.serve_forever, daemon=True).start()
+    return f"json://127.0.0.1:{_SINK.server_address[1]}/"
+
+
+def write_oncall(dest: Path, channels: dict[str, list[str]] | None = None,
+                 default: list[str] | None = None,
+                 languages: dict[str, str] | None = None) -> Path:
+    """The shipped on-call file with every contact's channels replaced (loopback receivers):
+    `channels` by contact id, else `default`. Written as YAML, which the loader accepts."""
+    import yaml
+
+    data = json.loads(json.dumps(LOADED.oncall.model_dump(mode="json")))
+    for contact in data["contact"]:
+        chosen = (channels or {}).get(contact["id"]) or default
+        assert chosen, f"no test channel for contact {contact['id']}"
+        contact["channels"] = chosen
+        contact["language"] = (languages or {}).get(contact["id"], contact["language"])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return dest
+
+
+class DaemonProcess:
+    """`sentinel run` in a subprocess with settings overridden through the environment.
+
+    Unless `oncall` is given, notifications go to `notify_url` (a receiver of the test's),
+    or, for tests that are not about notifications, to a loopback sink that accepts them —
+    never to the invented vendor channels of the shipped on-call file.
+    """
+
+    def __init__(self, state_dir: Path, broker_port: int, oncall: Path | None = None,
+                 notify_url: str | None = None, **overrides: str) -> None:
         self.state_dir = state_dir
         self.log_path = state_dir / "daemon.log"
+        if oncall is None:
+            oncall = write_oncall(state_dir.parent / f"{state_dir.name}-oncall.yaml",
+                                  default=[notify_url or accepting_sink_url()])
+        self.control_port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
         self.env.update({
             "SENTINEL_MQTT__PORT": str(broker_port),
             "SENTINEL_STATE_DIR": str(state_dir),
             "SENTINEL_LOG__FORMAT": "json",
             "SENTINEL_MQTT__RECONNECT__MAX_DELAY": "1",
+            "SENTINEL_ESCALATION__ONCALL": str(oncall),
+            "SENTINEL_CONTROL__PORT": str(self.control_port),
         })
         self.env.update({f"SENTINEL_{k.upper()}": v for k, v in overrides.items()})
         self.proc: subprocess.Popen[bytes] | None = None

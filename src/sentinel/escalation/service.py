@@ -1,0 +1,412 @@
+"""The escalation stage: committed incident events in, queued notifications out.
+
+It follows the incident event log from a durable cursor, so an event committed just before
+a crash is still escalated after the restart. Whatever one pass decides — escalation
+state, outbox rows, audit events, the cursor — is committed in one transaction of the state
+database. The dispatcher (notify stage) then sends the rows and reports each result back
+here, where retries, fallback channels and the next tier are decided and recorded.
+
+It is also what the control API acts on (acknowledge, resolve, one-tap links).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import structlog
+
+from sentinel.clock import Clock
+from sentinel.config.model import EscalationSettings, NotifySettings
+from sentinel.control.links import LinkClaims, LinkSigner
+from sentinel.escalation.engine import Escalation, EscalationEngine, Note, Notice, Output
+from sentinel.escalation.model import Contact, OncallConfig, Policy, PolicyConfig, Role
+from sentinel.escalation.roster import Rosters
+from sentinel.incidents.model import Incident, IncidentEvent, Outcome
+from sentinel.incidents.service import IncidentService
+from sentinel.incidents.store import StateStore, query_events
+from sentinel.notify import outbox
+from sentinel.notify.dispatch import Dispatcher
+from sentinel.notify.outbox import NewRow, OutboxRow
+from sentinel.notify.sender import DeliveryResult, Sender
+from sentinel.notify.templates import render_digest, render_notice
+from sentinel.types import Severity
+
+log = structlog.get_logger("sentinel.escalation")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS escalations (
+    incident_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS used_links (
+    nonce TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    used_at REAL NOT NULL
+);
+"""
+CURSOR_KEY = "escalation_seq"
+_DIGEST_KEY = "digest_sent:"
+# Finished escalations stay loaded this long (a late delivery still gets its resolution).
+_KEEP_STOPPED = 24 * 3600.0
+_CURSOR_EVERY = 5.0
+_LINK_KINDS = frozenset({"alert", "escalated", "repeat", "raised", "ack_expired"})
+UNREACHABLE_INCIDENT = "notification_failed"
+
+
+class EscalationService:
+    """Escalation engine + outbox + delivery results, on the state database."""
+
+    def __init__(self, incidents: IncidentService, state: StateStore, oncall: OncallConfig,
+                 policies: PolicyConfig, sender: Sender, settings: EscalationSettings,
+                 notify: NotifySettings, clock: Clock, signer: LinkSigner | None = None,
+                 link_base: str = "") -> None:
+        self._incidents = incidents
+        self._state = state
+        self._oncall = oncall
+        self._policies = policies
+        self._settings = settings
+        self._notify = notify
+        self._clock = clock
+        self._signer = signer
+        self._link_base = link_base.rstrip("/")
+        self.contacts: dict[str, Contact] = oncall.contacts()
+        self.rosters = Rosters(oncall)
+        self.engine = EscalationEngine(policies, self.rosters, self.contacts)
+        self.dispatcher = Dispatcher(state, sender, self.contacts, policies.storm,
+                                     notify.concurrency, self, clock)
+        self._lock = asyncio.Lock()
+        self._cursor = 0
+        self._cursor_saved = 0
+        self._cursor_saved_at = 0.0
+
+    # -- start-up ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the tables, resume the climbs and the cursor."""
+        def load(conn: sqlite3.Connection) -> tuple[list[Escalation], str | None, int]:
+            conn.executescript(SCHEMA + outbox.SCHEMA)
+            horizon = self._clock.now() - _KEEP_STOPPED
+            escs = [Escalation.from_json(json.loads(d)) for (d,) in conn.execute(
+                "SELECT data FROM escalations WHERE state != 'stopped' OR updated >= ?",
+                (horizon,))]
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (CURSOR_KEY,)).fetchone()
+            top = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+            return escs, row[0] if row else None, int(top)
+        escalations, cursor, top = await self._state.call(load)
+        self.engine.escalations = {e.incident_id: e for e in escalations}
+        # First start on an existing state database: escalate what is open now rather
+        # than replaying history (old, resolved incidents must not page anyone).
+        self._cursor = int(cursor) if cursor is not None else top
+        self._cursor_saved = self._cursor
+        if cursor is None:
+            await self._adopt_open()
+        log.info("escalation_resumed", climbs=sum(e.state != "stopped"
+                                                  for e in escalations),
+                 cursor=self._cursor, contacts=len(self.contacts),
+                 policies=len(self._policies.policy))
+
+    async def _adopt_open(self) -> None:
+        now = self._clock.now()
+        out = Output()
+        for inc in self._incidents.open_incidents():
+            if inc.id not in self.engine.escalations:
+                opened = IncidentEvent(inc.id, "opened", inc.opened_at, "sentinel",
+                                       inc.severity, inc.status)
+                out.extend(self.engine.on_event(opened, inc, now))
+        await self._commit(out, now)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Follow the event stream and the timers; run the dispatcher beside it."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.dispatcher.run(), name="notify-dispatch")
+            while True:
+                try:
+                    await self._pass()
+                except Exception:  # one bad pass must not end escalation for good
+                    log.exception("escalation_pass_failed")
+                    await asyncio.sleep(self._settings.tick_interval)
+
+    async def _pass(self) -> None:
+        now = self._clock.now()
+        due = self.engine.next_due()
+        wait = self._settings.tick_interval
+        if due is not None:
+            wait = max(0.0, min(wait, due - now))
+        events = await self._incidents.events_after(self._cursor, 500, wait=wait)
+        async with self._lock:
+            now = self._clock.now()
+            out = Output()
+            for event in events:
+                self._cursor = event.seq
+                if event.incident_id.startswith("digest:"):
+                    continue
+                inc = await self._incident(event.incident_id)
+                if inc is not None:
+                    out.extend(self.engine.on_event(event, inc, now))
+            open_now = {i.id: i for i in self._incidents.open_incidents()}
+            out.extend(self.engine.tick(now, open_now))
+            digests, marks = await self._digests(now, open_now)
+            await self._commit(out, now, digests, marks)
+        await self._follow_up(out)
+
+    async def _follow_up(self, out: Output) -> None:
+        """Commands to the incident stage; they come back as events on the stream."""
+        for incident_id, timeout in out.expire_ack:
+            await self._incidents.expire_acknowledgement(incident_id, timeout)
+        for incident_id, step in out.unreachable:
+            if incident_id.startswith(UNREACHABLE_INCIDENT):
+                continue
+            await self._incidents.system(UNREACHABLE_INCIDENT, True, Severity.CRITICAL,
+                                         incident=incident_id, step=step)
+        if out.notices or out.withdraw:
+            self.dispatcher.wake()
+
+    # -- commits ----------------------------------------------------------------------
+
+    async def _commit(self, out: Output, now: float, digests: Sequence[NewRow] = (),
+                      digest_day: Mapping[str, str] | None = None) -> None:
+        rows = [*await self._rows(out.notices, now), *digests]
+        events = [e for n in out.notes if (e := await self._event(n, now)) is not None]
+        changed = list(out.changed.values())
+        cursor_due = self._cursor != self._cursor_saved and (
+            now - self._cursor_saved_at >= _CURSOR_EVERY)
+        if not (rows or events or changed or out.withdraw or cursor_due or digest_day):
+            return
+        cursor = self._cursor
+        withdraw = list(out.withdraw)
+        meta = {CURSOR_KEY: str(cursor), **(digest_day or {})}
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO escalations (incident_id, state, updated, data)"
+                " VALUES (?, ?, ?, ?)",
+                [(e.incident_id, e.state, now, json.dumps(e.to_json(), ensure_ascii=False))
+                 for e in changed])
+            for incident_id in withdraw:
+                outbox.withdraw(conn, incident_id, now)
+            outbox.insert(conn, rows)
+            conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             list(meta.items()))
+        await self._incidents.record(events, write)
+        self._cursor_saved, self._cursor_saved_at = cursor, now
+        if rows:
+            self.dispatcher.wake()
+
+    async def _rows(self, notices: Sequence[Notice], now: float) -> list[NewRow]:
+        rows: list[NewRow] = []
+        hold = self._policies.storm.window
+        for notice in notices:
+            inc = await self._incident(notice.incident_id)
+            if inc is None:
+                continue
+            members = [m for i in inc.members if (m := await self._incident(i)) is not None]
+            contact = notice.contact
+            link = None
+            if self._signer is not None and notice.kind in _LINK_KINDS and inc.open:
+                link = f"{self._link_base}/a/{self._signer.sign(inc.id, contact.id, now)}"
+            text = render_notice(notice.kind, inc, contact.language, now=now, step=notice.step,
+                                 ack_url=link, members=members)
+            # Life-safety notices leave at once; others are held briefly so a burst of
+            # them reaches a person as one message (storm control).
+            due = now if notice.life_safety else now + hold
+            rows.append(NewRow(f"{notice.key}/0", inc.id, notice.kind, notice.round,
+                               notice.step, contact.id, 0, notice.life_safety, text.title,
+                               text.body, now, due))
+        return rows
+
+    async def _event(self, note: Note, now: float) -> IncidentEvent | None:
+        inc = await self._incident(note.incident_id)
+        if inc is None:
+            return None
+        return IncidentEvent(inc.id, note.type, now, "sentinel", inc.severity, inc.status,
+                             dict(note.data))
+
+    async def _incident(self, incident_id: str) -> Incident | None:
+        found = self._incidents.incident(incident_id)
+        return found if found is not None else await self._state.incident(incident_id)
+
+    # -- delivery results (called by the dispatcher) ----------------------------------
+
+    async def delivered(self, rows: Sequence[OutboxRow], label: str, result: DeliveryResult,
+                        now: float) -> None:
+        """Record one delivery (of one or several merged rows) and decide what follows."""
+        async with self._lock:
+            out = Output()
+            events: list[IncidentEvent] = []
+            fallbacks: list[NewRow] = []
+            retries: list[tuple[int, float]] = []
+            finished: list[tuple[int, str, str | None]] = []
+            for row in rows:
+                contact = self.contacts.get(row.contact_id)
+                inc = await self._incident(row.incident_id)
+                attempt = row.attempts + 1
+                data: dict[str, Any] = {"contact": row.contact_id, "channel": label,
+                                        "kind": row.kind, "step": row.step, "key": row.key,
+                                        "attempt": attempt}
+                if result.ok:
+                    finished.append((row.id, "sent", None))
+                    out.extend(self.engine.on_delivery(row.incident_id, row.round, row.step,
+                                                       row.contact_id, row.channel, True, now,
+                                                       inc))
+                    event = "notification_sent"
+                elif attempt < self._notify.attempts:
+                    delay = min(self._notify.retry_max_delay,
+                                self._notify.retry_min_delay * 2 ** (attempt - 1))
+                    retries.append((row.id, now + delay))
+                    data.update(error=result.error, retry_in=delay)
+                    event = "notification_failed"
+                else:
+                    finished.append((row.id, "failed", result.error))
+                    data.update(error=result.error, final=True)
+                    event = "notification_failed"
+                    if contact is not None and row.channel + 1 < len(contact.channels):
+                        fallbacks.append(NewRow(
+                            f"{row.base_key}/{row.channel + 1}", row.incident_id, row.kind,
+                            row.round, row.step, row.contact_id, row.channel + 1,
+                            row.life_safety, row.title, row.body, now, now))
+                        data["fallback"] = row.channel + 1
+                    else:
+                        out.extend(self.engine.on_delivery(
+                            row.incident_id, row.round, row.step, row.contact_id,
+                            row.channel, False, now, inc))
+                log.info(event, incident=row.incident_id, contact=row.contact_id,
+                         channel=label, kind=row.kind, step=row.step, attempt=attempt,
+                         error=result.error, elapsed=round(result.elapsed, 4))
+                if inc is not None:
+                    events.append(IncidentEvent(inc.id, event, now, "sentinel", inc.severity,
+                                                inc.status, data))
+            notices = await self._rows(out.notices, now)
+            events += [e for n in out.notes if (e := await self._event(n, now)) is not None]
+            changed = list(out.changed.values())
+
+            def write(conn: sqlite3.Connection) -> None:
+                for row in rows:
+                    outbox.record_attempt(conn, row, label, now, result.ok, result.error,
+                                          result.elapsed)
+                for row_id, status, error in finished:
+                    outbox.mark(conn, row_id, status, now, error)
+                for row_id, at in retries:
+                    outbox.retry_later(conn, row_id, at, result.error)
+                outbox.insert(conn, [*fallbacks, *notices])
+                conn.executemany(
+                    "INSERT OR REPLACE INTO escalations (incident_id, state, updated, data)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(e.incident_id, e.state, now, json.dumps(e.to_json(), ensure_ascii=False))
+                     for e in changed])
+            await self._incidents.record(events, write)
+        await self._follow_up(out)
+        if fallbacks:
+            self.dispatcher.wake()
+
+    # -- the daily digest -------------------------------------------------------------
+
+    async def _digests(self, now: float, open_now: Mapping[str, Incident]
+                       ) -> tuple[list[NewRow], dict[str, str]]:
+        """Digests due now, and the markers that they were sent (committed with them)."""
+        rows: list[NewRow] = []
+        marks: dict[str, str] = {}
+        tz = self._oncall.tz
+        local = datetime.fromtimestamp(now, tz)
+        for policy in self._policies.policy:
+            if policy.mode != "digest" or local.time() < policy.digest_at:
+                continue
+            day = local.date().isoformat()
+            key = _DIGEST_KEY + policy.name
+            sent = await self._state.call(lambda conn, key=key: conn.execute(  # type: ignore[misc]
+                "SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
+            if sent and sent[0] == day:
+                continue
+            rows += self._digest_rows(policy, open_now, now, local)
+            marks[key] = day
+        return rows, marks
+
+    def _digest_rows(self, policy: Policy, open_now: Mapping[str, Incident], now: float,
+                     local: datetime) -> list[NewRow]:
+        listed = [i for i in open_now.values() if self.engine.policy_for(i) is policy
+                  and i.silenced_by is None]
+        per_contact: dict[str, tuple[Contact, list[Incident], set[str]]] = {}
+        for inc in listed:
+            for role in policy.digest_to:
+                for contact in self.rosters.on_duty(role, inc.place, now):
+                    entry = per_contact.setdefault(contact.id, (contact, [], set()))
+                    entry[1].append(inc)
+                    entry[2].add(_area(role, inc.place))
+        rows: list[NewRow] = []
+        day = local.date()
+        for contact, incidents, areas in per_contact.values():
+            text = render_digest(sorted(incidents, key=lambda i: i.opened_at),
+                                 contact.language, day=day, area=", ".join(sorted(areas)))
+            digest_id = f"digest:{policy.name}"
+            rows.append(NewRow(f"{digest_id}/{day.isoformat()}/{contact.id}/0", digest_id,
+                               "digest", 0, 0, contact.id, 0, False, text.title, text.body,
+                               now, now))
+        if rows:
+            log.info("digest_queued", policy=policy.name, contacts=len(rows),
+                     incidents=len(listed))
+        return rows
+
+    # -- the control API's controller -------------------------------------------------
+
+    async def acknowledge(self, incident_id: str, actor: str, note: str | None) -> Incident:
+        return await self._incidents.acknowledge(incident_id, actor, note)
+
+    async def resolve(self, incident_id: str, actor: str, outcome: Outcome, note: str | None
+                      ) -> Incident:
+        return await self._incidents.resolve(incident_id, actor, outcome, note)
+
+    async def get_incident(self, incident_id: str) -> Incident | None:
+        return await self._incident(incident_id)
+
+    async def list_open(self) -> list[Incident]:
+        return self._incidents.open_incidents()
+
+    async def claim_link(self, claims: LinkClaims, now: float) -> bool:
+        """Record a one-tap link as used; False if it was used before (durably)."""
+        def claim(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("INSERT OR IGNORE INTO used_links (nonce, incident_id,"
+                               " contact_id, used_at) VALUES (?, ?, ?, ?)",
+                               (claims.nonce, claims.incident_id, claims.contact_id, now))
+            return cur.rowcount == 1
+        return await self._state.call(claim)
+
+    def contact(self, contact_id: str) -> tuple[str, Literal["zh", "en"]] | None:
+        found = self.contacts.get(contact_id)
+        return (found.name, found.language) if found is not None else None
+
+    async def audit(self, incident_id: str) -> list[dict[str, Any]]:
+        """The incident's events and delivery attempts, oldest first, JSON-ready."""
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            events = [{"seq": e.seq, "ts": e.ts, "type": e.type, "actor": e.actor,
+                       "severity": e.severity.label, "status": e.status.value, **dict(e.data)}
+                      for e in query_events(conn, incident_id=incident_id, limit=100_000)]
+            attempts = [{"type": "attempt", **a} for a in outbox.attempts_of(conn, incident_id)]
+            return sorted([*events, *attempts], key=lambda d: float(d["ts"]))
+        return await self._state.call(read)
+
+    async def outbox_depth(self) -> int:
+        return await self._state.call(outbox.pending_count)
+
+    async def close(self, limit: float = 5.0) -> None:
+        """Let deliveries in flight finish (bounded) so their results are recorded."""
+        with contextlib.suppress(Exception):
+            await self.dispatcher.drain(limit)
+
+
+def _area(role: Role, place: Mapping[str, str]) -> str:
+    if role == Role.PROPERTY:
+        return place.get("compound") or "-"
+    if role == Role.GRID_WORKER:
+        return place.get("grid") or "-"
+    return place.get("community") or "-"
+

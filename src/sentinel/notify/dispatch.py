@@ -1,0 +1,167 @@
+"""The outbox dispatcher: due rows → storm control → apprise → results to the sink.
+
+Life-safety notices go out one by one the moment they are due, never held or merged.
+Others were queued with a short hold (`[storm] window`); when due, every held notice for one
+contact on one channel leaves as a single summary message, and a contact who has had
+`max_messages` such messages within `per` waits for the window to free up (the waiting
+notices then leave together). Results go to a `ResultSink`, which records the attempt and
+decides on retries, fallback channels and the next tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
+
+import structlog
+
+from sentinel.clock import Clock
+from sentinel.escalation.model import Contact, StormSettings
+from sentinel.incidents.store import StateStore
+from sentinel.notify import outbox
+from sentinel.notify.outbox import OutboxRow
+from sentinel.notify.sender import DeliveryResult, Sender, channel_label
+from sentinel.notify.templates import Rendered, render_summary
+
+log = structlog.get_logger("sentinel.notify")
+
+_IDLE_WAIT = 1.0
+
+
+class ResultSink(Protocol):
+    async def delivered(self, rows: Sequence[OutboxRow], label: str, result: DeliveryResult,
+                        now: float) -> None: ...
+
+
+class Dispatcher:
+    """Sends what the outbox holds, as soon as it is due."""
+
+    def __init__(self, state: StateStore, sender: Sender, contacts: Mapping[str, Contact],
+                 storm: StormSettings, concurrency: int, sink: ResultSink, clock: Clock,
+                 on_send: Callable[[OutboxRow], None] | None = None) -> None:
+        self._state = state
+        self._sender = sender
+        self._contacts = contacts
+        self._storm = storm
+        self._slots = asyncio.Semaphore(concurrency)
+        self._sink = sink
+        self._clock = clock
+        self._on_send = on_send
+        self._inflight: set[int] = set()
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sent = 0
+        self.failed = 0
+
+    def wake(self) -> None:
+        """New rows were queued: look now rather than at the next timer."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    wait = await self._dispatch_due()
+                except Exception:  # a defect here must not stop the next alarm's delivery
+                    log.exception("notify_dispatch_failed")
+                    wait = _IDLE_WAIT
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+
+    async def drain(self, limit: float) -> None:
+        """Wait (bounded) for deliveries in flight, e.g. at shutdown."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=limit)
+
+    async def _dispatch_due(self) -> float:
+        now = self._clock.now()
+        rows = await self._state.call(lambda conn: outbox.due(conn, now))
+        rows = [r for r in rows if r.id not in self._inflight]
+        urgent = [r for r in rows if r.life_safety]
+        held: dict[tuple[str, int], list[OutboxRow]] = {}
+        for row in rows:
+            if not row.life_safety:
+                held.setdefault((row.contact_id, row.channel), []).append(row)
+        for row in urgent:
+            self._start([row])
+        for (contact_id, _), group in held.items():
+            wait_until = await self._rate_limited(contact_id, now)
+            if wait_until is not None:
+                ids = [r.id for r in group]
+                await self._state.call(lambda conn, ids=ids, at=wait_until:  # type: ignore[misc]
+                                       outbox.postpone(conn, ids, at))
+                log.info("notify_rate_limited", contact=contact_id, held=len(group),
+                         until=round(wait_until, 1))
+                continue
+            self._start(group)
+        upcoming = await self._state.call(outbox.next_due)
+        if upcoming is None or upcoming <= now:
+            return _IDLE_WAIT
+        return min(_IDLE_WAIT, upcoming - now)
+
+    async def _rate_limited(self, contact_id: str, now: float) -> float | None:
+        storm = self._storm
+        times = await self._state.call(
+            lambda conn: outbox.sent_since(conn, contact_id, now - storm.per))
+        if len(times) < storm.max_messages:
+            return None
+        return times[len(times) - storm.max_messages] + storm.per
+
+    def _start(self, rows: list[OutboxRow]) -> None:
+        for row in rows:
+            self._inflight.add(row.id)
+        task = asyncio.get_running_loop().create_task(self._deliver(rows))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, rows: list[OutboxRow]) -> None:
+        first = rows[0]
+        try:
+            contact = self._contacts.get(first.contact_id)
+            if contact is None or first.channel >= len(contact.channels):
+                # The contact left the on-call file since this was queued.
+                result = DeliveryResult(False, "contact or channel no longer configured", 0.0)
+                label = "-"
+            else:
+                url = contact.channels[first.channel]
+                label = channel_label(url)
+                message = self._message(rows, contact)
+                key = first.key if len(rows) == 1 else f"{first.key}+{len(rows) - 1}"
+                async with self._slots:
+                    if self._on_send is not None:
+                        self._on_send(first)
+                    result = await self._sender.send(url, message.title, message.body,
+                                                     headers={"Idempotency-Key": key})
+            if result.ok:
+                self.sent += 1
+            else:
+                self.failed += 1
+            await _retrying(lambda: self._sink.delivered(rows, label, result,
+                                                         self._clock.now()))
+        finally:
+            for row in rows:
+                self._inflight.discard(row.id)
+            self._wake.set()
+
+    @staticmethod
+    def _message(rows: list[OutboxRow], contact: Contact) -> Rendered:
+        if len(rows) == 1:
+            return Rendered(rows[0].title, rows[0].body)
+        return render_summary([Rendered(r.title, r.body) for r in rows], contact.language)
+
+
+async def _retrying(commit: Callable[[], Awaitable[None]]) -> None:
+    # The result must be recorded, or the row is sent again: keep trying for a while.
+    for attempt in range(20):
+        try:
+            await commit()
+            return
+        except Exception:
+            log.exception("notify_result_commit_failed", attempt=attempt + 1)
+            await asyncio.sleep(min(5.0, 0.1 * 2 ** attempt))

@@ -1,0 +1,199 @@
+"""The persistent outbox: a notification is written before it is sent.
+
+Rows live in the state database beside the incidents, so the escalation step that made a
+notice and the notice itself commit together. Each row is one message to one contact on
+one channel, keyed `incident/round.step[.tag]/contact/channel`; inserting a key twice does
+nothing, so replaying events after a crash never queues a message twice. A row stays
+`pending` until its delivery result is committed: a crash between the receiver's answer
+and that commit sends it once more (with the same Idempotency-Key header, so a receiver
+can drop it) — at-least-once, the only honest promise over HTTP and SMTP.
+
+Every attempt is recorded (incident, step, contact, channel, time, result, error).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    incident_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    contact_id TEXT NOT NULL,
+    channel INTEGER NOT NULL,
+    life_safety INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created REAL NOT NULL,
+    due REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'pending',
+    done_at REAL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(due) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident_id);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    outbox_id INTEGER NOT NULL,
+    incident_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    contact_id TEXT NOT NULL,
+    channel INTEGER NOT NULL,
+    channel_label TEXT NOT NULL,
+    ts REAL NOT NULL,
+    ok INTEGER NOT NULL,
+    error TEXT,
+    elapsed REAL NOT NULL,
+    life_safety INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_incident ON attempts(incident_id, id);
+CREATE INDEX IF NOT EXISTS attempts_contact ON attempts(contact_id, ts);
+"""
+
+_COLUMNS = ("id", "key", "incident_id", "kind", "round", "step", "contact_id", "channel",
+            "life_safety", "title", "body", "created", "due", "attempts", "status")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One message to one contact on one channel."""
+
+    id: int
+    key: str
+    incident_id: str
+    kind: str
+    round: int
+    step: int
+    contact_id: str
+    channel: int
+    life_safety: bool
+    title: str
+    body: str
+    created: float
+    due: float
+    attempts: int = 0
+    status: str = "pending"
+
+    @property
+    def base_key(self) -> str:
+        """The key without its channel: the same notice on every channel of a contact."""
+        return self.key.rsplit("/", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    """A row to insert (the id is assigned by the database)."""
+
+    key: str
+    incident_id: str
+    kind: str
+    round: int
+    step: int
+    contact_id: str
+    channel: int
+    life_safety: bool
+    title: str
+    body: str
+    created: float
+    due: float
+
+
+def insert(conn: sqlite3.Connection, rows: Sequence[NewRow]) -> None:
+    """Queue rows; a key already present is left as it is (idempotent replay)."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO outbox (key, incident_id, kind, round, step, contact_id,"
+        " channel, life_safety, title, body, created, due) VALUES"
+        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(r.key, r.incident_id, r.kind, r.round, r.step, r.contact_id, r.channel,
+          int(r.life_safety), r.title, r.body, r.created, r.due) for r in rows])
+
+
+def _row(values: Sequence[Any]) -> OutboxRow:
+    data = dict(zip(_COLUMNS, values, strict=True))
+    data["life_safety"] = bool(data["life_safety"])
+    return OutboxRow(**data)
+
+
+def due(conn: sqlite3.Connection, now: float, limit: int = 200) -> list[OutboxRow]:
+    """Pending rows whose time has come, life-safety first, then oldest first."""
+    return [_row(r) for r in conn.execute(
+        f"SELECT {', '.join(_COLUMNS)} FROM outbox WHERE status = 'pending' AND due <= ?"
+        " ORDER BY life_safety DESC, due, id LIMIT ?", (now, limit))]
+
+
+def next_due(conn: sqlite3.Connection) -> float | None:
+    found = conn.execute("SELECT min(due) FROM outbox WHERE status = 'pending'").fetchone()
+    return float(found[0]) if found and found[0] is not None else None
+
+
+def pending_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'")
+               .fetchone()[0])
+
+
+def record_attempt(conn: sqlite3.Connection, row: OutboxRow, label: str, now: float, ok: bool,
+                   error: str | None, elapsed: float) -> None:
+    conn.execute(
+        "INSERT INTO attempts (outbox_id, incident_id, step, contact_id, channel,"
+        " channel_label, ts, ok, error, elapsed, life_safety)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (row.id, row.incident_id, row.step, row.contact_id, row.channel, label, now, int(ok),
+         error, elapsed, int(row.life_safety)))
+
+
+def mark(conn: sqlite3.Connection, row_id: int, status: str, now: float,
+         error: str | None = None) -> None:
+    """Finish a row: sent, failed (every attempt on this channel), or withdrawn."""
+    conn.execute("UPDATE outbox SET status = ?, done_at = ?, attempts = attempts + ?,"
+                 " last_error = ? WHERE id = ?",
+                 (status, now, 1 if status in ("sent", "failed") else 0, error, row_id))
+
+
+def retry_later(conn: sqlite3.Connection, row_id: int, due_at: float, error: str | None
+                ) -> None:
+    conn.execute("UPDATE outbox SET attempts = attempts + 1, due = ?, last_error = ?"
+                 " WHERE id = ?", (due_at, error, row_id))
+
+
+def postpone(conn: sqlite3.Connection, row_ids: Sequence[int], due_at: float) -> None:
+    """Hold rows (rate limit) without counting an attempt."""
+    conn.executemany("UPDATE outbox SET due = ? WHERE id = ?", [(due_at, i) for i in row_ids])
+
+
+def withdraw(conn: sqlite3.Connection, incident_id: str, now: float) -> int:
+    """Drop the incident's notices not sent yet (it resolved or joined a group), except
+    resolution messages."""
+    cur = conn.execute("UPDATE outbox SET status = 'withdrawn', done_at = ? WHERE"
+                       " incident_id = ? AND status = 'pending' AND kind != 'resolved'",
+                       (now, incident_id))
+    return cur.rowcount
+
+
+def sent_since(conn: sqlite3.Connection, contact_id: str, since: float) -> list[float]:
+    """Times of messages delivered to a contact for non-life-safety incidents since then."""
+    return [float(ts) for (ts,) in conn.execute(
+        "SELECT DISTINCT ts FROM attempts WHERE contact_id = ? AND ok = 1 AND life_safety = 0"
+        " AND ts >= ? ORDER BY ts", (contact_id, since))]
+
+
+def attempts_of(conn: sqlite3.Connection, incident_id: str) -> list[dict[str, Any]]:
+    keys = ("id", "outbox_id", "step", "contact_id", "channel", "channel_label", "ts", "ok",
+            "error", "elapsed")
+    rows = conn.execute(
+        "SELECT id, outbox_id, step, contact_id, channel, channel_label, ts, ok, error,"
+        " elapsed FROM attempts WHERE incident_id = ? ORDER BY id", (incident_id,))
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def rows_of(conn: sqlite3.Connection, incident_id: str) -> list[OutboxRow]:
+    return [_row(r) for r in conn.execute(
+        f"SELECT {', '.join(_COLUMNS)} FROM outbox WHERE incident_id = ? ORDER BY id",
+        (incident_id,))]

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sentinel import __version__
@@ -23,6 +23,9 @@ from sentinel.config.check import Loaded, load_all
 from sentinel.errors import ConfigError
 from sentinel.i18n import Language, t
 from sentinel.log import configure_logging, truncate
+
+if TYPE_CHECKING:
+    from sentinel.control.client import ControlClient, ControlError
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -256,6 +259,76 @@ def cmd_window(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _control_client(args: argparse.Namespace, lang: Language) -> ControlClient | int:
+    """A ControlClient for the daemon of this configuration, or an exit code."""
+    loaded = _load_or_report(args, lang)
+    if loaded is None:
+        return EXIT_CONFIG
+    from sentinel.control.client import ControlClient, ControlError, local_url
+    from sentinel.control.secrets import control_token
+    url = local_url(loaded.settings.control)
+    try:
+        # Read only: a token file this command created could be unreadable for the daemon.
+        token = control_token(loaded.settings, create=False)
+    except ConfigError as exc:
+        # No token yet mostly means no daemon ever ran here: if none answers, say that.
+        try:
+            ControlClient(url, "", timeout=3).health()
+        except ControlError as err:
+            if err.kind == "not_running":
+                print(t("control.not_running", lang, url=url), file=sys.stderr)
+                return EXIT_PROBLEMS
+        print(t("control.no_token", lang), file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    return ControlClient(url, token)
+
+
+def _report_control_error(exc: ControlError, lang: Language, incident_id: str) -> int:
+    print(t(f"control.{exc.kind}", lang, url=exc.url, id=incident_id, detail=exc.message),
+          file=sys.stderr)
+    return EXIT_PROBLEMS
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    from sentinel.control.client import ControlError
+    from sentinel.i18n import incident_title
+
+    lang = _lang(args)
+    client = _control_client(args, lang)
+    if isinstance(client, int):
+        return client
+    try:
+        inc = client.ack(args.id, args.actor, args.note)
+    except ControlError as exc:
+        return _report_control_error(exc, lang, args.id)
+    title = incident_title(inc["name"], lang)
+    if inc.get("acknowledged_by") not in (None, args.actor):
+        print(t("ack.already", lang, id=inc["id"], title=title, by=inc["acknowledged_by"],
+                when=_when(inc.get("acknowledged_at"))))
+    else:
+        print(t("ack.done", lang, id=inc["id"], title=title, actor=args.actor))
+    return EXIT_OK
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    from sentinel.control.client import ControlError
+    from sentinel.i18n import incident_title
+
+    lang = _lang(args)
+    client = _control_client(args, lang)
+    if isinstance(client, int):
+        return client
+    try:
+        inc = client.resolve(args.id, args.actor, args.outcome, args.note)
+    except ControlError as exc:
+        return _report_control_error(exc, lang, args.id)
+    print(t("resolve.done", lang, id=inc["id"], title=incident_title(inc["name"], lang),
+            outcome=t(f"outcome.{args.outcome}", lang), actor=args.actor))
+    return EXIT_OK
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     lang = _lang(args)
     loaded = _load_or_report(args, lang)
@@ -368,6 +441,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("id")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_incidents)
+
+    actor = os.environ.get("USER") or "operator"
+    p = sub.add_parser("ack", parents=[common],
+                       help="acknowledge an open incident (through the running daemon)")
+    p.add_argument("id", help="incident id, e.g. 20240501-0007")
+    p.add_argument("--actor", default=actor, help="who takes it on (default: $USER)")
+    p.add_argument("--note", help="free text recorded in the audit trail")
+    p.set_defaults(func=cmd_ack)
+
+    p = sub.add_parser("resolve", parents=[common],
+                       help="close an open incident with its outcome (through the daemon)")
+    p.add_argument("id", help="incident id")
+    p.add_argument("--outcome", required=True, choices=["handled", "false_alarm", "referred"],
+                   help="how it ended: handled, false_alarm, or referred (to the fire "
+                        "brigade, utility, family...)")
+    p.add_argument("--note", help="free text recorded in the audit trail")
+    p.add_argument("--actor", default=actor, help="who closes it (default: $USER)")
+    p.set_defaults(func=cmd_resolve)
 
     for window_type, text in (("silence", "silences (recorded, not notified)"),
                               ("drill", "drills (incidents marked as drills)")):

@@ -103,6 +103,30 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                                     "--grid/--kind)",
                               "en": "give at least one scope (--device/--building/--compound/"
                                     "--grid/--kind)"},
+    "ack.done": {"zh": "已确认事件 {id} {title} (确认人: {actor})",
+                 "en": "acknowledged {id} {title} (as {actor})"},
+    "ack.already": {"zh": "事件 {id} {title} 已由 {by} 于 {when} 确认",
+                    "en": "{id} {title} was already acknowledged by {by} at {when}"},
+    "resolve.done": {"zh": "已关闭事件 {id} {title}, 结果: {outcome} (处理人: {actor})",
+                     "en": "resolved {id} {title}: {outcome} (by {actor})"},
+    "outcome.handled": {"zh": "已处置", "en": "handled"},
+    "outcome.false_alarm": {"zh": "误报", "en": "false alarm"},
+    "outcome.referred": {"zh": "已转交", "en": "referred"},
+    "control.not_running": {"zh": "守护进程未在 {url} 运行 (无法连接). 请检查 sentinel 服务是否"
+                                  "已启动, 以及 [control] host/port (或 SENTINEL_CONTROL__PORT) "
+                                  "是否与守护进程一致",
+                            "en": "the sentinel daemon is not running at {url} (cannot "
+                                  "connect); check that the service is up and that [control] "
+                                  "host/port (or SENTINEL_CONTROL__PORT) match the daemon's"},
+    "control.unauthorized": {"zh": "守护进程 {url} 拒绝了控制令牌: 请检查 control.token / "
+                                   "control.token_file 是否与守护进程一致",
+                             "en": "the daemon at {url} refused the control token; check that "
+                                   "control.token / control.token_file match the daemon's"},
+    "control.not_found": {"zh": "没有未关闭的事件 {id}", "en": "no open incident {id}"},
+    "control.bad_request": {"zh": "请求被拒绝: {detail}", "en": "request refused: {detail}"},
+    "control.failed": {"zh": "控制接口出错 ({url}): {detail}",
+                       "en": "control API error ({url}): {detail}"},
+    "control.no_token": {"zh": "无法取得控制令牌:", "en": "cannot get the control token:"},
     "no_state": {"zh": "尚无状态数据库 {path} (守护进程是否运行过?)",
                  "en": "no state database at {path} (has the daemon run yet?)"},
 }

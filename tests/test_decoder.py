@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,9 @@ def native(device: Device, **fields: Any) -> tuple[str, bytes]:
 
 def tts(device: Device, decoded: dict[str, Any]) -> tuple[str, bytes]:
     doc = {"end_device_ids": {"device_id": device.id.lower()},
-           "received_at": "2026-11-23T01:02:03.123456789+00:00",
+           # Nanosecond ISO time as TTS sends it; near NOW so it is never "too old".
+           "received_at": datetime.fromtimestamp(NOW, UTC).strftime(
+               "%Y-%m-%dT%H:%M:%S.123456789+00:00"),
            "uplink_message": {"decoded_payload": decoded,
                               "rx_metadata": [{"rssi": -97, "snr": 6.5}]}}
     return f"v3/app@ttn/devices/{device.id.lower()}/up", orjson.dumps(doc)
@@ -137,7 +140,7 @@ def test_lorawan_distance_becomes_level_and_percent() -> None:
     assert reading.values["level"] == pytest.approx(height / 2)
     assert reading.values["level_percent"] == pytest.approx(50.0)
     assert reading.values["signal"] == -97
-    assert reading.ts == pytest.approx(1795395723.123456)
+    assert reading.ts == pytest.approx(math.floor(NOW) + 0.123456)  # ns → µs
 
 
 @pytest.mark.parametrize(("raw", "unit", "mpa"), [
@@ -162,7 +165,8 @@ def test_plain_value_topic_maps_quantity() -> None:
 def test_zigbee_gas_alarm_and_vendor_words() -> None:
     """Zigbee2MQTT gas state maps `gas` to alarm and mV to V; last_seen ISO time is used."""
     reading = decode(f"zigbee2mqtt/{Z2M_GAS.id}", orjson.dumps(
-        {"gas": True, "voltage": 3000, "last_seen": "2026-11-23T09:00:00+08:00"}))
+        {"gas": True, "voltage": 3000, "last_seen": "2026-11-23T09:00:00+08:00"}),
+        received_at=1795395700)
     assert reading.values["alarm"] is True
     assert reading.values["battery_voltage"] == pytest.approx(3.0)
     assert reading.ts == pytest.approx(1795395600.0)

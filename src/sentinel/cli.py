@@ -68,6 +68,45 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     print(t("check.ok", lang, devices=len(loaded.inventory), profiles=len(loaded.profiles),
             kinds=len(loaded.kinds.names())))
+    print(t("check.oncall", lang, contacts=len(loaded.oncall.contact),
+            rosters=len(loaded.oncall.roster), policies=len(loaded.policies.policy)))
+    if loaded.warnings:
+        print(t("check.warnings", lang, count=len(loaded.warnings)))
+        for warning in loaded.warnings:
+            print(f"  {warning}")
+        if args.strict:
+            return EXIT_PROBLEMS
+    return EXIT_OK
+
+
+def cmd_oncall(args: argparse.Namespace) -> int:
+    from sentinel.escalation.roster import Rosters
+    from sentinel.i18n import role_name
+
+    lang = _lang(args)
+    loaded = _load_or_report(args, lang)
+    if loaded is None:
+        return EXIT_CONFIG
+    try:
+        at = _parse_time(args.at)
+    except ValueError:
+        print(t("oncall.bad_time", lang, value=args.at), file=sys.stderr)
+        return EXIT_PROBLEMS
+    rows = Rosters(loaded.oncall).table(at, loaded.inventory)
+    if args.json:
+        for row in rows:
+            print(json.dumps({"role": row.role.value, "area": row.area,
+                              "contacts": [{"id": c.id, "name": c.name, "phone": c.phone}
+                                           for c in row.contacts],
+                              "until": row.until}, ensure_ascii=False))
+        return EXIT_OK
+    print(t("oncall.header", lang, at=_when(at)))
+    nobody = t("oncall.nobody", lang)
+    for row in rows:
+        people = ", ".join(f"{c.name} ({c.phone})" if c.phone else c.name
+                           for c in row.contacts) or nobody
+        until = f"  → {_when(row.until)}" if row.until is not None else ""
+        print(f"{role_name(row.role.value, lang)} | {row.area} | {people}{until}")
     return EXIT_OK
 
 
@@ -401,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", parents=[common],
                        help="validate configuration, inventory and profiles together")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (exit 1) on warnings too, such as roster coverage gaps")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("simulate", parents=[common],
@@ -443,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_incidents)
 
     actor = os.environ.get("USER") or "operator"
+    p = sub.add_parser("oncall", parents=[common], help="who is on duty, per role and area")
+    p.add_argument("--at", default="now", help="'now' or ISO time (Asia/Shanghai)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_oncall)
+
     p = sub.add_parser("ack", parents=[common],
                        help="acknowledge an open incident (through the running daemon)")
     p.add_argument("id", help="incident id, e.g. 20240501-0007")
@@ -499,4 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`sentinel oncall | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     return result

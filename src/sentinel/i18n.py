@@ -30,6 +30,20 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "check.ok": {"zh": "配置有效: {devices} 台设备, {profiles} 个设备协议, {kinds} 种设备类型",
                  "en": "configuration valid: {devices} devices, {profiles} profiles, "
                        "{kinds} kinds"},
+    "check.oncall": {"zh": "值班: {contacts} 名联系人, {rosters} 个排班, {policies} 条升级策略",
+                     "en": "on call: {contacts} contacts, {rosters} rosters, "
+                           "{policies} escalation policies"},
+    "check.warnings": {"zh": "{count} 个警告:", "en": "{count} warning(s):"},
+    "oncall.header": {"zh": "{at} 值班表 (角色 | 区域 | 值班人员 → 交班时间)",
+                      "en": "on duty at {at} (role | area | who → until)"},
+    "oncall.nobody": {"zh": "⚠ 无人值班", "en": "⚠ nobody"},
+    "oncall.bad_time": {"zh": "无法识别的时间: {value}", "en": "cannot read the time {value!r}"},
+    "role.grid_worker": {"zh": "网格员", "en": "grid worker"},
+    "role.property": {"zh": "物业", "en": "property management"},
+    "role.duty_officer": {"zh": "社区值班", "en": "community duty officer"},
+    "role.street_office": {"zh": "街道", "en": "street office"},
+    "role.fire_liaison": {"zh": "消防联络员", "en": "fire liaison"},
+    "role.elder_contact": {"zh": "老人联系人", "en": "elder's contact"},
     "check.failed": {"zh": "发现 {count} 个问题:", "en": "{count} problem(s) found:"},
     "deadletter.none": {"zh": "死信为空", "en": "no dead letters"},
     "deadletter.header": {"zh": "时间 | 原因 | 设备 | 主题 | 说明 | 报文",
@@ -141,6 +155,11 @@ def t(key: str, lang: Language = "zh", **values: object) -> str:
 def kind_name(kind: str, lang: Language = "zh") -> str:
     entry = _MESSAGES.get(f"kind.{kind}")
     return entry[lang] if entry else kind
+
+
+def role_name(role: str, lang: Language = "zh") -> str:
+    entry = _MESSAGES.get(f"role.{role}")
+    return entry[lang] if entry else role
 
 
 def incident_title(name: str, lang: Language = "zh") -> str:

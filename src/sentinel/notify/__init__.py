@@ -1,0 +1,1 @@
+"""Notification: the outbox, storm control, the apprise sender and the message templates."""

@@ -59,7 +59,8 @@ def _days(value: object) -> tuple[int, ...]:
     if isinstance(value, list | tuple):
         if not value:
             raise ValueError("days: a shift needs at least one day")
-        return tuple(sorted({_weekday(str(v)) for v in value}))
+        return tuple(sorted({v if isinstance(v, int) and 0 <= v < 7 else _weekday(str(v))
+                             for v in value}))
     raise ValueError("days: a list such as [\"mon\", \"tue\"], or \"mon-fri\", \"daily\"")
 
 

@@ -327,8 +327,12 @@ class EscalationService:
                 "SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
             if sent and sent[0] == day:
                 continue
-            rows += self._digest_rows(policy, open_now, now, local)
             marks[key] = day
+            if sent is None:
+                # The very first run: the first digest is at the next digest_at, not now.
+                # (A digest missed while the daemon was down is still sent on start.)
+                continue
+            rows += self._digest_rows(policy, open_now, now, local)
         return rows, marks
 
     def _digest_rows(self, policy: Policy, open_now: Mapping[str, Incident], now: float,

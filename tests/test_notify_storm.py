@@ -1,0 +1,151 @@
+"""Storm control, rate limits and the daily digest on a fake clock: the real incident and
+escalation services on a real state database, real apprise deliveries to a local receiver."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from sentinel.clock import FakeClock
+from sentinel.config.model import EscalationSettings, NotifySettings, RulesSettings
+from sentinel.escalation.model import OncallConfig, PolicyConfig
+from sentinel.escalation.service import EscalationService
+from sentinel.incidents.service import IncidentService
+from sentinel.incidents.store import StateStore
+from sentinel.notify.sender import AppriseSender
+from sentinel.types import Reading, Severity
+
+from daemon import LOADED
+from receivers import HttpReceiver, ReceivedRequest
+
+TZ = ZoneInfo("Asia/Shanghai")
+START = datetime(2026, 12, 1, 14, 0, tzinfo=TZ).timestamp()
+SMOKE = next(d for d in LOADED.inventory.values() if d.kind == "smoke")
+
+
+@dataclass
+class Rig:
+    clock: FakeClock
+    incidents: IncidentService
+    escalation: EscalationService
+    hooks: HttpReceiver
+
+    async def settle(self) -> None:
+        """One escalation pass, then send what is due and wait for the results."""
+        await self.escalation._pass()
+        await self.escalation.dispatcher._dispatch_due()
+        await self.escalation.dispatcher.drain(10)
+        await self.escalation._pass()
+
+    async def at(self, seconds: float) -> None:
+        self.clock.advance(START + seconds - self.clock.now())
+        await self.settle()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    with HttpReceiver() as hooks:
+        oncall = OncallConfig.model_validate({"contact": [
+            {"id": "do", "name": "值班", "role": "duty_officer",
+             "channels": [hooks.url("json", "/do")]},
+            {"id": "gw", "name": "网格员", "role": "grid_worker",
+             "channels": [hooks.url("json", "/gw")]},
+            {"id": "pm", "name": "物业", "role": "property", "language": "en",
+             "channels": [hooks.url("json", "/pm")]},
+        ], "roster": [
+            {"role": "duty_officer", "shift": [{"members": ["do"]}]},
+            {"role": "grid_worker", "shift": [{"members": ["gw"]}]},
+            {"role": "property", "shift": [{"members": ["pm"]}]},
+        ]})
+        policies = PolicyConfig.model_validate({
+            "storm": {"window": 30, "max_messages": 2, "per": 600},
+            "policy": [
+                {"name": "smoke", "match": {"incidents": ["smoke_alarm"]},
+                 "step": [{"after": 0, "notify": ["grid_worker"]}]},
+                {"name": "maintenance", "match": {"severities": ["maintenance"]},
+                 "mode": "digest", "digest_to": ["property"], "digest_at": "09:00"},
+                {"name": "system", "match": {"kinds": ["system"]},
+                 "step": [{"after": 0, "notify": ["duty_officer"]}]},
+            ]})
+        clock = FakeClock(START)
+        async with StateStore(tmp_path / "incidents.sqlite3") as state:
+            incidents = IncidentService(LOADED.rules, LOADED.inventory, state, clock,
+                                        RulesSettings(startup_grace=0))
+            await incidents.start()
+            sender = AppriseSender(timeout=5)
+            escalation = EscalationService(
+                incidents, state, oncall, policies, sender,
+                EscalationSettings(tick_interval=0.01), NotifySettings(), clock)
+            await escalation.start()
+            yield Rig(clock, incidents, escalation, hooks)
+            await sender.aclose()
+
+
+def titles(requests: list[ReceivedRequest]) -> list[str]:
+    return [str(r.json["title"]) for r in requests]
+
+
+async def test_non_life_safety_notices_are_held_merged_and_rate_limited(rig: Rig) -> None:
+    """Three system incidents within the window reach the duty officer as one summary at
+    30 s; after two messages in 10 min the next ones wait and leave together."""
+    for name in ("spool_nearly_full", "store_failing", "clock_stepped"):
+        await rig.incidents.system(name, True, Severity.WARNING)
+    await rig.settle()
+    assert rig.hooks.requests == [], "held for the storm window"
+    await rig.at(29)
+    assert rig.hooks.requests == []
+    await rig.at(31)
+    assert [r.path for r in rig.hooks.requests] == ["/do"]
+    summary = rig.hooks.requests[0].json
+    assert summary["title"].startswith("3 条通知")
+    for name in ("缓存将满", "store failing", "clock stepped"):
+        assert name in summary["message"]
+    # A second message within 10 minutes is still allowed ...
+    await rig.incidents.system("disk_low", True, Severity.WARNING)
+    await rig.at(40)
+    await rig.at(71)
+    assert len(rig.hooks.requests) == 2
+    # ... the third and fourth wait until the first leaves the 10-minute window.
+    await rig.incidents.system("tsdb_down", True, Severity.WARNING)
+    await rig.incidents.system("broker_down", True, Severity.WARNING)
+    await rig.at(80)
+    await rig.at(200)
+    assert len(rig.hooks.requests) == 2
+    await rig.at(632)
+    assert len(rig.hooks.requests) == 3
+    assert titles(rig.hooks.requests)[2].startswith("2 条通知")
+
+
+async def test_life_safety_is_never_held_behind_a_storm(rig: Rig) -> None:
+    """While system notices are held, a smoke alarm reaches the grid worker at once."""
+    await rig.incidents.system("spool_nearly_full", True, Severity.WARNING)
+    await rig.settle()
+    await rig.incidents.process([Reading(SMOKE.id, "smoke", START, START, {"alarm": True})])
+    await rig.settle()
+    assert [r.path for r in rig.hooks.requests] == ["/gw"]
+    assert "烟感报警" in titles(rig.hooks.requests)[0]
+
+
+async def test_maintenance_goes_into_the_daily_digest_at_nine(rig: Rig) -> None:
+    """A low battery pages nobody; at 09:00 the next day property management gets one
+    digest (in its language) listing it; only once that day."""
+    await rig.incidents.process([Reading(SMOKE.id, "smoke", START, START,
+                                         {"alarm": False, "battery": 12.0})])
+    await rig.settle()
+    await rig.at(3600)
+    assert rig.hooks.requests == []
+    nine = datetime(2026, 12, 2, 9, 0, tzinfo=TZ).timestamp() - START
+    await rig.at(nine - 1)
+    assert rig.hooks.requests == []
+    await rig.at(nine + 1)
+    await rig.at(nine + 40)  # past the storm window: the digest is not life-safety
+    assert [r.path for r in rig.hooks.requests] == ["/pm"]
+    digest = rig.hooks.requests[0].json
+    assert SMOKE.id in digest["message"] and "battery" in digest["message"].lower()
+    await rig.at(nine + 3600)
+    assert len(rig.hooks.requests) == 1, "one digest a day"

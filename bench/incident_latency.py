@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Incident latency benchmark: smoke alarm reading published → incident opened.
+"""Incident latency benchmark: smoke alarm reading published → incident opened → people paged.
 
 For each phase a fresh private Mosquitto and a fresh daemon (SQLite backend, empty state
-dir) are started, then smoke alarms are published one at a time, each from a detector that
-has not alarmed yet. Per alarm two latencies are measured from the moment it is published:
-until the daemon logs `incident_opened` (written right after the incident is committed to
-its state database), and until an MQTT subscriber receives the incident's retained state.
+dir, every on-call contact's only channel a local webhook) are started, then smoke alarms
+are published one at a time, each from a detector that has not alarmed yet. Per alarm three
+latencies are measured from the moment it is published: until the daemon logs
+`incident_opened` (written right after the incident is committed to its state database),
+until an MQTT subscriber receives the incident's retained state, and until the first
+notification request for the incident (apprise's `json://` POST) arrives at the webhook.
 Phase `idle` has no other traffic; phase `telemetry` runs with normal readings from every
 other device at a fixed rate (5,000/s by default) published from a separate process.
 See bench/README.md.
@@ -23,6 +25,7 @@ import math
 import multiprocessing as mp
 import os
 import random
+import re
 import signal
 import sqlite3
 import statistics
@@ -43,6 +46,7 @@ from sentinel.config.inventory import Device
 from sentinel.decode.encode import encode
 
 from daemon import LOADED, TYPICAL, DaemonProcess, timestamped_devices
+from receivers import HttpReceiver, ReceivedRequest
 from servers import Mosquitto
 
 PREFIX = "sentinel"  # [incidents] topic_prefix of config/sentinel.toml
@@ -203,6 +207,7 @@ class Probe:
         self.state_at: dict[str, float] = {}  # device -> first retained incident state
         self.event_at: dict[str, float] = {}  # incident id -> first `opened` event
         self.incident_device: dict[str, str] = {}  # incident id -> device (from the state)
+        self.device_incident: dict[str, str] = {}  # probe device -> its incident id
         self.other_states: Counter[str] = Counter()  # incident name -> count, non-probe ones
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -238,6 +243,7 @@ class Probe:
             if device in self.probe_ids and data.get("name") == RULE:
                 self.state_at.setdefault(device, now)
                 self.incident_device[str(data.get("id"))] = device
+                self.device_incident.setdefault(device, str(data.get("id")))
             elif data.get("id") not in self.incident_device:
                 self.incident_device[str(data.get("id"))] = str(device)
                 self.other_states[str(data.get("name"))] += 1
@@ -252,10 +258,76 @@ class Probe:
         with self._lock:
             return len(self.state_at)
 
+    def incidents(self) -> dict[str, str]:
+        """Probe device -> incident id, for the incidents seen so far."""
+        with self._lock:
+            return dict(self.device_incident)
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.disconnect()
         self.client.loop_stop()
+
+
+# ---------------------------------------------------------------------------------------
+# The webhook: where every contact's notifications arrive
+# ---------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"[A-Za-z0-9_-]+")
+_INCIDENT_ID = re.compile(r"\d{8}-\d{4,}")  # e.g. 20261201-0007
+
+
+class Notifications:
+    """Index what arrived at the webhook (`tests/receivers.py`'s `HttpReceiver`, its own
+    threads in this process): per incident id and per probe device named in a request's
+    title or message, the time the first such request was read (`received_at`)."""
+
+    def __init__(self, receiver: HttpReceiver, probe_ids: set[str]) -> None:
+        self.receiver = receiver
+        self.probe_ids = probe_ids
+        self.first_by_incident: dict[str, float] = {}  # incident id in the text -> first
+        self.first_by_device: dict[str, float] = {}  # probe device in the text -> first
+        self.per_key_incident: Counter[str] = Counter()  # Idempotency-Key's incident -> n
+        self.keys: Counter[str] = Counter()
+        self.not_json = 0
+        self.key_not_in_text = 0
+        self._done = 0
+
+    @property
+    def total(self) -> int:
+        return self._done
+
+    def update(self) -> None:
+        """Index the requests that arrived since the last call."""
+        requests = self.receiver.requests
+        for request in requests[self._done:]:
+            self._index(request)
+        self._done = len(requests)
+
+    def _index(self, request: ReceivedRequest) -> None:
+        body = request.json if isinstance(request.json, dict) else None
+        if body is None:
+            self.not_json += 1
+            return
+        words = set(_WORD.findall(f"{body.get('title', '')}\n{body.get('message', '')}"))
+        at = request.received_at
+        for word in words:
+            if _INCIDENT_ID.fullmatch(word):
+                self.first_by_incident.setdefault(word, at)
+            elif word in self.probe_ids:
+                self.first_by_device.setdefault(word, at)
+        # The outbox key: incident/round.step[.tag]/contact/channel (+n when merged).
+        key = request.headers.get("idempotency-key", "")
+        self.keys[key] += 1
+        incident = key.split("/", 1)[0]
+        self.per_key_incident[incident] += 1
+        if incident not in words:
+            self.key_not_in_text += 1
+
+    def notified(self, incidents: dict[str, str]) -> int:
+        """How many of the (device -> incident) have had a request carrying the id."""
+        self.update()
+        return sum(i in self.first_by_incident for i in incidents.values())
 
 
 # ---------------------------------------------------------------------------------------
@@ -318,6 +390,9 @@ class PhaseResult:
     committed: dict[str, Any] = field(default_factory=dict)  # incident_opened log line
     mqtt_state: dict[str, Any] = field(default_factory=dict)  # retained incident state
     mqtt_event: dict[str, Any] = field(default_factory=dict)  # `opened` on .../events
+    queued: dict[str, Any] = field(default_factory=dict)  # escalation step committed (log)
+    notified: dict[str, Any] = field(default_factory=dict)  # first webhook request
+    notifications: dict[str, Any] = field(default_factory=dict)  # counts, send times
     background: dict[str, Any] = field(default_factory=dict)
     cpu_pct: dict[str, float] = field(default_factory=dict)  # 100 = one core, probe window
     incidents: dict[str, Any] = field(default_factory=dict)
@@ -327,7 +402,7 @@ class PhaseResult:
     raw: list[dict[str, Any]] = field(default_factory=list)  # per alarm
 
 
-def _settings_from_env() -> dict[str, str]:
+def _settings_from_env() -> dict[str, Any]:  # Any: mypy would match `oncall`
     """SENTINEL_* variables of our environment, as DaemonProcess overrides."""
     return {k.removeprefix("SENTINEL_").lower(): v for k, v in os.environ.items()
             if k.startswith("SENTINEL_") and k not in _OWN_SETTINGS}
@@ -348,7 +423,11 @@ def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
             background = Background(broker.port, rate, background_ids)
             stack.callback(background.close)
             cleanup.callback(background.close)  # again at the end (a 2nd Ctrl-C above)
-        daemon = DaemonProcess(run_dir / "state", broker.port, **_settings_from_env())
+        receiver = stack.enter_context(HttpReceiver())
+        notifications = Notifications(receiver, probe_ids)
+        daemon = DaemonProcess(run_dir / "state", broker.port,
+                               notify_url=receiver.url("json", "/notify"),
+                               **_settings_from_env())
         stack.callback(daemon.close)
         cleanup.callback(daemon.close)
         t_spawn = time.time()
@@ -398,8 +477,11 @@ def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
             messages = alarm_messages(device, time.time())
             sent[device.id] = probe.publish(messages)
             next_at += rng.uniform(args.interval * 2 / 3, args.interval * 4 / 3)
+        # Until every incident is on MQTT and has had a notification request.
         deadline = time.monotonic() + args.timeout
-        while probe.seen() < len(probes) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (
+                probe.seen() < len(probes)
+                or notifications.notified(probe.incidents()) < len(probes)):
             time.sleep(0.05)
         t1 = time.time()
         cpu1 = {name: common.proc_cpu(pid) for name, pid in pids.items() if pid}
@@ -468,10 +550,20 @@ def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
         tail.poll()
         opened: dict[str, list[dict[str, Any]]] = {}
         others: Counter[str] = Counter()
+        steps: dict[str, dict[str, Any]] = {}  # incident -> its first escalation step
+        notify_events: Counter[str] = Counter()  # delivery and escalation log events
+        sends: list[dict[str, Any]] = []  # notification_sent / _failed (elapsed: send time)
         for e in tail.events:
-            if e.get("event") == "daemon_stopped":
+            name = str(e.get("event"))
+            if name == "daemon_stopped":
                 result.daemon.update({k: e.get(k) for k in ("received", "stored", "rejected")})
-            if e.get("event") != "incident_opened":
+            if name in _NOTIFY_EVENTS:
+                notify_events[name] += 1
+                if name in ("notification_sent", "notification_failed"):
+                    sends.append(e)
+            if name == "incident_escalation_step":
+                steps.setdefault(str(e.get("incident")), e)
+            if name != "incident_opened":
                 continue
             if e.get("rule") == RULE and e.get("device") in probe_ids:
                 opened.setdefault(str(e["device"]), []).append(e)
@@ -492,8 +584,11 @@ def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
                                    f"{result.background['acked']} acknowledged by the broker")
 
         # -- latencies --------------------------------------------------------------------
-        received, committed, state, event = [], [], [], []
-        missing_log = missing_state = duplicates = 0
+        notifications.update()
+        received, committed, state, event, queued, notified = [], [], [], [], [], []
+        missing_log = missing_state = missing_notified = 0
+        duplicates = 0
+        requests_per_alarm: Counter[int] = Counter()
         device_incident = {d: i for i, d in probe.incident_device.items()}
         for device in probes:
             t_pub = sent[device.id]
@@ -519,11 +614,57 @@ def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
             if incident in probe.event_at:
                 row["mqtt_event_s"] = round(probe.event_at[incident] - t_pub, 6)
                 event.append(row["mqtt_event_s"])
+            if incident in steps:
+                row["queued_s"] = round(common.event_time(steps[incident]) - t_pub, 6)
+                queued.append(row["queued_s"])
+            if incident in notifications.first_by_incident:
+                row["notified_s"] = round(notifications.first_by_incident[incident] - t_pub, 6)
+                notified.append(row["notified_s"])
+            else:
+                missing_notified += 1
+            if device.id in notifications.first_by_device:
+                row["device_named_s"] = round(notifications.first_by_device[device.id] - t_pub,
+                                              6)
+            row["requests"] = notifications.per_key_incident.get(str(incident), 0)
+            requests_per_alarm[row["requests"]] += 1
             result.raw.append(row)
         result.received = stats_ms(received)
         result.committed = stats_ms(committed)
         result.mqtt_state = stats_ms(state)
         result.mqtt_event = stats_ms(event)
+        result.queued = stats_ms(queued)
+        result.notified = stats_ms(notified)
+        probe_incidents = {str(r["incident"]) for r in result.raw if r.get("incident")}
+        failed_sends = [e for e in sends if e.get("event") == "notification_failed"]
+        result.notifications = {
+            "requests": notifications.total,
+            "requests_for_alarms": sum(n for i, n in notifications.per_key_incident.items()
+                                       if i in probe_incidents),
+            "requests_for_other_incidents": sum(
+                n for i, n in notifications.per_key_incident.items()
+                if i not in probe_incidents),
+            "requests_per_alarm": {str(k): v for k, v in sorted(requests_per_alarm.items())},
+            "repeated_keys": sum(n - 1 for n in notifications.keys.values() if n > 1),
+            "not_json": notifications.not_json,
+            "key_incident_not_in_text": notifications.key_not_in_text,
+            "log_events": dict(sorted(notify_events.items())),
+            # Daemon side: from the send's call until apprise returned (a free worker
+            # thread, plugin set-up, the HTTP exchange), per delivery.
+            "send_elapsed": stats_ms([float(e.get("elapsed") or 0.0) for e in sends]),
+        }
+        if missing_notified:
+            result.problems.append(f"{missing_notified} alarms without a notification "
+                                   f"request carrying their incident within "
+                                   f"{args.timeout:.0f}s")
+        if failed_sends:
+            errors = Counter(str(e.get("error")) for e in failed_sends)
+            result.problems.append(f"daemon log: {len(failed_sends)}x notification_failed "
+                                   f"({dict(errors)})")
+        if notifications.not_json or notifications.key_not_in_text:
+            result.warnings.append(
+                f"webhook: {notifications.not_json} requests without a JSON body, "
+                f"{notifications.key_not_in_text} whose Idempotency-Key names an incident "
+                "their text does not")
         result.incidents = {"probe_alarms": len(probes), "opened_for_probes": len(opened),
                             "duplicates": duplicates, "other_opened": dict(others)}
         if missing_log:
@@ -547,7 +688,13 @@ def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
 
 _METRICS = (("received", "read by daemon (1 ms res.)"),
             ("committed", "incident committed (log)"),
-            ("mqtt_state", "seen by MQTT subscriber"))
+            ("mqtt_state", "seen by MQTT subscriber"),
+            ("queued", "notices queued (log)"),
+            ("notified", "first notification request"))
+# Delivery and escalation events of the daemon's log counted per phase.
+_NOTIFY_EVENTS = ("incident_escalation_step", "incident_nobody_on_duty",
+                  "notification_sent", "notification_failed", "notify_rate_limited",
+                  "notify_dispatch_failed", "notify_result_commit_failed")
 
 
 def summarise(results: list[PhaseResult]) -> dict[str, Any]:
@@ -556,7 +703,8 @@ def summarise(results: list[PhaseResult]) -> dict[str, Any]:
         runs = [r for r in results if r.phase == phase]
         s: dict[str, Any] = {"runs": len(runs), "ok_runs": sum(not r.problems for r in runs),
                              "background_rate": runs[0].background_rate}
-        for metric in ("received", "committed", "mqtt_state", "mqtt_event"):
+        for metric in ("received", "committed", "mqtt_state", "mqtt_event", "queued",
+                       "notified"):
             per_run = [getattr(r, metric) for r in runs]
             pooled = [row[f"{metric}_s"] for r in runs for row in r.raw if f"{metric}_s" in row]
             s[metric] = {k: common.median([p.get(k) for p in per_run])
@@ -573,6 +721,20 @@ def summarise(results: list[PhaseResult]) -> dict[str, Any]:
                                          "drain_after_stop_s", "publisher_max_behind")}
         s["other_incidents"] = dict(sum((Counter(r.incidents.get("other_opened", {}))
                                          for r in runs), Counter()))
+        notes = [r.notifications for r in runs if r.notifications]
+        if notes:
+            s["notifications"] = {
+                k: common.median([n.get(k) for n in notes])
+                for k in ("requests", "requests_for_alarms", "requests_for_other_incidents",
+                          "repeated_keys")}
+            s["notifications"]["requests_per_alarm"] = dict(sum(
+                (Counter(n.get("requests_per_alarm", {})) for n in notes), Counter()))
+            s["notifications"]["log_events"] = {
+                k: common.median([n.get("log_events", {}).get(k, 0) for n in notes])
+                for k in sorted({k for n in notes for k in n.get("log_events", {})})}
+            s["notifications"]["send_elapsed"] = {
+                k: common.median([n.get("send_elapsed", {}).get(k) for n in notes])
+                for k in ("p50", "p99", "max")}
         out[phase] = s
     return out
 
@@ -582,8 +744,8 @@ def print_table(summary: dict[str, Any], samples: int, repeat: int) -> None:
         return "-" if value is None else format(value, fmt)
 
     print()
-    print(f"sentinel incident latency: smoke alarm published → incident opened; {samples} "
-          f"alarms per phase, median of {repeat} run(s)")
+    print(f"sentinel incident latency: smoke alarm published → incident opened → first "
+          f"notification; {samples} alarms per phase, median of {repeat} run(s)")
     head = f"{'phase':<22}{'latency until':<28}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
     print(head)
     print("-" * len(head))
@@ -609,6 +771,19 @@ def print_table(summary: dict[str, Any], samples: int, repeat: int) -> None:
                      f"{f(bg['drain_after_stop_s'], '.1f')}s later")
         if s["other_incidents"]:
             line += f"; other incidents opened: {s['other_incidents']}"
+        n = s.get("notifications")
+        if n:
+            per_alarm = ", ".join(f"{v}x {k}" for k, v in n["requests_per_alarm"].items())
+            sent = n["log_events"].get("notification_sent", 0)
+            failed = n["log_events"].get("notification_failed", 0)
+            el = n["send_elapsed"]
+            line += (f"\n  notification requests at the webhook: {f(n['requests'], '.0f')} "
+                     f"({f(n['requests_for_alarms'], '.0f')} for the alarms' incidents, "
+                     f"{f(n['requests_for_other_incidents'], '.0f')} for others; requests per "
+                     f"alarm over all runs: {per_alarm}); daemon log: notification_sent "
+                     f"{f(sent, '.0f')}, notification_failed {f(failed, '.0f')}; apprise "
+                     f"send time p50 {f(el['p50'])} / p99 {f(el['p99'])} / max "
+                     f"{f(el['max'])} ms")
         print(line + f"; {s['ok_runs']}/{s['runs']} runs correct")
 
 
@@ -642,7 +817,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0,
                         help="seconds of background before the first alarm (3)")
     parser.add_argument("--timeout", type=float, default=15.0,
-                        help="seconds to wait for the last alarm's incident (15)")
+                        help="seconds to wait for the last alarm's incident and its first "
+                             "notification (15)")
     common.add_shared_options(
         parser, unit="phase", window="while its alarms were measured",
         repeat_help="runs of both phases (median)",
@@ -681,7 +857,10 @@ def main(argv: list[str] | None = None) -> int:
                                       base_dir, cleanup)
                         results.append(r)
                         common.log(f"  received {r.received}; committed {r.committed}; "
-                                   f"mqtt {r.mqtt_state}; cpu {r.cpu_pct}")
+                                   f"mqtt {r.mqtt_state}; queued {r.queued}; notified "
+                                   f"{r.notified}; cpu {r.cpu_pct}")
+                        common.log("  notifications " + ", ".join(
+                            f"{k} {v}" for k, v in r.notifications.items()))
                         if r.background:
                             common.log("  background " + ", ".join(
                                 f"{k} {v}" for k, v in r.background.items()

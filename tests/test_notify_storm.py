@@ -3,6 +3,7 @@ escalation services on a real state database, real apprise deliveries to a local
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,8 +14,10 @@ import pytest
 
 from sentinel.clock import FakeClock
 from sentinel.config.model import EscalationSettings, NotifySettings, RulesSettings
+from sentinel.control.links import LinkClaims
 from sentinel.escalation.model import OncallConfig, PolicyConfig
 from sentinel.escalation.service import EscalationService
+from sentinel.incidents.model import Outcome
 from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore
 from sentinel.notify.sender import AppriseSender
@@ -77,7 +80,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             incidents = IncidentService(LOADED.rules, LOADED.inventory, state, clock,
                                         RulesSettings(startup_grace=0))
             await incidents.start()
-            sender = AppriseSender(timeout=5)
+            # Generous: this rig tests holding and merging, not timeouts (a loaded CI box).
+            sender = AppriseSender(timeout=60)
             escalation = EscalationService(
                 incidents, state, oncall, policies, sender,
                 EscalationSettings(tick_interval=0.01), NotifySettings(), clock)
@@ -149,3 +153,28 @@ async def test_maintenance_goes_into_the_daily_digest_at_nine(rig: Rig) -> None:
     assert SMOKE.id in digest["message"] and "battery" in digest["message"].lower()
     await rig.at(nine + 3600)
     assert len(rig.hooks.requests) == 1, "one digest a day"
+
+
+async def test_finished_work_is_pruned_but_the_attempts_stay(rig: Rig) -> None:
+    """After `keep_days` the sent message rows, the stopped climb and the used link go;
+    the delivery attempts (the audit record) stay; the engine forgets the climb."""
+    await rig.incidents.process([Reading(SMOKE.id, "smoke", START, START, {"alarm": True})])
+    await rig.settle()
+    inc = rig.incidents.open_incidents()[0]
+    claims = LinkClaims(inc.id, "gw", START + 3600, "nonce-1")
+    assert await rig.escalation.claim_link(claims, START + 10)
+    await rig.incidents.resolve(inc.id, "陈值班", Outcome.HANDLED, "checked")
+    await rig.at(60)
+    assert len(rig.hooks.requests) == 2  # the alert, then the resolution
+
+    def counts(conn: sqlite3.Connection) -> tuple[int, ...]:
+        return tuple(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                     for table in ("outbox", "attempts", "escalations", "used_links"))
+
+    state = rig.escalation._state
+    assert await state.call(counts) == (2, 2, 1, 1)
+    # The link is spent: claiming it again is refused until it has expired anyway.
+    assert not await rig.escalation.claim_link(claims, START + 70)
+    await rig.at(31 * 86400)
+    assert await state.call(counts) == (0, 2, 0, 0)
+    assert inc.id not in rig.escalation.engine.escalations

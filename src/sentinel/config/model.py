@@ -149,6 +149,8 @@ class NotifySettings(_Section):
     retry_max_delay: float = Field(default=60.0, gt=0)
     # Deliveries in flight at once (each runs on a worker thread).
     concurrency: int = Field(default=8, ge=1, le=64)
+    # Sent, failed and withdrawn messages are deleted after this many days (attempts stay).
+    keep_days: float = Field(default=30, gt=0)
 
 
 class ControlSettings(_Section):

@@ -50,6 +50,7 @@ class Escalation:
     # Everyone reached so far: contact id -> channel index that delivered.
     reached: dict[str, int] = field(default_factory=dict)
     life_safety: bool = False
+    stopped_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,7 +151,7 @@ class EscalationEngine:
                 "by": inc.acknowledged_by, "step": esc.tier_step,
                 "ack_deadline": esc.ack_deadline}))
         elif kind == "resolved" and esc is not None and esc.state != "stopped":
-            self._stop(esc, "resolved", out)
+            self._stop(esc, "resolved", now, out)
             for contact_id in esc.reached:
                 contact = self._contacts.get(contact_id)
                 if contact is not None:
@@ -158,7 +159,7 @@ class EscalationEngine:
                                               esc.tier_step, esc.life_safety, tag="resolved"))
         elif kind in _MERGED and esc is not None and esc.state != "stopped":
             group = event.data.get("group")
-            self._stop(esc, f"merged into {group}", out)
+            self._stop(esc, f"merged into {group}", now, out)
         return out
 
     def _start(self, inc: Incident, now: float, reason: str, out: Output,
@@ -190,8 +191,9 @@ class EscalationEngine:
             "policy": policy.name, "round": esc.round, "reason": reason}))
         self._take_due(esc, policy, inc, now, out)
 
-    def _stop(self, esc: Escalation, reason: str, out: Output) -> None:
+    def _stop(self, esc: Escalation, reason: str, now: float, out: Output) -> None:
         esc.state = "stopped"
+        esc.stopped_at = now
         esc.next_at = None
         esc.ack_deadline = None
         out.changed[esc.incident_id] = esc
@@ -220,6 +222,14 @@ class EscalationEngine:
                 continue
             self._take_due(esc, policy, inc, now, out)
         return out
+
+    def forget(self, before: float) -> int:
+        """Drop climbs that stopped before `before` (kept a while for late deliveries)."""
+        old = [i for i, e in self.escalations.items() if e.state == "stopped"
+               and e.stopped_at is not None and e.stopped_at < before]
+        for incident_id in old:
+            del self.escalations[incident_id]
+        return len(old)
 
     def next_due(self) -> float | None:
         """The earliest time anything is due (the service sleeps until then)."""

@@ -35,6 +35,7 @@ from sentinel.notify.dispatch import Dispatcher
 from sentinel.notify.outbox import NewRow, OutboxRow
 from sentinel.notify.sender import DeliveryResult, Sender
 from sentinel.notify.templates import render_digest, render_notice
+from sentinel.store.db import transaction
 from sentinel.types import Severity
 
 log = structlog.get_logger("sentinel.escalation")
@@ -58,6 +59,7 @@ _DIGEST_KEY = "digest_sent:"
 # Finished escalations stay loaded this long (a late delivery still gets its resolution).
 _KEEP_STOPPED = 24 * 3600.0
 _CURSOR_EVERY = 5.0
+_PRUNE_EVERY = 3600.0
 _LINK_KINDS = frozenset({"alert", "escalated", "repeat", "raised", "ack_expired"})
 UNREACHABLE_INCIDENT = "notification_failed"
 
@@ -87,6 +89,7 @@ class EscalationService:
         self._cursor = 0
         self._cursor_saved = 0
         self._cursor_saved_at = 0.0
+        self._pruned_at = 0.0
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -158,6 +161,8 @@ class EscalationService:
             out.extend(self.engine.tick(now, open_now))
             digests, marks = await self._digests(now, open_now)
             await self._commit(out, now, digests, marks)
+            if now - self._pruned_at >= _PRUNE_EVERY:
+                await self._prune(now)
         await self._follow_up(out)
 
     async def _follow_up(self, out: Output) -> None:
@@ -235,6 +240,27 @@ class EscalationService:
     async def _incident(self, incident_id: str) -> Incident | None:
         found = self._incidents.incident(incident_id)
         return found if found is not None else await self._state.incident(incident_id)
+
+    async def _prune(self, now: float) -> None:
+        """Keep memory and the state database bounded on a box that runs for years."""
+        self._pruned_at = now
+        forgotten = self.engine.forget(now - _KEEP_STOPPED)
+        keep = self._notify.keep_days * 86400
+        # A used link older than the link lifetime has expired anyway: its nonce can go.
+        links_before = now - (self._signer.ttl if self._signer is not None else keep)
+
+        def prune(conn: sqlite3.Connection) -> tuple[int, int, int]:
+            with transaction(conn):
+                rows = outbox.prune(conn, now - keep)
+                climbs = conn.execute("DELETE FROM escalations WHERE state = 'stopped' AND"
+                                      " updated < ?", (now - keep,)).rowcount
+                links = conn.execute("DELETE FROM used_links WHERE used_at < ?",
+                                     (links_before,)).rowcount
+            return rows, climbs, links
+        rows, climbs, links = await self._state.call(prune)
+        if forgotten or rows or climbs or links:
+            log.info("escalation_pruned", climbs_in_memory=forgotten, outbox_rows=rows,
+                     stopped_climbs=climbs, used_links=links)
 
     # -- delivery results (called by the dispatcher) ----------------------------------
 

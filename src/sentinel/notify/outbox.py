@@ -177,6 +177,14 @@ def withdraw(conn: sqlite3.Connection, incident_id: str, now: float) -> int:
     return cur.rowcount
 
 
+def prune(conn: sqlite3.Connection, before: float) -> int:
+    """Delete finished rows (their rendered text) done before `before`; the attempts stay,
+    they are the audit record."""
+    cur = conn.execute("DELETE FROM outbox WHERE status != 'pending' AND done_at < ?",
+                       (before,))
+    return cur.rowcount
+
+
 def sent_since(conn: sqlite3.Connection, contact_id: str, since: float) -> list[float]:
     """Times of messages delivered to a contact for non-life-safety incidents since then."""
     return [float(ts) for (ts,) in conn.execute(

@@ -125,3 +125,32 @@ async def test_system_incident_is_persisted(tmp_path: Path) -> None:
     await service.system("spool_nearly_full", False)
     assert read_incidents(db, open_only=True) == []
     await store.__aexit__()
+
+
+async def test_a_follower_cancelled_as_an_event_arrives_stops(tmp_path: Path) -> None:
+    """A loop following the event stream stops when cancelled in the same loop iteration
+    as a commit wakes it (Python 3.11's wait_for lost that cancel: the daemon hung on
+    SIGTERM because its MQTT publisher kept running)."""
+    clock = FakeClock(T0)
+    store, service = await started(tmp_path / "incidents.sqlite3", clock)
+    woke = 0
+
+    async def follow() -> None:
+        nonlocal woke
+        seq = service.last_seq
+        while True:
+            for event in await service.events_after(seq, wait=5.0):
+                seq = event.seq
+            woke += 1
+
+    for i in range(20):
+        task = asyncio.get_running_loop().create_task(follow())
+        await asyncio.sleep(0.01)  # the follower is waiting for an event
+        seq = service.last_seq
+        await service.system("spool_nearly_full", i % 2 == 0)  # opens or clears: commits
+        assert service.last_seq > seq
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert task.done(), "the cancelled follower is still running"
+        assert task.cancelled()
+    await store.__aexit__()

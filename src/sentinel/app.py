@@ -172,7 +172,8 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
         await source.close()
         if isinstance(sink, SpoolingSink):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sink.flush(), _FLUSH_GRACE)
+                async with asyncio.timeout(_FLUSH_GRACE):
+                    await sink.flush()
         sink_task.cancel()
     log.info("daemon_stopped", received=ingestor.stats.received,
              stored=ingestor.stats.stored, rejected=ingestor.stats.rejected_total)

@@ -92,7 +92,8 @@ class IncidentPublisher:
             await self._store.commit(Changes(meta={CURSOR_KEY: str(cursor)}))
 
     async def _publish(self, events: list[IncidentEvent]) -> None:
-        await asyncio.wait_for(self._client.wait_connected(), _PUBLISH_TIMEOUT)
+        async with asyncio.timeout(_PUBLISH_TIMEOUT):
+            await self._client.wait_connected()
         latest: dict[str, Incident] = {}
         for event in events:
             if event.incident_id not in latest:
@@ -119,7 +120,14 @@ class IncidentPublisher:
                 sends.append(publish(topic, b"", retain=True))
         if not sends:
             return
-        done, pending = await asyncio.wait(sends, timeout=_PUBLISH_TIMEOUT)
+        try:
+            done, pending = await asyncio.wait(sends, timeout=_PUBLISH_TIMEOUT)
+        except asyncio.CancelledError:
+            # Shutdown: nobody will look at these any more. Cancelled, they are skipped
+            # when the connection closes, instead of failing as "never retrieved".
+            for future in sends:
+                future.cancel()
+            raise
         for future in pending:
             future.cancel()
         results = [f.exception() if not f.cancelled() else TimeoutError("no PUBACK")

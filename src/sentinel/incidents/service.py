@@ -200,8 +200,12 @@ class IncidentService:
         """Committed events with seq > `seq`, oldest first; waits up to `wait` s for one."""
         if wait is not None and seq >= self.last_seq:
             waiter = self._new_events
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel()
+            # that arrives just as an event is committed, and a follower (the MQTT
+            # publisher) then outlives shutdown and the daemon never exits.
             try:
-                await asyncio.wait_for(waiter.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await waiter.wait()
             except TimeoutError:
                 return []
         recent = self._recent

@@ -68,8 +68,12 @@ class Dispatcher:
                 except Exception:  # a defect here must not stop the next alarm's delivery
                     log.exception("notify_dispatch_failed")
                     wait = _IDLE_WAIT
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancel() that arrives as the event is set, and the loop would outlive
+                # shutdown.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
         finally:
             for task in self._tasks:
                 task.cancel()

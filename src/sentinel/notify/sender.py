@@ -2,7 +2,7 @@
 
 apprise's plugins are synchronous and only return a bool, so `AppriseSender` runs each send
 on a bounded thread pool (the event loop never blocks), bounds it with apprise's own socket
-timeouts and an outer `asyncio.wait_for`, and recovers *why* a send failed from the records
+timeouts and an outer deadline, and recovers *why* a send failed from the records
 apprise logs while it runs. The reason is reduced to a short, fixed phrase ("HTTP 503",
 "timeout after 2.0 s", "connection refused") or, failing that, to a redacted log line: a
 channel URL holds secrets (bot keys, passwords, webhook paths) and neither `DeliveryResult`
@@ -287,8 +287,8 @@ class AppriseSender:
         try:
             # shield: on our deadline the worker cannot be interrupted anyway; the future
             # must stay uncancelled so its completion still frees the slot.
-            ok, error = await asyncio.wait_for(asyncio.shield(future),
-                                               self._timeout + _MARGIN)
+            async with asyncio.timeout(self._timeout + _MARGIN):
+                ok, error = await asyncio.shield(future)
         except TimeoutError:
             ok, error = False, f"timeout after {self._timeout:.1f} s"
         return DeliveryResult(ok, error, time.monotonic() - started)
@@ -323,4 +323,5 @@ class AppriseSender:
         waiting = asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
         # A worker stuck past apprise's own timeouts ends on its own; do not wait for it.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiting, self._timeout + _MARGIN)
+            async with asyncio.timeout(self._timeout + _MARGIN):
+                await waiting

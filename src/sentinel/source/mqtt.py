@@ -276,8 +276,8 @@ class MqttSource:
             loop.add_writer(sock, self._on_writable)
         misc = loop.create_task(self._misc_loop(client), name="mqtt-keepalive")
         try:
-            session_present, error = await asyncio.wait_for(
-                asyncio.shield(self._connack), timeout=max(10.0, cfg.keepalive))
+            async with asyncio.timeout(max(10.0, cfg.keepalive)):
+                session_present, error = await asyncio.shield(self._connack)
         except TimeoutError:
             misc.cancel()
             raise MqttConnectError(cfg.host, cfg.port, "no CONNACK from the broker") from None

@@ -90,6 +90,9 @@ class EscalationService:
         self._cursor_saved = 0
         self._cursor_saved_at = 0.0
         self._pruned_at = 0.0
+        # Day of the last digest per policy, as committed (read once at start: the pass
+        # must not queue a read behind telemetry commits on the database thread).
+        self._digest_sent: dict[str, str] = {}
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -103,6 +106,8 @@ class EscalationService:
                 (horizon,))]
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (CURSOR_KEY,)).fetchone()
             top = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+            self._digest_sent = dict(conn.execute(
+                "SELECT key, value FROM meta WHERE key LIKE ?", (_DIGEST_KEY + "%",)))
             return escs, row[0] if row else None, int(top)
         escalations, cursor, top = await self._state.call(load)
         self.engine.escalations = {e.incident_id: e for e in escalations}
@@ -205,6 +210,7 @@ class EscalationService:
                              list(meta.items()))
         await self._incidents.record(events, write)
         self._cursor_saved, self._cursor_saved_at = cursor, now
+        self._digest_sent.update(digest_day or {})
         if rows:
             self.dispatcher.wake()
 
@@ -349,9 +355,8 @@ class EscalationService:
                 continue
             day = local.date().isoformat()
             key = _DIGEST_KEY + policy.name
-            sent = await self._state.call(lambda conn, key=key: conn.execute(  # type: ignore[misc]
-                "SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
-            if sent and sent[0] == day:
+            sent = self._digest_sent.get(key)
+            if sent == day:
                 continue
             marks[key] = day
             if sent is None:

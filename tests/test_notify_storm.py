@@ -68,6 +68,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         policies = PolicyConfig.model_validate({
             "storm": {"window": 30, "max_messages": 2, "per": 600},
             "policy": [
+                {"name": "fire", "match": {"incidents": ["fire_confirmed"]},
+                 "step": [{"after": 0, "notify": ["grid_worker", "duty_officer"]}]},
                 {"name": "smoke", "match": {"incidents": ["smoke_alarm"]},
                  "step": [{"after": 0, "notify": ["grid_worker"]}]},
                 {"name": "maintenance", "match": {"severities": ["maintenance"]},
@@ -133,6 +135,20 @@ async def test_life_safety_is_never_held_behind_a_storm(rig: Rig) -> None:
     await rig.settle()
     assert [r.path for r in rig.hooks.requests] == ["/gw"]
     assert "烟感报警" in titles(rig.hooks.requests)[0]
+
+
+async def test_alarms_grouped_into_a_fire_as_they_open_page_only_as_the_fire(rig: Rig
+                                                                             ) -> None:
+    """Two detectors of one building in one batch: the confirmed fire pages; the two
+    alarms, grouped into it in the same pass, do not page on their own."""
+    pair = [d for d in LOADED.inventory.values() if d.kind == "smoke"
+            and (d.compound, d.building) == (SMOKE.compound, SMOKE.building)][:2]
+    assert len(pair) == 2
+    await rig.incidents.process([Reading(d.id, "smoke", START, START, {"alarm": True})
+                                 for d in pair])
+    await rig.settle()
+    assert sorted(r.path for r in rig.hooks.requests) == ["/do", "/gw"]
+    assert all("确认火情" in t for t in titles(rig.hooks.requests))
 
 
 async def test_maintenance_goes_into_the_daily_digest_at_nine(rig: Rig) -> None:

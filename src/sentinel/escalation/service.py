@@ -186,7 +186,12 @@ class EscalationService:
 
     async def _commit(self, out: Output, now: float, digests: Sequence[NewRow] = (),
                       digest_day: Mapping[str, str] | None = None) -> None:
-        rows = [*await self._rows(out.notices, now), *digests]
+        # An incident withdrawn in this same pass (opened and grouped into a fire at once)
+        # must not page on its own; resolution messages still go out.
+        withdrawn = set(out.withdraw)
+        notices = [n for n in out.notices
+                   if n.kind == "resolved" or n.incident_id not in withdrawn]
+        rows = [*await self._rows(notices, now), *digests]
         events = [e for n in out.notes if (e := await self._event(n, now)) is not None]
         changed = list(out.changed.values())
         cursor_due = self._cursor != self._cursor_saved and (

@@ -404,6 +404,12 @@ class Daemon:
         })
         if vm_url is not None:
             env["SENTINEL_STORE__INFLUXDB__URL"] = vm_url
+        # Never the invented vendor channels of the shipped on-call file: a loopback sink.
+        from daemon import accepting_sink_url, write_oncall
+        from servers import free_port
+        env["SENTINEL_ESCALATION__ONCALL"] = str(write_oncall(
+            run_dir / f"{name}-oncall.yaml", default=[accepting_sink_url()]))
+        env["SENTINEL_CONTROL__PORT"] = str(free_port())
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.tail = common.LogTail(self.log_path)

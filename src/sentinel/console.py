@@ -85,6 +85,10 @@ class LiveView:
                 color = _COLORS.get(event.severity) if self._color else None
                 self._write(f"{color}{line}{_RESET}" if color else line)
 
+    def write(self, line: str) -> None:
+        """Print one line of the live view (other parts of the demo use it too)."""
+        self._write(line)
+
     def _write(self, line: str) -> None:
         self._out.write(line + "\n")
         self._out.flush()

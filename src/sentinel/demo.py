@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -15,13 +16,20 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
 
 from sentinel.app import Daemon, run_daemon
 from sentinel.config.check import Loaded
 from sentinel.console import LiveView
-from sentinel.i18n import Language, t
+from sentinel.escalation.model import OncallConfig
+from sentinel.i18n import Language, role_name, t
 from sentinel.log import configure_logging
+
+_TZ = ZoneInfo("Asia/Shanghai")
 
 # Scripted incidents of the demo: (event, device selector, seconds after start).
 DEMO_SCRIPT: tuple[tuple[str, str, float], ...] = (
@@ -139,14 +147,80 @@ def run_demo(loaded: Loaded, options: DemoOptions) -> int:
     return 0
 
 
+class LocalInbox:
+    """A loopback webhook standing in for WeCom, DingTalk, e-mail...: every contact's
+    channel points here, so the demo notifies people without leaving the machine. Each
+    message is shown in the live view and appended to `inbox.jsonl`."""
+
+    def __init__(self, oncall: OncallConfig, path: Path, view: LiveView, lang: Language
+                 ) -> None:
+        self._contacts = oncall.contacts()
+        self._path = path
+        self._view = view
+        self._lang = lang
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self.received = 0
+
+    async def __aenter__(self) -> LocalInbox:
+        app = web.Application(client_max_size=256 * 1024)
+        app.router.add_post("/{contact}", self._receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def oncall(self, oncall: OncallConfig) -> OncallConfig:
+        """The same people and rosters, every channel replaced by this inbox."""
+        contacts = tuple(c.model_copy(update={
+            "channels": (f"json://127.0.0.1:{self.port}/{c.id}",)}) for c in oncall.contact)
+        return oncall.model_copy(update={"contact": contacts})
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        contact = self._contacts.get(request.match_info["contact"])
+        try:
+            message = await request.json()
+        except ValueError:
+            return web.Response(status=400)
+        title = str(message.get("title", ""))
+        self.received += 1
+        with self._path.open("a", encoding="utf-8") as inbox:
+            inbox.write(json.dumps({"ts": time.time(), "contact": contact.id if contact else None,
+                                    "title": title, "body": message.get("message")},
+                                   ensure_ascii=False) + "\n")
+        who = f"{role_name(contact.role.value, self._lang)} {contact.name}" if contact else "?"
+        when = datetime.now(_TZ).strftime("%H:%M:%S")
+        self._view.write(t("demo.inbox", self._lang, time=when, who=who, title=title))
+        return web.Response(status=200)
+
+
 async def _demo_main(loaded: Loaded, options: DemoOptions) -> Daemon:
+    async with contextlib.AsyncExitStack() as stack:
+        view = LiveView(loaded.inventory, options.lang, sys.stdout)
+        inbox = await stack.enter_async_context(LocalInbox(
+            loaded.oncall, loaded.settings.state_dir / "inbox.jsonl", view, options.lang))
+        # A free control port: a real daemon on this box keeps its own.
+        control = loaded.settings.control.model_copy(update={"port": _free_port()})
+        loaded = replace(loaded, oncall=inbox.oncall(loaded.oncall),
+                         settings=loaded.settings.model_copy(update={"control": control}))
+        print(t("demo.inbox_ready", options.lang, url=f"http://127.0.0.1:{inbox.port}",
+                path=loaded.settings.state_dir / "inbox.jsonl"))
+        return await _run_demo(loaded, options, view)
+
+
+async def _run_demo(loaded: Loaded, options: DemoOptions, view: LiveView) -> Daemon:
     from sentinel.sim.publisher import SimOptions, run_simulation
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    view = LiveView(loaded.inventory, options.lang, sys.stdout)
     ready = asyncio.Event()
     tasks: list[asyncio.Task[object]] = []
     sim_stop = threading.Event()

@@ -52,6 +52,11 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                             "en": "started a local MQTT broker at {host}:{port}"},
     "demo.broker_found": {"zh": "使用已运行的 MQTT 代理 {host}:{port}",
                           "en": "using the running MQTT broker at {host}:{port}"},
+    "demo.inbox": {"zh": "📨 {time} 已通知 {who}: {title}",
+                   "en": "📨 {time} notified {who}: {title}"},
+    "demo.inbox_ready": {"zh": "本地收件箱 (代替企业微信/钉钉/邮件): {url}, 通知存于 {path}",
+                         "en": "local inbox (standing in for WeCom/DingTalk/e-mail): {url}, "
+                               "messages kept in {path}"},
     "demo.stop_hint": {"zh": "按 Ctrl-C 停止", "en": "press Ctrl-C to stop"},
     "demo.stopped": {"zh": "已停止. 存储 {stored} 条读数, 拒收 {rejected} 条",
                      "en": "stopped. {stored} readings stored, {rejected} rejected"},

@@ -1,6 +1,7 @@
 """What the benchmarks in bench/ share: paths (importing this puts src/ and tests/ on
 sys.path), logging, CPU accounting from /proc, waiting for a quiet machine, following the
-daemon's JSON log, the options every benchmark takes and the end-of-run report."""
+daemon's JSON log, a local webhook, the options every benchmark takes and the end-of-run
+report."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ import signal
 import socket
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -185,6 +190,111 @@ def daemon_log_findings(events: Iterable[dict[str, Any]], problems: list[str],
         (problems if key.startswith(FAILING_LEVELS) else warnings
          ).append(f"daemon log: {count}x {key}")
     return notable
+
+
+# ---------------------------------------------------------------------------------------
+# A local webhook (where the daemon's apprise `json://` notifications go)
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    json: Any  # the parsed body, None if it is not JSON
+    received_at: float  # time.time() once the body was read
+
+
+class _WebhookHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _WebhookServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        at = time.time()
+        try:
+            data = json.loads(body) if body else None
+        except ValueError:
+            data = None
+        self.server.webhook._record(WebhookRequest(
+            self.path.split("?", 1)[0], {k.lower(): v for k, v in self.headers.items()},
+            data, at))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(b"{}")
+        self.close_connection = True
+
+    do_PUT = do_GET = do_POST
+
+
+class _WebhookServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    # socketserver's default backlog is 5: a burst of parallel sends from the daemon can
+    # overflow it while this process is busy, and a dropped SYN costs the sender 1 s.
+    request_queue_size = 128
+
+    def __init__(self, webhook: Webhook) -> None:
+        self.webhook = webhook
+        super().__init__((HOST, 0), _WebhookHandler)
+
+
+class Webhook:
+    """Accepts every request (200) on 127.0.0.1 and records when its body was read.
+
+    The same idea as `tests/receivers.py`'s `HttpReceiver` (a thread per connection),
+    without its scripted faults and with a listen backlog of 128 instead of 5 (see
+    `_WebhookServer`): with 5, a burst of deliveries under load lost a SYN and one request
+    arrived a retransmission (1 s) late, which measured the receiver, not the daemon.
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._lock = threading.Lock()
+        self._requests: list[WebhookRequest] = []
+        self._server: _WebhookServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _record(self, request: WebhookRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    @property
+    def requests(self) -> list[WebhookRequest]:
+        """A snapshot of every request so far, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    def url(self, scheme: str = "json", path: str = "/") -> str:
+        """An apprise URL posting here, e.g. ``json://127.0.0.1:PORT/notify``."""
+        return f"{scheme}://{HOST}:{self.port}{path}"
+
+    def __enter__(self) -> Self:
+        self._server = _WebhookServer(self)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name=f"webhook-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
 
 
 # ---------------------------------------------------------------------------------------

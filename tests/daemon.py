@@ -27,6 +27,11 @@ from servers import free_port
 LOADED: Loaded = load_all(SHIPPED_CONFIG, {})
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 drops connections in a burst
+
+
 _SINK: ThreadingHTTPServer | None = None
 
 
@@ -45,8 +50,7 @@ def accepting_sink_url() -> str:
     """A loopback webhook that accepts every notification (for tests not about them)."""
     global _SINK
     if _SINK is None:
-        _SINK = ThreadingHTTPServer(("127.0.0.1", 0), _Accept)
-        _SINK.daemon_threads = True
+        _SINK = _Server(("127.0.0.1", 0), _Accept)
         threading.Thread(target=_SINK.serve_forever, daemon=True).start()
     return f"json://127.0.0.1:{_SINK.server_address[1]}/"
 

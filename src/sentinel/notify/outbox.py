@@ -63,10 +63,9 @@ _COLUMNS = ("id", "key", "incident_id", "kind", "round", "step", "contact_id", "
 
 
 @dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """One message to one contact on one channel."""
+class NewRow:
+    """One message to one contact on one channel, to be queued."""
 
-    id: int
     key: str
     incident_id: str
     kind: str
@@ -79,6 +78,13 @@ class OutboxRow:
     body: str
     created: float
     due: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow(NewRow):
+    """A queued row, as stored: with its id and how far its delivery has got."""
+
+    id: int = 0
     attempts: int = 0
     status: str = "pending"
 
@@ -86,24 +92,6 @@ class OutboxRow:
     def base_key(self) -> str:
         """The key without its channel: the same notice on every channel of a contact."""
         return self.key.rsplit("/", 1)[0]
-
-
-@dataclass(frozen=True, slots=True)
-class NewRow:
-    """A row to insert (the id is assigned by the database)."""
-
-    key: str
-    incident_id: str
-    kind: str
-    round: int
-    step: int
-    contact_id: str
-    channel: int
-    life_safety: bool
-    title: str
-    body: str
-    created: float
-    due: float
 
 
 def insert(conn: sqlite3.Connection, rows: Sequence[NewRow]) -> None:

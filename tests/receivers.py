@@ -21,12 +21,11 @@ import json
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -35,13 +34,41 @@ from servers import LOOPBACK, free_port
 
 __all__ = ["HttpReceiver", "ReceivedMail", "ReceivedRequest", "SmtpReceiver"]
 
+T = TypeVar("T")
 
-def _wait(cond: threading.Condition, ready: Callable[[], bool], timeout: float,
-          what: Callable[[], str]) -> None:
-    """Block on `cond` until `ready()`; TimeoutError saying `what()` otherwise."""
-    with cond:
-        if not cond.wait_for(ready, timeout):
-            raise TimeoutError(what())
+
+class _Arrivals(Generic[T]):
+    """What a receiver got, in arrival order, safe to read from the test's thread.
+
+    `cond` also guards the receiver's own scripted-fault state.
+    """
+
+    def __init__(self, receiver: str, noun: str) -> None:
+        self.cond = threading.Condition()
+        self._items: list[T] = []
+        self._receiver = receiver
+        self._noun = noun
+
+    def __len__(self) -> int:
+        with self.cond:
+            return len(self._items)
+
+    def record(self, item: T) -> None:
+        with self.cond:
+            self._items.append(item)
+            self.cond.notify_all()
+
+    def snapshot(self) -> list[T]:
+        with self.cond:
+            return list(self._items)
+
+    def wait_for(self, count: int, timeout: float) -> list[T]:
+        """Block until at least `count` arrived; TimeoutError otherwise."""
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self._items) >= count, timeout):
+                raise TimeoutError(f"{self._receiver} got {len(self._items)} {self._noun}, "
+                                   f"expected {count} within {timeout} s")
+            return list(self._items)
 
 
 # ---------------------------------------------------------------------------------------
@@ -169,8 +196,8 @@ class HttpReceiver:
     def __init__(self) -> None:
         self.host = LOOPBACK
         self.port = 0
-        self._cond = threading.Condition()
-        self._requests: list[ReceivedRequest] = []
+        self._arrivals: _Arrivals[ReceivedRequest] = _Arrivals("HTTP receiver", "requests")
+        self._cond = self._arrivals.cond
         self._fail: list[int] = []
         self._down = False
         self._hang = 0.0
@@ -205,23 +232,17 @@ class HttpReceiver:
             return status, self._hang
 
     def _record(self, request: ReceivedRequest) -> None:
-        with self._cond:
-            self._requests.append(request)
-            self._cond.notify_all()
+        self._arrivals.record(request)
 
     # -- what arrived -----------------------------------------------------------------
     @property
     def requests(self) -> list[ReceivedRequest]:
         """A snapshot of every request received so far, in arrival order."""
-        with self._cond:
-            return list(self._requests)
+        return self._arrivals.snapshot()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedRequest]:
         """Block until at least `count` requests arrived; TimeoutError otherwise."""
-        _wait(self._cond, lambda: len(self._requests) >= count, timeout,
-              lambda: f"HTTP receiver got {len(self._requests)} requests, expected {count} "
-                      f"within {timeout} s")
-        return self.requests
+        return self._arrivals.wait_for(count, timeout)
 
     def url(self, scheme: str = "json", path: str = "/x") -> str:
         """An apprise URL that posts to this receiver, e.g. ``json://127.0.0.1:PORT/x``."""
@@ -258,7 +279,7 @@ class HttpReceiver:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"<HttpReceiver {self.host}:{self.port} requests={len(self._requests)}>"
+        return f"<HttpReceiver {self.host}:{self.port} requests={len(self._arrivals)}>"
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,8 +338,8 @@ class SmtpReceiver:
     def __init__(self) -> None:
         self.host = LOOPBACK
         self.port = 0
-        self._cond = threading.Condition()
-        self._mails: list[ReceivedMail] = []
+        self._arrivals: _Arrivals[ReceivedMail] = _Arrivals("SMTP receiver", "messages")
+        self._cond = self._arrivals.cond
         self._fail: list[str] = []
         self._controller: Controller | None = None
 
@@ -332,22 +353,16 @@ class SmtpReceiver:
             return self._fail.pop(0) if self._fail else self.OK
 
     def _record(self, mail: ReceivedMail) -> None:
-        with self._cond:
-            self._mails.append(mail)
-            self._cond.notify_all()
+        self._arrivals.record(mail)
 
     @property
     def mails(self) -> list[ReceivedMail]:
         """A snapshot of every message received so far, in arrival order."""
-        with self._cond:
-            return list(self._mails)
+        return self._arrivals.snapshot()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedMail]:
         """Block until at least `count` messages arrived; TimeoutError otherwise."""
-        _wait(self._cond, lambda: len(self._mails) >= count, timeout,
-              lambda: f"SMTP receiver got {len(self._mails)} messages, expected {count} "
-                      f"within {timeout} s")
-        return self.mails
+        return self._arrivals.wait_for(count, timeout)
 
     def url(self, to: str = "a@example.org", sender: str = "sentinel@example.org") -> str:
         """An apprise URL that delivers to this server over plain SMTP.
@@ -383,4 +398,4 @@ class SmtpReceiver:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"<SmtpReceiver {self.host}:{self.port} mails={len(self._mails)}>"
+        return f"<SmtpReceiver {self.host}:{self.port} mails={len(self._arrivals)}>"

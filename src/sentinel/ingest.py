@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -98,13 +99,15 @@ class Ingestor:
     async def _pass_gate(self, readings: list[Reading]) -> None:
         gate = self._gate
         if gate is not None and readings:
-            await _retry_forever("rules_gate", lambda: gate.process(readings), len(readings))
+            await _retry_forever("rules_gate", lambda: gate.process(readings), len(readings),
+                                 self.stats)
 
     async def _finish(self, messages: list[RawMessage], readings: list[Reading],
                       dead: list[DeadLetter]) -> None:
         await self._write(readings, dead)
         self._source.ack(messages)
         stats = self.stats
+        stats.last_commit = time.monotonic()
         stats.received += len(messages)
         stats.stored += len(readings)
         by_kind = stats.stored_by_kind
@@ -137,22 +140,31 @@ class Ingestor:
 
     async def _write(self, readings: list[Reading], dead: list[DeadLetter]) -> None:
         await _retry_forever("store_write", lambda: self._sink.write(readings, dead),
-                             len(readings))
+                             len(readings), self.stats)
 
 
-async def _retry_forever(what: str, attempt: Callable[[], Awaitable[None]], count: int) -> None:
+async def _retry_forever(what: str, attempt: Callable[[], Awaitable[None]], count: int,
+                         stats: IngestStats) -> None:
     # A failing store (disk full, locked file) is retried for ever: the messages stay
     # unacknowledged meanwhile, so the broker keeps them and nothing is lost.
+    # `stats` shows readiness checks a step failing now or stuck in one batch.
     failures = 0
-    while True:
-        try:
-            await attempt()
-            if failures:
-                log.info(f"{what}_recovered", attempts=failures + 1)
-            return
-        except Exception as exc:
-            failures += 1
-            delay = min(30.0, 0.2 * 2 ** min(failures, 8)) * random.uniform(0.5, 1.0)
-            log.error(f"{what}_failed", error=f"{exc.__class__.__name__}: {exc}",
-                      attempt=failures, retry_in=round(delay, 2), readings=count)
-            await asyncio.sleep(delay)
+    stats.busy_since[what] = time.monotonic()
+    try:
+        while True:
+            try:
+                await attempt()
+                stats.failing.pop(what, None)
+                if failures:
+                    log.info(f"{what}_recovered", attempts=failures + 1)
+                return
+            except Exception as exc:
+                failures += 1
+                error = f"{exc.__class__.__name__}: {exc}"
+                stats.failing[what] = error[:300]
+                delay = min(30.0, 0.2 * 2 ** min(failures, 8)) * random.uniform(0.5, 1.0)
+                log.error(f"{what}_failed", error=error,
+                          attempt=failures, retry_in=round(delay, 2), readings=count)
+                await asyncio.sleep(delay)
+    finally:
+        stats.busy_since.pop(what, None)

@@ -35,6 +35,7 @@ from sentinel.notify.dispatch import Dispatcher
 from sentinel.notify.outbox import NewRow, OutboxRow
 from sentinel.notify.sender import DeliveryResult, Sender
 from sentinel.notify.templates import render_digest, render_notice
+from sentinel.stats import NOTIFY_BUCKETS, LatencyHistogram
 from sentinel.store.db import transaction
 from sentinel.types import Severity
 
@@ -62,6 +63,7 @@ _CURSOR_EVERY = 5.0
 _PRUNE_EVERY = 3600.0
 _LINK_KINDS = frozenset({"alert", "escalated", "repeat", "raised", "ack_expired"})
 UNREACHABLE_INCIDENT = "notification_failed"
+_STEP_EVENTS = frozenset({"escalation_step", "escalation_reminder"})
 
 
 class EscalationService:
@@ -93,6 +95,11 @@ class EscalationService:
         # Day of the last digest per policy, as committed (read once at start: the pass
         # must not queue a read behind telemetry commits on the database thread).
         self._digest_sent: dict[str, str] = {}
+        # Statistics for /metrics, counted once committed: steps (and reminders) taken by
+        # notice kind, and per severity the seconds from an incident's opening to the
+        # first delivery that reached anyone for it.
+        self.steps_taken: dict[str, int] = {}
+        self.first_notification: dict[str, LatencyHistogram] = {}
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -214,6 +221,7 @@ class EscalationService:
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                              list(meta.items()))
         await self._incidents.record(events, write)
+        self._count_steps(events)
         self._cursor_saved, self._cursor_saved_at = cursor, now
         self._digest_sent.update(digest_day or {})
         if rows:
@@ -284,6 +292,7 @@ class EscalationService:
             fallbacks: list[NewRow] = []
             retries: list[tuple[int, float]] = []
             finished: list[tuple[int, str, str | None]] = []
+            first_reached: list[Incident] = []
             for row in rows:
                 contact = self.contacts.get(row.contact_id)
                 inc = await self._incident(row.incident_id)
@@ -292,10 +301,14 @@ class EscalationService:
                                         "kind": row.kind, "step": row.step, "key": row.key,
                                         "attempt": attempt}
                 if result.ok:
+                    esc = self.engine.escalations.get(row.incident_id)
+                    unreached = esc is not None and not esc.reached
                     finished.append((row.id, "sent", None))
                     out.extend(self.engine.on_delivery(row.incident_id, row.round, row.step,
                                                        row.contact_id, row.channel, True, now,
                                                        inc))
+                    if unreached and esc is not None and esc.reached and inc is not None:
+                        first_reached.append(inc)
                     event = "notification_sent"
                 elif attempt < self._notify.attempts:
                     delay = min(self._notify.retry_max_delay,
@@ -342,9 +355,22 @@ class EscalationService:
                     [(e.incident_id, e.state, now, json.dumps(e.to_json(), ensure_ascii=False))
                      for e in changed])
             await self._incidents.record(events, write)
+            self._count_steps(events)
+            for inc in first_reached:
+                histogram = self.first_notification.get(inc.severity.label)
+                if histogram is None:
+                    histogram = LatencyHistogram(NOTIFY_BUCKETS)
+                    self.first_notification[inc.severity.label] = histogram
+                histogram.observe(max(0.0, now - inc.opened_at))
         await self._follow_up(out)
         if fallbacks:
             self.dispatcher.wake()
+
+    def _count_steps(self, events: Sequence[IncidentEvent]) -> None:
+        for event in events:
+            if event.type in _STEP_EVENTS:
+                kind = str(event.data.get("kind", "-"))
+                self.steps_taken[kind] = self.steps_taken.get(kind, 0) + 1
 
     # -- the daily digest -------------------------------------------------------------
 

@@ -54,6 +54,9 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
         self.failed = 0
+        # Messages per channel label (scheme, plus host where public: never the URL).
+        self.sent_by_channel: dict[str, int] = {}
+        self.failed_by_channel: dict[str, int] = {}
 
     def wake(self) -> None:
         """New rows were queued: look now rather than at the next timer."""
@@ -144,8 +147,10 @@ class Dispatcher:
                                                      headers={"Idempotency-Key": key})
             if result.ok:
                 self.sent += 1
+                self.sent_by_channel[label] = self.sent_by_channel.get(label, 0) + 1
             else:
                 self.failed += 1
+                self.failed_by_channel[label] = self.failed_by_channel.get(label, 0) + 1
             await _retrying(lambda: self._sink.delivered(rows, label, result,
                                                          self._clock.now()))
         finally:

@@ -10,6 +10,7 @@ nothing is dropped. Crossing the warning mark is reported loudly.
 from __future__ import annotations
 
 import asyncio
+import collections
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import structlog
 
 from sentinel.config.model import InfluxSettings, SpoolSettings
+from sentinel.stats import LatencyHistogram
 from sentinel.store.db import DEADLETTER_SCHEMA, SqliteDb, insert_deadletters, transaction
 from sentinel.store.lineproto import tag_string, to_line
 from sentinel.types import DeadLetter, Reading, RejectReason
@@ -64,20 +66,33 @@ class SpoolingSink:
         self.forwarded = 0
         self.oldest_ms: int | None = None
         self.last_forward_error: str | None = None
+        # Statistics for /metrics: lines committed here, readings and lines dead-lettered
+        # as store_rejected, commit and TSDB write durations per batch.
+        self.spooled = 0
+        self.rejected = 0
+        self.write_seconds = LatencyHistogram()
+        self.forward_seconds = LatencyHistogram()
+        # (last seq of a spooled batch, earliest receive time in it), oldest first: the
+        # store lag is the age of the first entry.
+        self._ages: collections.deque[tuple[int, float]] = collections.deque()
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> SpoolingSink:
         await self._db.open()
 
-        def measure(conn: sqlite3.Connection) -> tuple[int, int]:
-            row = conn.execute("SELECT count(*), coalesce(sum(length(line)), 0) FROM spool")
-            count, size = row.fetchone()
-            return int(count), int(size)
+        def measure(conn: sqlite3.Connection) -> tuple[int, int, int, str]:
+            row = conn.execute("SELECT count(*), coalesce(sum(length(line)), 0),"
+                               " coalesce(max(seq), 0) FROM spool")
+            count, size, last = row.fetchone()
+            first = conn.execute("SELECT line FROM spool ORDER BY seq LIMIT 1").fetchone()
+            return int(count), int(size), int(last), first[0] if first else ""
 
-        self._rows, self._bytes = await self._db.call(measure)
+        self._rows, self._bytes, last_seq, first_line = await self._db.call(measure)
         if self._rows:
             log.info("spool_resumed", rows=self._rows, bytes=self._bytes)
+            # Receive times died with the last process: the oldest line's own timestamp.
+            self._ages.append((last_seq, _line_time(first_line)))
             self._has_rows.set()
         self._update_marks()
         return self
@@ -104,16 +119,25 @@ class SpoolingSink:
                                        reason=RejectReason.STORE_REJECTED, detail=str(exc),
                                        received_at=r.received_at, device_id=r.device_id))
         size = sum(len(line[0]) for line in lines)
+        refused = len(readings) - len(lines)
 
-        def commit(conn: sqlite3.Connection) -> None:
+        def commit(conn: sqlite3.Connection) -> int:
             with transaction(conn):
+                last_seq = 0
                 if lines:
                     conn.executemany("INSERT INTO spool (line) VALUES (?)", lines)
+                    last_seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
                 if dead:
                     insert_deadletters(conn, dead)
+            return int(last_seq)
 
-        await self._db.call(commit)
+        started = time.perf_counter()
+        last_seq = await self._db.call(commit)
+        self.write_seconds.observe(time.perf_counter() - started)
+        self.rejected += refused
         if lines:
+            self.spooled += len(lines)
+            self._ages.append((last_seq, min(r.received_at for r in readings)))
             self._rows += len(lines)
             self._bytes += size
             self._has_rows.set()
@@ -178,6 +202,7 @@ class SpoolingSink:
         lines = [line for _, line in rows]
         started = time.perf_counter()
         result = await self._writer.write(lines)  # retries until the TSDB takes it
+        self.forward_seconds.observe(time.perf_counter() - started)
         rejected: list[tuple[str, str]] = list(getattr(result, "rejected", []))
         last_seq = rows[-1][0]
         size = sum(len(line) for line in lines)
@@ -198,15 +223,56 @@ class SpoolingSink:
         self._rows -= len(rows)
         self._bytes -= size
         self.forwarded += len(lines) - len(rejected)
+        self.rejected += len(rejected)
+        ages = self._ages
+        while ages and ages[0][0] <= last_seq:
+            ages.popleft()
         if self._rows <= 0:
             self._rows = 0
             self._bytes = 0
             self._has_rows.clear()
+            ages.clear()
         self._update_marks()
         log.debug("spool_forwarded", lines=len(lines), rejected=len(rejected),
                   ms=round((time.perf_counter() - started) * 1000, 1), remaining=self._rows)
+
+    # -- figures for status views and /metrics -----------------------------------------
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def max_bytes(self) -> int:
+        return self._settings.max_bytes
+
+    @property
+    def nearly_full(self) -> bool:
+        """Above the warning mark (until back below 90 % of it, as the incident)."""
+        return self._warned
+
+    @property
+    def full(self) -> bool:
+        """At max_bytes: writes wait for the forwarder."""
+        return not self._has_room.is_set()
+
+    def lag(self, now: float) -> float:
+        """Seconds since the oldest reading not yet in the TSDB was received (0 if none)."""
+        return max(0.0, now - self._ages[0][1]) if self._ages else 0.0
 
     def health(self) -> dict[str, object]:
         return {"backend": "influxdb", "spool_rows": self._rows, "spool_bytes": self._bytes,
                 "spool_max_bytes": self._settings.max_bytes, "forwarded": self.forwarded,
                 "spool_nearly_full": self._warned}
+
+
+def _line_time(line: str) -> float:
+    """The timestamp (ms precision) that ends a line of line protocol, in epoch seconds."""
+    try:
+        return int(line.rsplit(" ", 1)[1]) / 1000
+    except (IndexError, ValueError):
+        return time.time()

@@ -13,6 +13,7 @@ import orjson
 import structlog
 
 from sentinel.config.model import SqliteSettings
+from sentinel.stats import LatencyHistogram
 from sentinel.store.db import (
     DEADLETTER_SCHEMA,
     SqliteDb,
@@ -56,6 +57,7 @@ class SqliteReadingStore:
         self._db = SqliteDb(settings.path, READINGS_SCHEMA, synchronous=settings.synchronous)
         self.stored = 0
         self.last_write_ms = 0.0
+        self.write_seconds = LatencyHistogram()  # per committed batch
 
     @property
     def path(self) -> Path:
@@ -81,7 +83,9 @@ class SqliteReadingStore:
 
         started = time.perf_counter()
         await self._db.call(commit)
-        self.last_write_ms = (time.perf_counter() - started) * 1000
+        elapsed = time.perf_counter() - started
+        self.last_write_ms = elapsed * 1000
+        self.write_seconds.observe(elapsed)
         self.stored += len(rows)
 
     async def run(self) -> None:

@@ -164,7 +164,7 @@ def test_daemon_not_running(config: Path, tmp_path: Path) -> None:
     result = sentinel("ack", ID, "-c", str(config), env=env_for(tmp_path, port))
     assert result.returncode == 1
     assert f"守护进程未在 http://127.0.0.1:{port} 运行" in result.stderr
-    assert "SENTINEL_CONTROL__PORT" in result.stderr
+    assert "[control] socket/host/port" in result.stderr
     result = sentinel("resolve", ID, "-c", str(config), "--outcome", "handled", "--lang", "en",
                       env=env_for(tmp_path, port))
     assert result.returncode == 1

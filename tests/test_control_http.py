@@ -47,6 +47,7 @@ class FakeController:
         self.used: set[str] = set()
         self.calls: list[tuple[Any, ...]] = []
         self.now = NOW
+        self.last_seq = 0  # the event log is the real daemon's (tests/test_operator_cli.py)
 
     def _open(self, incident_id: str) -> Incident:
         inc = self.incidents.get(incident_id)

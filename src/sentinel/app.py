@@ -14,8 +14,10 @@ import structlog
 from sentinel.clock import Clock, SystemClock
 from sentinel.config.check import Loaded
 from sentinel.config.load import read_secret
+from sentinel.control.feed import ReadingFeed
 from sentinel.control.http import ControlServer
 from sentinel.control.links import LinkSigner
+from sentinel.control.operations import Operations
 from sentinel.control.secrets import control_token, link_key
 from sentinel.decode import Decoder
 from sentinel.escalation.service import EscalationService
@@ -23,6 +25,7 @@ from sentinel.incidents.publish import IncidentPublisher
 from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore
 from sentinel.ingest import Ingestor, ReadingListener
+from sentinel.metrics import DaemonMetrics
 from sentinel.notify.sender import AppriseSender
 from sentinel.source import MqttSource
 from sentinel.store import ReadingSink
@@ -106,18 +109,23 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
                                        settings.escalation, settings.notify, clock, signer,
                                        settings.control.base_url)
         await escalation.start()
+        readings = ReadingFeed(loaded.inventory)
         async with contextlib.AsyncExitStack() as stack:
-            control = None
-            if settings.control.enabled:
-                control = await stack.enter_async_context(ControlServer(
-                    settings.control.host, settings.control.port, control_token(settings),
-                    signer, escalation))
             sink = await stack.enter_async_context(_sink(loaded, on_store_event))
             source = await stack.enter_async_context(
                 MqttSource(settings.mqtt, topics, password, settings.ingest.queue_max))
+            control = None
+            if settings.control.enabled:
+                operations = Operations(loaded, incidents, escalation, state, sink, source,
+                                        readings)
+                control = await stack.enter_async_context(ControlServer(
+                    settings.control.host if settings.control.http else None,
+                    settings.control.port, control_token(settings), signer, operations,
+                    socket_path=settings.control.socket_path))
             try:
-                return await _run(loaded, stop, listeners, on_ready, sink, source, incidents,
-                                  state, decoder, topics, escalation, control)
+                return await _run(loaded, stop, [*listeners, readings], on_ready, sink,
+                                  source, incidents, state, decoder, topics, escalation,
+                                  control)
             finally:
                 await sender.aclose()
 
@@ -131,6 +139,9 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
     ingestor = Ingestor(source, decoder, sink, settings.ingest.batch_max, listeners,
                         gate=incidents)
     daemon = Daemon(ingestor, source, sink, incidents, escalation, control)
+    if control is not None:
+        # Before the broker connects: /readyz then says what it waits for.
+        control.observe(DaemonMetrics(daemon))
     async with asyncio.TaskGroup() as tg:
         source_task = tg.create_task(source.run(), name="mqtt-source")
         sink_task = tg.create_task(sink.run(), name="store")
@@ -147,7 +158,8 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
             await source.wait_connected()
             log.info("daemon_ready", devices=len(loaded.inventory), topics=topics,
                      store=settings.store.backend, state_dir=str(settings.state_dir),
-                     control=control.url if control is not None else None,
+                     control=control.url if control is not None and control.host else None,
+                     socket=str(control.socket_path) if control is not None else None,
                      contacts=len(loaded.oncall.contact))
             if on_ready is not None:
                 on_ready(daemon)

@@ -20,16 +20,19 @@ from zoneinfo import ZoneInfo
 
 from sentinel import __version__
 from sentinel.config.check import Loaded, load_all
+from sentinel.control.client import ControlError
 from sentinel.errors import ConfigError
 from sentinel.i18n import Language, t
 from sentinel.log import configure_logging, truncate
 
 if TYPE_CHECKING:
-    from sentinel.control.client import ControlClient, ControlError
+    from sentinel.control.client import ControlClient
+    from sentinel.control.feed import Filter
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_CONFIG = 2
+_TZ = ZoneInfo("Asia/Shanghai")
 
 
 def _default_config() -> str:
@@ -136,44 +139,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_deadletter(args: argparse.Namespace) -> int:
     lang = _lang(args)
-    loaded = _load_or_report(args, lang)
-    if loaded is None:
-        return EXIT_CONFIG
-    from sentinel.store.db import list_deadletters
-    store = loaded.settings.store
-    path = store.sqlite.path if store.backend == "sqlite" else store.spool.path
+    client = _control_client(args, lang)
+    if isinstance(client, int):
+        return client
     try:
-        rows = list_deadletters(path, limit=args.limit, reason=args.reason)
-    except FileNotFoundError:
-        rows = []
+        rows = client.deadletters(args.limit, args.reason)
+    except ControlError as exc:
+        return _report_control_error(exc, lang)
     if args.json:
         for row in rows:
-            payload = row["payload"]
-            assert isinstance(payload, bytes)
-            print(json.dumps({**row, "payload": payload.decode("utf-8", "backslashreplace")},
-                             ensure_ascii=False))
+            print(json.dumps(row, ensure_ascii=False))
         return EXIT_OK
     if not rows:
         print(t("deadletter.none", lang))
         return EXIT_OK
-    tz = ZoneInfo("Asia/Shanghai")
     print(t("deadletter.header", lang))
     for row in rows:
-        received = row["received_ms"]
-        payload = row["payload"]
-        assert isinstance(received, int)
-        assert isinstance(payload, bytes)
-        when = datetime.fromtimestamp(received / 1000, tz).strftime("%m-%d %H:%M:%S")
+        when = datetime.fromtimestamp(row["received_ms"] / 1000, _TZ).strftime("%m-%d %H:%M:%S")
         print(f"{when} | {row['reason']} | {row['device_id'] or '-'} | {row['topic']} | "
-              f"{row['detail']} | {truncate(payload, 80)}")
+              f"{row['detail']} | {truncate(row['payload'].encode(), 80)}")
     return EXIT_OK
-
-
-def _state_db(args: argparse.Namespace, lang: Language) -> Path | None:
-    loaded = _load_or_report(args, lang)
-    if loaded is None:
-        return None
-    return loaded.settings.incidents.path
 
 
 def _when(ts: float | None) -> str:
@@ -184,52 +169,52 @@ def _when(ts: float | None) -> str:
 
 def cmd_incidents(args: argparse.Namespace) -> int:
     from sentinel.i18n import incident_title
-    from sentinel.incidents.store import read_events, read_incidents
 
     lang = _lang(args)
-    path = _state_db(args, lang)
-    if path is None:
-        return EXIT_CONFIG
-    if not path.exists():
-        print(t("no_state", lang, path=path), file=sys.stderr)
-        return EXIT_PROBLEMS
+    client = _control_client(args, lang)
+    if isinstance(client, int):
+        return client
     if args.action == "show":
-        found = [i for i in read_incidents(path) if i.id == args.id]
-        if not found:
-            print(t("incidents.not_found", lang, id=args.id), file=sys.stderr)
-            return EXIT_PROBLEMS
-        events = read_events(path, incident_id=args.id)
+        try:
+            found = client.get(args.id)
+        except ControlError as exc:
+            if exc.kind == "not_found":
+                print(t("incidents.not_found", lang, id=args.id), file=sys.stderr)
+                return EXIT_PROBLEMS
+            return _report_control_error(exc, lang, args.id)
         if args.json:
-            print(json.dumps({"incident": found[0].to_json(),
-                              "events": [{"seq": e.seq, "ts": e.ts, "type": e.type,
-                                          "actor": e.actor, "severity": e.severity.label,
-                                          "status": e.status.value, **dict(e.data)}
-                                         for e in events]},
+            print(json.dumps({"incident": found["incident"], "events": found["audit"]},
                              ensure_ascii=False, default=str))
             return EXIT_OK
-        print(json.dumps(found[0].to_json(), ensure_ascii=False, indent=2, default=str))
-        for e in events:
-            extra = {k: v for k, v in e.data.items() if k != "place" and v is not None}
-            print(f"{_when(e.ts)} | {e.type} | {e.actor} | {e.severity.label} | "
-                  f"{json.dumps(extra, ensure_ascii=False, default=str)}")
+        print(json.dumps(found["incident"], ensure_ascii=False, indent=2, default=str))
+        for e in found["audit"]:
+            extra = {k: v for k, v in e.items()
+                     if k not in ("ts", "type", "actor", "severity", "status", "place", "seq")
+                     and v is not None}
+            detail = json.dumps(extra, ensure_ascii=False, default=str)
+            print(f"{_when(e['ts'])} | {e['type']} | {e.get('actor', '-')} | "
+                  f"{e.get('severity', '-')} | {detail}")
         return EXIT_OK
-    incidents = read_incidents(path, open_only=not args.all)
+    try:
+        incidents = client.incidents(include_closed=args.all, limit=args.limit)["incidents"]
+    except ControlError as exc:
+        return _report_control_error(exc, lang)
     if args.json:
         for inc in incidents:
-            print(json.dumps(inc.to_json(), ensure_ascii=False, default=str))
+            print(json.dumps(inc, ensure_ascii=False, default=str))
         return EXIT_OK
     if not incidents:
         print(t("incidents.none", lang))
         return EXIT_OK
     print(t("incidents.header", lang))
-    for inc in incidents:
-        place = " ".join(v for v in (inc.place.get("compound"), inc.place.get("building")) if v)
-        flags = "".join([" [演练]" if inc.drill and lang == "zh" else
-                         " [drill]" if inc.drill else "",
-                         " [silenced]" if inc.silenced_by else ""])
-        print(f"{inc.id} | {t('severity.' + inc.severity.label, lang)} | {inc.status.value} | "
-              f"{incident_title(inc.name, lang)}{flags} | {place or '-'} | "
-              f"{inc.device_id or '-'} | {_when(inc.opened_at)}")
+    for inc in sorted(incidents, key=lambda i: i["opened_at"], reverse=True):
+        place = " ".join(v for v in (inc["place"].get("compound"), inc["place"].get("building"))
+                         if v)
+        flags = "".join([(" [演练]" if lang == "zh" else " [drill]") if inc["drill"] else "",
+                         " [silenced]" if inc["silenced_by"] else ""])
+        print(f"{inc['id']} | {t('severity.' + inc['severity'], lang)} | {inc['status']} | "
+              f"{incident_title(inc['name'], lang)}{flags} | {place or '-'} | "
+              f"{inc['device_id'] or '-'} | {_when(inc['opened_at'])}")
     return EXIT_OK
 
 
@@ -244,68 +229,70 @@ def _parse_time(text: str) -> float:
 
 
 def cmd_window(args: argparse.Namespace) -> int:
-    import time as _time
-
-    from sentinel.incidents.store import add_window, remove_window
     from sentinel.rules.model import parse_duration
 
     lang = _lang(args)
-    path = _state_db(args, lang)
-    if path is None:
-        return EXIT_CONFIG
     kind = args.window_type
-    now = _time.time()
     if args.action == "add":
         scope = {k: v for k in ("device", "building", "compound", "grid", "kind")
                  if (v := getattr(args, k))}
         if not scope:
             print(t("window.scope_required", lang), file=sys.stderr)
             return EXIT_PROBLEMS
-        start = _parse_time(args.start)
-        end = _parse_time(args.end) if args.end else start + parse_duration(args.duration)
-        window_id = add_window(path, kind, scope, start, end, args.author, args.reason, now)
-        print(t("window.added", lang, type=t(f"window.{kind}", lang), id=window_id,
-                scope=json.dumps(scope, ensure_ascii=False), start=_when(start),
-                end=_when(end)))
-        return EXIT_OK
-    if args.action == "remove":
-        if not remove_window(path, args.id, args.author, now):
+        try:
+            start = _parse_time(args.start)
+            end = _parse_time(args.end) if args.end else start + parse_duration(args.duration)
+        except ValueError as exc:
+            print(t("control.bad_request", lang, detail=exc), file=sys.stderr)
+            return EXIT_PROBLEMS
+    client = _control_client(args, lang)
+    if isinstance(client, int):
+        return client
+    try:
+        if args.action == "add":
+            window = client.add_window(kind, scope, start, end, args.author, args.reason)
+            print(t("window.added", lang, type=t(f"window.{kind}", lang), id=window["id"],
+                    scope=json.dumps(scope, ensure_ascii=False), start=_when(start),
+                    end=_when(end)))
+            return EXIT_OK
+        if args.action == "remove":
+            client.remove_window(kind, args.id, args.author)
+            print(t("window.removed", lang, id=args.id))
+            return EXIT_OK
+        windows = client.windows(kind)
+    except ControlError as exc:
+        if exc.kind == "not_found" and args.action == "remove":
             print(t("window.not_found", lang, id=args.id), file=sys.stderr)
             return EXIT_PROBLEMS
-        print(t("window.removed", lang, id=args.id))
-        return EXIT_OK
-    from sentinel.incidents.store import query_windows
-    from sentinel.store.db import open_readonly
-    if not path.exists():
-        print(t("window.none", lang))
-        return EXIT_OK
-    conn = open_readonly(path)
-    try:
-        windows = [w for w in query_windows(conn, now) if w.type == kind]
-    finally:
-        conn.close()
+        return _report_control_error(exc, lang)
     if args.json:
         for w in windows:
-            print(json.dumps({"id": w.id, "type": w.type, "scope": dict(w.scope),
-                              "start": w.start, "end": w.end, "author": w.author,
-                              "reason": w.reason}, ensure_ascii=False))
+            print(json.dumps(w, ensure_ascii=False))
         return EXIT_OK
     if not windows:
         print(t("window.none", lang))
     for w in windows:
-        print(f"#{w.id} | {json.dumps(dict(w.scope), ensure_ascii=False)} | {_when(w.start)} → "
-              f"{_when(w.end)} | {w.author} | {w.reason}")
+        print(f"#{w['id']} | {json.dumps(w['scope'], ensure_ascii=False)} | "
+              f"{_when(w['start'])} → {_when(w['end'])} | {w['author']} | {w['reason']}")
     return EXIT_OK
 
 
 def _control_client(args: argparse.Namespace, lang: Language) -> ControlClient | int:
-    """A ControlClient for the daemon of this configuration, or an exit code."""
+    """A client of the daemon of this configuration, or an exit code (message printed).
+
+    The Unix socket when it exists (its permissions decide; no token); else HTTP with the
+    token, when the daemon serves HTTP.
+    """
     loaded = _load_or_report(args, lang)
     if loaded is None:
         return EXIT_CONFIG
-    from sentinel.control.client import ControlClient, ControlError, local_url
+    from sentinel.control.client import ControlClient, local_url
     from sentinel.control.secrets import control_token
-    url = local_url(loaded.settings.control)
+    control = loaded.settings.control
+    socket_path = control.socket_path
+    if socket_path.exists() or not control.http:
+        return ControlClient(socket_path=socket_path)
+    url = local_url(control)
     try:
         # Read only: a token file this command created could be unreadable for the daemon.
         token = control_token(loaded.settings, create=False)
@@ -315,7 +302,8 @@ def _control_client(args: argparse.Namespace, lang: Language) -> ControlClient |
             ControlClient(url, "", timeout=3).health()
         except ControlError as err:
             if err.kind == "not_running":
-                print(t("control.not_running", lang, url=url), file=sys.stderr)
+                print(t("control.not_running", lang, url=f"unix:{socket_path} / {url}"),
+                      file=sys.stderr)
                 return EXIT_PROBLEMS
         print(t("control.no_token", lang), file=sys.stderr)
         for problem in exc.problems:
@@ -324,14 +312,13 @@ def _control_client(args: argparse.Namespace, lang: Language) -> ControlClient |
     return ControlClient(url, token)
 
 
-def _report_control_error(exc: ControlError, lang: Language, incident_id: str) -> int:
+def _report_control_error(exc: ControlError, lang: Language, incident_id: str = "") -> int:
     print(t(f"control.{exc.kind}", lang, url=exc.url, id=incident_id, detail=exc.message),
           file=sys.stderr)
     return EXIT_PROBLEMS
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
-    from sentinel.control.client import ControlError
     from sentinel.i18n import incident_title
 
     lang = _lang(args)
@@ -352,7 +339,6 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    from sentinel.control.client import ControlError
     from sentinel.i18n import incident_title
 
     lang = _lang(args)
@@ -365,6 +351,166 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         return _report_control_error(exc, lang, args.id)
     print(t("resolve.done", lang, id=inc["id"], title=incident_title(inc["name"], lang),
             outcome=t(f"outcome.{args.outcome}", lang), actor=args.actor))
+    return EXIT_OK
+
+
+def _filter_args(args: argparse.Namespace, lang: Language) -> Filter | None:
+    from sentinel.control.feed import Filter
+    query: dict[str, str] = {k: ",".join(v) for k in ("kind", "compound", "building", "grid",
+                                                     "device") if (v := getattr(args, k))}
+    if args.severity:
+        query["severity"] = args.severity
+    try:
+        return Filter.from_query(query)
+    except ValueError as exc:
+        print(t("control.bad_request", lang, detail=exc), file=sys.stderr)
+        return None
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from sentinel.tail import Tail, TailOptions
+
+    lang = _lang(args)
+    filter_ = _filter_args(args, lang)
+    if filter_ is None:
+        return EXIT_PROBLEMS
+    client = _control_client(args, lang)
+    if isinstance(client, int):
+        return client
+    color = not args.json and not args.no_color and sys.stdout.isatty() and \
+        "NO_COLOR" not in os.environ
+    options = TailOptions(filter=filter_, readings=args.readings, as_json=args.json,
+                          color=color, lang=lang, after=args.after)
+    stop = threading.Event()
+
+    def terminate(*_: object) -> None:
+        stop.set()
+        raise KeyboardInterrupt  # wakes the read that waits for the next event
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        Tail(client, options, stop=stop).run()
+    except ControlError as exc:
+        return _report_control_error(exc, lang)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how one stops following
+    return EXIT_OK
+
+
+def _status_text(status: dict[str, Any], lang: Language) -> list[str]:
+    from sentinel.i18n import kind_name
+    lines = [t("status.header", lang, community=status.get("community") or "sentinel",
+               now=_when(status["now"]))]
+    devices = status["devices"]
+    lines.append(t("status.devices", lang, **{k: devices[k] for k in
+                                               ("total", "online", "offline", "unseen")}))
+    lines.append(t("status.by_kind", lang))
+    for kind, counts in devices["by_kind"].items():
+        lines.append(t("status.row", lang, name=kind_name(kind, lang), **counts))
+    lines.append(t("status.by_grid", lang))
+    for grid, counts in devices["by_grid"].items():
+        lines.append(t("status.row", lang, name=grid, **counts))
+    open_counts = ", ".join(f"{t('severity.' + s, lang)} {n}"
+                            for s, n in status["incidents_open"].items() if n) or "0"
+    lines.append(t("status.incidents", lang, counts=open_counts))
+    if status["offline"]:
+        lines.append(t("status.offline", lang, count=len(status["offline"]),
+                       devices=", ".join(status["offline"][:20]) +
+                       (" …" if len(status["offline"]) > 20 else "")))
+    battery = status["low_battery"]
+    lines.append(t("status.low_battery", lang, count=len(battery),
+                   devices=", ".join(str(b["device"]) for b in battery[:20]) or "-"))
+    lines.append(t("status.last_reading", lang, when=_when(status.get("last_reading_at"))))
+    broker = status["broker"]
+    key = "status.broker_ok" if broker["connected"] else "status.broker_down"
+    lines.append(t(key, lang, host=broker["host"], port=broker["port"],
+                   error=broker.get("error") or "-"))
+    store = status["store"]
+    lines.append(t("status.store", lang, backend=store.get("backend"),
+                   stored=store.get("stored", store.get("forwarded", "-")),
+                   ms=round(float(store.get("last_commit_ms") or 0), 1)))
+    if "spool_rows" in store:
+        warn = " ⚠" if store.get("spool_nearly_full") else ""
+        lines.append(t("status.spool", lang, rows=store["spool_rows"],
+                       bytes=store["spool_bytes"], warn=warn))
+    lines.append(t("status.outbox", lang, depth=status["outbox_depth"]))
+    return lines
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    lang = _lang(args)
+    client = _control_client(args, lang)
+    if isinstance(client, int):
+        return client
+    try:
+        status = client.status()
+    except ControlError as exc:
+        return _report_control_error(exc, lang)
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False, default=str))
+    else:
+        print("\n".join(_status_text(status, lang)))
+    # Exit 1 when the daemon cannot reach its broker: scripts and checks can rely on it.
+    return EXIT_OK if status["broker"]["connected"] else EXIT_PROBLEMS
+
+
+def _since(text: str) -> float:
+    import time as _time
+
+    from sentinel.rules.model import parse_duration
+    try:
+        return _time.time() - parse_duration(text)
+    except ValueError:
+        return _parse_time(text)
+
+
+_HISTORY_PAGE = 5000
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    lang = _lang(args)
+    try:
+        since = _since(args.since)
+    except ValueError:
+        print(t("oncall.bad_time", lang, value=args.since), file=sys.stderr)
+        return EXIT_PROBLEMS
+    client = _control_client(args, lang)
+    if isinstance(client, int):
+        return client
+    written = 0
+    cursor = since
+    writer = None
+    if args.format == "csv":
+        import csv
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["time", "device", "kind", "values"])
+    while written < args.limit:
+        try:
+            page = client.history(args.device, cursor, min(_HISTORY_PAGE, args.limit - written))
+        except ControlError as exc:
+            if exc.kind == "not_found":
+                print(t("control.no_device", lang, id=args.device), file=sys.stderr)
+                return EXIT_PROBLEMS
+            return _report_control_error(exc, lang)
+        for row in page:
+            ts = row["ts_ms"] / 1000
+            if args.format == "json":
+                print(json.dumps({"device": args.device, "ts": ts, "kind": row["kind"],
+                                  "values": row["values"]}, ensure_ascii=False))
+            elif writer is not None:
+                writer.writerow([datetime.fromtimestamp(ts, _TZ).isoformat(), args.device,
+                                 row["kind"], json.dumps(row["values"], ensure_ascii=False)])
+            else:
+                values = " ".join(f"{k}={v}" for k, v in sorted(row["values"].items()))
+                print(f"{_when(ts)} | {values}")
+        written += len(page)
+        if len(page) < _HISTORY_PAGE:
+            break
+        cursor = page[-1]["ts_ms"] / 1000 + 0.0005
+        # Long exports show how far they are, on stderr so the data stays clean.
+        print(t("history.progress", lang, count=written), file=sys.stderr, flush=True)
+    if not written and args.format == "table":
+        print(t("history.none", lang, device=args.device))
     return EXIT_OK
 
 
@@ -464,6 +610,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_simulate)
 
+    p = sub.add_parser("tail", parents=[common],
+                       help="follow incident events live (and readings with --readings)")
+    p.add_argument("--readings", action="store_true", help="readings too, not only incidents")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--no-color", action="store_true", help="no colours (also: NO_COLOR)")
+    p.add_argument("--after", type=int, metavar="SEQ",
+                   help="replay the events after this number instead of listing what is open")
+    for key in ("kind", "compound", "building", "grid", "device"):
+        p.add_argument(f"--{key}", action="append", help=f"only this {key} (repeatable)")
+    p.add_argument("--severity", help="only this severity and above (e.g. critical)")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("status", parents=[common],
+                       help="fleet health: devices online/offline, incidents, broker, store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("history", parents=[common], help="readings of one device from the store")
+    p.add_argument("device", help="device id, e.g. SB-SMK-0001")
+    p.add_argument("--since", default="24h", help="a duration back (2h, 7d) or an ISO time")
+    p.add_argument("--limit", type=int, default=100_000)
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.set_defaults(func=cmd_history)
+
     p = sub.add_parser("deadletter", help="rejected messages")
     dl = p.add_subparsers(dest="action", required=True)
     q = dl.add_parser("list", parents=[common], help="newest rejected messages first")
@@ -476,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     inc = p.add_subparsers(dest="action", required=True)
     q = inc.add_parser("list", parents=[common], help="open incidents, newest first")
     q.add_argument("--all", action="store_true", help="resolved ones too")
+    q.add_argument("--limit", type=int, default=200, help="with --all: how many")
     q.add_argument("--json", action="store_true", help="one JSON object per line")
     q.set_defaults(func=cmd_incidents)
     q = inc.add_parser("show", parents=[common], help="one incident with every event")

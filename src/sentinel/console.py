@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 from zoneinfo import ZoneInfo
 
 from sentinel.config.inventory import Inventory
-from sentinel.i18n import Language, incident_title, kind_name, t
+from sentinel.control.feed import event_json
+from sentinel.i18n import Language, event_name, incident_title, kind_name, role_name, t
 from sentinel.incidents.model import Incident, IncidentEvent
 from sentinel.types import IngestStats, Severity
 
@@ -23,7 +25,9 @@ _COLORS = {Severity.EMERGENCY: "\x1b[41;97;1m", Severity.CRITICAL: "\x1b[31;1m",
 # Events the dispatch room needs to see; the rest stays in the audit trail.
 _SHOWN = frozenset({"opened", "severity_raised", "condition_cleared", "condition_returned",
                     "acknowledged", "resolved", "grouped", "attached", "flapping",
-                    "cancel_refused"})
+                    "cancel_refused", "escalation_step", "notification_failed",
+                    "nobody_on_duty", "tier_unreachable"})
+_OUTCOMES = frozenset({"handled", "false_alarm", "referred"})
 
 
 class IncidentSource(Protocol):
@@ -35,31 +39,43 @@ class IncidentSource(Protocol):
     def incident(self, incident_id: str) -> Incident | None: ...
 
 
-def incident_line(event: IncidentEvent, inc: Incident | None, lang: Language) -> str:
-    """One line about an incident event, for a terminal."""
-    when = datetime.fromtimestamp(event.ts, _TZ).strftime("%H:%M:%S")
-    severity = t(f"severity.{event.severity.label}", lang)
-    verb = t(f"event.{event.type}", lang) if event.type in _SHOWN else event.type
-    if inc is None:
-        return f"{when} [{severity}] {verb} #{event.incident_id}"
-    place = inc.place
+def event_line(data: Mapping[str, Any], lang: Language) -> str:
+    """One line about an incident event (as sentinel.control.feed.event_json makes it)."""
+    when = datetime.fromtimestamp(float(data["ts"]), _TZ).strftime("%H:%M:%S")
+    severity = t(f"severity.{data['severity']}", lang)
+    kind = data["type"]
+    verb = event_name(kind, lang)
+    text = f"{when} #{data['seq']} [{severity}] {verb}"
+    name = data.get("name")
+    if name is None:
+        return f"{text} #{data['incident']}"
+    text += f" {incident_title(str(name), lang)} #{data['incident']}"
+    if kind in ("grouped", "attached"):
+        text += f" → {incident_title(str(data.get('group_name')), lang)} #{data.get('group')}"
+    elif kind == "resolved" and data.get("outcome"):
+        outcome = str(data["outcome"])
+        text += f" ({t('outcome.' + outcome, lang) if outcome in _OUTCOMES else outcome})"
+    elif kind in ("notification_sent", "notification_failed") and data.get("contact"):
+        text += f" → {data.get('contact_name') or data['contact']} ({data.get('channel', '-')})"
+    elif kind in ("escalation_step", "escalation_reminder") and data.get("roles"):
+        text += " → " + ", ".join(role_name(str(r), lang) for r in data["roles"])
+    place = data.get("place") or {}
     where = place.get("location") or " ".join(
         v for v in (place.get("compound"), place.get("building")) if v)
-    text = f"{when} [{severity}] {verb} {incident_title(inc.name, lang)} #{inc.id}"
-    if event.type in ("grouped", "attached"):
-        group = event.data.get("group_name")
-        text += f" → {incident_title(str(group), lang)} #{event.data.get('group')}"
-    elif event.type == "resolved" and event.data.get("outcome"):
-        text += f" ({event.data['outcome']})"
     if where:
         text += f"  {where}"
-    if inc.device_id:
-        text += f"  {inc.device_id}"
-    if inc.drill:
+    if data.get("device"):
+        text += f"  {data['device']}"
+    if data.get("actor") and kind in ("acknowledged", "resolved"):
+        text += f"  ({data['actor']})"
+    if data.get("drill"):
         text += "  [演练]" if lang == "zh" else "  [drill]"
-    if inc.members and event.type == "opened":
-        text += f"  ×{len(inc.members)}"
     return text
+
+
+def colored(line: str, severity: str, enabled: bool) -> str:
+    color = _COLORS.get(Severity.parse(severity)) if enabled else None
+    return f"{color}{line}{_RESET}" if color else line
 
 
 class LiveView:
@@ -81,9 +97,9 @@ class LiveView:
                 seq = event.seq
                 if event.type not in _SHOWN:
                     continue
-                line = incident_line(event, source.incident(event.incident_id), self._lang)
-                color = _COLORS.get(event.severity) if self._color else None
-                self._write(f"{color}{line}{_RESET}" if color else line)
+                data = event_json(event, source.incident(event.incident_id))
+                self._write(colored(event_line(data, self._lang), data["severity"],
+                                    self._color))
 
     def write(self, line: str) -> None:
         """Print one line of the live view (other parts of the demo use it too)."""

@@ -132,11 +132,12 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "outcome.false_alarm": {"zh": "误报", "en": "false alarm"},
     "outcome.referred": {"zh": "已转交", "en": "referred"},
     "control.not_running": {"zh": "守护进程未在 {url} 运行 (无法连接). 请检查 sentinel 服务是否"
-                                  "已启动, 以及 [control] host/port (或 SENTINEL_CONTROL__PORT) "
-                                  "是否与守护进程一致",
+                                  "已启动 (systemctl status sentinel), 以及本命令是否读取了守护进程"
+                                  "的配置 (-c, state_dir, [control] socket/host/port)",
                             "en": "the sentinel daemon is not running at {url} (cannot "
-                                  "connect); check that the service is up and that [control] "
-                                  "host/port (or SENTINEL_CONTROL__PORT) match the daemon's"},
+                                  "connect); check that the service is up (systemctl status "
+                                  "sentinel) and that this command reads the daemon's "
+                                  "configuration (-c, state_dir, [control] socket/host/port)"},
     "control.unauthorized": {"zh": "守护进程 {url} 拒绝了控制令牌: 请检查 control.token / "
                                    "control.token_file 是否与守护进程一致",
                              "en": "the daemon at {url} refused the control token; check that "
@@ -146,6 +147,64 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "control.failed": {"zh": "控制接口出错 ({url}): {detail}",
                        "en": "control API error ({url}): {detail}"},
     "control.no_token": {"zh": "无法取得控制令牌:", "en": "cannot get the control token:"},
+    "control.forbidden": {"zh": "没有权限: {detail}", "en": "not allowed: {detail}"},
+    "control.unavailable": {"zh": "无法提供: {detail}", "en": "not available: {detail}"},
+    "control.no_device": {"zh": "清单中没有设备 {id}", "en": "no device {id} in the inventory"},
+    "control.window_not_found": {"zh": "没有生效中的 #{id}", "en": "no active window #{id}"},
+    "event.notification_sent": {"zh": "已通知", "en": "notified"},
+    "event.notification_failed": {"zh": "通知失败", "en": "notification failed"},
+    "event.escalation_started": {"zh": "开始通知", "en": "escalation started"},
+    "event.escalation_step": {"zh": "升级通知", "en": "escalated"},
+    "event.escalation_reminder": {"zh": "再次提醒", "en": "reminder"},
+    "event.escalation_paused": {"zh": "已确认, 暂停升级", "en": "escalation paused"},
+    "event.escalation_stopped": {"zh": "停止升级", "en": "escalation stopped"},
+    "event.escalation_digest": {"zh": "列入日报", "en": "in the daily digest"},
+    "event.nobody_on_duty": {"zh": "无人值班", "en": "nobody on duty"},
+    "event.tier_unreachable": {"zh": "该级无人可达", "en": "tier unreachable"},
+    "event.no_escalation_policy": {"zh": "无升级策略", "en": "no escalation policy"},
+    "event.notification_suppressed": {"zh": "通知已屏蔽", "en": "notification suppressed"},
+    "tail.open": {"zh": "当前未关闭事件 {count} 个:", "en": "{count} open incident(s):"},
+    "tail.following": {"zh": "—— 实时事件 (Ctrl-C 退出) ——",
+                       "en": "-- live events (Ctrl-C to stop) --"},
+    "tail.lost": {"zh": "与守护进程的连接中断 ({detail}), 正在重连, 将从 #{seq} 之后补齐…",
+                  "en": "lost the daemon ({detail}); reconnecting, will catch up after "
+                        "#{seq}…"},
+    "tail.back": {"zh": "已重新连接, 从 #{seq} 之后继续", "en": "reconnected, resuming after "
+                                                           "#{seq}"},
+    "tail.dropped": {"zh": "(读数过多, 已跳过 {count} 条)",
+                     "en": "(too many readings: {count} skipped)"},
+    "status.header": {"zh": "{community} 设备状态  {now}", "en": "{community} fleet  {now}"},
+    "status.devices": {"zh": "设备: 共 {total} 台, 在线 {online}, 离线 {offline}, 未上报 {unseen}",
+                       "en": "devices: {total}, online {online}, offline {offline}, "
+                             "never reported {unseen}"},
+    "status.row": {"zh": "  {name}: 共 {total}, 在线 {online}, 离线 {offline}, 未上报 {unseen}",
+                   "en": "  {name}: {total}, online {online}, offline {offline}, "
+                         "never reported {unseen}"},
+    "status.by_kind": {"zh": "按类型:", "en": "by kind:"},
+    "status.by_grid": {"zh": "按网格:", "en": "by grid:"},
+    "status.incidents": {"zh": "未关闭事件: {counts}", "en": "open incidents: {counts}"},
+    "status.low_battery": {"zh": "电量低 {count} 台: {devices}",
+                           "en": "low battery ({count}): {devices}"},
+    "status.offline": {"zh": "离线设备 {count} 台: {devices}",
+                       "en": "offline devices ({count}): {devices}"},
+    "status.last_reading": {"zh": "最近读数: {when}", "en": "last reading: {when}"},
+    "status.broker_ok": {"zh": "MQTT 代理: 已连接 {host}:{port}",
+                         "en": "MQTT broker: connected to {host}:{port}"},
+    "status.broker_down": {"zh": "MQTT 代理: 无法连接 {host}:{port} ({error}). 请检查代理是否运行、"
+                                 "[mqtt] host/port、防火墙与账号密码",
+                           "en": "MQTT broker: cannot connect to {host}:{port} ({error}); check "
+                                 "that the broker runs, [mqtt] host/port, the firewall and the "
+                                 "credentials"},
+    "status.store": {"zh": "存储: {backend}, 已写入 {stored} 条, 最近提交 {ms} ms",
+                     "en": "store: {backend}, {stored} written, last commit {ms} ms"},
+    "status.spool": {"zh": "暂存队列: {rows} 条 ({bytes} 字节){warn}",
+                     "en": "spool: {rows} rows ({bytes} bytes){warn}"},
+    "status.outbox": {"zh": "待发通知: {depth}", "en": "notifications waiting: {depth}"},
+    "history.none": {"zh": "{device} 在该时段没有读数", "en": "no readings of {device} in that "
+                                                         "period"},
+    "history.progress": {"zh": "已导出 {count} 条…", "en": "exported {count}…"},
+    "board.link": {"zh": "看板一次性登录链接 ({minutes} 分钟内有效): {url}",
+                   "en": "board login link (one use, valid {minutes} min): {url}"},
     "no_state": {"zh": "尚无状态数据库 {path} (守护进程是否运行过?)",
                  "en": "no state database at {path} (has the daemon run yet?)"},
 }
@@ -170,3 +229,8 @@ def role_name(role: str, lang: Language = "zh") -> str:
 def incident_title(name: str, lang: Language = "zh") -> str:
     entry = _MESSAGES.get(f"incident.{name}")
     return entry[lang] if entry else name.replace("_", " ")
+
+
+def event_name(event_type: str, lang: Language = "zh") -> str:
+    entry = _MESSAGES.get(f"event.{event_type}")
+    return entry[lang] if entry else event_type.replace("_", " ")

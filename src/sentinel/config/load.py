@@ -110,6 +110,11 @@ def _place_in_state_dir(settings: Settings) -> None:
     for section in (settings.store.sqlite, settings.store.spool, settings.incidents):
         if not section.path.is_absolute():
             section.path = settings.state_dir / section.path
+    control = settings.control
+    if control.socket is None or str(control.socket) in ("", "."):
+        control.socket = settings.state_dir / "control.sock"
+    elif not control.socket.is_absolute():
+        control.socket = settings.state_dir / control.socket
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -157,6 +157,11 @@ class ControlSettings(_Section):
     """The daemon's HTTP control API and one-tap acknowledgement links."""
 
     enabled: bool = True
+    # The CLI's door: a Unix socket; its file permissions (0660, the daemon's group) decide
+    # who may act, so commands on the box need no token. Empty: <state_dir>/control.sock.
+    socket: Path | None = None
+    # HTTP on host:port for the board, one-tap links and remote tools (bearer token).
+    http: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8730, ge=0, le=65535)
     # Bearer token for the API; none: generated once into <state_dir>/control.token (0600).
@@ -174,6 +179,13 @@ class ControlSettings(_Section):
         if self.token is not None and self.token_file is not None:
             raise ValueError("set either token (environment) or token_file, not both")
         return self
+
+    @property
+    def socket_path(self) -> Path:
+        """Set by the loader (<state_dir>/control.sock unless configured)."""
+        if self.socket is None:
+            raise RuntimeError("control.socket is resolved when the configuration is loaded")
+        return self.socket
 
     @property
     def base_url(self) -> str:

@@ -13,28 +13,34 @@ route pattern, never the path.
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import functools
-import hashlib
 import hmac
-import html
 import json
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 import structlog
 from aiohttp import web
 
+from sentinel.control import pages
+from sentinel.control.feed import Filter, ReadingFeed
 from sentinel.control.links import LinkClaims, LinkError, LinkSigner
-from sentinel.i18n import Language, incident_title, t
+from sentinel.control.operations import HistoryUnavailable, WindowRequest, WindowType
+from sentinel.control.stream import start_after, stream
+from sentinel.errors import ConfigError, Problem
+from sentinel.i18n import Language
 from sentinel.incidents.model import Incident, Outcome, Status
 
 _log = structlog.get_logger("sentinel.control")
-_TZ = ZoneInfo("Asia/Shanghai")
+_SESSION_ACTOR = "sentinel.session_actor"
+# Unix socket paths are limited to 108 bytes with the terminating NUL (sockaddr_un).
+_MAX_SOCKET_PATH = 107
 
 MAX_BODY = 16 * 1024
 MAX_ACTOR = 100
@@ -44,7 +50,7 @@ PERSON_OUTCOMES = (Outcome.HANDLED, Outcome.FALSE_ALARM, Outcome.REFERRED)
 
 
 class Controller(Protocol):
-    """What the control API drives; the daemon's escalation service implements it."""
+    """What the control API drives (sentinel.control.operations.Operations)."""
 
     async def acknowledge(self, incident_id: str, actor: str, note: str | None) -> Incident:
         """Acknowledge an open incident; KeyError when there is no open incident by that id."""
@@ -74,6 +80,67 @@ class Controller(Protocol):
     async def audit(self, incident_id: str) -> list[dict[str, Any]]:
         """The incident's events and delivery attempts, ready for JSON."""
         ...
+
+    async def list_recent(self, limit: int) -> list[Incident]:
+        """Open and closed incidents, newest first."""
+        ...
+
+    @property
+    def last_seq(self) -> int:
+        """The newest committed event's number."""
+        ...
+
+    readings: ReadingFeed
+
+    async def events_after(self, seq: int, limit: int = 500, wait: float | None = None
+                           ) -> list[dict[str, Any]]:
+        """Committed events after `seq`, oldest first, ready for JSON."""
+        ...
+
+    async def status(self) -> dict[str, Any]:
+        """Fleet health (see sentinel.control.fleet) with broker, store and outbox."""
+        ...
+
+    async def history(self, device_id: str, since: float, limit: int) -> list[dict[str, Any]]:
+        """Readings of one device since a time; HistoryUnavailable when the store can't."""
+        ...
+
+    async def deadletters(self, limit: int, reason: str | None) -> list[dict[str, Any]]:
+        """Newest rejected messages first."""
+        ...
+
+    def known_device(self, device_id: str) -> bool:
+        ...
+
+    def windows(self, type_: WindowType) -> list[dict[str, Any]]:
+        """Active and future silence or drill windows."""
+        ...
+
+    async def add_window(self, request: WindowRequest) -> dict[str, Any]:
+        ...
+
+    async def remove_window(self, type_: WindowType, window_id: int, author: str) -> bool:
+        ...
+
+
+class Observer(Protocol):
+    """Metrics and readiness of the running daemon."""
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus exposition: (body, content type)."""
+        ...
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """(ready, checks), each check {"ok": bool, "detail": str}."""
+        ...
+
+
+class Sessions(Protocol):
+    """Signed browser sessions of the board (sentinel.control.board)."""
+
+    def session_actor(self, request: web.Request) -> str | None: ...
+
+    def csrf_ok(self, request: web.Request) -> bool: ...
 
 
 # -- JSON API ---------------------------------------------------------------------------
@@ -131,7 +198,10 @@ def _has_control_chars(text: str, allow_newlines: bool) -> bool:
     return any((ord(c) < 32 and c not in allowed) or ord(c) == 127 for c in text)
 
 
-def _actor(data: dict[str, Any]) -> str:
+def _actor(request: web.Request, data: dict[str, Any]) -> str:
+    session_actor = request.get(_SESSION_ACTOR)
+    if isinstance(session_actor, str):
+        return session_actor  # a board user acts as who they logged in as, whatever is sent
     actor = data.get("actor")
     if not isinstance(actor, str) or not actor.strip():
         raise _ApiError(400, "bad_request", "actor is required: who acts (a non-empty string)")
@@ -168,205 +238,142 @@ def _outcome(data: dict[str, Any]) -> Outcome:
     return Outcome(value)
 
 
-# -- link pages -------------------------------------------------------------------------
-
-# Page text lives here rather than in sentinel.i18n: it is markup-adjacent and only the
-# pages use it. Refusals are shown in both languages (we may not know whose link it is).
-_REFUSALS: dict[str, tuple[int, str, str, str, str]] = {
-    # reason: status, zh title, zh advice, en title, en advice
-    "malformed": (403, "链接无效", "请使用通知中的完整链接, 或联系值班室。",
-                  "This link is not valid",
-                  "Open the complete link from the notification, or call the duty office."),
-    "forged": (403, "链接无效", "请使用通知中的完整链接, 或联系值班室。",
-               "This link is not valid",
-               "Open the complete link from the notification, or call the duty office."),
-    "expired": (410, "链接已过期", "请用 sentinel 命令或联系值班室确认。",
-                "This link has expired",
-                "Acknowledge with the sentinel command, or call the duty office."),
-    "used": (410, "链接已使用过", "每个链接只能使用一次。",
-             "This link has already been used", "Each link works once."),
-    "unknown_contact": (403, "链接无效", "此链接的接收人已不在值班名单中。",
-                        "This link is not valid",
-                        "The person it was sent to is no longer on the roster."),
-    "closed": (410, "事件已关闭", "此事件已经关闭, 无需确认。",
-               "This incident is closed", "Nothing left to acknowledge."),
-}
-
-_TEXT: dict[str, dict[Language, str]] = {
-    "greeting": {"zh": "{name}, 请确认接警", "en": "{name}, please acknowledge"},
-    "severity": {"zh": "级别", "en": "Severity"},
-    "place": {"zh": "地点", "en": "Place"},
-    "opened": {"zh": "发生时间", "en": "Opened"},
-    "device": {"zh": "设备", "en": "Device"},
-    "incident": {"zh": "事件编号", "en": "Incident"},
-    "drill": {"zh": "演练", "en": "Drill"},
-    "button": {"zh": "确认接警", "en": "Acknowledge"},
-    "hint": {"zh": "确认表示你已接手处理此事件, 值班同事会看到。",
-             "en": "Acknowledging tells the team that you are taking this on."},
-    "done": {"zh": "已确认", "en": "Acknowledged"},
-    "done_by": {"zh": "确认人: {name}", "en": "Acknowledged by {name}"},
-    "already": {"zh": "此事件已被确认", "en": "Already acknowledged"},
-    "already_by": {"zh": "确认人: {by}, 时间: {when}", "en": "by {by} at {when}"},
-    "you_did": {"zh": "你已于 {when} 确认此事件。", "en": "You acknowledged it at {when}."},
-}
-
-_STYLE = (
-    "body{margin:0;font-family:system-ui,-apple-system,'PingFang SC','Microsoft YaHei',"
-    "sans-serif;background:#f4f4f5;color:#18181b}"
-    "main{max-width:32rem;margin:0 auto;padding:1.25rem}"
-    "h1{font-size:1.5rem;margin:.5rem 0 1rem}h2{font-size:1.1rem;font-weight:normal}"
-    ".card{background:#fff;border-radius:.75rem;padding:1rem 1.25rem;margin:1rem 0}"
-    "dl{display:grid;grid-template-columns:auto 1fr;gap:.4rem 1rem;margin:0}"
-    "dt{color:#52525b}dd{margin:0;font-weight:600}"
-    ".sev-critical,.sev-emergency{color:#b91c1c}.badge{background:#fde68a;padding:0 .4rem;"
-    "border-radius:.3rem}"
-    "button{display:block;width:100%;min-height:4.5rem;font-size:1.5rem;font-weight:700;"
-    "border:0;border-radius:.75rem;background:#dc2626;color:#fff;margin:1.5rem 0 .75rem}"
-    "button:disabled{background:#a1a1aa}"
-    ".ok{color:#15803d}.no{color:#b91c1c}p{line-height:1.5}"
-)
-# One tap, one POST: the button greys out so a double tap does not post twice.
-_SCRIPT = ('document.querySelector("form").addEventListener("submit",function(){'
-           'var b=this.querySelector("button");setTimeout(function(){b.disabled=true},0)});')
-
-
-def _csp_hash(source: str) -> str:
-    digest = hashlib.sha256(source.encode("utf-8")).digest()
-    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
-
-
-_CSP = (f"default-src 'none'; style-src {_csp_hash(_STYLE)}; script-src {_csp_hash(_SCRIPT)}; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _page(title: str, body: str, status: int, lang: str = "zh-CN",
-          script: bool = False) -> web.Response:
-    text = (
-        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta name="robots" content="noindex, nofollow">'
-        f"<title>{_e(title)}</title><style>{_STYLE}</style></head>"
-        f"<body><main>{body}</main>{f'<script>{_SCRIPT}</script>' if script else ''}"
-        "</body></html>"
-    )
-    response = web.Response(text=text, status=status, content_type="text/html",
-                            charset="utf-8")
-    response.headers.update({
-        "Content-Security-Policy": _CSP,
-        "Cache-Control": "no-store",
-        # The link token is in the URL: never hand it to another site in a Referer.
-        "Referrer-Policy": "no-referrer",
-        "X-Content-Type-Options": "nosniff",
-        "X-Frame-Options": "DENY",
-    })
-    return response
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, _TZ).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _place(inc: Incident) -> str:
-    place = inc.place
-    return place.get("location") or " ".join(
-        v for v in (place.get("compound"), place.get("building")) if v) or "-"
-
-
-def _refusal(reason: str, extra: str = "") -> web.Response:
-    status, zh_title, zh_advice, en_title, en_advice = _REFUSALS[reason]
-    body = (f'<h1 class="no">{_e(zh_title)}</h1><p>{_e(zh_advice)}</p>'
-            f'<h1 class="no" lang="en">{_e(en_title)}</h1><p lang="en">{_e(en_advice)}</p>'
-            f"{extra}")
-    return _page(f"{zh_title} / {en_title}", body, status)
-
-
-def _tx(key: str, lang: Language, **values: object) -> str:
-    """Page text `key`, formatted with HTML-escaped `values`."""
-    return _e(_TEXT[key][lang]).format(**{k: _e(v) for k, v in values.items()})
-
-
-def _incident_card(inc: Incident, lang: Language) -> str:
-    rows = [(_tx("severity", lang), f'<span class="sev-{_e(inc.severity.label)}">'
-                                    f'{_e(t("severity." + inc.severity.label, lang))}</span>'),
-            (_tx("place", lang), _e(_place(inc))),
-            (_tx("opened", lang), _e(_when(inc.opened_at)))]
-    if inc.device_id:
-        rows.append((_tx("device", lang), _e(inc.device_id)))
-    rows.append((_tx("incident", lang), _e(inc.id)))
-    drill = f' <span class="badge">{_tx("drill", lang)}</span>' if inc.drill else ""
-    items = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
-    return (f'<div class="card"><h1>{_e(incident_title(inc.name, lang))}{drill}</h1>'
-            f"<dl>{items}</dl></div>")
-
-
-def _html_lang(lang: Language) -> str:
-    return "zh-CN" if lang == "zh" else "en"
-
-
-def _confirm_page(inc: Incident, name: str, lang: Language) -> web.Response:
-    body = (f"<h2>{_tx('greeting', lang, name=name)}</h2>{_incident_card(inc, lang)}"
-            # No action attribute: the form posts back to this very URL, whatever prefix a
-            # reverse proxy puts in front of it.
-            f'<form method="post"><button type="submit">{_tx("button", lang)}</button></form>'
-            f"<p>{_tx('hint', lang)}</p>")
-    return _page(incident_title(inc.name, lang), body, 200, _html_lang(lang), script=True)
-
-
-def _already_page(inc: Incident, lang: Language) -> web.Response:
-    by = _tx("already_by", lang, by=inc.acknowledged_by or "-", when=_when(inc.acknowledged_at))
-    body = (f'<h1 class="ok">{_tx("already", lang)}</h1><p>{by}</p>'
-            f"{_incident_card(inc, lang)}")
-    return _page(_TEXT["already"][lang], body, 200, _html_lang(lang))
-
-
-def _done_page(inc: Incident, name: str, lang: Language) -> web.Response:
-    body = (f'<h1 class="ok">✓ {_tx("done", lang)}</h1><p>{_tx("done_by", lang, name=name)}</p>'
-            f"{_incident_card(inc, lang)}")
-    return _page(_TEXT["done"][lang], body, 200, _html_lang(lang))
-
-
 # -- the server -------------------------------------------------------------------------
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ControlServer:
-    """The control API and link pages on (host, port); an async context manager.
+def _is_unix(request: web.Request) -> bool:
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    return sock is not None and sock.family == socket.AF_UNIX
 
+
+def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    value = request.query.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise _ApiError(400, "bad_request", f"{name} must be a whole number") from None
+    if not low <= number <= high:
+        raise _ApiError(400, "bad_request", f"{name} must be between {low} and {high}")
+    return number
+
+
+def _window_type(request: web.Request) -> WindowType:
+    value = request.match_info["type"]
+    if value == "silence":
+        return "silence"
+    if value == "drill":
+        return "drill"
+    raise _ApiError(404, "not_found", "windows are /api/windows/silence or /api/windows/drill")
+
+
+_SCOPE_KEYS = ("device", "building", "compound", "grid", "kind")
+
+
+def _window_request(type_: WindowType, data: dict[str, Any], actor: str) -> WindowRequest:
+    _check_keys(data, ("scope", "start", "end", "author", "reason", "actor"))
+    scope = data.get("scope")
+    if not isinstance(scope, dict) or not scope:
+        raise _ApiError(400, "bad_request",
+                        f"scope is required: an object with any of {', '.join(_SCOPE_KEYS)}")
+    unknown = sorted(set(scope) - set(_SCOPE_KEYS))
+    if unknown or not all(isinstance(v, str) and v.strip() for v in scope.values()):
+        raise _ApiError(400, "bad_request", f"scope keys are {', '.join(_SCOPE_KEYS)}, "
+                                            "each with a non-empty string")
+    start, end = data.get("start"), data.get("end")
+    if not isinstance(start, int | float) or not isinstance(end, int | float) or end <= start:
+        raise _ApiError(400, "bad_request", "start and end are epoch seconds, end after start")
+    reason = data.get("reason")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_NOTE:
+        raise _ApiError(400, "bad_request", "reason is required (why this window)")
+    return WindowRequest(type_, {k: str(v).strip() for k, v in scope.items()}, float(start),
+                         float(end), actor, reason.strip())
+
+
+def _clear_stale_socket(path: Path) -> None:
+    """Remove a socket left by a daemon that died; refuse if a live one answers on it."""
+    if path.exists() or path.is_symlink():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()
+            else:
+                raise ConfigError([Problem(str(path), "control.socket",
+                                           "another sentinel daemon is listening on this "
+                                           "socket; stop it, or give this one its own "
+                                           "state_dir")])
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+class ControlServer:
+    """The control API, the board and the link pages; an async context manager.
+
+    Listens on a Unix socket (`socket_path`; commands on the box, whose file permissions
+    decide who may act) and on HTTP (host, port; token, board session or signed link).
     Port 0 picks a free port; `.port` and `.url` tell which after start.
     """
 
-    def __init__(self, host: str, port: int, token: str, signer: LinkSigner,
-                 controller: Controller, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, host: str | None, port: int, token: str, signer: LinkSigner,
+                 controller: Controller, clock: Callable[[], float] = time.time, *,
+                 socket_path: Path | None = None, sessions: Sessions | None = None,
+                 routes: Callable[[web.Application], None] | None = None) -> None:
         if not token:
             raise ValueError("the control token must not be empty")
+        if host is None and socket_path is None:
+            raise ValueError("the control server needs HTTP, a Unix socket, or both")
+        if socket_path is not None and len(os.fsencode(socket_path)) > _MAX_SOCKET_PATH:
+            raise ConfigError([Problem("", "control.socket",
+                                       f"{socket_path} is longer than {_MAX_SOCKET_PATH} "
+                                       "bytes, too long for a Unix socket; set a shorter "
+                                       "control.socket")])
         self.host = host
         self._port = port
+        self.socket_path = socket_path
         self._token = token.encode("utf-8")
         self._signer = signer
         self._controller = controller
         self._clock = clock
+        self._sessions = sessions
+        self._observer: Observer | None = None
         self._runner: web.AppRunner | None = None
-        self.app = self._build_app()
+        self._closing = False
+        self.app = self._build_app(routes)
 
     def __repr__(self) -> str:
-        return f"ControlServer(host={self.host!r}, port={self._port})"
+        return f"ControlServer(host={self.host!r}, port={self._port}, socket={self.socket_path})"
 
-    def _build_app(self) -> web.Application:
+    def observe(self, observer: Observer) -> None:
+        """Serve /metrics and /readyz from `observer` (the daemon attaches it once running)."""
+        self._observer = observer
+
+    def _build_app(self, routes: Callable[[web.Application], None] | None) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._middleware])
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/api/incidents", self._list)
-        app.router.add_get("/api/incidents/{id}", self._show)
-        app.router.add_post("/api/incidents/{id}/ack", self._ack)
-        app.router.add_post("/api/incidents/{id}/resolve", self._resolve)
-        app.router.add_get("/a/{token}", self._link_get)
-        app.router.add_post("/a/{token}", self._link_post)
+        add = app.router
+        add.add_get("/healthz", self._healthz)
+        add.add_get("/readyz", self._readyz)
+        add.add_get("/metrics", self._metrics)
+        add.add_get("/api/incidents", self._list)
+        add.add_get("/api/incidents/{id}", self._show)
+        add.add_post("/api/incidents/{id}/ack", self._ack)
+        add.add_post("/api/incidents/{id}/resolve", self._resolve)
+        add.add_get("/api/events", self._events)
+        add.add_get("/api/stream", self._stream)
+        add.add_get("/api/status", self._status)
+        add.add_get("/api/history/{device}", self._history)
+        add.add_get("/api/deadletters", self._deadletters)
+        add.add_get("/api/windows/{type}", self._windows)
+        add.add_post("/api/windows/{type}", self._add_window)
+        add.add_post("/api/windows/{type}/{id}/remove", self._remove_window)
+        add.add_get("/a/{token}", self._link_get)
+        add.add_post("/a/{token}", self._link_post)
+        if routes is not None:
+            routes(app)
         return app
 
     # -- lifecycle ------------------------------------------------------------------
@@ -378,21 +385,41 @@ class ControlServer:
                                shutdown_timeout=5.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self._port)
-            await site.start()
+            if self.socket_path is not None:
+                await self._listen_unix(runner, self.socket_path)
+            if self.host is not None:
+                site = web.TCPSite(runner, self.host, self._port)
+                await site.start()
+                self._port = int(next(a for a in runner.addresses if isinstance(a, tuple))[1])
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
-        self._port = int(runner.addresses[0][1])
-        _log.info("control_listening", host=self.host, port=self._port)
+        _log.info("control_listening", host=self.host, port=self._port,
+                  socket=str(self.socket_path) if self.socket_path else None)
         return self
+
+    async def _listen_unix(self, runner: web.AppRunner, path: Path) -> None:
+        _clear_stale_socket(path)
+        site = web.UnixSite(runner, str(path))
+        # Created without group/other access, then opened to the group: the socket's mode
+        # is the access control of the commands that use it.
+        previous = os.umask(0o077)
+        try:
+            await site.start()
+        finally:
+            os.umask(previous)
+        os.chmod(path, 0o660)
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         runner, self._runner = self._runner, None
+        self._closing = True
         if runner is not None:
             await runner.cleanup()
+        if self.socket_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
 
     @property
     def port(self) -> int:
@@ -400,8 +427,9 @@ class ControlServer:
 
     @property
     def url(self) -> str:
-        """Where a local client reaches the server (a wildcard host becomes loopback)."""
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        """Where a local client reaches the HTTP server (a wildcard host becomes loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
+            self.host or "", self.host or "127.0.0.1")
         return f"http://[{host}]:{self._port}" if ":" in host else f"http://{host}:{self._port}"
 
     # -- plumbing -------------------------------------------------------------------
@@ -413,10 +441,8 @@ class ControlServer:
         route = resource.canonical if resource is not None else "(unmatched)"
         started = time.monotonic()
         try:
-            if route.startswith("/api/") and not self._authorized(request):
-                _log.warning("control_unauthorized", route=route, remote=request.remote)
-                raise _ApiError(401, "unauthorized",
-                                "a valid 'Authorization: Bearer <token>' header is required")
+            if route.startswith("/api/"):
+                self._authorize(request, route)
             response = await handler(request)
         except _ApiError as exc:
             response = _api_error(exc)
@@ -427,26 +453,66 @@ class ControlServer:
             if route.startswith("/api/"):
                 response = _api_error(_ApiError(500, "failed", "internal error; see the log"))
             else:
-                response = _page("错误 / Error", "<h1>内部错误 / Internal error</h1>", 500)
+                response = pages.page("错误 / Error", "<h1>内部错误 / Internal error</h1>", 500)
         _log.debug("control_request", method=request.method, route=route,
                    status=response.status, ms=round((time.monotonic() - started) * 1000, 1))
         return response
 
-    def _authorized(self, request: web.Request) -> bool:
+    def _authorize(self, request: web.Request, route: str) -> None:
+        if _is_unix(request) or self._bearer_ok(request):
+            return
+        actor = self._sessions.session_actor(request) if self._sessions is not None else None
+        if actor is not None:
+            if request.method not in ("GET", "HEAD") and \
+                    (self._sessions is None or not self._sessions.csrf_ok(request)):
+                _log.warning("control_csrf_refused", route=route, remote=request.remote)
+                raise _ApiError(403, "forbidden", "missing or wrong X-CSRF-Token; reload "
+                                                  "the board")
+            request[_SESSION_ACTOR] = actor
+            return
+        _log.warning("control_unauthorized", route=route, remote=request.remote)
+        raise _ApiError(401, "unauthorized",
+                        "a valid 'Authorization: Bearer <token>' header is required")
+
+    def _bearer_ok(self, request: web.Request) -> bool:
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             return False
         given = value.strip().encode("utf-8", "surrogateescape")
         return hmac.compare_digest(given, self._token)
 
-    # -- API ------------------------------------------------------------------------
+    # -- health ---------------------------------------------------------------------
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return _json({"status": "ok"})
 
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self._observer is None:
+            return _json({"ready": False, "checks": {"daemon": {
+                "ok": False, "detail": "starting"}}}, 503)
+        ready, checks = self._observer.readiness()
+        return _json({"ready": ready, "checks": checks}, 200 if ready else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if self._observer is None:
+            return web.Response(status=503, text="starting\n")
+        body, content_type = self._observer.render()
+        response = web.Response(body=body, headers={"Content-Type": content_type})
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    # -- incidents ------------------------------------------------------------------
+
     async def _list(self, request: web.Request) -> web.Response:
-        incidents = await self._controller.list_open()
-        return _json({"incidents": [inc.to_json() for inc in incidents]})
+        # The event number is read with the list, with no await between: a follower that
+        # streams from it sees every change after this list, and nothing twice.
+        seq = self._controller.last_seq
+        if request.query.get("all") in ("1", "true"):
+            limit = _int(request, "limit", 200, 1, 10_000)
+            incidents = await self._controller.list_recent(limit)
+        else:
+            incidents = await self._controller.list_open()
+        return _json({"seq": seq, "incidents": [inc.to_json() for inc in incidents]})
 
     async def _show(self, request: web.Request) -> web.Response:
         incident_id = request.match_info["id"]
@@ -460,7 +526,7 @@ class ControlServer:
         incident_id = request.match_info["id"]
         data = await _read_object(request)
         _check_keys(data, ("actor", "note"))
-        actor, note = _actor(data), _note(data)
+        actor, note = _actor(request, data), _note(data)
         try:
             inc = await self._controller.acknowledge(incident_id, actor, note)
         except KeyError:
@@ -472,7 +538,7 @@ class ControlServer:
         incident_id = request.match_info["id"]
         data = await _read_object(request)
         _check_keys(data, ("actor", "outcome", "note"))
-        actor, outcome, note = _actor(data), _outcome(data), _note(data)
+        actor, outcome, note = _actor(request, data), _outcome(data), _note(data)
         try:
             inc = await self._controller.resolve(incident_id, actor, outcome, note)
         except KeyError:
@@ -481,6 +547,76 @@ class ControlServer:
                   outcome=outcome.value, via="api")
         return _json({"incident": inc.to_json()})
 
+    # -- the event stream -----------------------------------------------------------
+
+    async def _events(self, request: web.Request) -> web.Response:
+        limit = _int(request, "limit", 500, 1, 5000)
+        last = _int(request, "last", 0, 0, 5000)
+        if last:
+            after = max(0, self._controller.last_seq - last)
+        else:
+            after = _int(request, "after", 0, 0, 2**62)
+        events = await self._controller.events_after(after, limit)
+        return _json({"seq": self._controller.last_seq, "events": events})
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        try:
+            filter_ = Filter.from_query(request.query)
+            start_after(request, 0)
+        except ValueError as exc:
+            raise _ApiError(400, "bad_request", str(exc)) from None
+        readings = request.query.get("readings") in ("1", "true")
+        return await stream(request, self._controller, filter_, readings,
+                            lambda: self._closing)
+
+    # -- fleet, stores, windows ------------------------------------------------------
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return _json(await self._controller.status())
+
+    async def _history(self, request: web.Request) -> web.Response:
+        device = request.match_info["device"]
+        if not self._controller.known_device(device):
+            raise _ApiError(404, "not_found", f"no device {device} in the inventory")
+        try:
+            since = float(request.query.get("since", "0"))
+        except ValueError:
+            raise _ApiError(400, "bad_request", "since must be epoch seconds") from None
+        limit = _int(request, "limit", 1000, 1, 100_000)
+        try:
+            readings = await self._controller.history(device, since, limit)
+        except HistoryUnavailable as exc:
+            raise _ApiError(409, "unavailable", str(exc)) from None
+        return _json({"device": device, "readings": readings})
+
+    async def _deadletters(self, request: web.Request) -> web.Response:
+        limit = _int(request, "limit", 50, 1, 10_000)
+        reason = request.query.get("reason") or None
+        return _json({"deadletters": await self._controller.deadletters(limit, reason)})
+
+    async def _windows(self, request: web.Request) -> web.Response:
+        return _json({"windows": self._controller.windows(_window_type(request))})
+
+    async def _add_window(self, request: web.Request) -> web.Response:
+        type_ = _window_type(request)
+        data = await _read_object(request)
+        author = _actor(request, {"actor": data.get("author") or data.get("actor")})
+        window = await self._controller.add_window(_window_request(type_, data, author))
+        return _json({"window": window}, 201)
+
+    async def _remove_window(self, request: web.Request) -> web.Response:
+        type_ = _window_type(request)
+        try:
+            window_id = int(request.match_info["id"])
+        except ValueError:
+            raise _ApiError(404, "not_found", "window ids are numbers") from None
+        data = await _read_object(request)
+        _check_keys(data, ("author", "actor"))
+        author = _actor(request, {"actor": data.get("author") or data.get("actor")})
+        if not await self._controller.remove_window(type_, window_id, author):
+            raise _ApiError(404, "not_found", f"no active {type_} #{window_id}")
+        return _json({"removed": window_id})
+
     # -- one-tap links --------------------------------------------------------------
 
     def _claims(self, request: web.Request) -> tuple[LinkClaims, str, Language] | web.Response:
@@ -488,12 +624,12 @@ class ControlServer:
             claims = self._signer.verify(request.match_info["token"], self._clock())
         except LinkError as exc:
             _log.info("link_refused", reason=exc.reason, method=request.method)
-            return _refusal(exc.reason)
+            return pages.refusal(exc.reason)
         who = self._controller.contact(claims.contact_id)
         if who is None:
             _log.info("link_refused", reason="unknown_contact", contact=claims.contact_id,
                       incident_id=claims.incident_id)
-            return _refusal("unknown_contact")
+            return pages.refusal("unknown_contact")
         return claims, who[0], who[1]
 
     async def _link_get(self, request: web.Request) -> web.Response:
@@ -507,10 +643,10 @@ class ControlServer:
         claims, name, lang = found
         inc = await self._controller.get_incident(claims.incident_id)
         if inc is None or not inc.open:
-            return _refusal("closed")
+            return pages.refusal("closed")
         if inc.status == Status.ACKNOWLEDGED:
-            return _already_page(inc, lang)
-        return _confirm_page(inc, name, lang)
+            return pages.already_page(inc, lang)
+        return pages.confirm_page(inc, name, lang)
 
     async def _link_post(self, request: web.Request) -> web.Response:
         found = self._claims(request)
@@ -525,19 +661,19 @@ class ControlServer:
             inc = await self._controller.get_incident(claims.incident_id)
             extra = ""
             if inc is not None and inc.acknowledged_by == actor:
-                when = _when(inc.acknowledged_at)
-                extra = f'<p class="ok">{_tx("you_did", lang, when=when)}</p>'
-            return _refusal("used", extra)
+                when = pages.when(inc.acknowledged_at)
+                extra = f'<p class="ok">{pages.tx("you_did", lang, when=when)}</p>'
+            return pages.refusal("used", extra)
         inc = await self._controller.get_incident(claims.incident_id)
         if inc is None or not inc.open:
-            return _refusal("closed")
+            return pages.refusal("closed")
         if inc.status == Status.ACKNOWLEDGED:
-            return _already_page(inc, lang)
+            return pages.already_page(inc, lang)
         try:
             inc = await self._controller.acknowledge(claims.incident_id, actor, "one-tap link")
         except KeyError:
-            return _refusal("closed")
+            return pages.refusal("closed")
         if inc.acknowledged_by != actor:  # someone else was a moment faster
-            return _already_page(inc, lang)
+            return pages.already_page(inc, lang)
         _log.info("incident_acknowledged", incident_id=inc.id, actor=actor, via="link")
-        return _done_page(inc, name, lang)
+        return pages.done_page(inc, name, lang)

@@ -255,36 +255,40 @@ def query_windows(conn: sqlite3.Connection, now: float | None = None,
             for i, t, s, a, b, au, r in conn.execute(sql + " ORDER BY id", args)]
 
 
-def add_window(path: Path, type_: str, scope: Mapping[str, str], start: float, end: float,
-               author: str, reason: str, now: float) -> int:
-    """Add a silence or drill window (the daemon picks it up within a tick)."""
+def insert_window(conn: sqlite3.Connection, type_: str, scope: Mapping[str, str],
+                  start: float, end: float, author: str, reason: str, now: float) -> int:
+    """Add a silence or drill window; ValueError when it is not one."""
     if type_ not in ("silence", "drill"):
         raise ValueError("a window is a silence or a drill")
     if end <= start:
         raise ValueError("a window must end after it starts")
+    cur = conn.execute(
+        "INSERT INTO windows (type, scope, start, end, author, reason, created)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (type_, _dumps(dict(scope)), start, end, author, reason, now))
+    return cur.lastrowid or 0
+
+
+def end_window(conn: sqlite3.Connection, window_id: int, author: str, now: float,
+               type_: str | None = None) -> bool:
+    """Remove a window now (kept, marked removed); False when there is no such window."""
+    sql = "UPDATE windows SET removed = ?, removed_by = ? WHERE id = ? AND removed IS NULL"
+    args: list[Any] = [now, author, window_id]
+    if type_ is not None:
+        sql += " AND type = ?"
+        args.append(type_)
+    return conn.execute(sql, args).rowcount > 0
+
+
+def add_window(path: Path, type_: str, scope: Mapping[str, str], start: float, end: float,
+               author: str, reason: str, now: float) -> int:
+    """Add a window to a state file no daemon holds (it picks the file up within a tick)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(SCHEMA)
-        cur = conn.execute(
-            "INSERT INTO windows (type, scope, start, end, author, reason, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (type_, _dumps(dict(scope)), start, end, author, reason, now))
-        return cur.lastrowid or 0
-    finally:
-        conn.close()
-
-
-def remove_window(path: Path, window_id: int, author: str, now: float) -> bool:
-    if not path.exists():
-        return False
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA busy_timeout=5000")
-        cur = conn.execute("UPDATE windows SET removed = ?, removed_by = ? WHERE id = ?"
-                           " AND removed IS NULL", (now, author, window_id))
-        return cur.rowcount > 0
+        return insert_window(conn, type_, scope, start, end, author, reason, now)
     finally:
         conn.close()
 

@@ -231,8 +231,11 @@ class _Link:
             else:
                 self.client.connect(options.host, options.port, options.keepalive)
         except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise SimulationError(f"cannot connect to the MQTT broker at {self.where}: "
-                                  f"{exc}") from None
+                                  f"{reason}; check that the broker is running, [mqtt] "
+                                  "host/port (or --host/--port), and any firewall between"
+                                  ) from None
         if not self._await_connack():
             raise SimulationError(f"the MQTT broker at {self.where} sent no CONNACK "
                                   f"within {CONNECT_TIMEOUT:g} s")

@@ -1,0 +1,182 @@
+"""The running daemon as the control API sees it: one object behind every command.
+
+Each call goes to the stage that owns the answer (incidents, escalation, the stores); this
+module only composes them, so the HTTP layer never reaches into a stage directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from sentinel.config.check import Loaded
+from sentinel.control.feed import ReadingFeed, event_json
+from sentinel.control.fleet import fleet_status, offline_incident_names
+from sentinel.control.links import LinkClaims
+from sentinel.escalation.service import EscalationService
+from sentinel.incidents.model import Incident, Outcome, Window
+from sentinel.incidents.service import IncidentService
+from sentinel.incidents.store import StateStore, query_incidents
+from sentinel.store import ReadingSink
+from sentinel.store.db import list_deadletters
+from sentinel.store.sqlite import query_history
+
+WindowType = Literal["silence", "drill"]
+
+
+class HistoryUnavailable(Exception):
+    """The configured store cannot answer history queries from the daemon."""
+
+
+class BrokerView(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRequest:
+    type: WindowType
+    scope: Mapping[str, str]
+    start: float
+    end: float
+    author: str
+    reason: str
+
+
+def window_json(window: Window) -> dict[str, Any]:
+    return {"id": window.id, "type": window.type, "scope": dict(window.scope),
+            "start": window.start, "end": window.end, "author": window.author,
+            "reason": window.reason}
+
+
+class Operations:
+    """Everything an operator can ask of or tell the running daemon."""
+
+    def __init__(self, loaded: Loaded, incidents: IncidentService,
+                 escalation: EscalationService, state: StateStore, sink: ReadingSink,
+                 broker: BrokerView, readings: ReadingFeed) -> None:
+        self._loaded = loaded
+        self._incidents = incidents
+        self._state = state
+        self._escalation = escalation
+        self._sink = sink
+        self._broker = broker
+        self.readings = readings
+        self._offline_names = offline_incident_names(loaded.rules)
+        self.started_at = time.time()
+
+    # -- incidents --------------------------------------------------------------------
+
+    async def acknowledge(self, incident_id: str, actor: str, note: str | None) -> Incident:
+        return await self._escalation.acknowledge(incident_id, actor, note)
+
+    async def resolve(self, incident_id: str, actor: str, outcome: Outcome,
+                      note: str | None) -> Incident:
+        return await self._escalation.resolve(incident_id, actor, outcome, note)
+
+    async def get_incident(self, incident_id: str) -> Incident | None:
+        return await self._escalation.get_incident(incident_id)
+
+    async def list_open(self) -> list[Incident]:
+        return await self._escalation.list_open()
+
+    async def list_recent(self, limit: int) -> list[Incident]:
+        """Open and closed incidents, newest first."""
+        return await self._state.call(
+            lambda conn: query_incidents(conn, open_only=False, limit=limit))
+
+    async def claim_link(self, claims: LinkClaims, now: float) -> bool:
+        return await self._escalation.claim_link(claims, now)
+
+    def contact(self, contact_id: str) -> tuple[str, Literal["zh", "en"]] | None:
+        return self._escalation.contact(contact_id)
+
+    async def audit(self, incident_id: str) -> list[dict[str, Any]]:
+        return await self._escalation.audit(incident_id)
+
+    # -- the event stream -------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        return self._incidents.last_seq
+
+    async def events_after(self, seq: int, limit: int = 500, wait: float | None = None
+                           ) -> list[dict[str, Any]]:
+        """Committed events after `seq`, oldest first, each with its incident's place."""
+        events = await self._incidents.events_after(seq, limit, wait)
+        cache: dict[str, Incident | None] = {}
+        out = []
+        for event in events:
+            if event.incident_id not in cache:
+                cache[event.incident_id] = await self.get_incident(event.incident_id)
+            out.append(event_json(event, cache[event.incident_id]))
+        return out
+
+    # -- silences and drills ----------------------------------------------------------
+
+    async def add_window(self, request: WindowRequest) -> dict[str, Any]:
+        window = await self._incidents.add_window(
+            request.type, request.scope, request.start, request.end, request.author,
+            request.reason)
+        return window_json(window)
+
+    async def remove_window(self, type_: WindowType, window_id: int, author: str) -> bool:
+        return await self._incidents.remove_window(type_, window_id, author)
+
+    def windows(self, type_: WindowType) -> list[dict[str, Any]]:
+        return [window_json(w) for w in self._incidents.windows() if w.type == type_]
+
+    # -- fleet, stores ----------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        engine = self._incidents.engine
+        last_seen = engine.last_seen if engine is not None else {}
+        now = time.time()
+        status = fleet_status(self._loaded.inventory, last_seen,
+                              self._incidents.open_incidents(), self._offline_names, now)
+        settings = self._loaded.settings
+        status.update({
+            "community": _community(self._loaded),
+            "started_at": self.started_at,
+            "broker": {"connected": self._broker.connected, "host": settings.mqtt.host,
+                       "port": settings.mqtt.port, "error": self._broker.last_error},
+            "store": self._sink.health(),
+            "outbox_depth": await self._escalation.outbox_depth(),
+            "event_seq": self._incidents.last_seq,
+        })
+        return status
+
+    async def history(self, device_id: str, since: float, limit: int
+                      ) -> list[dict[str, Any]]:
+        """Readings of a device since `since`, oldest first."""
+        store = self._loaded.settings.store
+        if store.backend != "sqlite":
+            raise HistoryUnavailable(
+                "history reads the embedded store; with [store] backend = "
+                f"{store.backend!r}, query the time-series database instead")
+        path = store.sqlite.path
+        return await asyncio.to_thread(query_history, path, device_id,
+                                       round(since * 1000), limit)
+
+    async def deadletters(self, limit: int, reason: str | None) -> list[dict[str, Any]]:
+        store = self._loaded.settings.store
+        path = store.sqlite.path if store.backend == "sqlite" else store.spool.path
+        rows = await asyncio.to_thread(list_deadletters, path, limit, reason)
+        out = []
+        for row in rows:
+            payload = row["payload"]
+            assert isinstance(payload, bytes)
+            out.append({**row, "payload": payload.decode("utf-8", "backslashreplace")})
+        return out
+
+    def known_device(self, device_id: str) -> bool:
+        return device_id in self._loaded.inventory
+
+
+def _community(loaded: Loaded) -> str:
+    return next((d.community for d in loaded.inventory.values()), "")

@@ -76,3 +76,30 @@ async def test_spool_survives_a_restart(tmp_path: Path) -> None:
         assert sink.health()["spool_rows"] == 25
         await sink.flush()
     assert len(second.delivered) == 25
+
+
+async def test_a_long_replay_reports_its_progress(tmp_path: Path) -> None:
+    """Draining a backlog after an outage logs start, progress and the end."""
+    from structlog.testing import capture_logs
+
+    import sentinel.store.spool as spool_module
+
+    spool_settings = SpoolSettings(path=tmp_path / "spool.sqlite3")
+    influx = InfluxSettings(batch_size=1000, flush_interval=0.01)
+    tsdb = UnreachableTsdb()
+    tsdb.reachable.set()
+    backlog = spool_module._REPLAY_BACKLOG + 2000
+    async with SpoolingSink(spool_settings, influx, {}, tsdb) as sink:
+        await sink.write([_reading(i) for i in range(backlog)], [])
+        with capture_logs() as logs:
+            spool_module._PROGRESS_EVERY = 0.0  # every batch, so the test sees one
+            try:
+                await sink.flush()
+            finally:
+                spool_module._PROGRESS_EVERY = 5.0
+    replay = [entry for entry in logs if entry["event"].startswith("spool_replay")]
+    events = [entry["event"] for entry in replay]
+    assert events[0] == "spool_replay_started" and events[-1] == "spool_replay_done"
+    assert "spool_replay_progress" in events
+    done = replay[-1]
+    assert done["forwarded"] == backlog and len(tsdb.delivered) == backlog

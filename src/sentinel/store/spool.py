@@ -34,6 +34,10 @@ CREATE TABLE IF NOT EXISTS spool (
 """ + DEADLETTER_SCHEMA
 
 
+# A backlog above this many lines is a replay worth reporting, every _PROGRESS_EVERY s.
+_REPLAY_BACKLOG = 10_000
+_PROGRESS_EVERY = 5.0
+
 class LineWriter(Protocol):
     """What the forwarder needs of a TSDB writer (InfluxWriter implements it)."""
 
@@ -64,6 +68,8 @@ class SpoolingSink:
         self._warned = False
         self._forward_lock = asyncio.Lock()
         self.forwarded = 0
+        # [started, last progress line, lines forwarded] while a backlog drains.
+        self._replay: list[float] | None = None
         self.oldest_ms: int | None = None
         self.last_forward_error: str | None = None
         # Statistics for /metrics: lines committed here, readings and lines dead-lettered
@@ -235,6 +241,26 @@ class SpoolingSink:
         self._update_marks()
         log.debug("spool_forwarded", lines=len(lines), rejected=len(rejected),
                   ms=round((time.perf_counter() - started) * 1000, 1), remaining=self._rows)
+        self._replay_progress(len(lines))
+
+    def _replay_progress(self, forwarded: int) -> None:
+        # A backlog (after a TSDB outage) can take minutes to drain: say how far it is.
+        now = time.monotonic()
+        replay = self._replay
+        if replay is None:
+            if self._rows > _REPLAY_BACKLOG:
+                self._replay = [now, now, forwarded]
+                log.info("spool_replay_started", remaining=self._rows)
+            return
+        replay[2] += forwarded
+        if self._rows <= 0:
+            log.info("spool_replay_done", forwarded=replay[2],
+                     seconds=round(now - replay[0], 1))
+            self._replay = None
+        elif now - replay[1] >= _PROGRESS_EVERY:
+            replay[1] = now
+            log.info("spool_replay_progress", forwarded=replay[2], remaining=self._rows,
+                     rate=round(replay[2] / max(now - replay[0], 1e-3)))
 
     # -- figures for status views and /metrics -----------------------------------------
 

@@ -14,6 +14,7 @@ import structlog
 from sentinel.clock import Clock, SystemClock
 from sentinel.config.check import Loaded
 from sentinel.config.load import read_secret
+from sentinel.control.board import BoardSessions, add_board_routes
 from sentinel.control.feed import ReadingFeed
 from sentinel.control.http import ControlServer
 from sentinel.control.links import LinkSigner
@@ -118,10 +119,13 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
             if settings.control.enabled:
                 operations = Operations(loaded, incidents, escalation, state, sink, source,
                                         readings)
+                token = control_token(settings)
+                sessions = BoardSessions(link_key(settings))
                 control = await stack.enter_async_context(ControlServer(
                     settings.control.host if settings.control.http else None,
-                    settings.control.port, control_token(settings), signer, operations,
-                    socket_path=settings.control.socket_path))
+                    settings.control.port, token, signer, operations,
+                    socket_path=settings.control.socket_path, sessions=sessions,
+                    routes=lambda app: add_board_routes(app, sessions, token.encode())))
             try:
                 return await _run(loaded, stop, [*listeners, readings], on_ready, sink,
                                   source, incidents, state, decoder, topics, escalation,

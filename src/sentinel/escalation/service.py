@@ -297,7 +297,9 @@ class EscalationService:
                 contact = self.contacts.get(row.contact_id)
                 inc = await self._incident(row.incident_id)
                 attempt = row.attempts + 1
-                data: dict[str, Any] = {"contact": row.contact_id, "channel": label,
+                data: dict[str, Any] = {"contact": row.contact_id,
+                                        "contact_name": contact.name if contact else None,
+                                        "channel": label,
                                         "kind": row.kind, "step": row.step, "key": row.key,
                                         "attempt": attempt}
                 if result.ok:

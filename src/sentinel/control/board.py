@@ -1,0 +1,653 @@
+"""The web board (一屏可视): the community at a glance, served by the daemon.
+
+The board is one HTML page, a script and a style sheet (`board_assets/`, no build step, no
+external fonts or CDN: the edge box is offline). The page's script reads the JSON API
+(`/api/status`, `/api/incidents`, `/api/events`) and follows `/api/stream` (server-sent
+events); its buttons post to `/api/incidents/{id}/ack|resolve`.
+
+Who may look and act: a person with a board session, a signed cookie this module issues
+after a login with the control token (form) or with a one-time login link (`login_path`,
+printed by `sentinel board` and the demo). The API's middleware asks `BoardSessions` whether
+a request carries a valid session (`session_actor`) and, for a POST, whether it also carries
+the session's CSRF token in `X-CSRF-Token` from the same origin (`csrf_ok`).
+
+Tokens are `base64url(payload) "." base64url(HMAC-SHA256(key, context payload))`, like the
+acknowledgement links, with their own context strings so that neither kind of token ever
+verifies as the other. Nothing secret is logged: not the control token, not a cookie, not a
+login link (it sits in the path; log lines name the route pattern only).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from aiohttp import web
+
+from sentinel import i18n
+from sentinel.i18n import Language
+
+_log = structlog.get_logger("sentinel.control.board")
+
+COOKIE = "sentinel_board"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf"
+LOGIN_TTL = 600.0
+MAX_NAME = 64
+# Failed logins allowed per remote address within the window, then 429 until it passes.
+LOGIN_FAILURES = 10
+LOGIN_WINDOW = 300.0
+
+_SESSION_CONTEXT = b"sentinel-board-session-v1."
+_LOGIN_CONTEXT = b"sentinel-board-login-v1."
+_CSRF_CONTEXT = b"sentinel-board-csrf-v1."
+_MAC_CHARS = 43  # 32 bytes in unpadded base64
+_MAX_TOKEN = 1024
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+_MIN_KEY = 16
+_MAX_TRACKED = 10_000  # used login nonces, revoked sessions, throttled addresses
+
+# A tile's colour: no open incident, offline devices only, or the worst severity open there.
+WORST = ("ok", "offline", "maintenance", "info", "warning", "critical", "emergency")
+ASSETS = {"board.js": "text/javascript", "board.css": "text/css", "icon.svg": "image/svg+xml"}
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def valid_name(name: object) -> str | None:
+    """The trimmed display name of a board user, or None when it is not acceptable."""
+    if not isinstance(name, str):
+        return None
+    name = name.strip()
+    if not name or len(name) > MAX_NAME:
+        return None
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return None
+    return name
+
+
+def same_origin(request: web.Request) -> bool:
+    """False when the browser says the request comes from another site.
+
+    `Sec-Fetch-Site`, when present, must be `same-origin` (or `none`: typed by the person).
+    `Origin`, when present, must name this host (host and port; the scheme is not compared,
+    so a TLS-terminating proxy that keeps the Host header works). `Origin: null` is what a
+    browser sends for a form posted from a page with `Referrer-Policy: no-referrer` (ours),
+    and also from sandboxed frames: it passes only with `Sec-Fetch-Site: same-origin`.
+    """
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    if origin == "null":
+        return site == "same-origin"
+    if origin is not None:
+        try:
+            parts = urlsplit(origin)
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return False
+        if parts.netloc.lower() != (request.host or "").lower():
+            return False
+    return True
+
+
+class BoardSessions:
+    """Signed session cookies for the board; HMAC with a key (bytes) the daemon passes.
+
+    Stateless but for two small in-memory sets: used one-time login nonces (until they
+    expire) and sessions logged out before their expiry. A restart forgets both: a login
+    link could then be used once more within its 10 minutes, and a logged-out cookie would
+    work again until it expires. Rotating the key ends every session.
+    """
+
+    def __init__(self, key: bytes, ttl: float = 12 * 3600,
+                 clock: Callable[[], float] = time.time) -> None:
+        if len(key) < _MIN_KEY:
+            raise ValueError(f"the board key must be at least {_MIN_KEY} bytes")
+        if ttl <= 0:
+            raise ValueError("the session ttl must be positive")
+        self._key = key
+        self.ttl = ttl
+        self._clock = clock
+        self._used_logins: dict[str, float] = {}   # nonce -> expiry
+        self._revoked: dict[str, float] = {}       # session id -> expiry
+
+    def __repr__(self) -> str:
+        # Never the key, not even in a traceback's locals.
+        return f"BoardSessions(ttl={self.ttl})"
+
+    # -- tokens -------------------------------------------------------------------------
+
+    def _mac(self, context: bytes, payload: str) -> str:
+        return _b64encode(hmac.new(self._key, context + payload.encode("ascii"),
+                                   hashlib.sha256).digest())
+
+    def _sign(self, context: bytes, claims: dict[str, Any]) -> str:
+        payload = _b64encode(json.dumps(claims, separators=(",", ":"),
+                                        ensure_ascii=False).encode("utf-8"))
+        return f"{payload}.{self._mac(context, payload)}"
+
+    def _verify(self, context: bytes, token: str | None) -> dict[str, Any] | None:
+        """The claims of an authentic, unexpired token with a valid name; None otherwise."""
+        if not token or len(token) > _MAX_TOKEN:
+            return None
+        payload, dot, mac = token.partition(".")
+        if not dot or not _B64URL.fullmatch(payload) or not _B64URL.fullmatch(mac) \
+                or len(mac) != _MAC_CHARS:
+            return None
+        # Compared as text: comparing decoded bytes would accept several spellings of a MAC.
+        if not hmac.compare_digest(self._mac(context, payload).encode("ascii"),
+                                   mac.encode("ascii")):
+            return None
+        try:
+            claims = json.loads(_b64decode(payload).decode("utf-8"))
+            expires = float(claims["e"])
+            nonce = claims["j"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(claims, dict) or valid_name(claims.get("n")) != claims.get("n"):
+            return None
+        if not isinstance(nonce, str) or not nonce or self._clock() >= expires:
+            return None
+        return claims
+
+    @staticmethod
+    def _prune(table: dict[str, float], now: float) -> None:
+        for k in [k for k, expiry in table.items() if expiry <= now]:
+            del table[k]
+        while len(table) >= _MAX_TRACKED:  # bounded memory, whatever a client does
+            del table[next(iter(table))]
+
+    # -- one-time login links -----------------------------------------------------------
+
+    def login_path(self, name: str) -> str:
+        """A one-time login path, "/board/login/<token>", valid for 10 minutes, for `name`."""
+        checked = valid_name(name)
+        if checked is None:
+            raise ValueError(f"a board user name is 1 to {MAX_NAME} characters, "
+                             "without control characters")
+        expires = self._clock() + LOGIN_TTL
+        token = self._sign(_LOGIN_CONTEXT, {"n": checked, "e": round(expires, 3),
+                                            "j": secrets.token_urlsafe(12)})
+        return f"/board/login/{token}"
+
+    def redeem_login(self, token: str) -> str | None:
+        """The name of a valid, unused login token, now marked used; None otherwise."""
+        claims = self._verify(_LOGIN_CONTEXT, token)
+        if claims is None:
+            return None
+        now = self._clock()
+        self._prune(self._used_logins, now)
+        if claims["j"] in self._used_logins:
+            return None
+        self._used_logins[claims["j"]] = float(claims["e"])
+        return str(claims["n"])
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def new_session(self, name: str) -> str:
+        """The cookie value of a new session for `name`."""
+        checked = valid_name(name)
+        if checked is None:
+            raise ValueError("not a valid board user name")
+        expires = self._clock() + self.ttl
+        return self._sign(_SESSION_CONTEXT, {"n": checked, "e": round(expires, 3),
+                                             "j": secrets.token_urlsafe(16)})
+
+    def _session(self, request: web.Request) -> dict[str, Any] | None:
+        claims = self._verify(_SESSION_CONTEXT, request.cookies.get(COOKIE))
+        if claims is None or claims["j"] in self._revoked:
+            return None
+        return claims
+
+    def session_name(self, request: web.Request) -> str | None:
+        claims = self._session(request)
+        return None if claims is None else str(claims["n"])
+
+    def session_actor(self, request: web.Request) -> str | None:
+        """"board:<name>" for a request with a valid session cookie, else None."""
+        name = self.session_name(request)
+        return None if name is None else f"board:{name}"
+
+    def _csrf_for(self, session_id: str) -> str:
+        return self._mac(_CSRF_CONTEXT, _b64encode(session_id.encode("utf-8")))
+
+    def csrf_token(self, request: web.Request) -> str | None:
+        """The CSRF token of the request's session (None without a session)."""
+        claims = self._session(request)
+        return None if claims is None else self._csrf_for(str(claims["j"]))
+
+    def csrf_value_ok(self, request: web.Request, given: str | None) -> bool:
+        """`given` is the session's CSRF token, and the request is from this origin."""
+        expected = self.csrf_token(request)
+        if expected is None or not given:
+            return False
+        if not hmac.compare_digest(expected.encode("ascii"),
+                                   given.encode("utf-8", "surrogateescape")):
+            return False
+        return same_origin(request)
+
+    def csrf_ok(self, request: web.Request) -> bool:
+        """X-CSRF-Token matches the session's CSRF token, and Origin (if any) is this host."""
+        return self.csrf_value_ok(request, request.headers.get(CSRF_HEADER))
+
+    def revoke(self, request: web.Request) -> None:
+        """End the request's session (logout) until its own expiry, in this process."""
+        claims = self._session(request)
+        if claims is not None:
+            self._prune(self._revoked, self._clock())
+            self._revoked[str(claims["j"])] = float(claims["e"])
+
+    def set_cookie(self, response: web.StreamResponse, request: web.Request,
+                   value: str) -> None:
+        response.set_cookie(COOKIE, value, max_age=int(self.ttl), path="/", httponly=True,
+                            samesite="Strict", secure=request.secure)
+
+    @staticmethod
+    def clear_cookie(response: web.StreamResponse, request: web.Request) -> None:
+        response.del_cookie(COOKIE, path="/", httponly=True, samesite="Strict",
+                            secure=request.secure)
+
+
+class _Throttle:
+    """At most LOGIN_FAILURES failed logins per remote address in LOGIN_WINDOW seconds."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, remote: str) -> list[float]:
+        now = self._clock()
+        kept = [ts for ts in self._failures.get(remote, []) if ts > now - LOGIN_WINDOW]
+        if kept:
+            self._failures[remote] = kept
+        else:
+            self._failures.pop(remote, None)
+        return kept
+
+    def blocked(self, remote: str) -> bool:
+        return len(self._recent(remote)) >= LOGIN_FAILURES
+
+    def failed(self, remote: str) -> None:
+        if len(self._failures) >= _MAX_TRACKED and remote not in self._failures:
+            del self._failures[next(iter(self._failures))]
+        self._failures.setdefault(remote, []).append(self._clock())
+
+    def succeeded(self, remote: str) -> None:
+        self._failures.pop(remote, None)
+
+
+# -- text -------------------------------------------------------------------------------
+
+# Board text lives here, beside its markup, like the link pages' text; names of kinds,
+# severities, incidents, outcomes and events come from sentinel.i18n (one source of text).
+UI: dict[str, dict[Language, str]] = {
+    "title": {"zh": "一屏可视", "en": "Community board"},
+    "lang_switch": {"zh": "English", "en": "中文"},
+    "logout": {"zh": "退出", "en": "Log out"},
+    "signed_in": {"zh": "当前用户: {name}", "en": "Signed in as {name}"},
+    "conn.live": {"zh": "实时", "en": "live"},
+    "conn.connecting": {"zh": "连接中…", "en": "connecting…"},
+    "conn.reconnecting": {"zh": "重新连接中…", "en": "reconnecting…"},
+    "conn.offline": {"zh": "与守护进程断开", "en": "daemon unreachable"},
+    "broker.up": {"zh": "MQTT 已连接", "en": "MQTT connected"},
+    "broker.down": {"zh": "MQTT 未连接", "en": "MQTT disconnected"},
+    "outbox": {"zh": "待发通知 {n}", "en": "outbox {n}"},
+    "spool": {"zh": "缓存 {n}", "en": "spool {n}"},
+    "updated": {"zh": "更新于 {time}", "en": "updated {time}"},
+    "section.map": {"zh": "小区与楼栋", "en": "Compounds and buildings"},
+    "section.devices": {"zh": "设备在线情况", "en": "Devices online"},
+    "section.incidents": {"zh": "未关闭事件", "en": "Open incidents"},
+    "section.feed": {"zh": "通知与确认", "en": "Notifications and acknowledgements"},
+    "section.battery": {"zh": "低电量设备", "en": "Low battery"},
+    "col.kind": {"zh": "类型", "en": "Kind"},
+    "col.online": {"zh": "在线", "en": "Online"},
+    "col.offline": {"zh": "离线", "en": "Offline"},
+    "col.unseen": {"zh": "未上报", "en": "Not seen"},
+    "col.total": {"zh": "总数", "en": "Total"},
+    "all_kinds": {"zh": "合计", "en": "All"},
+    "building.count": {"zh": "{online}/{total} 在线", "en": "{online}/{total} online"},
+    "building.offline": {"zh": "{n} 离线", "en": "{n} offline"},
+    "building.unseen": {"zh": "{n} 未上报", "en": "{n} not seen yet"},
+    "worst.ok": {"zh": "正常", "en": "normal"},
+    "worst.offline": {"zh": "有离线", "en": "offline"},
+    "worst.maintenance": {"zh": "维护", "en": "maintenance"},
+    "worst.info": {"zh": "提示", "en": "info"},
+    "worst.warning": {"zh": "警告", "en": "warning"},
+    "worst.critical": {"zh": "严重", "en": "critical"},
+    "worst.emergency": {"zh": "紧急", "en": "emergency"},
+    "legend": {"zh": "图例", "en": "Legend"},
+    "filter.clear": {"zh": "显示全部", "en": "show all"},
+    "filter.on": {"zh": "只看 {place}", "en": "only {place}"},
+    "no_incidents": {"zh": "没有未关闭的事件", "en": "No open incidents"},
+    "no_feed": {"zh": "暂无通知", "en": "Nothing yet"},
+    "no_battery": {"zh": "无", "en": "None"},
+    "status.firing": {"zh": "未确认", "en": "not acknowledged"},
+    "status.acknowledged": {"zh": "已确认", "en": "acknowledged"},
+    "status.resolved": {"zh": "已关闭", "en": "resolved"},
+    "ack_by": {"zh": "{by} 于 {time} 确认", "en": "acknowledged by {by} at {time}"},
+    "opened_at": {"zh": "发生于 {time}", "en": "opened {time}"},
+    "device": {"zh": "设备 {id}", "en": "device {id}"},
+    "members": {"zh": "{n} 个关联报警", "en": "{n} related alarms"},
+    "drill": {"zh": "演练", "en": "drill"},
+    "silenced": {"zh": "已屏蔽", "en": "silenced"},
+    "cleared": {"zh": "已恢复", "en": "condition cleared"},
+    "btn.ack": {"zh": "确认", "en": "Acknowledge"},
+    "btn.resolve": {"zh": "处理完毕", "en": "Resolve"},
+    "outcome.label": {"zh": "处理结果", "en": "Outcome"},
+    "action.failed": {"zh": "操作失败: {message}", "en": "Failed: {message}"},
+    "action.session": {"zh": "登录已过期, 请重新登录", "en": "Session expired, log in again"},
+    "feed.notified": {"zh": "已通知 {who} ({channel})", "en": "notified {who} ({channel})"},
+    "feed.failed": {"zh": "通知 {who} 失败 ({channel})",
+                    "en": "could not notify {who} ({channel})"},
+    "feed.acknowledged": {"zh": "{who} 已确认", "en": "acknowledged by {who}"},
+    "feed.resolved": {"zh": "{who} 已关闭: {outcome}", "en": "resolved by {who}: {outcome}"},
+    "feed.paging": {"zh": "通知 {roles}", "en": "paging {roles}"},
+    "feed.escalated": {"zh": "升级到第 {step} 级: 通知 {roles}",
+                       "en": "escalated to step {step}: paging {roles}"},
+    "feed.nobody": {"zh": "⚠ 无人值班", "en": "⚠ nobody on duty"},
+    "feed.ack_expired": {"zh": "确认已超时, 重新升级", "en": "acknowledgement expired"},
+    "battery": {"zh": "电量 {n}%", "en": "battery {n}%"},
+    "battery_v": {"zh": "电压 {n} V", "en": "{n} V"},
+    "login.title": {"zh": "登录一屏可视", "en": "Log in to the board"},
+    "login.name": {"zh": "你的名字", "en": "Your name"},
+    "login.token": {"zh": "控制令牌", "en": "Control token"},
+    "login.hint": {"zh": "控制令牌见守护进程状态目录中的 control.token, "
+                         "或用 sentinel board 命令取得一次性登录链接。",
+                   "en": "The control token is in control.token in the daemon's state "
+                         "directory; or get a one-time login link with `sentinel board`."},
+    "login.submit": {"zh": "登录", "en": "Log in"},
+    "login.failed": {"zh": "名字或控制令牌不正确", "en": "Wrong name or control token"},
+    "login.throttled": {"zh": "失败次数过多, 请稍后再试", "en": "Too many attempts; try later"},
+    "login.refused": {"zh": "请求被拒绝 (来源不符)", "en": "Refused (cross-site request)"},
+    "login.link_invalid": {"zh": "登录链接无效、已过期或已使用过",
+                           "en": "This login link is not valid, has expired or was used"},
+    "noscript": {"zh": "一屏可视需要启用 JavaScript。", "en": "The board needs JavaScript."},
+}
+
+_SHARED_PREFIXES = ("severity.", "kind.", "incident.", "outcome.", "event.", "role.")
+
+
+def _catalog(lang: Language) -> dict[str, str]:
+    """Every text the board's script shows, in `lang`."""
+    shared = {k: v.get(lang, v["en"]) for k, v in i18n._MESSAGES.items()
+              if k.startswith(_SHARED_PREFIXES)}
+    return {**shared, **{k: v[lang] for k, v in UI.items()}}
+
+
+def _ui(key: str, lang: Language, **values: object) -> str:
+    return UI[key][lang].format(**values)
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _lang(request: web.Request) -> Language:
+    return "en" if request.query.get("lang") == "en" else "zh"
+
+
+def _lang_query(lang: Language) -> str:
+    return "?lang=en" if lang == "en" else ""
+
+
+def _html_lang(lang: Language) -> str:
+    return "zh-CN" if lang == "zh" else "en"
+
+
+def _json_script(data: object) -> str:
+    """JSON safe inside a <script type="application/json"> element."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+# Only our own files: no inline script or style, so nothing injected could run.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
+
+def _secure(response: web.StreamResponse) -> web.StreamResponse:
+    response.headers.update(_HEADERS)
+    return response
+
+
+def _document(lang: Language, title: str, head: str, body: str, status: int = 200,
+              body_class: str = "") -> web.Response:
+    text = (f'<!doctype html><html lang="{_html_lang(lang)}"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<meta name="robots" content="noindex, nofollow">'
+            '<link rel="icon" href="/board/static/icon.svg" type="image/svg+xml">'
+            '<link rel="stylesheet" href="/board/static/board.css">'
+            f"<title>{_e(title)}</title>{head}</head>"
+            f'<body class="{_e(body_class)}">{body}</body></html>')
+    response = web.Response(text=text, status=status, content_type="text/html",
+                            charset="utf-8")
+    _secure(response)
+    return response
+
+
+def render_board(lang: Language, csrf: str, actor: str, name: str) -> web.Response:
+    """The board page; the script fills it in (texts from the embedded catalogue)."""
+    catalog = {"zh": _catalog("zh"), "en": _catalog("en")}
+    head = (f'<meta name="csrf-token" content="{_e(csrf)}">'
+            f'<meta name="board-actor" content="{_e(actor)}">'
+            f'<meta name="board-lang" content="{lang}">'
+            f'<script id="board-i18n" type="application/json">{_json_script(catalog)}'
+            "</script>"
+            '<script src="/board/static/board.js" defer></script>')
+
+    def tx(key: str, **values: object) -> str:
+        return f'<span data-i18n="{key}">{_e(_ui(key, lang, **values))}</span>'
+
+    worst = "".join(f'<li class="w-{w}"><i></i>{tx("worst." + w)}</li>'
+                    for w in WORST)
+    body = (
+        '<header class="top">'
+        f'<h1><span id="community"></span> {tx("title")}</h1>'
+        '<div class="meta">'
+        f'<span id="conn" class="conn conn-connecting" role="status">'
+        f'<i></i><span id="conn-text">{_e(_ui("conn.connecting", lang))}</span></span>'
+        '<span id="broker" class="pill"></span>'
+        '<span id="queues" class="pill"></span>'
+        '<span id="updated" class="muted"></span>'
+        "</div>"
+        '<div class="who">'
+        f'<span class="muted" id="signed-in" data-name="{_e(name)}">'
+        f"{_e(_ui('signed_in', lang, name=name))}</span>"
+        f'<a id="lang-switch" href="/board?lang={"zh" if lang == "en" else "en"}"'
+        f' data-i18n="lang_switch">{_e(_ui("lang_switch", lang))}</a>'
+        '<form method="post" action="/board/logout" class="logout">'
+        f'<input type="hidden" name="{CSRF_FIELD}" value="{_e(csrf)}">'
+        f'<button type="submit" data-i18n="logout">{_e(_ui("logout", lang))}</button></form>'
+        "</div></header>"
+        f'<noscript><p class="banner">{_e(_ui("noscript", lang))}</p></noscript>'
+        '<p id="banner" class="banner" hidden></p>'
+        '<div id="severity-counts" class="counts"></div>'
+        # Two columns on a wide screen (what needs action | the community); one on a
+        # phone, in order of urgency: incidents, feed, devices, then the long map.
+        '<main class="grid"><div class="col col-act">'
+        '<section class="panel incidents" aria-labelledby="h-incidents">'
+        f'<h2 id="h-incidents">{tx("section.incidents")} <span id="incident-count"'
+        ' class="count"></span></h2>'
+        '<p id="filter" class="filter" hidden></p>'
+        '<ol id="incidents" class="incident-list"></ol></section>'
+        '<section class="panel feed" aria-labelledby="h-feed">'
+        f'<h2 id="h-feed">{tx("section.feed")}</h2>'
+        '<ol id="feed" class="feed-list"></ol></section>'
+        '</div><div class="col col-see">'
+        '<section class="panel devices" aria-labelledby="h-devices">'
+        f'<h2 id="h-devices">{tx("section.devices")}</h2>'
+        '<table id="kinds"><thead><tr>'
+        f'<th>{tx("col.kind")}</th><th>{tx("col.online")}</th>'
+        f'<th>{tx("col.offline")}</th><th>{tx("col.unseen")}</th>'
+        f'<th>{tx("col.total")}</th>'
+        "</tr></thead><tbody></tbody></table>"
+        f'<h3>{tx("section.battery")}</h3><ul id="battery" class="battery"></ul>'
+        "</section>"
+        '<section class="panel map" aria-labelledby="h-map">'
+        f'<h2 id="h-map">{tx("section.map")}</h2>'
+        f'<ul class="legend">{worst}</ul>'
+        '<div id="compounds"></div></section>'
+        "</div></main>"
+    )
+    return _document(lang, _ui("title", lang), head, body, body_class="board")
+
+
+def render_login(lang: Language, error: str | None = None, status: int = 200,
+                 name: str = "") -> web.Response:
+    """The login form: a name (recorded as the actor) and the control token."""
+    message = f'<p class="error" role="alert">{_e(_ui(error, lang))}</p>' if error else ""
+    other: Language = "en" if lang == "zh" else "zh"
+    body = (
+        '<main class="login">'
+        f'<h1>{_e(_ui("login.title", lang))}</h1>{message}'
+        f'<form method="post" action="/board/login{_lang_query(lang)}">'
+        f'<label>{_e(_ui("login.name", lang))}'
+        f'<input name="name" autocomplete="username" required maxlength="{MAX_NAME}"'
+        f' value="{_e(name)}"></label>'
+        f'<label>{_e(_ui("login.token", lang))}'
+        '<input name="token" type="password" autocomplete="current-password" required>'
+        "</label>"
+        f'<button type="submit">{_e(_ui("login.submit", lang))}</button></form>'
+        f'<p class="muted">{_e(_ui("login.hint", lang))}</p>'
+        f'<p><a href="/board/login?lang={other}">{_e(_ui("lang_switch", lang))}</a></p>'
+        "</main>"
+    )
+    return _document(lang, _ui("login.title", lang), "", body, status, "login-page")
+
+
+def _redirect(location: str) -> web.Response:
+    response = web.Response(status=303, headers={"Location": location})
+    _secure(response)
+    return response
+
+
+def _asset(name: str) -> bytes:
+    return resources.files("sentinel.control").joinpath("board_assets", name).read_bytes()
+
+
+def add_board_routes(app: web.Application, sessions: BoardSessions, api_token: bytes) -> None:
+    """The board's pages on `app`: /board, /board/login[/<token>], /board/logout, assets."""
+    if not api_token:
+        raise ValueError("the control token must not be empty")
+    throttle = _Throttle(time.monotonic)
+    assets = {name: (_asset(name), ctype) for name, ctype in ASSETS.items()}
+
+    async def board(request: web.Request) -> web.StreamResponse:
+        lang = _lang(request)
+        name = sessions.session_name(request)
+        csrf = sessions.csrf_token(request)
+        if name is None or csrf is None:
+            return _redirect(f"/board/login{_lang_query(lang)}")
+        return render_board(lang, csrf, f"board:{name}", name)
+
+    async def login_form(request: web.Request) -> web.StreamResponse:
+        lang = _lang(request)
+        if sessions.session_name(request) is not None:
+            return _redirect(f"/board{_lang_query(lang)}")
+        return render_login(lang)
+
+    async def login_post(request: web.Request) -> web.StreamResponse:
+        lang = _lang(request)
+        remote = request.remote or "-"
+        if not same_origin(request):
+            _log.warning("board_login_refused", reason="cross_site", remote=remote)
+            return render_login(lang, "login.refused", 403)
+        if throttle.blocked(remote):
+            _log.warning("board_login_refused", reason="throttled", remote=remote)
+            response = render_login(lang, "login.throttled", 429)
+            response.headers["Retry-After"] = str(int(LOGIN_WINDOW))
+            return response
+        form = await request.post()
+        raw_name, raw_token = form.get("name"), form.get("token")
+        name = valid_name(raw_name)
+        token = raw_token.encode("utf-8", "surrogateescape") \
+            if isinstance(raw_token, str) else b""
+        # Compared whatever the name, so a bad name takes as long as a bad token.
+        token_ok = hmac.compare_digest(token, api_token)
+        if name is None or not token_ok:
+            throttle.failed(remote)
+            _log.warning("board_login_failed", remote=remote, name_ok=name is not None)
+            shown = raw_name if isinstance(raw_name, str) else ""
+            return render_login(lang, "login.failed", 401, shown[:MAX_NAME])
+        throttle.succeeded(remote)
+        _log.info("board_login", actor=f"board:{name}", via="form", remote=remote)
+        response = _redirect(f"/board{_lang_query(lang)}")
+        sessions.set_cookie(response, request, sessions.new_session(name))
+        return response
+
+    async def login_link(request: web.Request) -> web.StreamResponse:
+        lang = _lang(request)
+        name = sessions.redeem_login(request.match_info["token"])
+        if name is None:
+            _log.info("board_login_refused", reason="bad_link", remote=request.remote)
+            return render_login(lang, "login.link_invalid", 403)
+        _log.info("board_login", actor=f"board:{name}", via="link", remote=request.remote)
+        response = _redirect(f"/board{_lang_query(lang)}")
+        sessions.set_cookie(response, request, sessions.new_session(name))
+        return response
+
+    async def logout(request: web.Request) -> web.StreamResponse:
+        given = request.headers.get(CSRF_HEADER)
+        if given is None:
+            form = await request.post()
+            field = form.get(CSRF_FIELD)
+            given = field if isinstance(field, str) else None
+        if not sessions.csrf_value_ok(request, given):
+            # Whatever went wrong, the person wanted out: drop the cookie on this browser,
+            # but a forged request cannot end a session (nothing is revoked).
+            response = _redirect("/board/login")
+            sessions.clear_cookie(response, request)
+            return response
+        _log.info("board_logout", actor=sessions.session_actor(request))
+        sessions.revoke(request)
+        response = _redirect("/board/login")
+        sessions.clear_cookie(response, request)
+        return response
+
+    async def static(request: web.Request) -> web.StreamResponse:
+        found = assets.get(request.match_info["name"])
+        if found is None:
+            raise web.HTTPNotFound()
+        body, ctype = found
+        response = web.Response(body=body, content_type=ctype,
+                                charset="utf-8" if ctype.startswith("text/") else None)
+        _secure(response)
+        # Revalidated on every load: an upgraded daemon never runs an old script.
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    app.router.add_get("/board", board)
+    app.router.add_get("/board/", board)
+    app.router.add_get("/board/login", login_form)
+    app.router.add_post("/board/login", login_post)
+    app.router.add_get("/board/login/{token}", login_link)
+    app.router.add_post("/board/logout", logout)
+    app.router.add_get("/board/static/{name}", static)

@@ -1,0 +1,542 @@
+"""The web board's sessions, login, CSRF and page, over real HTTP on loopback.
+
+`FakeBoardApi` serves the JSON API shapes the board's script reads (status, incidents,
+events, the event stream, ack and resolve) behind the rules the daemon's middleware applies
+to board sessions: a session cookie for GETs, and the session's CSRF token from the same
+origin for POSTs, acting as "board:<name>". The browser tests use it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from sentinel import i18n
+from sentinel.control.board import (
+    COOKIE,
+    CSRF_HEADER,
+    LOGIN_FAILURES,
+    BoardSessions,
+    add_board_routes,
+)
+
+KEY = b"board-key-for-tests-0123456789"
+TOKEN = "control-token-0123456789"
+NOW = 1_700_000_000.0
+PLACE = {"community": "水贝社区", "compound": "水贝花园", "building": "1栋", "floor": "3",
+         "unit": "306", "grid": "SB-G01", "location": "水贝花园1栋3楼306室卧室",
+         "kind": "smoke", "device": "SB-SMK-0001"}
+
+
+class Clock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- a stand-in for the daemon's JSON API -----------------------------------------------
+
+def incident_json(incident_id: str, name: str = "smoke_alarm", severity: str = "critical",
+                  opened_at: float | None = None, place: dict[str, str] | None = None,
+                  **fields: Any) -> dict[str, Any]:
+    place = dict(place or PLACE)
+    data: dict[str, Any] = {
+        "id": incident_id, "key": f"{name}:{place['device']}", "name": name,
+        "target": place["device"], "kind": place["kind"], "severity": severity,
+        "opened_at": opened_at if opened_at is not None else time.time(), "place": place,
+        "device_id": place["device"], "status": "firing", "active": True,
+        "acknowledged_by": None, "acknowledged_at": None, "resolved_at": None,
+        "resolved_by": None, "outcome": None, "note": None, "members": [], "groups": [],
+        "drill": False, "silenced_by": None}
+    data.update(fields)
+    return data
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class FakeBoardApi:
+    """The API shapes of the contract, in memory, behind board-session rules."""
+
+    sessions: BoardSessions
+    token: str = TOKEN
+    community: str = "水贝社区"
+    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    _streams: list[asyncio.Queue[dict[str, Any]]] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        add_board_routes(app, self.sessions, self.token.encode())
+        app.router.add_get("/api/status", self._status)
+        app.router.add_get("/api/incidents", self._incidents)
+        app.router.add_get("/api/events", self._events)
+        app.router.add_get("/api/stream", self._stream)
+        app.router.add_post("/api/incidents/{id}/ack", self._ack)
+        app.router.add_post("/api/incidents/{id}/resolve", self._resolve)
+        return app
+
+    # The rules the daemon's middleware applies to a board session.
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/api/"):
+            actor = self.sessions.session_actor(request)
+            if actor is None:
+                self.refused.append(f"401 {request.method} {request.path}")
+                return web.json_response({"error": "unauthorized", "message": "log in"},
+                                         status=401)
+            if request.method == "POST" and not self.sessions.csrf_ok(request):
+                self.refused.append(f"403 {request.method} {request.path}")
+                return web.json_response({"error": "forbidden", "message": "bad CSRF token"},
+                                         status=403)
+        return await handler(request)
+
+    def emit(self, type_: str, incident_id: str, actor: str = "sentinel",
+             **data: Any) -> dict[str, Any]:
+        inc = self.incidents[incident_id]
+        event = {"seq": len(self.events) + 1, "incident": incident_id, "type": type_,
+                 "ts": time.time(), "actor": actor, "severity": inc["severity"],
+                 "status": inc["status"], "name": inc["name"], "place": inc["place"], **data}
+        self.events.append(event)
+        for queue in self._streams:
+            queue.put_nowait(event)
+        return event
+
+    def open(self, inc: dict[str, Any]) -> None:
+        self.incidents[inc["id"]] = inc
+        self.emit("opened", inc["id"])
+
+    def status(self) -> dict[str, Any]:
+        rank = ["ok", "offline", "info", "warning", "critical", "emergency"]
+        buildings: dict[str, dict[str, str]] = {
+            "水贝花园": {"1栋": "ok", "2栋": "ok", "10栋": "offline"},
+            "水贝新村": {"1栋": "ok", "2栋": "ok"}}
+        for inc in self.incidents.values():
+            if inc["status"] != "resolved":
+                place = inc["place"]
+                current = buildings[place["compound"]][place["building"]]
+                if rank.index(inc["severity"]) > rank.index(current):
+                    buildings[place["compound"]][place["building"]] = inc["severity"]
+        compounds = [{"id": c, "worst": max(bs.values(), key=rank.index),
+                      "buildings": [{"id": b, "worst": w, "online": 4 if w != "offline" else 3,
+                                     "offline": 0 if w != "offline" else 1, "total": 4}
+                                    for b, w in bs.items()]}
+                     for c, bs in buildings.items()]
+        open_by: dict[str, int] = {}
+        for inc in self.incidents.values():
+            if inc["status"] != "resolved":
+                open_by[inc["severity"]] = open_by.get(inc["severity"], 0) + 1
+        return {"community": self.community, "now": time.time(),
+                "devices": {"total": 20, "online": 18, "offline": 1, "unseen": 1, "by_kind": {
+                    "smoke": {"online": 14, "offline": 1, "unseen": 1, "total": 16},
+                    "gas": {"online": 4, "offline": 0, "unseen": 0, "total": 4}}},
+                "compounds": compounds, "incidents_open": open_by,
+                "low_battery": [{"device": "SB-SMK-0002", "incident": "x", "since": 0,
+                                 "value": 9.0, "place": PLACE}],
+                "broker": {"connected": True}, "store": {"backend": "sqlite"},
+                "outbox_depth": 0}
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.status())
+
+    async def _incidents(self, request: web.Request) -> web.Response:
+        return web.json_response({"incidents": [i for i in self.incidents.values()
+                                                if i["status"] != "resolved"]})
+
+    async def _events(self, request: web.Request) -> web.Response:
+        last = int(request.query.get("last", "50"))
+        return web.json_response({"seq": len(self.events), "events": self.events[-last:]})
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        after = int(request.headers.get("Last-Event-ID") or request.query.get("after") or 0)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-store"})
+        await response.prepare(request)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._streams.append(queue)
+        try:
+            for event in [e for e in self.events if e["seq"] > after]:
+                queue.put_nowait(event)
+            await response.write(b": ping\n\n")
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), 15)
+                except TimeoutError:
+                    await response.write(b": ping\n\n")
+                    continue
+                data = json.dumps(event, ensure_ascii=False)
+                await response.write(f"id: {event['seq']}\nevent: incident\n"
+                                     f"data: {data}\n\n".encode())
+        finally:
+            self._streams.remove(queue)
+
+    async def _act(self, request: web.Request, kind: str) -> web.Response:
+        inc = self.incidents.get(request.match_info["id"])
+        body = await request.json()
+        if inc is None or inc["status"] == "resolved":
+            return web.json_response({"error": "not_found", "message": "no open incident"},
+                                     status=404)
+        actor = self.sessions.session_actor(request)
+        assert isinstance(body.get("actor"), str) and body["actor"], "actor is required"
+        if kind == "ack":
+            if inc["status"] == "firing":
+                inc.update(status="acknowledged", acknowledged_by=actor,
+                           acknowledged_at=time.time())
+                self.emit("acknowledged", inc["id"], actor=actor, note=body.get("note"))
+        else:
+            assert body["outcome"] in ("handled", "false_alarm", "referred")
+            inc.update(status="resolved", resolved_by=actor, resolved_at=time.time(),
+                       outcome=body["outcome"])
+            self.emit("resolved", inc["id"], actor=actor, outcome=body["outcome"])
+        return web.json_response({"incident": inc})
+
+    async def _ack(self, request: web.Request) -> web.Response:
+        return await self._act(request, "ack")
+
+    async def _resolve(self, request: web.Request) -> web.Response:
+        return await self._act(request, "resolve")
+
+
+# -- harness ----------------------------------------------------------------------------
+
+@dataclass
+class Harness:
+    url: str
+    sessions: BoardSessions
+    api: FakeBoardApi
+    clock: Clock
+    http: aiohttp.ClientSession
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, str, aiohttp.ClientResponse]:
+        async with self.http.get(self.url + path, allow_redirects=False, **kwargs) as r:
+            return r.status, await r.text(), r
+
+    async def post(self, path: str, **kwargs: Any) -> tuple[int, str, aiohttp.ClientResponse]:
+        async with self.http.post(self.url + path, allow_redirects=False, **kwargs) as r:
+            return r.status, await r.text(), r
+
+    async def login(self, name: str = "王网格员") -> str:
+        """Log in through a one-time link; the session's CSRF token."""
+        status, _, r = await self.get(self.sessions.login_path(name))
+        assert status == 303 and r.headers["Location"] == "/board"
+        status, text, _ = await self.get("/board")
+        assert status == 200, text
+        return csrf_of(text)
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'<meta name="csrf-token" content="([^"]+)">', page)
+    assert found, page[:500]
+    return found.group(1)
+
+
+@pytest.fixture
+async def h() -> AsyncIterator[Harness]:
+    clock = Clock()
+    sessions = BoardSessions(KEY, clock=clock)
+    api = FakeBoardApi(sessions)
+    api.open(incident_json("20240101-0001", opened_at=NOW - 60))
+    runner = web.AppRunner(api.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        # unsafe: keep cookies for an IP address host (loopback).
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            yield Harness(f"http://127.0.0.1:{port}", sessions, api, clock, http)
+    finally:
+        await runner.cleanup()
+
+
+def cookie_header(r: aiohttp.ClientResponse) -> str:
+    values = r.headers.getall("Set-Cookie", [])
+    assert len(values) == 1, values
+    return values[0]
+
+
+# -- one-time login links ---------------------------------------------------------------
+
+async def test_login_link_sets_a_strict_httponly_cookie_and_works_once(h: Harness) -> None:
+    """The link logs in once: HttpOnly, SameSite=Strict, Path=/, not Secure over http."""
+    path = h.sessions.login_path("王网格员")
+    assert re.fullmatch(r"/board/login/[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}", path)
+    status, _, r = await h.get(path)
+    assert status == 303 and r.headers["Location"] == "/board"
+    cookie = cookie_header(r)
+    assert cookie.startswith(f"{COOKIE}=")
+    attrs = {a.strip().split("=")[0].lower(): a for a in cookie.split(";")[1:]}
+    assert "httponly" in attrs and "secure" not in attrs
+    assert attrs["samesite"].strip() == "SameSite=Strict" and attrs["path"].strip() == "Path=/"
+    status, page, _ = await h.get("/board")
+    assert status == 200 and csrf_of(page)
+    h.http.cookie_jar.clear()
+    status, page, r = await h.get(path)
+    assert status == 403 and "Set-Cookie" not in r.headers
+    assert "登录链接无效" in page
+
+
+async def test_login_link_expires_after_ten_minutes(h: Harness) -> None:
+    path = h.sessions.login_path("王网格员")
+    h.clock.now += 601
+    status, _, r = await h.get(path)
+    assert status == 403 and "Set-Cookie" not in r.headers
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda p: p[:-2] + ("AA" if not p.endswith("AA") else "BB"),   # forged MAC
+    lambda p: p.replace("/board/login/", "/board/login/x"),           # altered payload
+    lambda p: p + "=",                                               # another spelling
+    lambda p: "/board/login/" + "A" * 2000,                          # oversized
+])
+async def test_forged_login_links_are_refused(h: Harness, mangle: Callable[[str], str]) -> None:
+    status, _, r = await h.get(mangle(h.sessions.login_path("王网格员")))
+    assert status in (403, 404) and "Set-Cookie" not in r.headers
+
+
+async def test_tokens_do_not_cross_domains() -> None:
+    """A session cookie is not a login link, a login link is not a cookie, and a key's
+    tokens mean nothing to another key."""
+    clock = Clock()
+    sessions = BoardSessions(KEY, clock=clock)
+    link_token = sessions.login_path("a").rsplit("/", 1)[1]
+    cookie = sessions.new_session("a")
+    assert sessions.redeem_login(cookie) is None
+    assert sessions.session_actor(mocked(cookie=link_token)) is None
+    other = BoardSessions(b"another-key-0123456789", clock=clock)
+    assert other.session_actor(mocked(cookie=cookie)) is None
+    assert other.redeem_login(link_token) is None
+    assert sessions.redeem_login(link_token) == "a"
+
+
+def test_names_are_checked() -> None:
+    sessions = BoardSessions(KEY)
+    for bad in ("", "   ", "x" * 65, "a\nb", "a\x7fb"):
+        with pytest.raises(ValueError, match="name"):
+            sessions.login_path(bad)
+    assert sessions.redeem_login(sessions.login_path("  王  ").rsplit("/", 1)[1]) == "王"
+
+
+def test_key_is_never_shown() -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        BoardSessions(b"short")
+    assert KEY.decode() not in repr(BoardSessions(KEY))
+
+
+# -- sessions and CSRF, request by request ----------------------------------------------
+
+def mocked(method: str = "GET", cookie: str | None = None,
+           headers: dict[str, str] | None = None) -> web.Request:
+    all_headers = {"Host": "127.0.0.1:8080", **(headers or {})}
+    if cookie is not None:
+        all_headers["Cookie"] = f"{COOKIE}={cookie}"
+    return make_mocked_request(method, "/api/incidents/X/ack", headers=all_headers)
+
+
+def test_session_actor_and_expiry() -> None:
+    clock = Clock()
+    sessions = BoardSessions(KEY, ttl=3600, clock=clock)
+    cookie = sessions.new_session("王网格员")
+    assert sessions.session_actor(mocked(cookie=cookie)) == "board:王网格员"
+    assert sessions.session_actor(mocked()) is None
+    payload, mac = cookie.split(".")
+    assert sessions.session_actor(mocked(cookie=f"{payload}.{mac[::-1]}")) is None
+    assert sessions.session_actor(mocked(cookie=f"{payload[:-2]}.{mac}")) is None
+    clock.now += 3600
+    assert sessions.session_actor(mocked(cookie=cookie)) is None
+
+
+def test_csrf_token_belongs_to_its_session_and_origin() -> None:
+    sessions = BoardSessions(KEY)
+    cookie, other = sessions.new_session("a"), sessions.new_session("a")
+    token = sessions.csrf_token(mocked(cookie=cookie))
+    assert token and token != sessions.csrf_token(mocked(cookie=other))
+
+    def ok(cookie_value: str | None, **headers: str) -> bool:
+        return sessions.csrf_ok(mocked("POST", cookie_value, headers))
+
+    assert ok(cookie, **{CSRF_HEADER: token})
+    assert ok(cookie, **{CSRF_HEADER: token, "Origin": "http://127.0.0.1:8080",
+                         "Sec-Fetch-Site": "same-origin"})
+    assert not ok(cookie)
+    assert not ok(None, **{CSRF_HEADER: token})
+    assert not ok(other, **{CSRF_HEADER: token})
+    assert not ok(cookie, **{CSRF_HEADER: token[:-1]})
+    assert not ok(cookie, **{CSRF_HEADER: "令" * 43})
+    assert not ok(cookie, **{CSRF_HEADER: token, "Origin": "http://evil.example"})
+    assert not ok(cookie, **{CSRF_HEADER: token, "Origin": "http://127.0.0.1:8081"})
+    assert not ok(cookie, **{CSRF_HEADER: token, "Origin": "null"})
+    assert not ok(cookie, **{CSRF_HEADER: token, "Origin": "null", "Sec-Fetch-Site": "none"})
+    assert ok(cookie, **{CSRF_HEADER: token, "Origin": "null", "Sec-Fetch-Site": "same-origin"})
+    assert not ok(cookie, **{CSRF_HEADER: token, "Sec-Fetch-Site": "cross-site"})
+    assert not ok(cookie, **{CSRF_HEADER: token, "Sec-Fetch-Site": "same-site"})
+
+
+def test_cookie_is_secure_over_https() -> None:
+    sessions = BoardSessions(KEY)
+    response = web.Response()
+    sessions.set_cookie(response, mocked().clone(scheme="https"), sessions.new_session("a"))
+    morsel = response.cookies[COOKIE]
+    assert morsel["secure"] and morsel["httponly"] and morsel["samesite"] == "Strict"
+
+
+# -- the login form ---------------------------------------------------------------------
+
+async def test_board_redirects_to_login_without_a_session(h: Harness) -> None:
+    status, _, r = await h.get("/board")
+    assert status == 303 and r.headers["Location"] == "/board/login"
+    status, _, r = await h.get("/board?lang=en")
+    assert status == 303 and r.headers["Location"] == "/board/login?lang=en"
+    status, page, r = await h.get("/board/login")
+    assert status == 200 and 'name="token"' in page and 'type="password"' in page
+    assert r.headers["X-Frame-Options"] == "DENY"
+    status, page, _ = await h.get("/board/login?lang=en")
+    assert "Control token" in page
+
+
+async def test_form_login(h: Harness) -> None:
+    """The right control token logs in as the given name; a wrong one is a 401."""
+    status, page, r = await h.post("/board/login", data={"name": "李物业", "token": "nope"})
+    assert status == 401 and "Set-Cookie" not in r.headers and "不正确" in page
+    assert 'value="李物业"' in page, "the name is kept in the form"
+    status, _, r = await h.post("/board/login", data={"name": " ", "token": TOKEN})
+    assert status == 401 and "Set-Cookie" not in r.headers
+    status, _, r = await h.post("/board/login?lang=en", data={"name": "李物业", "token": TOKEN},
+                                headers={"Origin": h.url})
+    assert status == 303 and r.headers["Location"] == "/board?lang=en"
+    status, page, _ = await h.get("/board")
+    assert status == 200 and "board:李物业" in page
+
+
+async def test_form_login_refuses_other_sites(h: Harness) -> None:
+    status, _, r = await h.post("/board/login", data={"name": "x", "token": TOKEN},
+                                headers={"Origin": "http://evil.example"})
+    assert status == 403 and "Set-Cookie" not in r.headers
+
+
+async def test_form_login_is_throttled(h: Harness) -> None:
+    for _ in range(LOGIN_FAILURES):
+        status, _, _ = await h.post("/board/login", data={"name": "x", "token": "guess"})
+        assert status == 401
+    status, _, r = await h.post("/board/login", data={"name": "x", "token": TOKEN})
+    assert status == 429 and "Set-Cookie" not in r.headers and r.headers["Retry-After"]
+
+
+async def test_secrets_stay_out_of_the_log(h: Harness) -> None:
+    """Neither the control token, a login link nor a cookie is ever logged."""
+    path = h.sessions.login_path("王网格员")
+    with structlog.testing.capture_logs() as logs:
+        await h.post("/board/login", data={"name": "a", "token": TOKEN + "x"})
+        await h.post("/board/login", data={"name": "a", "token": TOKEN})
+        await h.get(path)
+        await h.get(path)
+        await h.get("/board")
+    cookie = next(c.value for c in h.http.cookie_jar if c.key == COOKIE)
+    text = repr(logs)
+    assert logs, "logins are logged"
+    for secret in (TOKEN, path.rsplit("/", 1)[1], cookie, KEY.decode()):
+        assert secret not in text
+
+
+# -- the page ---------------------------------------------------------------------------
+
+async def test_board_page_headers_and_content(h: Harness) -> None:
+    csrf = await h.login("<b>王</b>")
+    status, page, r = await h.get("/board")
+    assert status == 200
+    csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
+    assert r.headers["X-Frame-Options"] == "DENY"
+    assert r.headers["Cache-Control"] == "no-store"
+    assert r.headers["Referrer-Policy"] == "no-referrer"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert f'<meta name="csrf-token" content="{csrf}">' in page
+    assert "<b>王</b>" not in page and "&lt;b&gt;王&lt;/b&gt;" in page
+    # No inline script: only the served file and a JSON data block.
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
+    assert [attrs for attrs, body in scripts if body.strip()] == \
+        [' id="board-i18n" type="application/json"']
+    assert any('src="/board/static/board.js"' in attrs for attrs, _ in scripts)
+    assert 'lang="zh-CN"' in page and "一屏可视" in page
+    assert "http://" not in page and "https://" not in page, "nothing from elsewhere"
+
+
+async def test_catalog_is_rendered_from_i18n(h: Harness) -> None:
+    await h.login()
+    _, page, _ = await h.get("/board?lang=en")
+    assert 'lang="en"' in page and "Open incidents" in page
+    found = re.search(r'<script id="board-i18n" type="application/json">(.*?)</script>',
+                      page, re.S)
+    assert found
+    catalog = json.loads(found.group(1))
+    for lang in ("zh", "en"):
+        assert catalog[lang]["incident.smoke_alarm"] == i18n.incident_title("smoke_alarm", lang)
+        assert catalog[lang]["severity.critical"] == i18n.t("severity.critical", lang)
+        assert catalog[lang]["kind.hydrant_pressure"] == i18n.kind_name("hydrant_pressure", lang)
+        assert catalog[lang]["outcome.false_alarm"] == i18n.t("outcome.false_alarm", lang)
+        assert catalog[lang]["btn.ack"]
+
+
+async def test_static_assets(h: Harness) -> None:
+    for name, ctype in (("board.js", "text/javascript"), ("board.css", "text/css"),
+                        ("icon.svg", "image/svg+xml")):
+        status, body, r = await h.get(f"/board/static/{name}")
+        assert status == 200 and body and r.content_type == ctype
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+    for bad in ("nope.js", "..%2Fboard.py", "%2E%2E/board.py"):
+        status, _, _ = await h.get(f"/board/static/{bad}")
+        assert status == 404
+
+
+async def test_logout_needs_the_csrf_token(h: Harness) -> None:
+    """Logout without the token only drops this browser's cookie; with it, the session ends
+    (its cookie stops working, even if replayed)."""
+    csrf = await h.login()
+    cookie = next(c.value for c in h.http.cookie_jar if c.key == COOKIE)
+    status, _, r = await h.post("/board/logout", data={})
+    assert status == 303 and r.headers["Location"] == "/board/login"
+    assert h.sessions.session_actor(mocked(cookie=cookie)) == "board:王网格员"
+    h.http.cookie_jar.update_cookies({COOKIE: cookie})
+    status, _, r = await h.post("/board/logout", data={"csrf": csrf})
+    assert status == 303
+    assert h.sessions.session_actor(mocked(cookie=cookie)) is None
+    h.http.cookie_jar.update_cookies({COOKIE: cookie})
+    status, _, r = await h.get("/board")
+    assert status == 303 and r.headers["Location"] == "/board/login"
+
+
+# -- the contract with the API middleware -----------------------------------------------
+
+async def test_api_accepts_the_session_and_its_csrf_token(h: Harness) -> None:
+    """What the daemon's middleware does with a board session, shown on the stand-in."""
+    async with h.http.get(h.url + "/api/incidents") as r:
+        assert r.status == 401
+    csrf = await h.login()
+    async with h.http.get(h.url + "/api/incidents") as r:
+        assert r.status == 200 and len((await r.json())["incidents"]) == 1
+    url = h.url + "/api/incidents/20240101-0001/ack"
+    body = {"actor": "someone else", "note": None}
+    async with h.http.post(url, json=body) as r:
+        assert r.status == 403
+    async with h.http.post(url, json=body, headers={CSRF_HEADER: csrf,
+                                                    "Origin": "http://evil.example"}) as r:
+        assert r.status == 403
+    async with h.http.post(url, json=body, headers={CSRF_HEADER: csrf, "Origin": h.url}) as r:
+        assert r.status == 200
+        assert (await r.json())["incident"]["acknowledged_by"] == "board:王网格员"

@@ -4,6 +4,7 @@ detected and paged, through the demo's local inbox only."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from helpers import sentinel
@@ -20,6 +21,9 @@ def test_demo_pages_the_scripted_fire_through_its_local_inbox(mosquitto: Mosquit
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "本地收件箱" in out and "确认火情" in out
+    # The board's one-time login link, the health endpoints and how to follow along.
+    assert re.search(r"一屏可视看板 .*: http://127\.0\.0\.1:\d+/board/login/\S+", out), out
+    assert "/metrics" in out and f"SENTINEL_STATE_DIR={state}" in out
     shown = [line for line in out.splitlines() if line.startswith("📨")]
     inbox = [json.loads(line) for line in (state / "inbox.jsonl").read_text().splitlines()]
     assert len(shown) == len(inbox) > 0

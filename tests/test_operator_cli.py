@@ -4,8 +4,10 @@ bad configuration."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,9 +15,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sentinel.incidents.store import read_events, read_incidents
 
@@ -273,3 +277,57 @@ def test_tail_filters_and_readings(daemon: DaemonProcess, mosquitto: Mosquitto) 
     assert {e.get("device") for e in follower.events()} == {SMOKE}
     readings = [line for line in follower.lines if line["stream"] == "reading"]
     assert {r["device"] for r in readings} == {SMOKE}
+
+
+def http_get(url: str, headers: dict[str, str] | None = None
+             ) -> tuple[int, dict[str, str], bytes]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""),
+                     headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def test_metrics_readiness_and_board_link_over_http(daemon: DaemonProcess,
+                                                    mosquitto: Mosquitto) -> None:
+    """/metrics of the running daemon parses and counts what was published; /readyz is
+    ready; `sentinel board` prints a one-time link that signs a browser in once."""
+    base = f"http://127.0.0.1:{daemon.control_port}"
+    status, _, body = http_get(base + "/readyz")
+    assert status == 200 and json.loads(body)["ready"] is True
+
+    result = run(daemon, "simulate", "--port", str(mosquitto.port), "--count", "40",
+                 "--burst")
+    assert result.returncode == 0, result.stderr
+    readings, messages = (int(n) for n in
+                          re.search(r"发布 (\d+) 条读数, (\d+) 条消息", result.stdout).groups())
+    publish_raw(mosquitto.port, f"sentinel/v1/{SMOKE}/telemetry", b"{not json")
+
+    def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        code, headers, text = http_get(base + "/metrics")
+        assert code == 200 and headers["Content-Type"].startswith("text/plain")
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for family in text_string_to_metric_families(text.decode())
+                for s in family.samples}
+
+    def received() -> float:
+        return scrape().get(("sentinel_messages_received_total", frozenset()), -1)
+
+    assert wait_until(lambda: received() == messages + 1, 15), (received(), messages)
+    samples = scrape()
+    rejected = frozenset({("reason", "invalid_json")})
+    assert samples[("sentinel_messages_rejected_total", rejected)] == 1
+    stored = samples[("sentinel_readings_stored_total", frozenset({("sink", "sqlite")}))]
+    assert stored == readings
+
+    link = run(daemon, "board", "--name", "值班员")
+    assert link.returncode == 0, link.stderr
+    url = re.search(r"(http://\S+/board/login/\S+)", link.stdout).group(1)
+    code, headers, _ = http_get(url)
+    assert code in (302, 303) and "sentinel_board" in headers.get("Set-Cookie", "")
+    again, _, _ = http_get(url)
+    assert again != code  # used once

@@ -514,6 +514,21 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_board(args: argparse.Namespace) -> int:
+    from sentinel.control.board import LOGIN_TTL
+
+    lang = _lang(args)
+    client = _control_client(args, lang)
+    if isinstance(client, int):
+        return client
+    try:
+        url = client.board_login_link(args.name)
+    except ControlError as exc:
+        return _report_control_error(exc, lang)
+    print(t("board.link", lang, minutes=round(LOGIN_TTL / 60), url=url))
+    return EXIT_OK
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     lang = _lang(args)
     loaded = _load_or_report(args, lang)
@@ -580,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--lang", choices=["zh", "en"], default=None,
                         help="language of messages (default zh, or $SENTINEL_LANG)")
     sub = parser.add_subparsers(dest="command", required=True)
+    actor = os.environ.get("USER") or "operator"
 
     p = sub.add_parser("run", parents=[common], help="run the daemon")
     p.set_defaults(func=cmd_run)
@@ -634,6 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.set_defaults(func=cmd_history)
 
+    p = sub.add_parser("board", parents=[common],
+                       help="print a one-time login link to the web board")
+    p.add_argument("--name", default=actor, help="who logs in (default: $USER); actions on "
+                                                 "the board are recorded as board:NAME")
+    p.set_defaults(func=cmd_board)
+
     p = sub.add_parser("deadletter", help="rejected messages")
     dl = p.add_subparsers(dest="action", required=True)
     q = dl.add_parser("list", parents=[common], help="newest rejected messages first")
@@ -654,7 +676,6 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_incidents)
 
-    actor = os.environ.get("USER") or "operator"
     p = sub.add_parser("oncall", parents=[common], help="who is on duty, per role and area")
     p.add_argument("--at", default="now", help="'now' or ISO time (Asia/Shanghai)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")

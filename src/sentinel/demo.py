@@ -227,6 +227,13 @@ async def _run_demo(loaded: Loaded, options: DemoOptions, view: LiveView) -> Dae
 
     def on_ready(daemon: Daemon) -> None:
         ready.set()
+        control = daemon.control
+        if control is not None:
+            view.write(t("demo.board", options.lang,
+                         url=control.login_link(t("demo.board_user", options.lang))))
+            view.write(t("demo.observe", options.lang, url=control.url))
+            view.write(t("demo.tail", options.lang,
+                         state=loaded.settings.state_dir))
         tasks.append(loop.create_task(view.run(daemon.ingestor.stats)))
         tasks.append(loop.create_task(view.follow(daemon.incidents)))
 

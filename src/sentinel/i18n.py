@@ -58,6 +58,15 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                          "en": "local inbox (standing in for WeCom/DingTalk/e-mail): {url}, "
                                "messages kept in {path}"},
     "demo.stop_hint": {"zh": "按 Ctrl-C 停止", "en": "press Ctrl-C to stop"},
+    "demo.board": {"zh": "一屏可视看板 (一次性登录链接, 10 分钟内有效): {url}",
+                   "en": "the board (one-time login link, valid 10 minutes): {url}"},
+    "demo.board_user": {"zh": "演示值班员", "en": "demo operator"},
+    "demo.observe": {"zh": "健康与指标: {url}/healthz  {url}/readyz  {url}/metrics",
+                     "en": "health and metrics: {url}/healthz  {url}/readyz  {url}/metrics"},
+    "demo.tail": {"zh": "另开终端跟踪事件: SENTINEL_STATE_DIR={state} .venv/bin/sentinel tail "
+                        "(或 status / incidents list / board)",
+                  "en": "follow from another terminal: SENTINEL_STATE_DIR={state} "
+                        ".venv/bin/sentinel tail (or status / incidents list / board)"},
     "demo.stopped": {"zh": "已停止. 存储 {stored} 条读数, 拒收 {rejected} 条",
                      "en": "stopped. {stored} readings stored, {rejected} rejected"},
     "sim.progress": {"zh": "已发布 {readings} 条读数 ({rate}/秒)",

@@ -160,6 +160,10 @@ class ControlClient:
     def remove_window(self, type_: str, window_id: int, author: str) -> None:
         self._request("POST", f"/api/windows/{type_}/{window_id}/remove", {"author": author})
 
+    def board_login_link(self, name: str) -> str:
+        """A one-time login URL for the board (the daemon's own HTTP address)."""
+        return str(self._request("POST", "/api/board/login-link", {"name": name})["url"])
+
     def stream(self, after: int | None, filters: Sequence[tuple[str, str]] = (),
                readings: bool = False) -> Iterator[StreamItem]:
         """Server-sent events until the connection ends (ControlError if it cannot start)."""

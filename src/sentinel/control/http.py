@@ -142,6 +142,8 @@ class Sessions(Protocol):
 
     def csrf_ok(self, request: web.Request) -> bool: ...
 
+    def login_path(self, name: str) -> str: ...
+
 
 # -- JSON API ---------------------------------------------------------------------------
 
@@ -370,6 +372,7 @@ class ControlServer:
         add.add_get("/api/windows/{type}", self._windows)
         add.add_post("/api/windows/{type}", self._add_window)
         add.add_post("/api/windows/{type}/{id}/remove", self._remove_window)
+        add.add_post("/api/board/login-link", self._board_login_link)
         add.add_get("/a/{token}", self._link_get)
         add.add_post("/a/{token}", self._link_post)
         if routes is not None:
@@ -431,6 +434,12 @@ class ControlServer:
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
             self.host or "", self.host or "127.0.0.1")
         return f"http://[{host}]:{self._port}" if ":" in host else f"http://{host}:{self._port}"
+
+    def login_link(self, name: str) -> str:
+        """A one-time board login URL for `name` on this server's HTTP address."""
+        if self._sessions is None or self.host is None:
+            raise RuntimeError("the board needs HTTP and sessions")
+        return self.url + self._sessions.login_path(name)
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -603,6 +612,21 @@ class ControlServer:
         author = _actor(request, {"actor": data.get("author") or data.get("actor")})
         window = await self._controller.add_window(_window_request(type_, data, author))
         return _json({"window": window}, 201)
+
+    async def _board_login_link(self, request: web.Request) -> web.Response:
+        if request.get(_SESSION_ACTOR) is not None:
+            raise _ApiError(403, "forbidden", "a board session cannot issue login links")
+        if self._sessions is None or self.host is None:
+            raise _ApiError(409, "unavailable", "the board needs [control] http = true")
+        data = await _read_object(request)
+        _check_keys(data, ("name",))
+        name = _actor(request, {"actor": data.get("name")})
+        try:
+            path = self._sessions.login_path(name)
+        except ValueError as exc:
+            raise _ApiError(400, "bad_request", str(exc)) from None
+        _log.info("board_login_link_issued", name=name)
+        return _json({"path": path, "url": self.url + path})
 
     async def _remove_window(self, request: web.Request) -> web.Response:
         type_ = _window_type(request)

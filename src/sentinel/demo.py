@@ -118,7 +118,10 @@ def _with_broker(loaded: Loaded, state_dir: Path, host: str, port: int) -> Loade
     })
     mqtt = settings.mqtt.model_copy(update={"host": host, "port": port,
                                             "client_id": "sentinel-demo"})
-    new = settings.model_copy(update={"state_dir": state_dir, "mqtt": mqtt, "store": store})
+    # The demo's own socket, where `SENTINEL_STATE_DIR=<demo dir> sentinel ...` looks.
+    control = settings.control.model_copy(update={"socket": state_dir / "control.sock"})
+    new = settings.model_copy(update={"state_dir": state_dir, "mqtt": mqtt, "store": store,
+                                      "control": control})
     return replace(loaded, settings=new)
 
 

@@ -243,3 +243,8 @@ def incident_title(name: str, lang: Language = "zh") -> str:
 def event_name(event_type: str, lang: Language = "zh") -> str:
     entry = _MESSAGES.get(f"event.{event_type}")
     return entry[lang] if entry else event_type.replace("_", " ")
+
+
+def catalog(prefixes: tuple[str, ...], lang: Language = "zh") -> dict[str, str]:
+    """Every message whose key starts with one of `prefixes`, in `lang` (for a page)."""
+    return {k: v.get(lang, v["en"]) for k, v in _MESSAGES.items() if k.startswith(prefixes)}

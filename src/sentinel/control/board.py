@@ -389,9 +389,7 @@ _SHARED_PREFIXES = ("severity.", "kind.", "incident.", "outcome.", "event.", "ro
 
 def _catalog(lang: Language) -> dict[str, str]:
     """Every text the board's script shows, in `lang`."""
-    shared = {k: v.get(lang, v["en"]) for k, v in i18n._MESSAGES.items()
-              if k.startswith(_SHARED_PREFIXES)}
-    return {**shared, **{k: v[lang] for k, v in UI.items()}}
+    return {**i18n.catalog(_SHARED_PREFIXES, lang), **{k: v[lang] for k, v in UI.items()}}
 
 
 def _ui(key: str, lang: Language, **values: object) -> str:

@@ -192,7 +192,9 @@ class MqttSource:
             except MqttConnectError as exc:
                 self.last_error = exc.reason
                 log.warning("mqtt_connect_failed", host=cfg.host, port=cfg.port,
-                            reason=exc.reason, attempt=attempt + 1)
+                            reason=exc.reason, attempt=attempt + 1,
+                            check="that the broker runs, and that [mqtt] host, port, TLS "
+                                  "and credentials match it; retrying with backoff")
             finally:
                 self._teardown()
             if self._closing:

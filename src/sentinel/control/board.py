@@ -19,12 +19,9 @@ login link (it sits in the path; log lines name the route pattern only).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import html
 import json
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -36,6 +33,7 @@ import structlog
 from aiohttp import web
 
 from sentinel import i18n
+from sentinel.control import tokens
 from sentinel.i18n import Language
 
 _log = structlog.get_logger("sentinel.control.board")
@@ -52,23 +50,11 @@ LOGIN_WINDOW = 300.0
 _SESSION_CONTEXT = b"sentinel-board-session-v1."
 _LOGIN_CONTEXT = b"sentinel-board-login-v1."
 _CSRF_CONTEXT = b"sentinel-board-csrf-v1."
-_MAC_CHARS = 43  # 32 bytes in unpadded base64
-_MAX_TOKEN = 1024
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
-_MIN_KEY = 16
 _MAX_TRACKED = 10_000  # used login nonces, revoked sessions, throttled addresses
 
 # A tile's colour: no open incident, offline devices only, or the worst severity open there.
 WORST = ("ok", "offline", "maintenance", "info", "warning", "critical", "emergency")
 ASSETS = {"board.js": "text/javascript", "board.css": "text/css", "icon.svg": "image/svg+xml"}
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def valid_name(name: object) -> str | None:
@@ -121,8 +107,7 @@ class BoardSessions:
 
     def __init__(self, key: bytes, ttl: float = 12 * 3600,
                  clock: Callable[[], float] = time.time) -> None:
-        if len(key) < _MIN_KEY:
-            raise ValueError(f"the board key must be at least {_MIN_KEY} bytes")
+        tokens.check_key(key, "board")
         if ttl <= 0:
             raise ValueError("the session ttl must be positive")
         self._key = key
@@ -137,34 +122,21 @@ class BoardSessions:
 
     # -- tokens -------------------------------------------------------------------------
 
-    def _mac(self, context: bytes, payload: str) -> str:
-        return _b64encode(hmac.new(self._key, context + payload.encode("ascii"),
-                                   hashlib.sha256).digest())
-
     def _sign(self, context: bytes, claims: dict[str, Any]) -> str:
-        payload = _b64encode(json.dumps(claims, separators=(",", ":"),
-                                        ensure_ascii=False).encode("utf-8"))
-        return f"{payload}.{self._mac(context, payload)}"
+        return tokens.sign(self._key, context, claims)
 
     def _verify(self, context: bytes, token: str | None) -> dict[str, Any] | None:
         """The claims of an authentic, unexpired token with a valid name; None otherwise."""
-        if not token or len(token) > _MAX_TOKEN:
-            return None
-        payload, dot, mac = token.partition(".")
-        if not dot or not _B64URL.fullmatch(payload) or not _B64URL.fullmatch(mac) \
-                or len(mac) != _MAC_CHARS:
-            return None
-        # Compared as text: comparing decoded bytes would accept several spellings of a MAC.
-        if not hmac.compare_digest(self._mac(context, payload).encode("ascii"),
-                                   mac.encode("ascii")):
+        try:
+            claims = tokens.verify(self._key, context, token)
+        except tokens.TokenError:
             return None
         try:
-            claims = json.loads(_b64decode(payload).decode("utf-8"))
             expires = float(claims["e"])
             nonce = claims["j"]
         except (ValueError, KeyError, TypeError):
             return None
-        if not isinstance(claims, dict) or valid_name(claims.get("n")) != claims.get("n"):
+        if valid_name(claims.get("n")) != claims.get("n"):
             return None
         if not isinstance(nonce, str) or not nonce or self._clock() >= expires:
             return None
@@ -229,7 +201,7 @@ class BoardSessions:
         return None if name is None else f"board:{name}"
 
     def _csrf_for(self, session_id: str) -> str:
-        return self._mac(_CSRF_CONTEXT, _b64encode(session_id.encode("utf-8")))
+        return tokens.mac(self._key, _CSRF_CONTEXT, tokens.b64encode(session_id.encode()))
 
     def csrf_token(self, request: web.Request) -> str | None:
         """The CSRF token of the request's session (None without a session)."""

@@ -1,10 +1,14 @@
-"""The daemon's HTTP control API and the pages behind one-tap acknowledgement links.
+"""The daemon's control server: the API, the board and the pages behind one-tap links.
 
-Two doors to the same `Controller`:
+Doors to the same `Controller`, each with its own credential:
 
-* `/api/...`: JSON for the `sentinel` command and other tools, behind a bearer token.
+* `/api/...` over the Unix socket: the `sentinel` command on the box; the socket's file
+  permissions decide who may act.
+* `/api/...` over HTTP: a bearer token (tools), or a board session cookie with a CSRF token
+  for anything that changes state (sentinel.control.board).
 * `/a/{token}`: a signed link sent in a notification; the link is its own credential, for
   one contact and one incident, until it expires, once.
+* `/healthz`, `/readyz`, `/metrics`: open; they carry no secrets.
 
 Neither the bearer token nor a link token is ever logged or echoed: aiohttp's access log is
 off (it would write link tokens, which sit in the path), and our own log lines name the
@@ -14,9 +18,7 @@ route pattern, never the path.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hmac
-import json
 import os
 import socket
 import time
@@ -32,21 +34,30 @@ from sentinel.control import pages
 from sentinel.control.feed import Filter, ReadingFeed
 from sentinel.control.links import LinkClaims, LinkError, LinkSigner
 from sentinel.control.operations import HistoryUnavailable, WindowRequest, WindowType
+from sentinel.control.requests import (
+    MAX_BODY,
+    SESSION_ACTOR,
+    ApiError,
+    actor_of,
+    check_keys,
+    error_response,
+    int_query,
+    json_response,
+    note_of,
+    outcome_of,
+    read_object,
+    window_request,
+    window_type,
+)
 from sentinel.control.stream import start_after, stream
 from sentinel.errors import ConfigError, Problem
 from sentinel.i18n import Language
 from sentinel.incidents.model import Incident, Outcome, Status
 
 _log = structlog.get_logger("sentinel.control")
-_SESSION_ACTOR = "sentinel.session_actor"
 # Unix socket paths are limited to 108 bytes with the terminating NUL (sockaddr_un).
 _MAX_SOCKET_PATH = 107
 
-MAX_BODY = 16 * 1024
-MAX_ACTOR = 100
-MAX_NOTE = 2000
-# Outcomes a person may choose; the others are recorded by sentinel itself.
-PERSON_OUTCOMES = (Outcome.HANDLED, Outcome.FALSE_ALARM, Outcome.REFERRED)
 
 
 class Controller(Protocol):
@@ -145,101 +156,6 @@ class Sessions(Protocol):
     def login_path(self, name: str) -> str: ...
 
 
-# -- JSON API ---------------------------------------------------------------------------
-
-class _ApiError(Exception):
-    def __init__(self, status: int, error: str, message: str) -> None:
-        self.status = status
-        self.error = error
-        self.message = message
-        super().__init__(message)
-
-
-_dumps = functools.partial(json.dumps, ensure_ascii=False, default=str)
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    response = web.json_response(data, status=status, dumps=_dumps)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def _api_error(exc: _ApiError) -> web.Response:
-    response = _json({"error": exc.error, "message": exc.message}, exc.status)
-    if exc.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="sentinel"'
-    return response
-
-
-async def _read_object(request: web.Request) -> dict[str, Any]:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _ApiError(413, "payload_too_large",
-                        f"the request body is over {MAX_BODY} bytes") from None
-    if not raw.strip():
-        raise _ApiError(400, "bad_request", "a JSON object body is required")
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise _ApiError(400, "bad_request", "the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise _ApiError(400, "bad_request", "the body must be a JSON object")
-    return data
-
-
-def _check_keys(data: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise _ApiError(400, "bad_request", f"unknown field(s): {', '.join(unknown)} "
-                                            f"(allowed: {', '.join(allowed)})")
-
-
-def _has_control_chars(text: str, allow_newlines: bool) -> bool:
-    allowed = "\n\t" if allow_newlines else ""
-    return any((ord(c) < 32 and c not in allowed) or ord(c) == 127 for c in text)
-
-
-def _actor(request: web.Request, data: dict[str, Any]) -> str:
-    session_actor = request.get(_SESSION_ACTOR)
-    if isinstance(session_actor, str):
-        return session_actor  # a board user acts as who they logged in as, whatever is sent
-    actor = data.get("actor")
-    if not isinstance(actor, str) or not actor.strip():
-        raise _ApiError(400, "bad_request", "actor is required: who acts (a non-empty string)")
-    actor = actor.strip()
-    if len(actor) > MAX_ACTOR:
-        raise _ApiError(400, "bad_request", f"actor is longer than {MAX_ACTOR} characters")
-    if _has_control_chars(actor, allow_newlines=False):
-        raise _ApiError(400, "bad_request", "actor contains control characters")
-    return actor
-
-
-def _note(data: dict[str, Any]) -> str | None:
-    note = data.get("note")
-    if note is None:
-        return None
-    if not isinstance(note, str):
-        raise _ApiError(400, "bad_request", "note must be a string or null")
-    note = note.strip()
-    if len(note) > MAX_NOTE:
-        raise _ApiError(400, "bad_request", f"note is longer than {MAX_NOTE} characters")
-    if _has_control_chars(note, allow_newlines=True):
-        raise _ApiError(400, "bad_request", "note contains control characters")
-    return note or None
-
-
-def _outcome(data: dict[str, Any]) -> Outcome:
-    choices = ", ".join(o.value for o in PERSON_OUTCOMES)
-    value = data.get("outcome")
-    if value is None:
-        raise _ApiError(400, "bad_request", f"outcome is required to close an incident "
-                                            f"(one of: {choices})")
-    if not isinstance(value, str) or value not in {o.value for o in PERSON_OUTCOMES}:
-        raise _ApiError(400, "bad_request", f"outcome must be one of: {choices}")
-    return Outcome(value)
-
-
 # -- the server -------------------------------------------------------------------------
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -249,51 +165,6 @@ def _is_unix(request: web.Request) -> bool:
     transport = request.transport
     sock = transport.get_extra_info("socket") if transport is not None else None
     return sock is not None and sock.family == socket.AF_UNIX
-
-
-def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    value = request.query.get(name)
-    if value is None or not value.strip():
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise _ApiError(400, "bad_request", f"{name} must be a whole number") from None
-    if not low <= number <= high:
-        raise _ApiError(400, "bad_request", f"{name} must be between {low} and {high}")
-    return number
-
-
-def _window_type(request: web.Request) -> WindowType:
-    value = request.match_info["type"]
-    if value == "silence":
-        return "silence"
-    if value == "drill":
-        return "drill"
-    raise _ApiError(404, "not_found", "windows are /api/windows/silence or /api/windows/drill")
-
-
-_SCOPE_KEYS = ("device", "building", "compound", "grid", "kind")
-
-
-def _window_request(type_: WindowType, data: dict[str, Any], actor: str) -> WindowRequest:
-    _check_keys(data, ("scope", "start", "end", "author", "reason", "actor"))
-    scope = data.get("scope")
-    if not isinstance(scope, dict) or not scope:
-        raise _ApiError(400, "bad_request",
-                        f"scope is required: an object with any of {', '.join(_SCOPE_KEYS)}")
-    unknown = sorted(set(scope) - set(_SCOPE_KEYS))
-    if unknown or not all(isinstance(v, str) and v.strip() for v in scope.values()):
-        raise _ApiError(400, "bad_request", f"scope keys are {', '.join(_SCOPE_KEYS)}, "
-                                            "each with a non-empty string")
-    start, end = data.get("start"), data.get("end")
-    if not isinstance(start, int | float) or not isinstance(end, int | float) or end <= start:
-        raise _ApiError(400, "bad_request", "start and end are epoch seconds, end after start")
-    reason = data.get("reason")
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_NOTE:
-        raise _ApiError(400, "bad_request", "reason is required (why this window)")
-    return WindowRequest(type_, {k: str(v).strip() for k, v in scope.items()}, float(start),
-                         float(end), actor, reason.strip())
 
 
 def _clear_stale_socket(path: Path) -> None:
@@ -453,14 +324,14 @@ class ControlServer:
             if route.startswith("/api/"):
                 self._authorize(request, route)
             response = await handler(request)
-        except _ApiError as exc:
-            response = _api_error(exc)
+        except ApiError as exc:
+            response = error_response(exc)
         except web.HTTPException:
             raise
         except Exception:
             _log.exception("control_handler_failed", route=route, method=request.method)
             if route.startswith("/api/"):
-                response = _api_error(_ApiError(500, "failed", "internal error; see the log"))
+                response = error_response(ApiError(500, "failed", "internal error; see the log"))
             else:
                 response = pages.page("错误 / Error", "<h1>内部错误 / Internal error</h1>", 500)
         _log.debug("control_request", method=request.method, route=route,
@@ -475,12 +346,12 @@ class ControlServer:
             if request.method not in ("GET", "HEAD") and \
                     (self._sessions is None or not self._sessions.csrf_ok(request)):
                 _log.warning("control_csrf_refused", route=route, remote=request.remote)
-                raise _ApiError(403, "forbidden", "missing or wrong X-CSRF-Token; reload "
+                raise ApiError(403, "forbidden", "missing or wrong X-CSRF-Token; reload "
                                                   "the board")
-            request[_SESSION_ACTOR] = actor
+            request[SESSION_ACTOR] = actor
             return
         _log.warning("control_unauthorized", route=route, remote=request.remote)
-        raise _ApiError(401, "unauthorized",
+        raise ApiError(401, "unauthorized",
                         "a valid 'Authorization: Bearer <token>' header is required")
 
     def _bearer_ok(self, request: web.Request) -> bool:
@@ -493,14 +364,14 @@ class ControlServer:
     # -- health ---------------------------------------------------------------------
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     async def _readyz(self, request: web.Request) -> web.Response:
         if self._observer is None:
-            return _json({"ready": False, "checks": {"daemon": {
+            return json_response({"ready": False, "checks": {"daemon": {
                 "ok": False, "detail": "starting"}}}, 503)
         ready, checks = self._observer.readiness()
-        return _json({"ready": ready, "checks": checks}, 200 if ready else 503)
+        return json_response({"ready": ready, "checks": checks}, 200 if ready else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         if self._observer is None:
@@ -517,63 +388,63 @@ class ControlServer:
         # streams from it sees every change after this list, and nothing twice.
         seq = self._controller.last_seq
         if request.query.get("all") in ("1", "true"):
-            limit = _int(request, "limit", 200, 1, 10_000)
+            limit = int_query(request, "limit", 200, 1, 10_000)
             incidents = await self._controller.list_recent(limit)
         else:
             incidents = await self._controller.list_open()
-        return _json({"seq": seq, "incidents": [inc.to_json() for inc in incidents]})
+        return json_response({"seq": seq, "incidents": [inc.to_json() for inc in incidents]})
 
     async def _show(self, request: web.Request) -> web.Response:
         incident_id = request.match_info["id"]
         inc = await self._controller.get_incident(incident_id)
         if inc is None:
-            raise _ApiError(404, "not_found", f"no incident {incident_id}")
+            raise ApiError(404, "not_found", f"no incident {incident_id}")
         audit = await self._controller.audit(incident_id)
-        return _json({"incident": inc.to_json(), "audit": audit})
+        return json_response({"incident": inc.to_json(), "audit": audit})
 
     async def _ack(self, request: web.Request) -> web.Response:
         incident_id = request.match_info["id"]
-        data = await _read_object(request)
-        _check_keys(data, ("actor", "note"))
-        actor, note = _actor(request, data), _note(data)
+        data = await read_object(request)
+        check_keys(data, ("actor", "note"))
+        actor, note = actor_of(request, data), note_of(data)
         try:
             inc = await self._controller.acknowledge(incident_id, actor, note)
         except KeyError:
-            raise _ApiError(404, "not_found", f"no open incident {incident_id}") from None
+            raise ApiError(404, "not_found", f"no open incident {incident_id}") from None
         _log.info("incident_acknowledged", incident_id=incident_id, actor=actor, via="api")
-        return _json({"incident": inc.to_json()})
+        return json_response({"incident": inc.to_json()})
 
     async def _resolve(self, request: web.Request) -> web.Response:
         incident_id = request.match_info["id"]
-        data = await _read_object(request)
-        _check_keys(data, ("actor", "outcome", "note"))
-        actor, outcome, note = _actor(request, data), _outcome(data), _note(data)
+        data = await read_object(request)
+        check_keys(data, ("actor", "outcome", "note"))
+        actor, outcome, note = actor_of(request, data), outcome_of(data), note_of(data)
         try:
             inc = await self._controller.resolve(incident_id, actor, outcome, note)
         except KeyError:
-            raise _ApiError(404, "not_found", f"no open incident {incident_id}") from None
+            raise ApiError(404, "not_found", f"no open incident {incident_id}") from None
         _log.info("incident_resolved", incident_id=incident_id, actor=actor,
                   outcome=outcome.value, via="api")
-        return _json({"incident": inc.to_json()})
+        return json_response({"incident": inc.to_json()})
 
     # -- the event stream -----------------------------------------------------------
 
     async def _events(self, request: web.Request) -> web.Response:
-        limit = _int(request, "limit", 500, 1, 5000)
-        last = _int(request, "last", 0, 0, 5000)
+        limit = int_query(request, "limit", 500, 1, 5000)
+        last = int_query(request, "last", 0, 0, 5000)
         if last:
             after = max(0, self._controller.last_seq - last)
         else:
-            after = _int(request, "after", 0, 0, 2**62)
+            after = int_query(request, "after", 0, 0, 2**62)
         events = await self._controller.events_after(after, limit)
-        return _json({"seq": self._controller.last_seq, "events": events})
+        return json_response({"seq": self._controller.last_seq, "events": events})
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         try:
             filter_ = Filter.from_query(request.query)
             start_after(request, 0)
         except ValueError as exc:
-            raise _ApiError(400, "bad_request", str(exc)) from None
+            raise ApiError(400, "bad_request", str(exc)) from None
         readings = request.query.get("readings") in ("1", "true")
         return await stream(request, self._controller, filter_, readings,
                             lambda: self._closing)
@@ -581,65 +452,65 @@ class ControlServer:
     # -- fleet, stores, windows ------------------------------------------------------
 
     async def _status(self, request: web.Request) -> web.Response:
-        return _json(await self._controller.status())
+        return json_response(await self._controller.status())
 
     async def _history(self, request: web.Request) -> web.Response:
         device = request.match_info["device"]
         if not self._controller.known_device(device):
-            raise _ApiError(404, "not_found", f"no device {device} in the inventory")
+            raise ApiError(404, "not_found", f"no device {device} in the inventory")
         try:
             since = float(request.query.get("since", "0"))
         except ValueError:
-            raise _ApiError(400, "bad_request", "since must be epoch seconds") from None
-        limit = _int(request, "limit", 1000, 1, 100_000)
+            raise ApiError(400, "bad_request", "since must be epoch seconds") from None
+        limit = int_query(request, "limit", 1000, 1, 100_000)
         try:
             readings = await self._controller.history(device, since, limit)
         except HistoryUnavailable as exc:
-            raise _ApiError(409, "unavailable", str(exc)) from None
-        return _json({"device": device, "readings": readings})
+            raise ApiError(409, "unavailable", str(exc)) from None
+        return json_response({"device": device, "readings": readings})
 
     async def _deadletters(self, request: web.Request) -> web.Response:
-        limit = _int(request, "limit", 50, 1, 10_000)
+        limit = int_query(request, "limit", 50, 1, 10_000)
         reason = request.query.get("reason") or None
-        return _json({"deadletters": await self._controller.deadletters(limit, reason)})
+        return json_response({"deadletters": await self._controller.deadletters(limit, reason)})
 
     async def _windows(self, request: web.Request) -> web.Response:
-        return _json({"windows": self._controller.windows(_window_type(request))})
+        return json_response({"windows": self._controller.windows(window_type(request))})
 
     async def _add_window(self, request: web.Request) -> web.Response:
-        type_ = _window_type(request)
-        data = await _read_object(request)
-        author = _actor(request, {"actor": data.get("author") or data.get("actor")})
-        window = await self._controller.add_window(_window_request(type_, data, author))
-        return _json({"window": window}, 201)
+        type_ = window_type(request)
+        data = await read_object(request)
+        author = actor_of(request, {"actor": data.get("author") or data.get("actor")})
+        window = await self._controller.add_window(window_request(type_, data, author))
+        return json_response({"window": window}, 201)
 
     async def _board_login_link(self, request: web.Request) -> web.Response:
-        if request.get(_SESSION_ACTOR) is not None:
-            raise _ApiError(403, "forbidden", "a board session cannot issue login links")
+        if request.get(SESSION_ACTOR) is not None:
+            raise ApiError(403, "forbidden", "a board session cannot issue login links")
         if self._sessions is None or self.host is None:
-            raise _ApiError(409, "unavailable", "the board needs [control] http = true")
-        data = await _read_object(request)
-        _check_keys(data, ("name",))
-        name = _actor(request, {"actor": data.get("name")})
+            raise ApiError(409, "unavailable", "the board needs [control] http = true")
+        data = await read_object(request)
+        check_keys(data, ("name",))
+        name = actor_of(request, {"actor": data.get("name")})
         try:
             path = self._sessions.login_path(name)
         except ValueError as exc:
-            raise _ApiError(400, "bad_request", str(exc)) from None
+            raise ApiError(400, "bad_request", str(exc)) from None
         _log.info("board_login_link_issued", name=name)
-        return _json({"path": path, "url": self.url + path})
+        return json_response({"path": path, "url": self.url + path})
 
     async def _remove_window(self, request: web.Request) -> web.Response:
-        type_ = _window_type(request)
+        type_ = window_type(request)
         try:
             window_id = int(request.match_info["id"])
         except ValueError:
-            raise _ApiError(404, "not_found", "window ids are numbers") from None
-        data = await _read_object(request)
-        _check_keys(data, ("author", "actor"))
-        author = _actor(request, {"actor": data.get("author") or data.get("actor")})
+            raise ApiError(404, "not_found", "window ids are numbers") from None
+        data = await read_object(request)
+        check_keys(data, ("author", "actor"))
+        author = actor_of(request, {"actor": data.get("author") or data.get("actor")})
         if not await self._controller.remove_window(type_, window_id, author):
-            raise _ApiError(404, "not_found", f"no active {type_} #{window_id}")
-        return _json({"removed": window_id})
+            raise ApiError(404, "not_found", f"no active {type_} #{window_id}")
+        return json_response({"removed": window_id})
 
     # -- one-tap links --------------------------------------------------------------
 

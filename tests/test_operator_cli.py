@@ -128,6 +128,14 @@ def test_every_command_against_a_running_daemon(daemon: DaemonProcess,
     assert window["scope"] == {"building": "1栋", "compound": "水贝花园"}
     assert window["author"] == "物业王" and window["end"] - window["start"] == 7200
     assert run(daemon, "drill", "list", "--json").stdout == ""
+    drill = run(daemon, "drill", "add", "--grid", "SB-G03", "--for", "30m", "--author", "街道办",
+                "--reason", "消防演练", "--lang", "en")
+    assert drill.returncode == 0 and "added drill #" in drill.stdout, drill.stderr
+    (drill_window,) = [json.loads(line) for line in
+                       run(daemon, "drill", "list", "--json").stdout.splitlines()]
+    assert drill_window["scope"] == {"grid": "SB-G03"}
+    assert run(daemon, "drill", "remove", str(drill_window["id"]), "--author", "街道办"
+               ).returncode == 0
     assert run(daemon, "silence", "remove", "999", "--author", "x").returncode == 1
     removed = run(daemon, "silence", "remove", str(window["id"]), "--author", "物业王")
     assert removed.returncode == 0, removed.stderr
@@ -160,7 +168,8 @@ def test_clear_errors_when_the_daemon_is_not_running(tmp_path: Path) -> None:
     commands = [("status",), ("tail",), ("incidents", "list"), ("incidents", "show", "x"),
                 ("ack", "x"), ("resolve", "x", "--outcome", "handled"),
                 ("silence", "list"), ("drill", "list"), ("deadletter", "list"),
-                ("history", SMOKE),
+                ("history", SMOKE), ("board",), ("drill", "add", "--grid", "SB-G03", "--for",
+                                                   "1h", "--author", "a", "--reason", "r"),
                 ("silence", "add", "--device", SMOKE, "--for", "1h", "--author", "a",
                  "--reason", "r")]
     for command in commands:

@@ -21,6 +21,7 @@ from sentinel.config.model import ControlSettings
 ErrorKind = Literal["not_running", "unauthorized", "not_found", "bad_request", "failed",
                     "forbidden", "unavailable"]
 
+STREAM_TIMEOUT = 45.0
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "127.0.0.1", "": "127.0.0.1"}
 
 
@@ -173,8 +174,9 @@ class ControlClient:
         if readings:
             query.append(("readings", "1"))
         path = "/api/stream" + (f"?{urlencode(query)}" if query else "")
-        # No read timeout: events may be minutes apart (the server sends heartbeats).
-        conn, response = self._open("GET", path, None, auth=True, timeout=None)
+        # Events may be minutes apart, but the server sends a heartbeat every 15 s: three
+        # missed heartbeats mean a dead connection (a host gone without closing it).
+        conn, response = self._open("GET", path, None, auth=True, timeout=STREAM_TIMEOUT)
         try:
             event, event_id = "message", None
             data_lines: list[str] = []

@@ -25,11 +25,11 @@ import pytest
 
 from sentinel.incidents.store import read_incidents
 
-from daemon import DaemonProcess, stored_keys, wait_until
+from daemon import DaemonProcess, Publisher, readings, stored_keys, wait_until
 from fault_proxy import FaultProxy
 from helpers import ROOT, SHIPPED_CONFIG
 from receivers import HttpReceiver
-from servers import Mosquitto
+from servers import Mosquitto, VictoriaMetrics
 
 LONG = os.environ.get("FAULTS_SCALE") == "long"
 
@@ -225,3 +225,46 @@ def outbox_keys(db: Path) -> set[str]:
 def report(test: str, **figures: int) -> None:
     """The ledger of a run, one line (shown by `make faults`, which runs pytest -s)."""
     print(f"\nLEDGER {test}: " + " ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def test_tsdb_down_spools_alerts_at_the_mark_and_replays_in_full(
+        mosquitto: Mosquitto, victoria: VictoriaMetrics, tmp_path: Path,
+        daemons: list[DaemonProcess]) -> None:
+    """The TSDB is down while readings keep coming: they spool; crossing the spool's mark
+    opens the spool_nearly_full incident (and pages); when the TSDB is back, everything
+    is replayed, nothing lost, and the incident clears."""
+    victoria.stop()
+    daemon = DaemonProcess(tmp_path / "state", mosquitto.port,
+                           store__backend="influxdb", store__influxdb__url=victoria.url,
+                           store__influxdb__flush_interval="0.2",
+                           store__influxdb__retry_max_delay="1",
+                           store__spool__max_bytes=str(400_000),
+                           store__spool__warn_ratio="0.5").start()
+    daemons.append(daemon)
+    db = daemon.state_dir / "incidents.sqlite3"
+
+    def spool_alert() -> list[str]:
+        return [i.status.value for i in read_incidents(db) if i.name == "spool_nearly_full"]
+
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_readings(readings(4, time.time() - 3600))
+    assert wait_until(lambda: spool_alert() == ["firing"], 30), spool_alert()
+    victoria.start()
+    expected = publisher.ledger
+    publisher.close()
+
+    def in_tsdb() -> set[tuple[str, int]]:
+        victoria.force_flush()
+        keys: set[tuple[str, int]] = set()
+        for kind in ("smoke", "gas", "hydrant_pressure", "water_level", "elderly_watch"):
+            keys |= victoria.distinct_points(kind)
+        return keys
+
+    assert wait_until(lambda: in_tsdb() >= expected, 90, interval=2.0)
+    lost = expected - in_tsdb()
+    report("tsdb down", published=len(expected), lost=len(lost),
+           unexpected=len(in_tsdb() - expected))
+    assert not lost and in_tsdb() == expected
+    # The condition clears with the spool below its mark (auto-resolving system incident).
+    assert wait_until(lambda: spool_alert() and spool_alert()[0] != "firing", 90), \
+        spool_alert()

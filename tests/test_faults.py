@@ -18,14 +18,17 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from sentinel.config.inventory import Device
+from sentinel.decode.encode import encode
 from sentinel.incidents.store import read_incidents
 
-from daemon import DaemonProcess, Publisher, readings, stored_keys, wait_until
+from daemon import LOADED, DaemonProcess, Publisher, readings, stored_keys, wait_until
 from fault_proxy import FaultProxy
 from helpers import ROOT, SHIPPED_CONFIG
 from receivers import HttpReceiver
@@ -268,3 +271,67 @@ def test_tsdb_down_spools_alerts_at_the_mark_and_replays_in_full(
     # The condition clears with the spool below its mark (auto-resolving system incident).
     assert wait_until(lambda: spool_alert() and spool_alert()[0] != "firing", 90), \
         spool_alert()
+
+
+def test_receivers_down_everything_is_delivered_or_visibly_failed(
+        mosquitto: Mosquitto, tmp_path: Path, daemons: list[DaemonProcess]) -> None:
+    """Every channel answers 503 for a while: retries, then the next tier at once, then
+    a notification_failed incident; nothing stays queued unseen. When the receivers are
+    back, the next alarm is delivered."""
+    with HttpReceiver() as hooks:
+        hooks.set_down(True)
+        daemon = DaemonProcess(tmp_path / "state", mosquitto.port,
+                               notify_url=hooks.url("json", "/page"), notify__attempts="2",
+                               notify__retry_min_delay="0.5",
+                               notify__retry_max_delay="1").start()
+        daemons.append(daemon)
+        publisher = Publisher(mosquitto.port)
+        publisher.publish_readings(alarm_of("SB-SMK-0001"))
+        db = daemon.state_dir / "incidents.sqlite3"
+
+        def failed_incident() -> bool:
+            return any(i.name == "notification_failed" for i in read_incidents(db))
+        assert wait_until(failed_incident, 30)
+        down_for = 120 if LONG else 5
+        time.sleep(down_for)
+        down_requests = len(hooks.requests)
+        hooks.set_down(False)
+        publisher.publish_readings(alarm_of("SB-SMK-0002"))
+        # Whatever was still queued (storm control holds the non-life-safety
+        # notification_failed pages 30 s) now leaves; nothing stays pending.
+        assert wait_until(lambda: outbox_status(db).get("pending", 0) == 0, 90), \
+            outbox_status(db)
+        assert any(r.status == 200 and b"SB-SMK-0002" in r.body for r in hooks.requests)
+        publisher.close()
+        status = outbox_status(db)
+        attempts = attempt_results(db)
+        assert set(status) <= {"sent", "failed", "withdrawn"}
+        # Every failure is visible: attempts recorded, each on the audit trail.
+        assert status.get("failed", 0) >= 4 and attempts["failed"] >= 2 * status["failed"]
+        report("receivers down", down_s=down_for, notifications_failed=status["failed"],
+               notifications_sent=status.get("sent", 0), attempts_failed=attempts["failed"],
+               requests_while_down=down_requests, lost=status.get("pending", 0))
+
+
+def alarm_of(device_id: str) -> Iterator[tuple[Device, float, list[tuple[str, bytes]]]]:
+    device = LOADED.inventory[device_id]
+    ts = round(time.time(), 3)
+    yield device, ts, encode(LOADED.profiles[device.profile], device,
+                             {"alarm": True, "battery": 90.0}, ts, LOADED.kinds)
+
+
+def outbox_status(db: Path) -> dict[str, int]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return dict(conn.execute("SELECT status, count(*) FROM outbox GROUP BY status"))
+    finally:
+        conn.close()
+
+
+def attempt_results(db: Path) -> Counter[str]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return Counter("sent" if ok else "failed"
+                       for (ok,) in conn.execute("SELECT ok FROM attempts"))
+    finally:
+        conn.close()

@@ -215,6 +215,15 @@ def readings(rounds: int, start: float, devices: list[Device] | None = None
                                      LOADED.kinds)
 
 
+def alarm(device_id: str, ts: float | None = None
+          ) -> Iterator[tuple[Device, float, list[tuple[str, bytes]]]]:
+    """One alarm reading of a smoke or gas detector, in its vendor format."""
+    device = LOADED.inventory[device_id]
+    ts = round(ts if ts is not None else time.time(), 3)
+    values = {**TYPICAL[device.kind], "alarm": True}
+    yield device, ts, encode(LOADED.profiles[device.profile], device, values, ts, LOADED.kinds)
+
+
 class Publisher:
     """A QoS 1 publisher that keeps a ledger of the (device, ts_ms) it published."""
 

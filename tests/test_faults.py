@@ -18,17 +18,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from sentinel.config.inventory import Device
-from sentinel.decode.encode import encode
 from sentinel.incidents.store import read_incidents
 
-from daemon import LOADED, DaemonProcess, Publisher, readings, stored_keys, wait_until
+from daemon import DaemonProcess, Publisher, alarm, readings, stored_keys, wait_until
 from fault_proxy import FaultProxy
 from helpers import ROOT, SHIPPED_CONFIG
 from receivers import HttpReceiver
@@ -286,7 +283,7 @@ def test_receivers_down_everything_is_delivered_or_visibly_failed(
                                notify__retry_max_delay="1").start()
         daemons.append(daemon)
         publisher = Publisher(mosquitto.port)
-        publisher.publish_readings(alarm_of("SB-SMK-0001"))
+        publisher.publish_readings(alarm("SB-SMK-0001"))
         db = daemon.state_dir / "incidents.sqlite3"
 
         def failed_incident() -> bool:
@@ -296,7 +293,7 @@ def test_receivers_down_everything_is_delivered_or_visibly_failed(
         time.sleep(down_for)
         down_requests = len(hooks.requests)
         hooks.set_down(False)
-        publisher.publish_readings(alarm_of("SB-SMK-0002"))
+        publisher.publish_readings(alarm("SB-SMK-0002"))
         # Whatever was still queued (storm control holds the non-life-safety
         # notification_failed pages 30 s) now leaves; nothing stays pending.
         assert wait_until(lambda: outbox_status(db).get("pending", 0) == 0, 90), \
@@ -311,13 +308,6 @@ def test_receivers_down_everything_is_delivered_or_visibly_failed(
         report("receivers down", down_s=down_for, notifications_failed=status["failed"],
                notifications_sent=status.get("sent", 0), attempts_failed=attempts["failed"],
                requests_while_down=down_requests, lost=status.get("pending", 0))
-
-
-def alarm_of(device_id: str) -> Iterator[tuple[Device, float, list[tuple[str, bytes]]]]:
-    device = LOADED.inventory[device_id]
-    ts = round(time.time(), 3)
-    yield device, ts, encode(LOADED.profiles[device.profile], device,
-                             {"alarm": True, "battery": 90.0}, ts, LOADED.kinds)
 
 
 def outbox_status(db: Path) -> dict[str, int]:

@@ -30,7 +30,7 @@ import urllib.parse
 import urllib.request
 import weakref
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -282,13 +282,26 @@ class Mosquitto(_ProcessServer):
 
     name = "mosquitto"
 
+    # Directives of a base config (see ``base_config``) that point at the machine the config
+    # was written for; they are replaced by the fixture's own (or dropped).
+    _MACHINE_DIRECTIVES: ClassVar[frozenset[str]] = frozenset(
+        {"listener", "user", "pid_file", "log_dest", "persistence_location"})
+
     def __init__(
         self,
         base_dir: Path | str | None = None,
         *,
         extra_config: Iterable[str] = (),
         port: int | None = None,
+        base_config: str | None = None,
+        paths: Mapping[str, Path | str] | None = None,
     ) -> None:
+        """``base_config``: start from this mosquitto.conf text (e.g. a shipped one) instead
+        of the fixture's default open broker. Only what ties it to a machine is rewritten:
+        its single ``listener`` gets the fixture's loopback address and free port, ``user``,
+        ``pid_file``, ``log_dest`` and ``persistence_location`` become the fixture's, and
+        ``paths`` replaces the value of each named directive (``certfile``, ``acl_file``...),
+        each of which must occur in the text. Every other line is kept as it is."""
         self.binary = _find_binary("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
         super().__init__(base_dir, port)
         self.data_dir = self.base_dir / "data"
@@ -296,9 +309,50 @@ class Mosquitto(_ProcessServer):
         self.config_path = self.base_dir / "mosquitto.conf"
         self.log_path = self.base_dir / "mosquitto.log"
         self.extra_config = list(extra_config)
+        self.base_config = base_config
+        self.paths = {k: str(v) for k, v in (paths or {}).items()}
+        if base_config is None and self.paths:
+            raise ValueError("paths rewrites a base_config; none was given")
+        if base_config is not None:
+            self._derived_config()  # refuse a base config it cannot rewrite before starting
+
+    def _own_lines(self) -> list[str]:
+        # The log where log_text() reads it, and the user we are (see config_text()).
+        return [f"log_dest file {self.log_path}",
+                f"user {pwd.getpwuid(os.geteuid()).pw_name}"]
+
+    def _derived_config(self) -> str:
+        assert self.base_config is not None
+        lines: list[str] = []
+        listeners = 0
+        replaced: set[str] = set()
+        for raw in self.base_config.splitlines():
+            words = raw.split(None, 1)
+            key = words[0] if words and not words[0].startswith("#") else ""
+            if key == "listener":
+                listeners += 1
+                lines.append(f"listener {self.port} {self.host}")
+            elif key == "persistence_location":
+                lines.append(f"persistence_location {self.data_dir}/")
+            elif key in self._MACHINE_DIRECTIVES:
+                continue
+            elif key in self.paths:
+                replaced.add(key)
+                lines.append(f"{key} {self.paths[key]}")
+            else:
+                lines.append(raw)
+        if listeners != 1:
+            raise ValueError(f"base_config has {listeners} listeners; the fixture serves "
+                             "exactly one port, so it supports exactly one")
+        missing = sorted(set(self.paths) - replaced)
+        if missing:
+            raise ValueError(f"base_config has no {', '.join(missing)} line to rewrite")
+        return "\n".join([*lines, *self._own_lines(), *self.extra_config]) + "\n"
 
     def config_text(self) -> str:
         """The mosquitto.conf written before every start."""
+        if self.base_config is not None:
+            return self._derived_config()
         lines = [
             f"listener {self.port} {self.host}",
             "allow_anonymous true",

@@ -14,11 +14,20 @@ class _Section(BaseModel):
 
 class TlsSettings(_Section):
     enabled: bool = False
+    # The CA that issued the broker's certificate (PEM); only it is trusted. None: the
+    # system's CAs. The certificate must also name [mqtt] host (checked).
     ca_file: Path | None = None
+    # A client certificate and its key, for a broker that requires one.
     cert_file: Path | None = None
     key_file: Path | None = None
     # Only for a lab broker with a self-signed certificate; never in production.
     insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _key_with_cert(self) -> TlsSettings:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file is the private key of cert_file: set cert_file too")
+        return self
 
 
 class ReconnectSettings(_Section):

@@ -220,15 +220,7 @@ class MqttSource:
         if cfg.username is not None:
             client.username_pw_set(cfg.username, self._password)
         if cfg.tls.enabled:
-            context = ssl.create_default_context(
-                cafile=str(cfg.tls.ca_file) if cfg.tls.ca_file else None)
-            if cfg.tls.cert_file is not None:
-                context.load_cert_chain(str(cfg.tls.cert_file),
-                                        str(cfg.tls.key_file) if cfg.tls.key_file else None)
-            if cfg.tls.insecure_skip_verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            client.tls_set_context(context)
+            client.tls_set_context(_tls_context(cfg))
         client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
@@ -245,6 +237,8 @@ class MqttSource:
         self._generation += 1
         self._connected.clear()
         self._disconnected.clear()
+        # Reads the TLS files on every attempt: a certificate put in place (or fixed) while
+        # the daemon retries is picked up without a restart.
         client = self._new_client()
         self._client = client
         properties = None
@@ -262,7 +256,7 @@ class MqttSource:
                 clean_start=False if cfg.protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
                 properties=properties))
         except (OSError, ssl.SSLError, ValueError) as exc:
-            raise MqttConnectError(cfg.host, cfg.port, _describe(exc)) from None
+            raise MqttConnectError(cfg.host, cfg.port, _describe(exc, cfg)) from None
         sock: Any = client.socket()
         if sock is None:
             raise MqttConnectError(cfg.host, cfg.port, "no socket after connect")
@@ -421,13 +415,94 @@ class MqttSource:
             self._pause_reading()
 
 
-def _describe(exc: BaseException) -> str:
+def _tls_context(cfg: MqttSettings) -> ssl.SSLContext:
+    """The client TLS context: the broker's certificate must chain to [mqtt.tls] ca_file (or,
+    without one, to a CA this system trusts) and name [mqtt] host; TLS 1.2 at least.
+
+    A file that cannot be used raises MqttConnectError naming the setting and the file.
+    """
+    tls = cfg.tls
+    try:
+        # With a cafile only that CA is trusted (a private CA); the system CAs otherwise.
+        context = ssl.create_default_context(
+            cafile=str(tls.ca_file) if tls.ca_file is not None else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise MqttConnectError(cfg.host, cfg.port, _file_problem("ca_file", tls.ca_file, exc)
+                               ) from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert_file is not None:
+        try:
+            context.load_cert_chain(str(tls.cert_file),
+                                    str(tls.key_file) if tls.key_file is not None else None)
+        except (OSError, ssl.SSLError) as exc:
+            what = "cert_file/key_file" if tls.key_file is not None else "cert_file"
+            raise MqttConnectError(cfg.host, cfg.port,
+                                   _file_problem(what, tls.cert_file, exc)) from None
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _file_problem(setting: str, path: object, exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        detail = exc.reason or str(exc)
+        return (f"cannot use [mqtt.tls] {setting} {path}: {detail} (expected PEM: a CA "
+                "certificate for ca_file, a certificate and its private key for "
+                "cert_file/key_file)")
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot read [mqtt.tls] {setting} {exc.filename or path}: {exc.strerror}"
+    return f"cannot use [mqtt.tls] {setting} {path}: {exc}"
+
+
+# OpenSSL X509_V_ERR_* codes of SSLCertVerificationError.verify_code that need their own hint.
+_CERT_NOT_YET_VALID, _CERT_EXPIRED = 9, 10
+_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH = 62, 64
+
+
+def _describe(exc: BaseException, cfg: MqttSettings) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is the broker running and listening on this port?)"
     if isinstance(exc, socket.gaierror):
         return f"host name not found ({exc.strerror})"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted ({exc.verify_message})"
+        return _describe_verify_failure(exc, cfg)
+    if isinstance(exc, ConnectionResetError) and cfg.tls.enabled:
+        return ("connection reset during the TLS handshake: is this port the broker's TLS "
+                "listener (a plain MQTT port resets TLS clients)?")
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        hint = "is this port a TLS listener of the broker?"
+        if reason in ("WRONG_VERSION_NUMBER", "UNEXPECTED_EOF_WHILE_READING",
+                      "RECORD_LAYER_FAILURE"):
+            hint = "the port does not speak TLS: is it the broker's TLS listener?"
+        elif "CERTIFICATE_REQUIRED" in reason or "UNKNOWN_CA" in reason \
+                or "BAD_CERTIFICATE" in reason:
+            hint = ("the broker refused our client certificate: check [mqtt.tls] cert_file "
+                    "and key_file")
+        elif "VERSION" in reason or "PROTOCOL" in reason or "HANDSHAKE_FAILURE" in reason:
+            hint = "no TLS version or cipher in common (sentinel needs TLS 1.2 or later)"
+        return f"TLS handshake failed ({reason}): {hint}"
     if isinstance(exc, TimeoutError):
         return "timed out"
     return f"{exc.__class__.__name__}: {exc}"
+
+
+def _describe_verify_failure(exc: ssl.SSLCertVerificationError, cfg: MqttSettings) -> str:
+    detail = (exc.verify_message or str(exc)).rstrip(".")
+    text = f"TLS certificate verify failed: {detail}"
+    code = exc.verify_code
+    if code in (_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH):
+        return (f"{text}; the broker's certificate does not name the host sentinel connects "
+                f"to ([mqtt] host = {cfg.host!r}): set host to a name or address in its "
+                "subjectAltName, or reissue the certificate with that name "
+                "(config/mosquitto/make-certs.sh)")
+    if code in (_CERT_NOT_YET_VALID, _CERT_EXPIRED):
+        return (f"{text}; check the certificate's validity dates and this machine's clock "
+                "(renew with config/mosquitto/make-certs.sh)")
+    if cfg.tls.ca_file is not None:
+        return (f"{text}; the broker's certificate is not signed by the CA in [mqtt.tls] "
+                f"ca_file = {str(cfg.tls.ca_file)!r}: is that the CA that issued it, and is "
+                f"{cfg.host}:{cfg.port} the broker you mean?")
+    return (f"{text}; the broker's certificate is not signed by a CA this system trusts: set "
+            "[mqtt.tls] ca_file to the CA that issued it")

@@ -33,6 +33,7 @@ from sentinel.store import ReadingSink
 from sentinel.store.influx import InfluxWriter
 from sentinel.store.spool import SpoolingSink
 from sentinel.store.sqlite import SqliteReadingStore
+from sentinel.systemd import Notifier, pipeline_stuck
 from sentinel.types import Severity
 
 log = structlog.get_logger("sentinel.app")
@@ -158,6 +159,14 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
                                           settings.incidents.topic_prefix)
             publish_task = tg.create_task(publisher.run(), name="incident-publish")
 
+        # systemd (Type=notify): READY once the broker is connected, WATCHDOG=1 while the
+        # pipeline makes progress (see sentinel.systemd.pipeline_stuck), STOPPING at stop.
+        notifier = Notifier.from_environ()
+        stages = [t for t in (source_task, sink_task, ingest_task, timers_task,
+                              escalation_task, publish_task) if t is not None]
+        watchdog_task = tg.create_task(notifier.run(
+            lambda: pipeline_stuck(daemon, stages, notifier.stuck_after)), name="watchdog")
+
         async def announce_ready() -> None:
             await source.wait_connected()
             log.info("daemon_ready", devices=len(loaded.inventory), topics=topics,
@@ -165,12 +174,14 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
                      control=control.url if control is not None and control.host else None,
                      socket=str(control.socket_path) if control is not None else None,
                      contacts=len(loaded.oncall.contact))
+            notifier.ready(f"running: {len(loaded.inventory)} devices")
             if on_ready is not None:
                 on_ready(daemon)
 
         ready_task = tg.create_task(announce_ready(), name="ready")
         await stop.wait()
         log.info("daemon_stopping", pending=source.pending())
+        notifier.stopping()
         ready_task.cancel()
         # Commit and acknowledge what was received, then disconnect: the broker keeps
         # whatever arrives later for our persistent session.
@@ -191,6 +202,7 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
                 async with asyncio.timeout(_FLUSH_GRACE):
                     await sink.flush()
         sink_task.cancel()
+        watchdog_task.cancel()
     log.info("daemon_stopped", received=ingestor.stats.received,
              stored=ingestor.stats.stored, rejected=ingestor.stats.rejected_total)
     return daemon

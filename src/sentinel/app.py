@@ -31,10 +31,11 @@ from sentinel.notify.sender import AppriseSender
 from sentinel.source import MqttSource
 from sentinel.store import ReadingSink
 from sentinel.store.influx import InfluxWriter
+from sentinel.store.reserve import DiskGuard, Reserve
 from sentinel.store.spool import SpoolingSink
 from sentinel.store.sqlite import SqliteReadingStore
 from sentinel.systemd import Notifier, pipeline_stuck
-from sentinel.types import Severity
+from sentinel.types import Severity, Value
 
 log = structlog.get_logger("sentinel.app")
 
@@ -86,7 +87,10 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
     clock = clock or SystemClock()
     pending_system: set[asyncio.Task[None]] = set()
 
-    async with StateStore(settings.incidents.path, settings.incidents.synchronous) as state:
+    disk = DiskGuard(Reserve(settings.state_dir, settings.store.reserve_bytes))
+    await asyncio.to_thread(disk.reserve.ensure)
+    async with StateStore(settings.incidents.path, settings.incidents.synchronous,
+                          disk) as state:
         incidents = IncidentService(loaded.rules, loaded.inventory, state, clock,
                                     settings.rules)
         await incidents.start()
@@ -95,15 +99,24 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
         gc.collect()
         gc.freeze()
 
+        def raise_system(name: str, active: bool, severity: Severity, **detail: Value) -> None:
+            # Called from inside other stages (a store's commit): the incident is committed
+            # by a task of its own, not under the caller's feet.
+            task = asyncio.get_running_loop().create_task(incidents.system(
+                name, active, severity, **detail))
+            pending_system.add(task)
+            task.add_done_callback(pending_system.discard)
+
         def on_store_event(event: str, data: dict[str, object]) -> None:
             # The spool crossing its warning mark is an incident for the operators.
             if event in ("spool_nearly_full", "spool_below_mark"):
                 detail = {k: v for k, v in data.items() if isinstance(v, int | float | str)}
-                task = asyncio.get_running_loop().create_task(incidents.system(
-                    "spool_nearly_full", event == "spool_nearly_full", Severity.WARNING,
-                    **detail))
-                pending_system.add(task)
-                task.add_done_callback(pending_system.discard)
+                raise_system("spool_nearly_full", event == "spool_nearly_full",
+                             Severity.WARNING, **detail)
+
+        # A full state disk: alarms keep the reserve, telemetry is dropped (see ingest).
+        disk.on_change = lambda full: raise_system(
+            "disk_full", full, Severity.CRITICAL, path=str(settings.state_dir))
 
         signer = LinkSigner(link_key(settings), settings.control.link_ttl)
         sender = AppriseSender(settings.notify.timeout, settings.notify.concurrency)
@@ -130,7 +143,7 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
             try:
                 return await _run(loaded, stop, [*listeners, readings], on_ready, sink,
                                   source, incidents, state, decoder, topics, escalation,
-                                  control)
+                                  control, disk)
             finally:
                 await sender.aclose()
 
@@ -139,10 +152,10 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
                on_ready: Callable[[Daemon], None] | None, sink: ReadingSink,
                source: MqttSource, incidents: IncidentService, state: StateStore,
                decoder: Decoder, topics: list[str], escalation: EscalationService,
-               control: ControlServer | None) -> Daemon:
+               control: ControlServer | None, disk: DiskGuard) -> Daemon:
     settings = loaded.settings
     ingestor = Ingestor(source, decoder, sink, settings.ingest.batch_max, listeners,
-                        gate=incidents)
+                        gate=incidents, disk=disk)
     daemon = Daemon(ingestor, source, sink, incidents, escalation, control)
     if control is not None:
         # Before the broker connects: /readyz then says what it waits for.
@@ -158,7 +171,6 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
             publisher = IncidentPublisher(incidents, state, source,
                                           settings.incidents.topic_prefix)
             publish_task = tg.create_task(publisher.run(), name="incident-publish")
-
         # systemd (Type=notify): READY once the broker is connected, WATCHDOG=1 while the
         # pipeline makes progress (see sentinel.systemd.pipeline_stuck), STOPPING at stop.
         notifier = Notifier.from_environ()

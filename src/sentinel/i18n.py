@@ -104,6 +104,9 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "incident.fire_confirmed": {"zh": "确认火情", "en": "confirmed fire"},
     "incident.fire_with_gas": {"zh": "火情伴燃气", "en": "fire with gas"},
     "incident.spool_nearly_full": {"zh": "缓存将满", "en": "spool nearly full"},
+    "incident.disk_full": {"zh": "状态磁盘已满, 读数暂停存储", "en": "state disk full, readings "
+                                                             "not stored"},
+    "incident.clock_stepped": {"zh": "系统时钟跳变", "en": "system clock stepped"},
     "event.opened": {"zh": "新发生", "en": "opened"},
     "event.severity_raised": {"zh": "升级", "en": "raised"},
     "event.condition_cleared": {"zh": "已恢复正常", "en": "cleared"},

@@ -26,6 +26,7 @@ from sentinel.decode.decoder import Decoder
 from sentinel.errors import DecodeError
 from sentinel.log import RejectLogger
 from sentinel.store import ReadingSink
+from sentinel.store.reserve import DiskGuard, is_disk_full
 from sentinel.types import DeadLetter, IngestStats, RawMessage, Reading, RejectReason
 
 log = structlog.get_logger("sentinel.ingest")
@@ -58,7 +59,7 @@ _Decoded = tuple[list[RawMessage], list[Reading], list[DeadLetter]]
 class Ingestor:
     def __init__(self, source: MessageSource, decoder: Decoder, sink: ReadingSink,
                  batch_max: int, listeners: Sequence[ReadingListener] = (),
-                 gate: ReadingGate | None = None) -> None:
+                 gate: ReadingGate | None = None, disk: DiskGuard | None = None) -> None:
         self._source = source
         self._decoder = decoder
         self._sink = sink
@@ -66,6 +67,8 @@ class Ingestor:
         self._listeners = list(listeners)
         self._gate = gate
         self._rejects = RejectLogger(log)
+        self._disk = disk
+        self._dropping = False
         self.stats = IngestStats()
         self._stopping = False
 
@@ -139,12 +142,43 @@ class Ingestor:
         return DeadLetter(msg.topic, msg.payload, reason, detail, msg.received_at, device_id)
 
     async def _write(self, readings: list[Reading], dead: list[DeadLetter]) -> None:
-        await _retry_forever("store_write", lambda: self._sink.write(readings, dead),
-                             len(readings), self.stats)
+        disk = self._disk
+        if disk is None:
+            await _retry_forever("store_write", lambda: self._sink.write(readings, dead),
+                                 len(readings), self.stats)
+            return
+        # A full disk is not retried: holding the acknowledgements would stop the broker
+        # from sending anything, alarms included. The gate has already committed what the
+        # readings meant (using the reserve); their telemetry is dropped and counted.
+        if disk.telemetry_allowed():
+            try:
+                await _retry_forever("store_write", lambda: self._sink.write(readings, dead),
+                                     len(readings), self.stats, give_up=is_disk_full)
+                if self._dropping:
+                    self._dropping = False
+                    log.info("telemetry_stored_again", dropped=self.stats.dropped)
+                return
+            except _GaveUp:
+                disk.disk_full()
+        self._drop(readings, dead)
+
+    def _drop(self, readings: list[Reading], dead: list[DeadLetter]) -> None:
+        dropped = self.stats.dropped
+        if not self._dropping:
+            self._dropping = True
+            log.error("telemetry_dropped", reason="disk_full", dropped_before=dropped.get(
+                "disk_full", 0), detail="the state disk is full: alarms and incidents are "
+                                        "kept, readings are not stored until space returns")
+        dropped["disk_full"] = dropped.get("disk_full", 0) + len(readings) + len(dead)
+
+
+class _GaveUp(Exception):
+    """A retry loop stopped on an error it was told not to retry."""
 
 
 async def _retry_forever(what: str, attempt: Callable[[], Awaitable[None]], count: int,
-                         stats: IngestStats) -> None:
+                         stats: IngestStats,
+                         give_up: Callable[[BaseException], bool] | None = None) -> None:
     # A failing store (disk full, locked file) is retried for ever: the messages stay
     # unacknowledged meanwhile, so the broker keeps them and nothing is lost.
     # `stats` shows readiness checks a step failing now or stuck in one batch.
@@ -159,6 +193,9 @@ async def _retry_forever(what: str, attempt: Callable[[], Awaitable[None]], coun
                     log.info(f"{what}_recovered", attempts=failures + 1)
                 return
             except Exception as exc:
+                if give_up is not None and give_up(exc):
+                    stats.failing.pop(what, None)
+                    raise _GaveUp(what) from exc
                 failures += 1
                 error = f"{exc.__class__.__name__}: {exc}"
                 stats.failing[what] = error[:300]

@@ -143,6 +143,10 @@ class _Collector:
         yield _counter("sentinel_readings_accepted_total",
                        "Readings decoded, committed and acknowledged, by device kind.",
                        "kind", stats.stored_by_kind)
+        yield _counter("sentinel_readings_dropped_total",
+                       "Readings and dead letters not stored, by cause (disk_full: the "
+                       "state disk was full; alarms were kept).", "reason",
+                       {"disk_full": 0, **stats.dropped})
         queued = GaugeMetricFamily("sentinel_ingest_queue_messages",
                                    "Messages received from the broker, not yet committed.")
         queued.add_metric([], daemon.source.pending())

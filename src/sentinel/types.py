@@ -87,6 +87,8 @@ class IngestStats:
     received: int = 0
     stored: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    # Accepted but not stored, by cause (disk_full: telemetry given up so alarms flow).
+    dropped: dict[str, int] = field(default_factory=dict)
     stored_by_kind: dict[str, int] = field(default_factory=dict)
     # Steps retried until they succeed ("store_write", "rules_gate"): the last error of each
     # one failing now, and since when (time.monotonic) its current batch has been in it.

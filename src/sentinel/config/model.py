@@ -103,6 +103,9 @@ class StoreSettings(_Section):
     sqlite: SqliteSettings = Field(default_factory=SqliteSettings)
     influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    # Room kept back on the state disk (a ballast file) for incident and notification
+    # commits when the disk fills up; 0 turns it off.
+    reserve_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
 
 
 class IngestSettings(_Section):

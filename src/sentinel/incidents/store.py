@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from sentinel.incidents.model import Incident, IncidentEvent, Status, Window
 from sentinel.rules.engine import CondState
 from sentinel.store.db import SqliteDb, open_readonly, transaction
+from sentinel.store.reserve import DiskGuard, is_disk_full
 from sentinel.types import Severity
 
 T = TypeVar("T")
@@ -121,9 +122,11 @@ def _number(incident_id: str) -> int:
 class StateStore:
     """Async access to the state database (one connection on its own thread)."""
 
-    def __init__(self, path: Path, synchronous: str = "full") -> None:
+    def __init__(self, path: Path, synchronous: str = "full",
+                 disk: DiskGuard | None = None) -> None:
         self.path = path
         self._db = SqliteDb(path, SCHEMA, synchronous=synchronous)
+        self._disk = disk
 
     async def __aenter__(self) -> StateStore:
         await self._db.open()
@@ -189,7 +192,14 @@ class StateStore:
                 if changes.extra is not None:
                     changes.extra(conn)
             return stored
-        return await self._db.call(commit)
+        try:
+            return await self._db.call(commit)
+        except Exception as exc:
+            # Incidents come before telemetry: a full disk gives up its reserve for them.
+            if self._disk is None or not is_disk_full(exc):
+                raise
+            self._disk.disk_full()
+            return await self._db.call(commit)
 
     async def events_after(self, seq: int, limit: int) -> list[IncidentEvent]:
         return await self._db.call(lambda conn: query_events(conn, after=seq, limit=limit))
@@ -201,8 +211,14 @@ class StateStore:
         return await self._db.call(lambda conn: query_windows(conn, now))
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run fn(connection) on the database thread (reads of later stages' tables)."""
-        return await self._db.call(fn)
+        """Run fn(connection) on the database thread (later stages' tables)."""
+        try:
+            return await self._db.call(fn)
+        except Exception as exc:
+            if self._disk is None or not is_disk_full(exc):
+                raise
+            self._disk.disk_full()
+            return await self._db.call(fn)
 
     async def data_version(self) -> int:
         return await self._db.call(

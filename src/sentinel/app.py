@@ -117,6 +117,17 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
         # A full state disk: alarms keep the reserve, telemetry is dropped (see ingest).
         disk.on_change = lambda full: raise_system(
             "disk_full", full, Severity.CRITICAL, path=str(settings.state_dir))
+        if isinstance(clock, SystemClock):
+            # The daemon's clock slews into a step of the system clock instead of jumping;
+            # operators should still know that the box's time moved.
+            loop = asyncio.get_running_loop()
+
+            def on_step(offset: float) -> None:
+                loop.call_soon_threadsafe(lambda: raise_system(
+                    "clock_stepped", offset != 0.0, Severity.WARNING,
+                    offset_s=round(offset, 1)))
+
+            clock.on_step = on_step
 
         signer = LinkSigner(link_key(settings), settings.control.link_ttl)
         sender = AppriseSender(settings.notify.timeout, settings.notify.concurrency)
@@ -128,7 +139,8 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
         async with contextlib.AsyncExitStack() as stack:
             sink = await stack.enter_async_context(_sink(loaded, on_store_event))
             source = await stack.enter_async_context(
-                MqttSource(settings.mqtt, topics, password, settings.ingest.queue_max))
+                MqttSource(settings.mqtt, topics, password, settings.ingest.queue_max,
+                           clock.now))
             control = None
             if settings.control.enabled:
                 operations = Operations(loaded, incidents, escalation, state, sink, source,

@@ -20,7 +20,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +64,9 @@ class MqttSource:
     """
 
     def __init__(self, settings: MqttSettings, topics: Sequence[str], password: str | None,
-                 queue_max: int) -> None:
+                 queue_max: int, clock: Callable[[], float] = time.time) -> None:
+        # Receive times come from the daemon's clock, so rules compare like with like.
+        self._now = clock
         self._settings = settings
         self._topics = list(topics)
         self._password = password
@@ -410,7 +412,7 @@ class MqttSource:
         except UnicodeDecodeError:
             topic = bytes(message._topic).decode("utf-8", "replace")
         self._queue.append(RawMessage(topic, bytes(message.payload), message.qos, message.retain,
-                                      time.time(), _AckToken(self._generation, message.mid)))
+                                      self._now(), _AckToken(self._generation, message.mid)))
         if len(self._queue) >= self._queue_max:
             self._pause_reading()
 

@@ -29,7 +29,14 @@ STANDARD_FALSE: frozenset[object] = frozenset(
 
 # Epoch values above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
 _MS_THRESHOLD = 1e11
+# Topics → matching profiles. Bounded in entries and in key length: a subscribed filter's
+# `+` level can carry up to 64 KiB, and hostile topics must not make the cache grow without
+# bound (200,000 × 64 KiB); longer topics are matched each time, which is cheap.
 _TOPIC_CACHE_MAX = 200_000
+_TOPIC_CACHE_KEY_MAX = 256
+# Integers beyond ±2**53 are not exact as floats (and beyond 2**63 fit no store).
+_EXACT_INT = 2.0 ** 53
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def topic_matches(filter_levels: list[str], topic_levels: list[str]) -> bool:
@@ -72,6 +79,7 @@ class _FieldReader:
     false_words: frozenset[object]
     mapping: Mapping[str, str]
     required: bool
+    open_range: bool  # the field lacks min or max, so the range check lets infinity through
 
     def convert(self, raw: Any, device: Device) -> Value:
         spec = self.spec
@@ -131,9 +139,12 @@ class _FieldReader:
                                   f"{self.percent_of_setting}", device.id)
             value = value / base * 100.0
         spec = self.spec
-        if not spec.lo <= value <= spec.hi:
-            raise DecodeError(R.IMPOSSIBLE_VALUE, f"{self.name}: {value:g} outside "
-                              f"[{spec.lo:g}, {spec.hi:g}]", device.id)
+        # scale, offset and unit factors can overflow a finite raw value to infinity (or
+        # inf - inf to NaN): a field without min or max must check that itself.
+        if not spec.lo <= value <= spec.hi or (self.open_range and not math.isfinite(value)):
+            where = f"outside [{spec.lo:g}, {spec.hi:g}]" if math.isfinite(value) else \
+                "after scale and unit conversion"
+            raise DecodeError(R.IMPOSSIBLE_VALUE, f"{self.name}: {value:g} {where}", device.id)
         if spec.max_setting is not None:
             cap = settings.number(spec.max_setting)
             if cap is not None and value > cap:
@@ -143,11 +154,18 @@ class _FieldReader:
             if not value.is_integer():
                 raise DecodeError(R.WRONG_TYPE, f"{self.name}: {value:g} is not an integer",
                                   device.id)
+            if not -_EXACT_INT <= value <= _EXACT_INT:
+                raise DecodeError(R.IMPOSSIBLE_VALUE, f"{self.name}: {value:g} beyond the "
+                                  "exact integer range ±2**53", device.id)
             return int(value)
         return value
 
 
 def _clip(value: object, limit: int = 40) -> object:
+    """Short text of a value for a reject detail. Never str() of a JSON container: it can be
+    1,000 levels deep (RecursionError) or 64 KiB long."""
+    if type(value) is dict or type(value) is list:
+        return f"<{'object' if type(value) is dict else 'array'} of {len(value)}>"
     text = str(value)
     return text if len(text) <= limit else text[:limit] + "…"
 
@@ -215,6 +233,7 @@ def _make_reader(name: str, m: FieldMapping, spec: CompiledField,
         false_words=STANDARD_FALSE | {_norm_word(w) for w in m.false_values},
         mapping=dict(m.map),
         required=m.required,
+        open_range=not (math.isfinite(spec.lo) and math.isfinite(spec.hi)),
     )
 
 
@@ -243,9 +262,10 @@ class Decoder:
         if found is None:
             levels = topic.split("/")
             found = tuple(p for p in self._profiles if p.matches(levels))
-            if len(self._topic_cache) >= _TOPIC_CACHE_MAX:
-                self._topic_cache.clear()
-            self._topic_cache[topic] = found
+            if len(topic) <= _TOPIC_CACHE_KEY_MAX:
+                if len(self._topic_cache) >= _TOPIC_CACHE_MAX:
+                    self._topic_cache.clear()
+                self._topic_cache[topic] = found
         return found
 
     def decode(self, msg: RawMessage) -> Reading:
@@ -277,10 +297,7 @@ class Decoder:
             try:
                 doc = orjson.loads(msg.payload)
             except orjson.JSONDecodeError as exc:
-                text = str(exc)
-                bad_utf8 = "UTF-8" in text or "utf-8" in text
-                reason = R.INVALID_ENCODING if bad_utf8 else R.INVALID_JSON
-                raise DecodeError(reason, str(_clip(text, 120))) from None
+                doc = _parse_json_slow(msg.payload, exc)
             if type(doc) is not dict and type(doc) is not list:
                 raise DecodeError(R.WRONG_TYPE, "payload is not a JSON object")
         else:
@@ -288,6 +305,8 @@ class Decoder:
                 doc = msg.payload.decode("utf-8").strip()
             except UnicodeDecodeError:
                 raise DecodeError(R.INVALID_ENCODING, "payload is not valid UTF-8") from None
+            if doc[:1] == "\ufeff":  # a byte-order mark is not part of the value
+                doc = doc[1:].strip()
 
         device = self._device(profile, levels, doc)
         readers = profile.readers(device.kind)
@@ -325,16 +344,14 @@ class Decoder:
             elif raw is not MISSING and raw is not None:
                 raise DecodeError(R.WRONG_TYPE, "device id in the payload is not text")
         if from_topic is not None and from_payload is not None and from_topic != from_payload:
+            # The dead letter names the topic's device when the inventory knows it.
+            named = self._inventory.get(_device_id(profile, from_topic))
             raise DecodeError(R.DEVICE_MISMATCH, f"topic names {_clip(from_topic)!r} but payload "
-                              f"names {_clip(from_payload)!r}", profile.id_prefix + from_topic)
+                              f"names {_clip(from_payload)!r}", named.id if named else None)
         found = from_payload if from_payload is not None else from_topic
         if not found:
             raise DecodeError(R.MISSING_DEVICE_ID, "no device id in topic or payload")
-        if profile.id_case == "upper":
-            found = found.upper()
-        elif profile.id_case == "lower":
-            found = found.lower()
-        device_id = profile.id_prefix + found
+        device_id = _device_id(profile, found)
         device: Device | None = self._inventory.get(device_id)
         if device is None:
             raise DecodeError(R.UNKNOWN_DEVICE, f"device {_clip(device_id)!r} is not in the "
@@ -360,6 +377,31 @@ class Decoder:
         if ts < received_at - self._max_age:
             raise DecodeError(R.TIMESTAMP_TOO_OLD, f"{received_at - ts:.0f} s old", device_id)
         return ts
+
+
+def _device_id(profile: CompiledProfile, found: str) -> str:
+    if profile.id_case == "upper":
+        found = found.upper()
+    elif profile.id_case == "lower":
+        found = found.lower()
+    return profile.id_prefix + found
+
+
+def _parse_json_slow(payload: bytes, exc: orjson.JSONDecodeError) -> Any:
+    """orjson refused the payload: accept it after a UTF-8 byte-order mark (RFC 8259 lets a
+    parser ignore one; orjson refuses it), else raise the reason. Only rejected payloads
+    come here, so the checks cost the hot path nothing."""
+    if payload.startswith(_UTF8_BOM):
+        try:
+            return orjson.loads(payload[3:])
+        except orjson.JSONDecodeError as again:
+            exc = again
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        raise DecodeError(R.INVALID_ENCODING, f"payload is not valid UTF-8 (byte {bad.start})"
+                          ) from None
+    raise DecodeError(R.INVALID_JSON, str(_clip(str(exc), 120))) from None
 
 
 def parse_timestamp(raw: Any, fmt: str, naive_tz: ZoneInfo | None) -> float | None:

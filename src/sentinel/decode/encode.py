@@ -15,7 +15,7 @@ import orjson
 from sentinel import units
 from sentinel.config.inventory import Device
 from sentinel.config.profiles import FieldMapping, ProfileSpec
-from sentinel.decode.paths import set_path
+from sentinel.decode.paths import parse_path, set_path
 from sentinel.kinds import KindRegistry
 from sentinel.types import Value
 
@@ -119,7 +119,11 @@ def encode(profile: ProfileSpec, device: Device, values: Mapping[str, Value], ts
                 repr(raw) if isinstance(raw, float) else str(raw))
             out.append((_topic_for(profile, device, mapping.quantity), text.encode()))
         return out
-    doc: dict[str, Any] = {}
+    paths = [m.path for m in mappings.values() if m.path is not None]
+    paths += [p.path for p in (profile.device_id, profile.timestamp) if p and p.path]
+    # A profile whose paths start with [i] (or a selector) reads a top-level array.
+    doc: dict[str, Any] | list[Any] = (
+        [] if any(parse_path(p)[0][0] != "key" for p in paths) else {})
     if profile.device_id.path is not None:
         set_path(doc, profile.device_id.path, device_id_on_wire(profile, device))
     if profile.timestamp is not None and ts is not None:

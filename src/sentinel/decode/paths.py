@@ -74,11 +74,19 @@ def _step_getter(step: Step) -> Getter:
         if type(doc) is not list:
             return MISSING
         for item in doc:
-            if type(item) is dict and str(item.get(key)) == wanted:
+            if type(item) is dict and _text(item.get(key)) == wanted:
                 return item
         return MISSING
 
     return select
+
+
+def _text(value: Any) -> str | None:
+    """A selector's text form of a member: scalars only. A container never matches (its str()
+    would walk a document that may be 1,000 levels deep or 64 KiB long)."""
+    if type(value) is dict or type(value) is list:
+        return None
+    return str(value)
 
 
 def compile_getter(path: str) -> Getter:
@@ -99,8 +107,10 @@ def compile_getter(path: str) -> Getter:
     return get
 
 
-def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
-    """Write value at path, creating objects and arrays on the way (used for encoding)."""
+def set_path(doc: dict[str, Any] | list[Any], path: str, value: Any) -> None:
+    """Write value at path, creating objects and arrays on the way (used for encoding).
+
+    `doc` is an array when the path starts with `[i]` or a selector (a top-level array)."""
     steps = parse_path(path)
     node: Any = doc
     for i, step in enumerate(steps):
@@ -114,7 +124,8 @@ def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
             node = node.setdefault(step[1], empty)
         elif step[0] == "index":
             index = step[1]
-            while len(node) <= index:
+            # [-k] needs k elements, [i] needs i + 1.
+            while len(node) < (index + 1 if index >= 0 else -index):
                 node.append(None)
             if last:
                 node[index] = value

@@ -10,6 +10,7 @@ severity rises), so a thousand identical readings cost nothing downstream.
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,10 @@ from sentinel.rules.model import (
 from sentinel.types import Reading, Severity, Value
 
 Change = Literal["active", "clear", "event", "cancel"]
+
+
+# Readings per device remembered for replay detection (those that changed an incident).
+_SIGNALLED_KEPT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,6 +474,10 @@ class RuleEngine:
         self._seen_resolution = last_seen_resolution
         # Device -> (ts, values) of its newest reading: drops exact redeliveries.
         self._newest: dict[str, tuple[float, int]] = {}
+        # Device -> (ts, values) of its last readings that changed an incident: a replay of
+        # one of them (an old message sent again) must not raise its alarm a second time.
+        # Only readings that signalled are kept, so a big fleet costs next to nothing.
+        self._signalled: dict[str, collections.deque[tuple[float, int]]] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._significant = False
 
@@ -533,6 +542,10 @@ class RuleEngine:
             prev = newest.get(r.device_id)
             if prev is not None and r.ts == prev[0] and fingerprint == prev[1]:
                 continue  # the same reading again (QoS 1 redelivery)
+            signalled = self._signalled.get(r.device_id)
+            if signalled is not None and (r.ts, fingerprint) in signalled:
+                continue  # a replay of a reading that already raised or cleared something
+            produced = len(out)
             stale = prev is not None and r.ts < prev[0]
             if not stale:
                 newest[r.device_id] = (r.ts, fingerprint)
@@ -557,6 +570,11 @@ class RuleEngine:
                     self._dirty.add(key)
                     if ev.ticks:
                         self._watch_timer(key, ev, st)
+            if len(out) > produced:
+                if signalled is None:
+                    signalled = self._signalled[r.device_id] = collections.deque(
+                        maxlen=_SIGNALLED_KEPT)
+                signalled.append((r.ts, fingerprint))
         return out
 
     def _watch_timer(self, key: tuple[str, str], ev: Evaluator, st: CondState) -> None:

@@ -302,3 +302,27 @@ def test_replayed_alarm_after_resolution_opens_no_new_incident(
         assert len(mine()) == 1
     finally:
         daemon.close()
+
+
+def test_a_message_beyond_the_maximum_packet_size_never_reaches_memory(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """MQTT 5: the daemon tells the broker its Maximum Packet Size; a 17 MiB message is
+    dropped by the broker instead of being held whole by the daemon, and the next message
+    from the same publisher arrives."""
+    daemon = DaemonProcess(tmp_path / "state", mosquitto.port).start()
+    try:
+        device = _device("smoke", "sentinel-json", 5)
+        topic = f"sentinel/v1/{device.id}/telemetry"
+        before = received_metric(daemon.control_port)
+        pub = Publisher(mosquitto.port, client_id="huge-publisher")
+        pub.publish(topic, b"{" + b" " * (17 * 1024 * 1024) + b"}")
+        control = stamped(time.time() - 5, device, alarm=False)
+        pub.publish(topic, control)
+        pub.flush()
+        pub.close()
+        db = tmp_path / "state" / "readings.sqlite3"
+        assert wait_until(lambda: len(rows_for(db, device.id)) == 1, 15)
+        time.sleep(0.5)
+        assert received_metric(daemon.control_port) == before + 1
+    finally:
+        daemon.close()

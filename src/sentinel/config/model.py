@@ -49,6 +49,9 @@ class MqttSettings(_Section):
     # MQTT 5 Receive Maximum: QoS 1 messages the broker may have in flight to us unacked.
     # Mosquitto honours it; under 3.1.1 the broker's max_inflight_messages (default 20) rules.
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    # MQTT 5 Maximum Packet Size: larger messages are dropped by the broker, unseen (not
+    # dead-lettered); keep it well above [ingest] max_payload_bytes.
+    maximum_packet_size: int = Field(default=16 * 1024 * 1024, ge=1024, le=268_435_455)
     qos: Literal[0, 1] = 1
     # Empty: subscribe to every topic filter the loaded device profiles match.
     topics: list[str] = Field(default_factory=list)

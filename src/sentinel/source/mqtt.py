@@ -248,6 +248,10 @@ class MqttSource:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = cfg.session_expiry
             properties.ReceiveMaximum = cfg.receive_maximum
+            # Without a limit the broker forwards messages up to 256 MB, held whole in
+            # memory before the decoder refuses them. Far above max_payload_bytes, so what
+            # the decoder refuses is still seen (and dead-lettered); the broker drops the rest.
+            properties.MaximumPacketSize = cfg.maximum_packet_size
         self._connack: asyncio.Future[tuple[bool, str | None]] = loop.create_future()
         try:
             # connect() resolves, opens TCP and does the TLS handshake: blocking work, so it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -10,13 +12,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from sentinel.app import Daemon, run_daemon
 from sentinel.config.check import Loaded, load_all
 from sentinel.config.inventory import Device
 from sentinel.decode.encode import encode
@@ -266,3 +269,26 @@ class Publisher:
         self.flush()
         self.client.disconnect()
         self.client.loop_stop()
+
+
+_READY_WITHIN = 30.0
+
+
+@contextlib.asynccontextmanager
+async def running(loaded: Loaded) -> AsyncIterator[Daemon]:
+    """The daemon in this process (for tests that need its handles), until the block ends."""
+    stop = asyncio.Event()
+    ready: asyncio.Future[Daemon] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_daemon(loaded, stop, on_ready=ready.set_result))
+    try:
+        await asyncio.wait({task, ready}, timeout=_READY_WITHIN,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # its exception, if it failed to start
+            raise AssertionError("the daemon returned before it was ready")
+        assert ready.done(), f"the daemon was not ready within {_READY_WITHIN:g} s"
+        yield ready.result()
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await task

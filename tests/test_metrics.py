@@ -5,11 +5,10 @@ store or a real VictoriaMetrics behind the spool), parsed with prometheus_client
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from sentinel.app import Daemon, run_daemon
 from sentinel.config.check import Loaded, load_all
 from sentinel.config.inventory import Device
 from sentinel.decode.encode import encode
@@ -28,7 +26,7 @@ from sentinel.metrics import DaemonMetrics
 from sentinel.stats import LATENCY_BUCKETS, NOTIFY_BUCKETS, LatencyHistogram
 from sentinel.types import RejectReason, Severity
 
-from daemon import LOADED, TYPICAL, Publisher, write_oncall
+from daemon import LOADED, TYPICAL, Publisher, running, write_oncall
 from helpers import SHIPPED_CONFIG
 from receivers import HttpReceiver
 from servers import Mosquitto, VictoriaMetrics, free_port
@@ -109,24 +107,6 @@ def load(tmp: Path, broker_port: int, notify_url: str, **overrides: str) -> Load
     }
     env.update({f"SENTINEL_{k.upper()}": v for k, v in overrides.items()})
     return load_all(SHIPPED_CONFIG, env)
-
-
-@contextlib.asynccontextmanager
-async def running(loaded: Loaded) -> AsyncIterator[Daemon]:
-    stop = asyncio.Event()
-    ready: asyncio.Future[Daemon] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_daemon(loaded, stop, on_ready=ready.set_result))
-    try:
-        await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()  # its exception, if it failed to start
-            raise AssertionError("the daemon returned before it was ready")
-        assert ready.done(), "the daemon was not ready within 20 s"
-        yield ready.result()
-    finally:
-        stop.set()
-        async with asyncio.timeout(30):
-            await task
 
 
 async def eventually(predicate: Callable[[], bool], what: str, within: float = 20.0) -> None:

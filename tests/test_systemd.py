@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 
-from sentinel.app import Daemon, run_daemon
 from sentinel.config.check import Loaded, load_all
 from sentinel.config.load import read_secret
 from sentinel.control.secrets import control_token, link_key
@@ -43,7 +42,15 @@ from sentinel.systemd import (
 )
 from sentinel.types import IngestStats
 
-from daemon import LOADED, TYPICAL, DaemonProcess, Publisher, accepting_sink_url, write_oncall
+from daemon import (
+    LOADED,
+    TYPICAL,
+    DaemonProcess,
+    Publisher,
+    accepting_sink_url,
+    running,
+    write_oncall,
+)
 from helpers import ROOT, SHIPPED_CONFIG
 from servers import Mosquitto, StubInfluxServer, StubResponse
 
@@ -481,24 +488,6 @@ def load(tmp: Path, broker_port: int, **overrides: str) -> Loaded:
     }
     env.update({f"SENTINEL_{k.upper()}": v for k, v in overrides.items()})
     return load_all(SHIPPED_CONFIG, env)
-
-
-@contextlib.asynccontextmanager
-async def running(loaded: Loaded) -> AsyncIterator[Daemon]:
-    stop = asyncio.Event()
-    ready: asyncio.Future[Daemon] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_daemon(loaded, stop, on_ready=ready.set_result))
-    try:
-        await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()
-            raise AssertionError("the daemon returned before it was ready")
-        assert ready.done(), "the daemon was not ready within 30 s"
-        yield ready.result()
-    finally:
-        stop.set()
-        async with asyncio.timeout(30):
-            await task
 
 
 def smoke_alarm(n: int = 1) -> list[tuple[str, bytes]]:

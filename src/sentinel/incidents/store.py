@@ -192,14 +192,7 @@ class StateStore:
                 if changes.extra is not None:
                     changes.extra(conn)
             return stored
-        try:
-            return await self._db.call(commit)
-        except Exception as exc:
-            # Incidents come before telemetry: a full disk gives up its reserve for them.
-            if self._disk is None or not is_disk_full(exc):
-                raise
-            self._disk.disk_full()
-            return await self._db.call(commit)
+        return await self.call(commit)
 
     async def events_after(self, seq: int, limit: int) -> list[IncidentEvent]:
         return await self._db.call(lambda conn: query_events(conn, after=seq, limit=limit))
@@ -215,6 +208,7 @@ class StateStore:
         try:
             return await self._db.call(fn)
         except Exception as exc:
+            # Incidents come before telemetry: a full disk gives up its reserve for them.
             if self._disk is None or not is_disk_full(exc):
                 raise
             self._disk.disk_full()

@@ -41,6 +41,8 @@ log = structlog.get_logger("sentinel.app")
 
 # On shutdown, how long the spool may keep forwarding to a reachable TSDB.
 _FLUSH_GRACE = 5.0
+# On shutdown, how long received messages may take to be committed and acknowledged.
+_INGEST_GRACE = 10.0
 
 
 @dataclass
@@ -210,7 +212,15 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
         # Commit and acknowledge what was received, then disconnect: the broker keeps
         # whatever arrives later for our persistent session.
         ingestor.stop()
-        await ingest_task
+        # A write that cannot finish (the spool full and the TSDB away) must not keep the
+        # daemon from stopping: what it holds is not acknowledged, so the broker keeps it.
+        done, _ = await asyncio.wait({ingest_task}, timeout=_INGEST_GRACE)
+        if not done:
+            log.warning("ingest_stop_timeout", seconds=_INGEST_GRACE, pending=source.pending(),
+                        detail="unacknowledged messages stay with the broker")
+            ingest_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ingest_task
         timers_task.cancel()
         await incidents.close()
         # Deliveries in flight get a moment to finish, so their results are recorded

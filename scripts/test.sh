@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bootstrap.sh
-bootstrap_system python3-venv mosquitto victoria-metrics chromium chromium-driver fonts-wqy-microhei systemd
+bootstrap_system python3-venv mosquitto victoria-metrics chromium chromium-driver fonts-wqy-microhei systemd openssl
 bootstrap_venv test
 .venv/bin/ruff check .
 .venv/bin/mypy

@@ -306,3 +306,35 @@ async def test_apprise_logging_outside_sends_is_unchanged(
         apprise_log.debug("below the configured level")
         apprise_log.warning("heard")
     assert [r.getMessage() for r in caplog.records if r.name == "apprise"] == ["heard"]
+
+
+async def test_a_reset_connection_is_named_as_such(sender: AppriseSender) -> None:
+    """A receiver that accepts and resets the connection is "connection closed by the
+    receiver" (errno 104), not an SMTP code."""
+    import socket
+    import struct
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+
+    def reset_everyone() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            # SO_LINGER 0: close with RST, what a receiver that dropped the connection does.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    thread = threading.Thread(target=reset_everyone, daemon=True)
+    thread.start()
+    try:
+        result = await sender.send(f"json://127.0.0.1:{port}/x", "title", "body")
+    finally:
+        server.close()
+    assert (result.ok, result.error) == (False, "connection closed by the receiver")

@@ -161,7 +161,8 @@ def _installed_capture() -> _Capture:
 _REASONS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str], float], str]], ...] = (
     (re.compile(r"\berror=(\d{3})\b"), lambda m, _: f"HTTP {m.group(1)}"),
     (re.compile(r"recipient .* was refused: (\d{3})"), lambda m, _: f"SMTP {m.group(1)}"),
-    (re.compile(r"\((\d{3}), b?['\"]"), lambda m, _: f"SMTP {m.group(1)}"),
+    # An SMTP reply tuple, (550, b'...'); not an errno tuple, (104, 'Connection reset...').
+    (re.compile(r"\(([2-5]\d{2}), b?['\"]"), lambda m, _: f"SMTP {m.group(1)}"),
     (re.compile(r"timed out|timeout", re.I), lambda _, t: f"timeout after {t:.1f} s"),
     (re.compile(r"refused|Errno 111\b", re.I), lambda *_: "connection refused"),
     (re.compile(r"Name or service not known|nodename nor servname|getaddrinfo|"

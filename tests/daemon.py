@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -292,3 +292,24 @@ async def running(loaded: Loaded) -> AsyncIterator[Daemon]:
         stop.set()
         async with asyncio.timeout(30):
             await task
+
+
+async def eventually(predicate: Callable[[], bool], what: str, within: float = 20.0) -> None:
+    """Wait (without blocking the loop) until `predicate()` holds; fail naming `what`."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def publish_in_thread(port: int, messages: list[tuple[str, bytes]], name: str) -> None:
+    """Publish at QoS 1 from a worker thread (for tests whose daemon runs in the loop)."""
+    def run() -> None:
+        pub = Publisher(port, client_id=f"{name}-{time.monotonic_ns()}")
+        try:
+            for topic, payload in messages:
+                pub.publish(topic, payload)
+        finally:
+            pub.close()
+    await asyncio.to_thread(run)

@@ -8,7 +8,6 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from sentinel.metrics import DaemonMetrics
 from sentinel.stats import LATENCY_BUCKETS, NOTIFY_BUCKETS, LatencyHistogram
 from sentinel.types import RejectReason, Severity
 
-from daemon import LOADED, TYPICAL, Publisher, running, write_oncall
+from daemon import LOADED, TYPICAL, eventually, publish_in_thread, running, write_oncall
 from helpers import SHIPPED_CONFIG
 from receivers import HttpReceiver
 from servers import Mosquitto, VictoriaMetrics, free_port
@@ -109,14 +108,6 @@ def load(tmp: Path, broker_port: int, notify_url: str, **overrides: str) -> Load
     return load_all(SHIPPED_CONFIG, env)
 
 
-async def eventually(predicate: Callable[[], bool], what: str, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -168,14 +159,7 @@ def on_duty(role: Role, device: Device) -> list[Contact]:
 
 
 async def publish(port: int, messages: list[tuple[str, bytes]]) -> None:
-    def run() -> None:
-        pub = Publisher(port, client_id=f"metrics-test-{time.monotonic_ns()}")
-        try:
-            for topic, payload in messages:
-                pub.publish(topic, payload)
-        finally:
-            pub.close()
-    await asyncio.to_thread(run)
+    await publish_in_thread(port, messages, "metrics-test")
 
 
 async def test_metrics_count_exactly_what_the_scenario_did(

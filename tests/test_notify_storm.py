@@ -109,7 +109,7 @@ async def test_non_life_safety_notices_are_held_merged_and_rate_limited(rig: Rig
     assert [r.path for r in rig.hooks.requests] == ["/do"]
     summary = rig.hooks.requests[0].json
     assert summary["title"].startswith("3 条通知")
-    for name in ("缓存将满", "store failing", "clock stepped"):
+    for name in ("缓存将满", "store failing", "系统时钟跳变"):
         assert name in summary["message"]
     # A second message within 10 minutes is still allowed ...
     await rig.incidents.system("disk_low", True, Severity.WARNING)

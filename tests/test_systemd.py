@@ -46,8 +46,9 @@ from daemon import (
     LOADED,
     TYPICAL,
     DaemonProcess,
-    Publisher,
     accepting_sink_url,
+    eventually,
+    publish_in_thread,
     running,
     write_oncall,
 )
@@ -502,22 +503,7 @@ def smoke_alarm(n: int = 1) -> list[tuple[str, bytes]]:
 
 
 async def publish(port: int, messages: list[tuple[str, bytes]]) -> None:
-    def run() -> None:
-        pub = Publisher(port, client_id=f"systemd-test-{time.monotonic_ns()}")
-        try:
-            for topic, payload in messages:
-                pub.publish(topic, payload)
-        finally:
-            pub.close()
-    await asyncio.to_thread(run)
-
-
-async def eventually(predicate: Callable[[], bool], what: str, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    await publish_in_thread(port, messages, "systemd-test")
 
 
 @contextlib.asynccontextmanager

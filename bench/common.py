@@ -22,7 +22,7 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -368,3 +368,55 @@ def median(values: Iterable[float | None]) -> float | None:
     """Median of the values that are not None; None if there are none."""
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
+
+
+class PhaseRun(Protocol):
+    """What one phase of a repeated benchmark returns (a dataclass in each benchmark)."""
+
+    phase: str
+    repeat: int
+    problems: list[str]
+    warnings: list[str]
+
+
+R = TypeVar("R", bound=PhaseRun)
+
+
+def run_repetitions(base_dir: Path, keep: bool, repeat: int, phases: list[tuple[str, float]],
+                    quiet_wait: float,
+                    run: Callable[[str, int, float, contextlib.ExitStack], R],
+                    describe: Callable[[R], Iterable[str]],
+                    report: Callable[[list[R]], None]) -> int:
+    """Run every phase `repeat` times on a quiet machine; then report what was measured,
+    even after Ctrl-C or a failure, and keep the run directories when anything failed.
+    Returns the exit code (0, 1 on a failed run, 130 when interrupted)."""
+    results: list[R] = []
+    failed = False
+    with contextlib.ExitStack() as cleanup:
+        try:
+            with sigterm_as_interrupt():
+                for n in range(1, repeat + 1):
+                    for phase, rate in phases:
+                        wait_for_quiet(quiet_wait)
+                        log(f"run {n} [{phase}]")
+                        result = run(phase, n, rate, cleanup)
+                        results.append(result)
+                        for line in describe(result):
+                            log(f"  {line}")
+                        log_findings(result.problems, result.warnings)
+        except KeyboardInterrupt:
+            log("interrupted: stopping everything")
+            failed = True
+            return 130
+        except Exception:
+            failed = True
+            raise
+        finally:
+            cleanup.close()  # background publishers and daemons still running, if any
+            failed = failed or any(r.problems for r in results)
+            keep_or_remove(base_dir, keep or failed)
+            if results:
+                report(results)
+                for r in results:
+                    print_findings(f"run {r.repeat} [{r.phase}]", r.problems, r.warnings)
+    return 1 if failed else 0

@@ -856,53 +856,32 @@ def main(argv: list[str] | None = None) -> int:
     common.log(f"{len(probes)} alarms per phase from {len(probes)} smoke detectors in "
                f"{buildings} buildings; background devices {len(background_ids)}; runs in "
                f"{base_dir} ({fs})")
-    results: list[PhaseResult] = []
-    failed = False
-    with contextlib.ExitStack() as cleanup:
-        try:
-            with common.sigterm_as_interrupt():
-                for repeat in range(1, args.repeat + 1):
-                    for phase, rate in phases:
-                        common.wait_for_quiet(args.quiet_wait)
-                        common.log(f"run {repeat} [{phase}]")
-                        r = run_phase(phase, repeat, rate, probes, background_ids, args,
-                                      base_dir, cleanup)
-                        results.append(r)
-                        common.log(f"  received {r.received}; committed {r.committed}; "
-                                   f"mqtt {r.mqtt_state}; queued {r.queued}; notified "
-                                   f"{r.notified}; cpu {r.cpu_pct}")
-                        common.log("  notifications " + ", ".join(
-                            f"{k} {v}" for k, v in r.notifications.items()))
-                        if r.background:
-                            common.log("  background " + ", ".join(
-                                f"{k} {v}" for k, v in r.background.items()
-                                if k != "progress"))
-                        common.log_findings(r.problems, r.warnings)
-        except KeyboardInterrupt:
-            common.log("interrupted: stopping everything")
-            failed = True
-            return 130
-        except Exception:
-            failed = True
-            raise
-        finally:
-            cleanup.close()  # background publishers and daemons still running, if any
-            failed = failed or any(r.problems for r in results)
-            common.keep_or_remove(base_dir, args.keep or failed)
-            if results:
-                summary = summarise(results)
-                print_table(summary, args.samples, args.repeat)
-                for r in results:
-                    common.print_findings(f"run {r.repeat} [{r.phase}]", r.problems, r.warnings)
-                if args.json:
-                    doc = {"samples": args.samples, "repeat": args.repeat,
-                           "background": args.background, "interval": args.interval,
-                           "warmup": args.warmup, "cpus": os.cpu_count(),
-                           "filesystem": fs, "probe_buildings": buildings,
-                           "background_devices": len(background_ids),
-                           "summary": summary, "runs": [asdict(r) for r in results]}
-                    common.write_json(args.json, doc)
-    return 1 if failed else 0
+    def describe(r: PhaseResult) -> list[str]:
+        lines = [f"received {r.received}; committed {r.committed}; mqtt {r.mqtt_state}; "
+                 f"queued {r.queued}; notified {r.notified}; cpu {r.cpu_pct}",
+                 "notifications " + ", ".join(f"{k} {v}" for k, v in r.notifications.items())]
+        if r.background:
+            lines.append("background " + ", ".join(
+                f"{k} {v}" for k, v in r.background.items() if k != "progress"))
+        return lines
+
+    def report(results: list[PhaseResult]) -> None:
+        summary = summarise(results)
+        print_table(summary, args.samples, args.repeat)
+        if args.json:
+            doc = {"samples": args.samples, "repeat": args.repeat,
+                   "background": args.background, "interval": args.interval,
+                   "warmup": args.warmup, "cpus": os.cpu_count(),
+                   "filesystem": fs, "probe_buildings": buildings,
+                   "background_devices": len(background_ids),
+                   "summary": summary, "runs": [asdict(r) for r in results]}
+            common.write_json(args.json, doc)
+
+    return common.run_repetitions(
+        base_dir, args.keep, args.repeat, phases, args.quiet_wait,
+        lambda phase, repeat, rate, cleanup: run_phase(
+            phase, repeat, rate, probes, background_ids, args, base_dir, cleanup),
+        describe, report)
 
 
 if __name__ == "__main__":

@@ -542,45 +542,25 @@ def main(argv: list[str] | None = None) -> int:
     phases = [("idle", 0.0)] + ([("telemetry", args.background)] if args.background > 0 else [])
     common.log(f"{args.samples} alarms (+{WARMUPS} warm-up) per phase; background devices "
                f"{len(background_ids)}; runs in {base_dir}")
-    results: list[PhaseResult] = []
-    failed = False
-    with contextlib.ExitStack() as cleanup:
-        try:
-            with common.sigterm_as_interrupt():
-                for repeat in range(1, args.repeat + 1):
-                    for phase, rate in phases:
-                        common.wait_for_quiet(args.quiet_wait)
-                        common.log(f"run {repeat} [{phase}]")
-                        r = run_phase(phase, repeat, rate, probes, background_ids, args,
-                                      base_dir, cleanup)
-                        results.append(r)
-                        common.log(f"  tail {r.tail}; http " + ", ".join(
-                            f"{p} p50 {m['p50']} ms" for p, m in r.http.items())
-                            + f"; cpu {r.cpu_pct}")
-                        common.log_findings(r.problems, r.warnings)
-        except KeyboardInterrupt:
-            common.log("interrupted: stopping everything")
-            failed = True
-            return 130
-        except Exception:
-            failed = True
-            raise
-        finally:
-            cleanup.close()
-            failed = failed or any(r.problems for r in results)
-            common.keep_or_remove(base_dir, args.keep or failed)
-            if results:
-                summary = summarise(results)
-                print_table(summary, args.samples, args.requests, args.repeat)
-                for r in results:
-                    common.print_findings(f"run {r.repeat} [{r.phase}]", r.problems, r.warnings)
-                common.write_json(args.json, {
-                    "samples": args.samples, "requests": args.requests,
-                    "repeat": args.repeat, "background": args.background,
-                    "interval": args.interval, "window": args.window, "cpus": os.cpu_count(),
-                    "summary": summary, "runs": [asdict(r) for r in results]})
-                common.log(f"results in {args.json}")
-    return 1 if failed else 0
+    def describe(r: PhaseResult) -> list[str]:
+        return [f"tail {r.tail}; http " + ", ".join(
+            f"{p} p50 {m['p50']} ms" for p, m in r.http.items()) + f"; cpu {r.cpu_pct}"]
+
+    def report(results: list[PhaseResult]) -> None:
+        summary = summarise(results)
+        print_table(summary, args.samples, args.requests, args.repeat)
+        common.write_json(args.json, {
+            "samples": args.samples, "requests": args.requests,
+            "repeat": args.repeat, "background": args.background,
+            "interval": args.interval, "window": args.window, "cpus": os.cpu_count(),
+            "summary": summary, "runs": [asdict(r) for r in results]})
+        common.log(f"results in {args.json}")
+
+    return common.run_repetitions(
+        base_dir, args.keep, args.repeat, phases, args.quiet_wait,
+        lambda phase, repeat, rate, cleanup: run_phase(
+            phase, repeat, rate, probes, background_ids, args, base_dir, cleanup),
+        describe, report)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,9 +29,10 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -42,6 +44,7 @@ import common  # first: it puts src/ and tests/ on sys.path
 CONFIG = common.ROOT / "config" / "sentinel.toml"
 CLIENT_ID = "sentinel-shuibei"  # [mqtt] client_id of config/sentinel.toml
 BARE_CLIENT_ID = "bench-bare-paho"
+BARE_AIOMQTT_CLIENT_ID = "bench-bare-aiomqtt"
 RECEIVE_MAXIMUM = 1000  # [mqtt] receive_maximum of config/sentinel.toml; the bare client too
 
 
@@ -52,10 +55,10 @@ RECEIVE_MAXIMUM = 1000  # [mqtt] receive_maximum of config/sentinel.toml; the ba
 
 
 def _values(device: Any, i: int) -> dict[str, Any]:
-    """Plausible canonical values for reading number i of a device (all within range)."""
+    """Normal canonical values for reading number i of a device: no rule opens an incident."""
     v: dict[str, Any] = {
         "battery": float(60 + i % 40),
-        "battery_voltage": round(2.9 + (i % 30) * 0.01, 2),
+        "battery_voltage": round(3.4 + (i % 30) * 0.01, 2),  # above battery_voltage_low
         "signal": float(-60 - i % 40),
         "snr": round(2.0 + (i % 16) * 0.5, 1),
         "fault": False,
@@ -69,10 +72,11 @@ def _values(device: Any, i: int) -> dict[str, Any]:
         v.update(alarm=False, concentration_lel=round((i % 5) * 0.5, 1),
                  concentration_ppm=float(i % 30), gas_type="CH4", valve_closed=False)
     elif kind == "hydrant_pressure":
-        v.update(pressure=round(0.30 + (i % 10) * 0.01, 2))
+        # Small jitter only: a drop of 0.05 MPa within 30 s is the hydrant_pressure_drop rule.
+        v.update(pressure=round(0.35 + (i % 3) * 0.005, 3))
     elif kind == "water_level":
         tank = device.settings.tank_height_m or 3.0
-        share = 0.70 + (i % 10) * 0.02
+        share = 0.80 + (i % 3) * 0.002  # steady: the tank rules must stay quiet
         v.update(level=round(tank * share, 3), level_percent=round(share * 100, 3))
     elif kind == "elderly_watch":
         v.update(sos=False, sos_cancel=False, fall=False, heart_rate=float(60 + i % 40),
@@ -96,14 +100,26 @@ class Backlog:
     expected: set[tuple[str, int]] = field(repr=False, default_factory=set)
 
 
-def build_backlog(n: int, publishers: int) -> Backlog:
+def _decoder() -> tuple[Any, Any]:
+    """The shipped configuration and the daemon's decoder for it."""
     from sentinel.config.check import load_all
     from sentinel.decode import Decoder
+
+    loaded = load_all(CONFIG)
+    return loaded, Decoder(loaded.profiles, loaded.inventory, loaded.kinds,
+                           loaded.settings.ingest)
+
+
+def daemon_topics() -> list[str]:
+    """The daemon's subscriptions (every profile's topic filters)."""
+    return list(_decoder()[1].topic_filters())
+
+
+def build_backlog(n: int, publishers: int) -> Backlog:
     from sentinel.decode.encode import encode
     from sentinel.types import RawMessage
 
-    loaded = load_all(CONFIG)
-    decoder = Decoder(loaded.profiles, loaded.inventory, loaded.kinds, loaded.settings.ingest)
+    loaded, decoder = _decoder()
     devices = []
     skipped: dict[str, int] = {}
     for device in loaded.inventory.values():
@@ -214,8 +230,35 @@ def publish_backlog(port: int, backlog: Backlog, procs: list[Any]) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------------------
-# Bare paho consumer (a fresh interpreter: `ingest.py --bare-consumer ...`)
+# Bare consumers, paho and aiomqtt (a fresh interpreter: `ingest.py --bare-consumer ...`)
 # ---------------------------------------------------------------------------------------
+
+BARE_CLIENTS = ("paho", "aiomqtt")
+
+
+def _session_properties() -> Properties:
+    """CONNECT properties of a bare consumer's persistent MQTT 5 session (as the daemon's)."""
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = RECEIVE_MAXIMUM
+    return props
+
+
+def _print_outcome(mode: str, subscribed: bool, received: int, count: int,
+                   connack: float | None, cpu0: float, done_at: float | None, cpu1: float,
+                   session_present: bool | None) -> int:
+    """Print a bare consumer's result as one JSON line; return its exit code."""
+    if mode == "setup":
+        print(json.dumps({"subscribed": subscribed}), flush=True)
+        return 0 if subscribed else 1
+    result: dict[str, Any] = {"received": received, "connack": connack, "done": done_at,
+                              "session_present": session_present}
+    if done_at is not None and connack is not None:
+        drain = done_at - connack
+        result.update(drain_s=drain, rate=count / drain, cpu_pct=100 * (cpu1 - cpu0) / drain,
+                      rss_mib=common.peak_rss_mib(os.getpid()))
+    print(json.dumps(result), flush=True)
+    return 0 if done_at is not None else 1
 
 
 def bare_consumer_main(port: int, mode: str, count: int, topics: list[str],
@@ -224,7 +267,7 @@ def bare_consumer_main(port: int, mode: str, count: int, topics: list[str],
     `drain`: reconnect to the session, receive `count` messages (paho acks each on
     receipt), print one JSON line. Same MQTT 5 session settings as the daemon; the socket
     is read in bursts of up to 256 packets per readable event, as the daemon does."""
-    state: dict[str, Any] = {"received": 0, "connack": None, "subscribed": False}
+    state: dict[str, Any] = {"received": 0, "connack": None, "subscribed": False, "cpu0": 0.0}
 
     def on_connect(c: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
         state["connack"] = time.time()
@@ -246,10 +289,8 @@ def bare_consumer_main(port: int, mode: str, count: int, topics: list[str],
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = 3600
-    props.ReceiveMaximum = RECEIVE_MAXIMUM
-    client.connect(common.HOST, port, keepalive=30, clean_start=False, properties=props)
+    client.connect(common.HOST, port, keepalive=30, clean_start=False,
+                   properties=_session_properties())
     sock = common.nodelay(client)
     assert sock is not None
     deadline = time.monotonic() + timeout
@@ -278,25 +319,55 @@ def bare_consumer_main(port: int, mode: str, count: int, topics: list[str],
             break
         client.loop_write()
         time.sleep(0.01)
-    if mode == "setup":
-        print(json.dumps({"subscribed": state["subscribed"]}), flush=True)
-        return 0 if state["subscribed"] else 1
-    with open("/proc/self/status") as f:
-        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    result = {"received": state["received"], "connack": state["connack"], "done": done_at,
-              "session_present": state.get("session_present")}
-    if done_at is not None and state["connack"] is not None:
-        drain = done_at - state["connack"]
-        result.update(drain_s=drain, rate=count / drain,
-                      cpu_pct=100 * (cpu1 - state["cpu0"]) / drain, rss_mib=hwm / 1024)
-    print(json.dumps(result), flush=True)
-    return 0 if done_at is not None else 1
+    return _print_outcome(mode, state["subscribed"], state["received"], count,
+                          state["connack"], state["cpu0"], done_at, cpu1,
+                          state.get("session_present"))
+
+
+def aiomqtt_consumer_main(port: int, mode: str, count: int, topics: list[str],
+                          timeout: float) -> int:
+    """`bare_consumer_main` with an aiomqtt 2.x client (asyncio's default event loop): the
+    same persistent session settings, QoS 1, TCP_NODELAY, acks by paho on receipt, and
+    `async for message in client.messages` counting. aiomqtt returns from `__aenter__` on
+    the CONNACK: the drain is timed from there."""
+    import asyncio
+
+    import aiomqtt
+
+    async def run() -> int:
+        client = aiomqtt.Client(
+            common.HOST, port, identifier=BARE_AIOMQTT_CLIENT_ID,
+            protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, keepalive=30,
+            properties=_session_properties(),
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        received, subscribed, done_at = 0, False, None
+        async with client:
+            connack, cpu0 = time.time(), common.cpu_self()
+            try:
+                async with asyncio.timeout(timeout):
+                    if mode == "setup":
+                        await client.subscribe([(t, 1) for t in topics])
+                        subscribed = True
+                    else:
+                        async for _ in client.messages:
+                            received += 1
+                            if received >= count:
+                                done_at = time.time()
+                                break
+            except TimeoutError:
+                pass
+            cpu1 = common.cpu_self()
+        return _print_outcome(mode, subscribed, received, count, connack, cpu0, done_at,
+                              cpu1, None)
+
+    return asyncio.run(run())
 
 
 def run_bare(port: int, mode: str, count: int, topics: list[str], timeout: float,
-             procs: list[Any]) -> dict[str, Any]:
+             procs: list[Any], client: str = "paho") -> dict[str, Any]:
+    """Run a bare consumer (`client`: paho or aiomqtt) in a fresh interpreter."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--bare-consumer", str(port), mode,
-           str(count), json.dumps(topics), str(timeout)]
+           str(count), json.dumps(topics), str(timeout), client]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             start_new_session=True, text=True)
     procs.append(proc)
@@ -307,10 +378,11 @@ def run_bare(port: int, mode: str, count: int, topics: list[str], timeout: float
         procs.remove(proc)
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if not lines:
-        raise RuntimeError(f"bare consumer ({mode}) printed nothing, exit {proc.returncode}")
+        raise RuntimeError(f"bare {client} consumer ({mode}) printed nothing, exit "
+                           f"{proc.returncode}")
     result: dict[str, Any] = json.loads(lines[-1])
     if proc.returncode != 0:
-        raise RuntimeError(f"bare consumer ({mode}) failed: {result}")
+        raise RuntimeError(f"bare {client} consumer ({mode}) failed: {result}")
     return result
 
 
@@ -329,14 +401,6 @@ def _stop_popen(proc: subprocess.Popen[Any], timeout: float = 30.0) -> int | Non
             proc.kill()
             proc.wait()
     return proc.returncode
-
-
-def _proc_hwm_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class CpuSampler:
@@ -387,8 +451,12 @@ class CpuSampler:
 
 
 class Daemon:
+    """`sentinel run` with the shipped config (rules, incidents, escalation on): the given
+    port, backend and state dir; notifications to `notify_url` (an apprise URL of a local
+    receiver), else to a loopback sink that accepts everything."""
+
     def __init__(self, run_dir: Path, backend: str, port: int, vm_url: str | None,
-                 name: str) -> None:
+                 name: str, notify_url: str | None = None) -> None:
         self.state_dir = run_dir / "state"
         self.log_path = run_dir / f"{name}.log"
         env = dict(os.environ)
@@ -408,7 +476,7 @@ class Daemon:
         from daemon import accepting_sink_url, write_oncall
         from servers import free_port
         env["SENTINEL_ESCALATION__ONCALL"] = str(write_oncall(
-            run_dir / f"{name}-oncall.yaml", default=[accepting_sink_url()]))
+            run_dir / f"{name}-oncall.yaml", default=[notify_url or accepting_sink_url()]))
         env["SENTINEL_CONTROL__PORT"] = str(free_port())
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
@@ -526,25 +594,16 @@ class RunResult:
     load: dict[str, float] = field(default_factory=dict)
 
 
-def _prepare_broker(run_dir: Path, name: str, backlog: Backlog, daemon_factory: Any,
-                    stack: contextlib.ExitStack, procs: list[Any], timeout: float
-                    ) -> tuple[Any, dict[str, Any]]:
-    """A fresh broker with exactly one persistent session holding the whole backlog."""
+def prepare_broker(run_dir: Path, name: str, backlog: Backlog, setup: Callable[[int], object],
+                   stack: contextlib.ExitStack, procs: list[Any]) -> tuple[Any, dict[str, Any]]:
+    """A fresh broker (tests/servers.py's Mosquitto: set_tcp_nodelay, here without autosave)
+    with exactly one persistent session, made by `setup(port)`, holding the whole backlog.
+    Returns the broker and the publishers' figures."""
     from servers import Mosquitto
 
     broker = stack.enter_context(Mosquitto(run_dir / f"mosquitto-{name}",
                                            extra_config=common.BROKER_EXTRA))
-    if name == "bare":
-        run_bare(broker.port, "setup", 0, backlog.topics, 30, procs)
-    else:
-        setup = daemon_factory(broker.port, "daemon-setup")
-        try:
-            setup.start()
-            setup.wait_ready()
-        finally:
-            code = setup.stop()
-        if code != 0:
-            raise RuntimeError(f"setup daemon exited with {code} (log {setup.log_path})")
+    setup(broker.port)
     common.log(f"  publishing {backlog.readings} readings for the {name} session ...")
     pub = publish_backlog(broker.port, backlog, procs)
     common.log(f"  published in {pub['seconds']:.1f}s ({pub['rate']}/s)")
@@ -566,148 +625,237 @@ def _middle_rate(samples: list[tuple[float, int]], n: int) -> float | None:
     return 0.8 * n / (hi - lo) if lo is not None and hi is not None and hi > lo else None
 
 
-def run_once(backend: str, repeat: int, backlog: Backlog, args: argparse.Namespace,
-             base_dir: Path, procs: list[Any]) -> RunResult:
+def drain_bare(client: str, run_dir: Path, backlog: Backlog, timeout: float,
+               quiet_wait: float, sampler: CpuSampler, stack: contextlib.ExitStack,
+               procs: list[Any]) -> dict[str, Any]:
+    """The ceiling: a bare consumer (`client`: paho or aiomqtt) drains the backlog from its
+    persistent session on a broker of its own. Returns its figures (rate, drain_s, cpu_pct,
+    rss_mib, cpu_window, publish, idle_before_pct)."""
+    common.log(f"  bare {client}")
+    broker, pub = prepare_broker(
+        run_dir, f"bare-{client}", backlog,
+        lambda port: run_bare(port, "setup", 0, backlog.topics, 30, procs, client), stack,
+        procs)
+    sampler.pids = {"broker": broker.pid}
+    idle = common.wait_for_quiet(quiet_wait)
+    bare = run_bare(broker.port, "drain", backlog.readings, backlog.topics, timeout, procs,
+                    client)
+    if bare.get("done"):
+        bare["cpu_window"] = sampler.window(bare["connack"], bare["done"],
+                                            known=bare["cpu_pct"] * bare["drain_s"] / 100)
+    broker.close()
+    bare.update(publish=pub, idle_before_pct=round(idle, 1))
+    common.log(f"  bare {client} drained {backlog.readings} in {bare['drain_s']:.2f}s "
+               f"({bare['rate']:.0f}/s), CPU {bare['cpu_pct']:.0f}%; {bare.get('cpu_window')}")
+    return bare
+
+
+class StoreCounter(Protocol):
+    """What is durably stored: `count()` cheaply (may count a point twice), `keys()`
+    exactly (distinct (device, ms timestamp))."""
+
+    def count(self) -> int: ...
+
+    def keys(self) -> set[tuple[str, int]]: ...
+
+
+@dataclass
+class Drain:
+    """How a timed drain into a store went (`wait_stored`)."""
+
+    t0: float  # time.time() the drain is timed from
+    cpu0: float  # the consumer's CPU seconds at t_cpu0
+    t_cpu0: float
+    t_done: float | None = None  # the poll that first saw every reading stored
+    cpu1: float = 0.0  # the consumer's CPU seconds at that poll (or at the timeout)
+    stored: int = 0
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (s since t0, count)
+    warnings: list[str] = field(default_factory=list)
+
+    def figures(self, n: int, sampler: CpuSampler) -> dict[str, Any]:
+        """drain_s, rate, cpu_pct, cpu_window and rate_10_90 of a complete drain ({} else)."""
+        if self.t_done is None:
+            return {}
+        drain = self.t_done - self.t0
+        return {"drain_s": round(drain, 3), "rate": n / drain,
+                "cpu_pct": 100 * (self.cpu1 - self.cpu0) / (self.t_done - self.t_cpu0),
+                "cpu_window": sampler.window(self.t0, self.t_done),
+                "rate_10_90": _middle_rate(self.samples, n)}
+
+
+def wait_stored(counter: StoreCounter, backlog: Backlog, t0: float, cpu: Callable[[], float],
+                timeout: float, poll: float, check_alive: Callable[[], None]) -> Drain:
+    """Poll the store every `poll` s until it holds the whole backlog: the cheap count first,
+    then the exact distinct keys. `cpu()` is the consumer's CPU seconds; timed from t0."""
+    drain = Drain(t0, cpu(), time.time())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        check_alive()
+        drain.stored = counter.count()
+        now = time.time()
+        drain.samples.append((round(now - t0, 3), drain.stored))
+        if drain.stored >= backlog.readings:
+            # Cheap count says done: confirm with the exact distinct count.
+            drain.cpu1 = cpu()
+            if not backlog.expected - counter.keys():
+                drain.t_done = now
+                return drain
+            note = "sample count reached N before all distinct readings were stored"
+            if note not in drain.warnings:
+                drain.warnings.append(note)
+        time.sleep(poll)
+    drain.cpu1 = cpu()
+    return drain
+
+
+def check_stored(counter: StoreCounter, backlog: Backlog, drain: Drain, timeout: float,
+                 problems: list[str]) -> int:
+    """After a drain: add a problem for a timeout, missing or unexpected points; return how
+    many of the backlog's readings are stored."""
+    if drain.t_done is None:
+        problems.append(f"timed out after {timeout:.0f}s with {drain.stored} of "
+                        f"{backlog.readings} stored")
+    keys = counter.keys()
+    missing = backlog.expected - keys
+    extra = keys - backlog.expected
+    if missing:
+        problems.append(f"{len(missing)} readings missing after stop")
+    if extra:
+        problems.append(f"{len(extra)} unexpected points stored")
+    return len(keys & backlog.expected)
+
+
+def drain_sentinel(backend: str, repeat: int, run_dir: Path, backlog: Backlog,
+                   args: argparse.Namespace, timeout: float, sampler: CpuSampler,
+                   stack: contextlib.ExitStack, procs: list[Any],
+                   notify_url: str | None = None
+                   ) -> tuple[dict[str, Any], dict[str, Any], list[str], list[str]]:
+    """The daemon drains the backlog from its persistent session into `backend` (a fresh
+    VictoriaMetrics behind the durable spool for `influxdb`), timed from `daemon_ready`.
+    Uses args.quiet_wait, args.poll and args.py_spy (+ py_spy_bin; run 1 only). Returns
+    (its figures, the publishers' figures, problems, warnings)."""
     from servers import VictoriaMetrics
 
-    run_dir = base_dir / f"{backend}-{repeat}"
-    run_dir.mkdir(parents=True)
-    n = backlog.readings
-    timeout = args.drain_timeout or max(120.0, n / 400)
     problems: list[str] = []
     warnings: list[str] = []
+    vm = None
+    if backend == "influxdb":
+        vm = stack.enter_context(VictoriaMetrics(run_dir / "victoria-metrics"))
+    vm_url = vm.url if vm is not None else None
+
+    def setup(port: int) -> None:
+        daemon = Daemon(run_dir, backend, port, vm_url, "daemon-setup", notify_url)
+        try:
+            daemon.start()
+            daemon.wait_ready()
+        finally:
+            code = daemon.stop()
+        if code != 0:
+            raise RuntimeError(f"setup daemon exited with {code} (log {daemon.log_path})")
+
+    common.log(f"  sentinel → {backend}")
+    broker, pub = prepare_broker(run_dir, "sentinel", backlog, setup, stack, procs)
+    daemon = Daemon(run_dir, backend, broker.port, vm_url, "daemon", notify_url)
+    sampler.pids = {"broker": broker.pid}
+    if vm is not None and vm.pid is not None:
+        sampler.pids["tsdb"] = vm.pid
+    counter: StoreCounter = (VmCounter(vm, backlog.kinds) if vm is not None
+                        else SqliteCounter(daemon.state_dir / "readings.sqlite3"))
+    spy = None
+    idle = common.wait_for_quiet(args.quiet_wait)
+    try:
+        daemon.start()
+        sampler.pids["daemon"] = daemon.pid
+        ready = daemon.wait_ready()
+        t_ready = common.event_time(ready)
+        pid = daemon.pid
+        if args.py_spy and repeat == 1:
+            out = Path(args.py_spy)
+            fmt = {".txt": "raw", ".json": "speedscope"}.get(out.suffix, "flamegraph")
+            spy = subprocess.Popen(
+                [args.py_spy_bin, "record", "--pid", str(pid), "--rate", "200",
+                 "--threads", "--idle", "--format", fmt,
+                 "-o", str(out.with_name(f"{out.stem}.{backend}{out.suffix}"))],
+                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                start_new_session=True)
+            procs.append(spy)
+        drain = wait_stored(counter, backlog, t_ready, lambda: common.proc_cpu(pid), timeout,
+                            args.poll, daemon.check_alive)
+        daemon.tail.poll()
+        hwm = common.peak_rss_mib(pid)
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(60)
+            _stop_popen(spy)
+            procs.remove(spy)
+        t_stop = time.time()
+        code = daemon.stop()
+        stop_s = time.time() - t_stop
+    warnings += drain.warnings
+    stored = check_stored(counter, backlog, drain, timeout, problems)
+    if code != 0:
+        problems.append(f"daemon exit code {code}")
+    sentinel: dict[str, Any] = {
+        "startup_s": round(t_ready - daemon.spawned_at, 3),
+        "stored": stored,
+        "stop_s": round(stop_s, 3),
+        "exit_code": code,
+        "rss_mib": round(hwm, 1),
+        "progress": drain.samples,
+        "log": str(daemon.log_path),
+        "idle_before_pct": round(idle, 1),
+        **drain.figures(backlog.readings, sampler),
+    }
+    stopped = daemon.tail.find("daemon_stopped")
+    if stopped is not None:
+        sentinel["daemon_stopped"] = {k: stopped.get(k)
+                                      for k in ("received", "stored", "rejected")}
+    sentinel["log_warnings"] = common.daemon_log_findings(daemon.tail.events, problems,
+                                                          warnings)
+    if spy is not None:
+        warnings.append("py-spy was attached: these figures include its overhead")
+    if "rate" in sentinel:
+        common.log(f"  sentinel stored {backlog.readings} in {sentinel['drain_s']:.2f}s "
+                   f"({sentinel['rate']:.0f}/s), CPU {sentinel['cpu_pct']:.0f}%, "
+                   f"RSS {sentinel['rss_mib']:.0f} MiB; {sentinel.get('cpu_window')}")
+    return sentinel, pub, problems, warnings
+
+
+def disturbed(figures: list[dict[str, Any]], limit: float) -> str | None:
+    """A warning when foreign processes used more than `limit` % CPU during any of these
+    drains (their `cpu_window`), else None."""
+    foreign = max((f.get("cpu_window", {}).get("foreign", 0.0) for f in figures), default=0.0)
+    if foreign > limit:
+        return (f"other processes on this machine used up to {foreign:.0f}% CPU during a "
+                "drain: figures of this run are disturbed")
+    return None
+
+
+def run_once(backend: str, repeat: int, backlog: Backlog, args: argparse.Namespace,
+             base_dir: Path, procs: list[Any]) -> RunResult:
+    run_dir = base_dir / f"{backend}-{repeat}"
+    run_dir.mkdir(parents=True)
+    timeout = args.drain_timeout or max(120.0, backlog.readings / 400)
     load = {"loadavg_start": os.getloadavg()[0]}
     with contextlib.ExitStack() as stack:
         sampler = stack.enter_context(CpuSampler())
-        # -- ceiling: bare paho on its own broker with the same backlog ----------------
-        common.log(f"run {repeat} [{backend}]: bare paho")
-        broker, _ = _prepare_broker(run_dir, "bare", backlog, None, stack, procs, timeout)
-        sampler.pids = {"broker": broker.pid}
-        load["idle_before_bare_pct"] = round(common.wait_for_quiet(args.quiet_wait), 1)
-        bare = run_bare(broker.port, "drain", n, backlog.topics, timeout, procs)
-        if bare.get("done"):
-            bare["cpu_window"] = sampler.window(bare["connack"], bare["done"],
-                                                known=bare["cpu_pct"] * bare["drain_s"] / 100)
-        broker.close()
-        common.log(f"  bare paho drained {n} in {bare['drain_s']:.2f}s ({bare['rate']:.0f}/s), "
-                   f"CPU {bare['cpu_pct']:.0f}%; {bare.get('cpu_window')}")
-
-        # -- sentinel ------------------------------------------------------------------
-        vm = None
-        if backend == "influxdb":
-            vm = stack.enter_context(VictoriaMetrics(run_dir / "victoria-metrics"))
-        vm_url = vm.url if vm is not None else None
-
-        def factory(port: int, name: str) -> Daemon:
-            return Daemon(run_dir, backend, port, vm_url, name)
-
-        common.log(f"run {repeat} [{backend}]: sentinel")
-        broker, pub = _prepare_broker(run_dir, "sentinel", backlog, factory, stack, procs,
-                                      timeout)
-        daemon = factory(broker.port, "daemon")
-        sampler.pids = {"broker": broker.pid}
-        if vm is not None and vm.pid is not None:
-            sampler.pids["tsdb"] = vm.pid
-        counter: Any = (VmCounter(vm, backlog.kinds) if vm is not None
-                        else SqliteCounter(daemon.state_dir / "readings.sqlite3"))
-        spy = None
-        load["idle_before_sentinel_pct"] = round(common.wait_for_quiet(args.quiet_wait), 1)
-        try:
-            daemon.start()
-            sampler.pids["daemon"] = daemon.pid
-            ready = daemon.wait_ready()
-            t_ready = common.event_time(ready)
-            cpu0, t_cpu0 = common.proc_cpu(daemon.pid), time.time()
-            if args.py_spy and repeat == 1:
-                out = Path(args.py_spy)
-                fmt = {".txt": "raw", ".json": "speedscope"}.get(out.suffix, "flamegraph")
-                spy = subprocess.Popen(
-                    [args.py_spy_bin, "record", "--pid", str(daemon.pid), "--rate", "200",
-                     "--threads", "--idle", "--format", fmt,
-                     "-o", str(out.with_name(f"{out.stem}.{backend}{out.suffix}"))],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                    start_new_session=True)
-                procs.append(spy)
-            deadline = time.monotonic() + timeout
-            stored, t_done, samples = 0, None, []
-            while time.monotonic() < deadline:
-                daemon.check_alive()
-                stored = counter.count()
-                now = time.time()
-                samples.append((round(now - t_ready, 3), stored))
-                if stored >= n:
-                    # Cheap count says done: confirm with the exact distinct count.
-                    t_candidate, cpu1 = now, common.proc_cpu(daemon.pid)
-                    keys = counter.keys()
-                    missing = len(backlog.expected - keys)
-                    if missing == 0:
-                        t_done = t_candidate
-                        break
-                    note = "sample count reached N before all distinct readings were stored"
-                    if note not in warnings:
-                        warnings.append(note)
-                time.sleep(args.poll)
-            else:
-                cpu1 = common.proc_cpu(daemon.pid)
-            daemon.tail.poll()
-            hwm = _proc_hwm_mib(daemon.pid)
-        finally:
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    spy.wait(60)
-                _stop_popen(spy)
-                procs.remove(spy)
-            t_stop = time.time()
-            code = daemon.stop()
-            stop_s = time.time() - t_stop
-        if t_done is None:
-            problems.append(f"timed out after {timeout:.0f}s with {stored} of {n} stored")
-        keys = counter.keys()
-        missing = backlog.expected - keys
-        extra = keys - backlog.expected
-        if missing:
-            problems.append(f"{len(missing)} readings missing after stop")
-        if extra:
-            problems.append(f"{len(extra)} unexpected points stored")
-        if code != 0:
-            problems.append(f"daemon exit code {code}")
-        sentinel: dict[str, Any] = {
-            "startup_s": round(t_ready - daemon.spawned_at, 3),
-            "stored": len(keys & backlog.expected),
-            "stop_s": round(stop_s, 3),
-            "exit_code": code,
-            "rss_mib": round(hwm, 1),
-            "progress": samples,
-            "log": str(daemon.log_path),
-        }
-        if t_done is not None:
-            drain = t_done - t_ready
-            sentinel.update(drain_s=round(drain, 3), rate=n / drain,
-                            cpu_pct=100 * (cpu1 - cpu0) / (t_candidate - t_cpu0),
-                            cpu_window=sampler.window(t_ready, t_done),
-                            rate_10_90=_middle_rate(samples, n))
-        stopped = daemon.tail.find("daemon_stopped")
-        if stopped is not None:
-            sentinel["daemon_stopped"] = {k: stopped.get(k)
-                                          for k in ("received", "stored", "rejected")}
-        sentinel["log_warnings"] = common.daemon_log_findings(daemon.tail.events, problems,
-                                                              warnings)
-        if spy is not None:
-            warnings.append("py-spy was attached: these figures include its overhead")
-    load["loadavg_end"] = os.getloadavg()[0]
-    foreign = max(bare.get("cpu_window", {}).get("foreign", 0.0),
-                  sentinel.get("cpu_window", {}).get("foreign", 0.0))
-    if foreign > args.foreign_warn:
-        warnings.append(f"other processes on this machine used up to {foreign:.0f}% CPU "
-                        "during a drain: figures of this run are disturbed")
-    result = RunResult(backend, repeat, n, pub, bare, sentinel, not problems, problems,
-                       warnings, load)
+        common.log(f"run {repeat} [{backend}]:")
+        bare = drain_bare("paho", run_dir, backlog, timeout, args.quiet_wait, sampler, stack,
+                          procs)
+        sentinel, pub, problems, warnings = drain_sentinel(
+            backend, repeat, run_dir, backlog, args, timeout, sampler, stack, procs)
+    load.update(idle_before_bare_pct=bare["idle_before_pct"],
+                idle_before_sentinel_pct=sentinel["idle_before_pct"],
+                loadavg_end=os.getloadavg()[0])
+    note = disturbed([bare, sentinel], args.foreign_warn)
+    if note:
+        warnings.append(note)
+    result = RunResult(backend, repeat, backlog.readings, pub, bare, sentinel, not problems,
+                       problems, warnings, load)
     if "rate" in sentinel:
-        common.log(f"  sentinel stored {n} in {sentinel['drain_s']:.2f}s "
-                   f"({sentinel['rate']:.0f}/s, ratio {sentinel['rate'] / bare['rate']:.2f}), "
-                   f"CPU {sentinel['cpu_pct']:.0f}%, RSS {sentinel['rss_mib']:.0f} MiB; "
-                   f"{sentinel.get('cpu_window')}")
+        common.log(f"  ratio sentinel / bare paho {sentinel['rate'] / bare['rate']:.2f}")
     common.log_findings(problems, warnings)
     return result
 
@@ -770,7 +918,8 @@ def print_table(summary: dict[str, Any], backlog: Backlog, repeat: int) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def _kill_all(procs: list[Any]) -> None:
+def kill_all(procs: list[Any]) -> None:
+    """Stop every process (publishers, bare consumers, py-spy) still in `procs`."""
     for proc in list(procs):
         with contextlib.suppress(Exception):
             if isinstance(proc, subprocess.Popen):
@@ -788,8 +937,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--bare-consumer"]:
         port, mode, count, topics, timeout = argv[1:6]
-        return bare_consumer_main(int(port), mode, int(count), json.loads(topics),
-                                  float(timeout))
+        consumer = aiomqtt_consumer_main if argv[6:7] == ["aiomqtt"] else bare_consumer_main
+        return consumer(int(port), mode, int(count), json.loads(topics), float(timeout))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--readings", type=int, default=200_000,
                         help="backlog size, readings = messages (default 200000)")
@@ -837,7 +986,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = True
         raise
     finally:
-        _kill_all(procs)
+        kill_all(procs)
         failed = failed or any(not r.ok for r in results)
         common.keep_or_remove(base_dir, args.keep or failed)
         if results:

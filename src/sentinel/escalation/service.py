@@ -208,6 +208,9 @@ class EscalationService:
         cursor = self._cursor
         withdraw = list(out.withdraw)
         meta = {CURSOR_KEY: str(cursor), **(digest_day or {})}
+        # Pages due now leave as soon as this commit returns (see Dispatcher.send_now).
+        urgent_keys = [r.key for r in rows if r.life_safety and r.due <= now]
+        urgent: list[OutboxRow] = []
 
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(
@@ -220,7 +223,9 @@ class EscalationService:
             outbox.insert(conn, rows)
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                              list(meta.items()))
+            urgent[:] = outbox.pending_by_key(conn, urgent_keys)
         await self._incidents.record(events, write)
+        self.dispatcher.send_now(urgent)
         self._count_steps(events)
         self._cursor_saved, self._cursor_saved_at = cursor, now
         self._digest_sent.update(digest_day or {})

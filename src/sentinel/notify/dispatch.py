@@ -62,6 +62,17 @@ class Dispatcher:
         """New rows were queued: look now rather than at the next timer."""
         self._wake.set()
 
+    def send_now(self, rows: Sequence[OutboxRow]) -> None:
+        """Start life-safety rows just committed, without reading them back first.
+
+        The escalation pass hands over what it queued in the same commit, which saves the
+        page a round trip to the state database; a row already in flight is not started
+        twice (both paths run on the event loop and check `_inflight` before starting).
+        """
+        for row in rows:
+            if row.life_safety and row.id not in self._inflight:
+                self._start([row])
+
     async def run(self) -> None:
         try:
             while True:

@@ -117,6 +117,16 @@ def due(conn: sqlite3.Connection, now: float, limit: int = 200) -> list[OutboxRo
         " ORDER BY life_safety DESC, due, id LIMIT ?", (now, limit))]
 
 
+def pending_by_key(conn: sqlite3.Connection, keys: Sequence[str]) -> list[OutboxRow]:
+    """The rows with these keys that still wait to be sent."""
+    if not keys:
+        return []
+    marks = ", ".join("?" * len(keys))
+    return [_row(r) for r in conn.execute(
+        f"SELECT {', '.join(_COLUMNS)} FROM outbox WHERE key IN ({marks})"
+        " AND status = 'pending' ORDER BY id", list(keys))]
+
+
 def next_due(conn: sqlite3.Connection) -> float | None:
     found = conn.execute("SELECT min(due) FROM outbox WHERE status = 'pending'").fetchone()
     return float(found[0]) if found and found[0] is not None else None

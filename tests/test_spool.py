@@ -103,3 +103,29 @@ async def test_a_long_replay_reports_its_progress(tmp_path: Path) -> None:
     assert "spool_replay_progress" in events
     done = replay[-1]
     assert done["forwarded"] == backlog and len(tsdb.delivered) == backlog
+
+
+async def test_a_spool_from_before_batched_rows_is_forwarded_whole(tmp_path: Path) -> None:
+    """A spool file of the one-line-per-row format (no `lines` column) left by an older
+    version is read after an upgrade: counted right, forwarded in order, then emptied."""
+    import sqlite3
+
+    path = tmp_path / "spool.sqlite3"
+    old = [f"hydrant_pressure,device_id=SB-HYD-0001 pressure=0.35 {1_795_000_000_000 + i}"
+           for i in range(7)]
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL)")
+    conn.executemany("INSERT INTO spool (line) VALUES (?)", [(line,) for line in old])
+    conn.commit()
+    conn.close()
+    tsdb = UnreachableTsdb()
+    tsdb.reachable.set()
+    influx = InfluxSettings(batch_size=4, flush_interval=0.01)
+    async with SpoolingSink(SpoolSettings(path=path), influx, {}, tsdb) as sink:
+        assert sink.health()["spool_rows"] == 7
+        assert sink.size_bytes == sum(len(line) for line in old)
+        await sink.write([_reading(i) for i in range(10)], [])  # new rows beside the old
+        assert sink.health()["spool_rows"] == 17
+        await sink.flush()
+        assert sink.health()["spool_rows"] == 0 and sink.size_bytes == 0
+    assert tsdb.delivered[:7] == old and len(tsdb.delivered) == 17

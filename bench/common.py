@@ -130,6 +130,45 @@ def wait_for_quiet(max_wait: float, threshold: float = 25.0) -> float:
             told = True
 
 
+class CpuWindow:
+    """CPU use over a window, 100 % = one core: of named processes (all threads), of one of
+    them's main thread (the daemon's event loop), of this benchmark, of the whole machine
+    (`system`) and of *foreign* processes (everything else: another job on the machine).
+    Starts when made; `stop()` returns the figures, rounded to 0.1."""
+
+    def __init__(self, pids: dict[str, int | None], main_thread: str | None = None) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid}
+        self.main_thread = main_thread
+        self._cpu0 = {name: proc_cpu(pid) for name, pid in self.pids.items()}
+        self._loop0 = main_thread_cpu(self.pids[main_thread]) if main_thread else 0.0
+        self._own0, self._busy0 = time.process_time(), system_busy()
+        self.t0 = time.time()
+        self.t1 = self.t0
+
+    def stop(self) -> dict[str, float]:
+        self.t1 = time.time()
+        dt = self.t1 - self.t0
+        pct = {name: round(100 * (proc_cpu(pid) - self._cpu0[name]) / dt, 1)
+               for name, pid in self.pids.items()}
+        pct["bench"] = round(100 * (time.process_time() - self._own0) / dt, 1)
+        system = 100 * (system_busy() - self._busy0) / dt
+        pct["foreign"] = round(max(0.0, system - sum(pct.values())), 1)
+        pct["system"] = round(system, 1)
+        if self.main_thread:
+            loop = main_thread_cpu(self.pids[self.main_thread]) - self._loop0
+            pct[f"{self.main_thread}_main_thread"] = round(100 * loop / dt, 1)
+        return pct
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A process's peak resident set size so far (VmHWM of /proc/<pid>/status), MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 # ---------------------------------------------------------------------------------------
 # The daemon's JSON log
 # ---------------------------------------------------------------------------------------
@@ -386,10 +425,12 @@ def run_repetitions(base_dir: Path, keep: bool, repeat: int, phases: list[tuple[
                     quiet_wait: float,
                     run: Callable[[str, int, float, contextlib.ExitStack], R],
                     describe: Callable[[R], Iterable[str]],
-                    report: Callable[[list[R]], None]) -> int:
-    """Run every phase `repeat` times on a quiet machine; then report what was measured,
+                    report: Callable[[list[R]], None], once: Iterable[str] = ()) -> int:
+    """Run every phase `repeat` times on a quiet machine (the phases named in `once` only
+    in the first repetition: they repeat on their own); then report what was measured,
     even after Ctrl-C or a failure, and keep the run directories when anything failed.
     Returns the exit code (0, 1 on a failed run, 130 when interrupted)."""
+    once = set(once)
     results: list[R] = []
     failed = False
     with contextlib.ExitStack() as cleanup:
@@ -397,6 +438,8 @@ def run_repetitions(base_dir: Path, keep: bool, repeat: int, phases: list[tuple[
             with sigterm_as_interrupt():
                 for n in range(1, repeat + 1):
                     for phase, rate in phases:
+                        if n > 1 and phase in once:
+                            continue
                         wait_for_quiet(quiet_wait)
                         log(f"run {n} [{phase}]")
                         result = run(phase, n, rate, cleanup)

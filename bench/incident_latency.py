@@ -411,6 +411,153 @@ def _settings_from_env() -> dict[str, Any]:  # Any: mypy would match `oncall`
             if k.startswith("SENTINEL_") and k not in _OWN_SETTINGS}
 
 
+def start_broker(run_dir: Path, rate: float, background_ids: list[str],
+                 stack: contextlib.ExitStack, cleanup: contextlib.ExitStack
+                 ) -> tuple[Mosquitto, Background | None]:
+    """A fresh broker (set_tcp_nodelay, no autosave) and, for `rate` > 0, the background
+    publisher, connected and idle until `start_background`."""
+    broker = stack.enter_context(Mosquitto(run_dir / "mosquitto",
+                                           extra_config=common.BROKER_EXTRA))
+    background = None
+    if rate > 0:
+        background = Background(broker.port, rate, background_ids)
+        stack.callback(background.close)
+        cleanup.callback(background.close)  # again at the end (a 2nd Ctrl-C above)
+    return broker, background
+
+
+def start_daemon(run_dir: Path, broker: Mosquitto, stack: contextlib.ExitStack,
+                 cleanup: contextlib.ExitStack) -> tuple[DaemonProcess, common.Webhook, float]:
+    """The daemon (shipped config, SQLite, empty state dir, JSON log, every contact's
+    channel the returned webhook), started until `daemon_ready`; also its start-up s."""
+    receiver = stack.enter_context(common.Webhook())
+    daemon = DaemonProcess(run_dir / "state", broker.port,
+                           notify_url=receiver.url("json", "/notify"), **_settings_from_env())
+    stack.callback(daemon.close)
+    cleanup.callback(daemon.close)
+    t_spawn = time.time()
+    daemon.start(timeout=60)
+    return daemon, receiver, round(time.time() - t_spawn, 2)
+
+
+def start_background(background: Background | None, warmup: float,
+                     pids: dict[str, int | None], devices: int) -> None:
+    """Let the background publisher go and give it `warmup` seconds (nothing if None)."""
+    if background is None:
+        return
+    background.wait_ready()
+    pids["publisher"] = background.pid
+    background.go.set()
+    common.log(f"  background {background.rate:,.0f}/s from {devices} devices; "
+               f"warm-up {warmup:.0f}s")
+    time.sleep(warmup)
+
+
+def publish_alarms(probe: Probe, probes: list[Device], interval: float, seed: int,
+                   sent: dict[str, float] | None = None) -> dict[str, float]:
+    """Publish each probe's alarm, one every `interval` s on average (jittered ±⅓); record
+    device -> time.time() just before its publish in `sent` (as it goes) and return it."""
+    sent = {} if sent is None else sent
+    rng = random.Random(seed)
+    next_at = time.monotonic()
+    for device in probes:
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        sent[device.id] = probe.publish(alarm_messages(device, time.time()))
+        next_at += rng.uniform(interval * 2 / 3, interval * 4 / 3)
+    return sent
+
+
+class StoreProgress:
+    """Every 0.5 s (a thread): (time, readings the broker acknowledged to the background
+    publisher + alarms published so far, rows in the readings store): is the daemon
+    keeping up?"""
+
+    def __init__(self, db: Path, background: Background | None, alarms: dict[str, float]
+                 ) -> None:
+        self.db = db
+        self.samples: list[tuple[float, int, int]] = []
+        self._background = background
+        self._alarms = alarms
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            published = len(self._alarms) + (self._background.acked()
+                                             if self._background is not None else 0)
+            stored = _stored(self.db)
+            if stored is not None:
+                self.samples.append((round(time.time(), 3), published, stored))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def stop_background(background: Background, progress: StoreProgress, alarms: int,
+                    window: common.CpuWindow, drain_timeout: float
+                    ) -> tuple[dict[str, Any], list[str]]:
+    """Stop the background publisher, wait (up to `drain_timeout` s) until the store holds
+    everything the broker acknowledged (+ the `alarms`); return the background's figures
+    (rate achieved, the store's backlog during the warm-up and the `window`) and problems."""
+    problems: list[str] = []
+    db = progress.db
+    t_stop = time.time()
+    published_at_stop = background.acked() + alarms
+    stored_at_stop = _stored(db) or 0
+    bg = background.finish()
+    expected = bg["acked"] + alarms
+    deadline = time.monotonic() + drain_timeout
+    stored = stored_at_stop
+    while stored < expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        stored = _stored(db) or 0
+    caught_up = time.time()
+    progress.stop()
+    span = bg["finished"] - bg["started"]
+    t0, t1 = window.t0, window.t1
+    warmup_lags = [max(0, p - s) for t, p, s in progress.samples if t < t0]
+    lags = [max(0, p - s) for t, p, s in progress.samples if t0 <= t <= t1]
+    figures = {
+        "rate_target": background.rate,
+        "rate_achieved": round(bg["readings"] / span, 1) if span > 0 else None,
+        "published": bg["readings"], "acked": bg["acked"],
+        "publisher_max_behind": int(bg["max_behind"]),
+        "seconds": round(span, 1),
+        # The counters are read one after the other: clamp the skew at 0.
+        "lag_at_stop": max(0, published_at_stop - stored_at_stop),
+        "lag_max": max(lags, default=None),
+        "lag_median": statistics.median(lags) if lags else None,
+        "lag_first": lags[0] if lags else None,
+        "lag_last": lags[-1] if lags else None,
+        "lag_warmup_median": statistics.median(warmup_lags) if warmup_lags else None,
+        "progress": [(round(t - t0, 2), p, s) for t, p, s in progress.samples],
+        "drain_after_stop_s": round(caught_up - t_stop, 2) if stored >= expected else None,
+    }
+    if bg["acked"] < bg["messages"]:
+        problems.append(f"background: {bg['messages'] - bg['acked']} publishes not "
+                        "acknowledged by the broker")
+    if stored < expected:
+        problems.append(f"store did not catch up: {stored} of {expected} readings stored "
+                        f"{drain_timeout:.0f}s after the background stopped")
+    return figures, problems
+
+
+def stop_daemon(daemon: DaemonProcess, problems: list[str]) -> int | None:
+    """SIGTERM; killed (a problem) if still running after 60 s. Returns the exit code."""
+    try:
+        code: int | None = daemon.stop(60)
+    except subprocess.TimeoutExpired:
+        code = None
+        daemon.close()  # kills it
+        problems.append("daemon still running 60s after SIGTERM: killed")
+    if code not in (0, None):
+        problems.append(f"daemon exit code {code}")
+    return code
+
+
 def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
               background_ids: list[str], args: argparse.Namespace, base_dir: Path,
               cleanup: contextlib.ExitStack) -> PhaseResult:
@@ -419,140 +566,45 @@ def run_phase(phase: str, repeat: int, rate: float, probes: list[Device],
     result = PhaseResult(phase, repeat, rate, len(probes))
     probe_ids = {d.id for d in probes}
     with contextlib.ExitStack() as stack:
-        broker = stack.enter_context(Mosquitto(run_dir / "mosquitto",
-                                               extra_config=common.BROKER_EXTRA))
-        background = None
-        if rate > 0:
-            background = Background(broker.port, rate, background_ids)
-            stack.callback(background.close)
-            cleanup.callback(background.close)  # again at the end (a 2nd Ctrl-C above)
-        receiver = stack.enter_context(common.Webhook())
-        notifications = Notifications(receiver, probe_ids)
-        daemon = DaemonProcess(run_dir / "state", broker.port,
-                               notify_url=receiver.url("json", "/notify"),
-                               **_settings_from_env())
-        stack.callback(daemon.close)
-        cleanup.callback(daemon.close)
-        t_spawn = time.time()
-        daemon.start(timeout=60)
+        broker, background = start_broker(run_dir, rate, background_ids, stack, cleanup)
+        daemon, receiver, result.daemon["startup_s"] = start_daemon(run_dir, broker, stack,
+                                                                    cleanup)
         assert daemon.proc is not None
-        result.daemon["startup_s"] = round(time.time() - t_spawn, 2)
+        notifications = Notifications(receiver, probe_ids)
         tail = common.LogTail(daemon.log_path)
         probe = Probe(broker.port, probe_ids)
         stack.callback(probe.close)
         db = daemon.state_dir / "readings.sqlite3"
-        pids = {"daemon": daemon.proc.pid, "broker": broker.pid}
-
-        # Progress of the store vs what the broker acknowledged to the publishers (is the
-        # daemon keeping up?), every 0.5 s: (t, published, stored).
-        progress: list[tuple[float, int, int]] = []
+        pids: dict[str, int | None] = {"daemon": daemon.proc.pid, "broker": broker.pid}
         sent: dict[str, float] = {}
-        sampling = threading.Event()
-
-        def sample() -> None:
-            while not sampling.wait(0.5):
-                published = (background.acked() if background is not None else 0) + len(sent)
-                stored = _stored(db)
-                if stored is not None:
-                    progress.append((round(time.time(), 3), published, stored))
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        stack.callback(sampling.set)
-        if background is not None:
-            background.wait_ready()
-            pids["publisher"] = background.pid
-            background.go.set()
-            common.log(f"  background {rate:,.0f}/s from {len(background_ids)} devices; "
-                       f"warm-up {args.warmup:.0f}s")
-            time.sleep(args.warmup)
+        progress = StoreProgress(db, background, sent)
+        stack.callback(progress.stop)
+        start_background(background, args.warmup, pids, len(background_ids))
 
         # -- the alarms ------------------------------------------------------------------
-        cpu0 = {name: common.proc_cpu(pid) for name, pid in pids.items() if pid}
-        loop0 = common.main_thread_cpu(daemon.proc.pid)
-        own0, busy0, t0 = time.process_time(), common.system_busy(), time.time()
-        rng = random.Random(repeat)
-        next_at = time.monotonic()
-        for device in probes:
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            messages = alarm_messages(device, time.time())
-            sent[device.id] = probe.publish(messages)
-            next_at += rng.uniform(args.interval * 2 / 3, args.interval * 4 / 3)
+        window = common.CpuWindow(pids, main_thread="daemon")
+        publish_alarms(probe, probes, args.interval, repeat, sent)
         # Until every incident is on MQTT and has had a notification request.
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline and (
                 probe.seen() < len(probes)
                 or notifications.notified(probe.incidents()) < len(probes)):
             time.sleep(0.05)
-        t1 = time.time()
-        cpu1 = {name: common.proc_cpu(pid) for name, pid in pids.items() if pid}
-        result.cpu_pct = {name: round(100 * (cpu1[name] - cpu0[name]) / (t1 - t0), 1)
-                          for name in cpu1}
-        result.cpu_pct["bench"] = round(100 * (time.process_time() - own0) / (t1 - t0), 1)
-        system = 100 * (common.system_busy() - busy0) / (t1 - t0)
-        result.cpu_pct["foreign"] = round(max(0.0, system - sum(result.cpu_pct.values())), 1)
-        result.cpu_pct["system"] = round(system, 1)
-        loop = common.main_thread_cpu(daemon.proc.pid) - loop0
-        result.cpu_pct["daemon_main_thread"] = round(100 * loop / (t1 - t0), 1)
+        result.cpu_pct = window.stop()
+        result.daemon["rss_mib"] = round(common.peak_rss_mib(daemon.proc.pid), 1)
         if result.cpu_pct["foreign"] > args.foreign_warn:
             result.warnings.append(f"other processes used {result.cpu_pct['foreign']:.0f}% "
                                    "CPU while the alarms were measured: figures disturbed")
 
         # -- stop the background, wait for the store to catch up ------------------------
         if background is not None:
-            t_stop = time.time()
-            published_at_stop = background.acked() + len(probes)
-            stored_at_stop = _stored(db) or 0
-            bg = background.finish()
-            expected = bg["acked"] + len(probes)
-            deadline = time.monotonic() + args.drain_timeout
-            stored = stored_at_stop
-            while stored < expected and time.monotonic() < deadline:
-                time.sleep(0.1)
-                stored = _stored(db) or 0
-            caught_up = time.time()
-            sampling.set()
-            span = bg["finished"] - bg["started"]
-            warmup_lags = [max(0, p - s) for t, p, s in progress if t < t0]
-            lags = [max(0, p - s) for t, p, s in progress if t0 <= t <= t1]
-            result.background = {
-                "rate_target": rate,
-                "rate_achieved": round(bg["readings"] / span, 1) if span > 0 else None,
-                "published": bg["readings"], "acked": bg["acked"],
-                "devices": len(background_ids),
-                "publisher_max_behind": int(bg["max_behind"]),
-                "seconds": round(span, 1),
-                # The counters are read one after the other: clamp the skew at 0.
-                "lag_at_stop": max(0, published_at_stop - stored_at_stop),
-                "lag_max": max(lags, default=None),
-                "lag_median": statistics.median(lags) if lags else None,
-                "lag_first": lags[0] if lags else None,
-                "lag_last": lags[-1] if lags else None,
-                "lag_warmup_median": statistics.median(warmup_lags) if warmup_lags else None,
-                "progress": [(round(t - t0, 2), p, s) for t, p, s in progress],
-                "drain_after_stop_s": round(caught_up - t_stop, 2) if stored >= expected
-                else None,
-            }
-            if bg["acked"] < bg["messages"]:
-                result.problems.append(f"background: {bg['messages'] - bg['acked']} "
-                                       "publishes not acknowledged by the broker")
-            if stored < expected:
-                result.problems.append(f"store did not catch up: {stored} of {expected} "
-                                       f"readings stored {args.drain_timeout:.0f}s after "
-                                       "the background stopped")
-        sampling.set()
+            result.background, problems = stop_background(background, progress, len(probes),
+                                                          window, args.drain_timeout)
+            result.background["devices"] = len(background_ids)
+            result.problems += problems
+        progress.stop()
         probe.close()
-        try:
-            code: int | None = daemon.stop(60)
-        except subprocess.TimeoutExpired:
-            code = None
-            daemon.close()  # kills it
-            result.problems.append("daemon still running 60s after SIGTERM: killed")
-        result.daemon["exit_code"] = code
-        if code not in (0, None):
-            result.problems.append(f"daemon exit code {code}")
+        result.daemon["exit_code"] = stop_daemon(daemon, result.problems)
 
         # -- what the daemon logged -----------------------------------------------------
         tail.poll()

@@ -436,13 +436,16 @@ class CpuSampler:
 
     def window(self, t0: float, t1: float, known: float = 0.0) -> dict[str, float]:
         """Mean CPU % (100 = one core) over [t0, t1]: each watched pid, `system`, and
-        `foreign` = system - this process - watched pids - `known` CPU seconds."""
+        `foreign` = system - this process - watched pids - `known` CPU seconds. A pid
+        watched only from inside the window (e.g. Node-RED, whose pid is known once its
+        start returns) counts from its first sample."""
         inside = [s for s in self.samples if t0 <= s[0] <= t1]
         if len(inside) < 2:
             return {}
-        (a_t, a_sys, a_self, a_p), (b_t, b_sys, b_self, b_p) = inside[0], inside[-1]
+        (a_t, a_sys, a_self, _), (b_t, b_sys, b_self, b_p) = inside[0], inside[-1]
         dt = b_t - a_t
-        out = {name: 100 * (b_p[name] - a_p[name]) / dt for name in b_p if name in a_p}
+        first = {name: next(s[3][name] for s in inside if name in s[3]) for name in b_p}
+        out = {name: 100 * (b_p[name] - first[name]) / dt for name in b_p}
         sys_pct = 100 * (b_sys - a_sys) / dt
         ours = 100 * (b_self - a_self) / dt + sum(out.values()) + 100 * known / (t1 - t0)
         out.update(system=sys_pct, bench=100 * (b_self - a_self) / dt,

@@ -429,3 +429,53 @@ def test_condition_state_round_trips_through_json() -> None:
     # The pending 60 s began before the restart and completes after it.
     assert changes(again.tick(T0 + 60)) == [("low", "active", "critical")]
     assert CondState.from_json(CondState(samples=[(1.0, 2.0)]).to_json()).samples == [(1.0, 2.0)]
+
+
+def _rate_rule(**measure: float) -> Any:
+    from sentinel.rules.model import RateRule
+    return RateRule.model_validate({"name": "r", "kind": "hydrant_pressure", "type": "rate",
+                                    "field": "pressure", "window": 30, "severity": "warning",
+                                    **measure})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.01, 5.0), st.floats(0.0, 1.0)), min_size=1, max_size=80),
+       st.sampled_from(["drop", "rise"]))
+def test_drop_and_rise_windows_keep_the_extreme(steps: list[tuple[float, float]],
+                                                measure: str) -> None:
+    """The window a drop/rise rule keeps gives the same change as all samples would."""
+    from sentinel.rules.engine import RateEval
+    rule = _rate_rule(**{measure: 0.05})
+    ev = RateEval(rule, 0.0)
+    state = CondState("SB-HYD-0001")
+    ts, raw = 1_795_000_000.0, []
+    for gap, value in steps:
+        ts += gap
+        raw = [(t, v) for t, v in [*raw, (ts, value)] if t >= ts - rule.window]
+        ev.on_reading(state, Reading("SB-HYD-0001", "hydrant_pressure", ts, ts,
+                                     {"pressure": value}), False)
+        values = [v for _, v in raw]
+        expected = max(values) - value if measure == "drop" else value - min(values)
+        change = ev._change(state.samples)
+        assert change is not None and change[0] == pytest.approx(expected)
+        assert len(state.samples) <= len(raw)
+
+
+def test_a_slope_window_keeps_few_samples_and_the_same_slope() -> None:
+    """A 10-minute window of readings every second keeps about 60, and the slope holds."""
+    from sentinel.rules.engine import _SLOPE_SAMPLES, RateEval
+    from sentinel.rules.model import RateRule
+    rule = RateRule.model_validate({"name": "t", "kind": "water_level", "type": "rate",
+                                    "field": "level", "window": 600, "severity": "warning",
+                                    "falling_per_hour": 0.5, "min_span": 300})
+    ev = RateEval(rule, 0.0)
+    state = CondState("SB-WL-0001")
+    signals = []
+    for i in range(1800):  # half an hour, falling 0.6 m/h
+        ts = 1_795_000_000.0 + i
+        reading = Reading("SB-WL-0001", "water_level", ts, ts, {"level": 3.0 - 0.6 * i / 3600})
+        signals.append(ev.on_reading(state, reading, False))
+    assert len(state.samples) <= 2 * _SLOPE_SAMPLES + 1
+    measured = ev._change(state.samples)
+    assert measured is not None and measured[0] == pytest.approx(0.6, rel=1e-6)
+    assert any(s is not None and s.change == "active" for s in signals)

@@ -268,10 +268,13 @@ class RateEval(Evaluator):
         if value is None or stale:
             return None
         samples = st.samples
-        samples.append((r.ts, value))
         horizon = r.ts - rule.window
-        while samples and samples[0][0] < horizon:
-            samples.pop(0)
+        expired = 0
+        while expired < len(samples) and samples[expired][0] < horizon:
+            expired += 1
+        if expired:
+            del samples[:expired]
+        _keep_sample(samples, r.ts, value, rule)
         change = self._change(samples)
         if change is None:
             return None
@@ -284,11 +287,10 @@ class RateEval(Evaluator):
     def _change(self, samples: Sequence[tuple[float, float]]
                 ) -> tuple[float, float, str] | None:
         rule = self.rule
-        values = [v for _, v in samples]
-        if rule.drop is not None:
-            return max(values) - values[-1], rule.drop, "drop"
-        if rule.rise is not None:
-            return values[-1] - min(values), rule.rise, "rise"
+        if rule.drop is not None:  # samples fall from the window's maximum (_keep_sample)
+            return samples[0][1] - samples[-1][1], rule.drop, "drop"
+        if rule.rise is not None:  # samples climb from the window's minimum
+            return samples[-1][1] - samples[0][1], rule.rise, "rise"
         span = samples[-1][0] - samples[0][0]
         if len(samples) < 3 or span <= 0 or span < rule.min_span:
             return None
@@ -297,6 +299,33 @@ class RateEval(Evaluator):
             return -slope, rule.falling_per_hour, "falling_per_hour"
         assert rule.rising_per_hour is not None
         return slope, rule.rising_per_hour, "rising_per_hour"
+
+
+# Samples a slope rule keeps per window: a least-squares slope needs no more, and a tank
+# reporting every second over a 10-minute window would otherwise keep 600 (evaluated and
+# persisted with every reading).
+_SLOPE_SAMPLES = 60
+
+
+def _keep_sample(samples: list[tuple[float, float]], ts: float, value: float,
+                 rule: RateRule) -> None:
+    """Add a reading to a rate rule's window, keeping only what the rule can use.
+
+    drop/rise compare the newest value with the window's maximum/minimum: a sample that a
+    newer one at least as high (low) has passed can never be that extreme again, so the
+    window keeps a falling (rising) sequence that starts at its extreme. Slope rules keep
+    samples spaced at least window/_SLOPE_SAMPLES apart, the newest always current.
+    """
+    if rule.drop is not None or rule.rise is not None:
+        falling = rule.drop is not None
+        while samples and (samples[-1][1] <= value if falling else samples[-1][1] >= value):
+            samples.pop()
+        samples.append((ts, value))
+        return
+    if len(samples) >= 2 and samples[-1][0] - samples[-2][0] < rule.window / _SLOPE_SAMPLES:
+        samples[-1] = (ts, value)
+    else:
+        samples.append((ts, value))
 
 
 def _slope(samples: Sequence[tuple[float, float]]) -> float:

@@ -16,6 +16,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -66,6 +67,17 @@ UNREACHABLE_INCIDENT = "notification_failed"
 _STEP_EVENTS = frozenset({"escalation_step", "escalation_reminder"})
 
 
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    """A delivery result waiting to be recorded, and its caller's future."""
+
+    rows: Sequence[OutboxRow]
+    label: str
+    result: DeliveryResult
+    now: float
+    done: asyncio.Future[None]
+
 class EscalationService:
     """Escalation engine + outbox + delivery results, on the state database."""
 
@@ -88,6 +100,9 @@ class EscalationService:
         self.dispatcher = Dispatcher(state, sender, self.contacts, policies.storm,
                                      notify.concurrency, self, clock)
         self._lock = asyncio.Lock()
+        # Delivery results waiting for the next group commit (see delivered()).
+        self._deliveries: list[_Delivery] = []
+        self._recorder: asyncio.Task[None] | None = None
         self._cursor = 0
         self._cursor_saved = 0
         self._cursor_saved_at = 0.0
@@ -290,71 +305,106 @@ class EscalationService:
 
     async def delivered(self, rows: Sequence[OutboxRow], label: str, result: DeliveryResult,
                         now: float) -> None:
-        """Record one delivery (of one or several merged rows) and decide what follows."""
+        """Record one delivery (of one or several merged rows) and decide what follows.
+
+        Returns once it is committed. Deliveries that finish while a commit runs are
+        recorded together in the next one (group commit): in an alarm storm, a commit per
+        delivery held the escalation lock so often that new incidents waited seconds for
+        their first step.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._deliveries.append(_Delivery(rows, label, result, now, done))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.get_running_loop().create_task(
+                self._record_deliveries(), name="record-deliveries")
+        await done
+
+    async def _record_deliveries(self) -> None:
+        while self._deliveries:
+            batch, self._deliveries = self._deliveries, []
+            try:
+                await self._record(batch)
+            except Exception as exc:  # each caller retries its own delivery
+                for delivery in batch:
+                    if not delivery.done.done():
+                        delivery.done.set_exception(exc)
+            else:
+                for delivery in batch:
+                    if not delivery.done.done():
+                        delivery.done.set_result(None)
+
+    async def _record(self, batch: Sequence[_Delivery]) -> None:
         async with self._lock:
             out = Output()
             events: list[IncidentEvent] = []
             fallbacks: list[NewRow] = []
-            retries: list[tuple[int, float]] = []
-            finished: list[tuple[int, str, str | None]] = []
-            first_reached: list[Incident] = []
-            for row in rows:
-                contact = self.contacts.get(row.contact_id)
-                inc = await self._incident(row.incident_id)
-                attempt = row.attempts + 1
-                data: dict[str, Any] = {"contact": row.contact_id,
-                                        "contact_name": contact.name if contact else None,
-                                        "channel": label,
-                                        "kind": row.kind, "step": row.step, "key": row.key,
-                                        "attempt": attempt}
-                if result.ok:
-                    esc = self.engine.escalations.get(row.incident_id)
-                    unreached = esc is not None and not esc.reached
-                    finished.append((row.id, "sent", None))
-                    out.extend(self.engine.on_delivery(row.incident_id, row.round, row.step,
-                                                       row.contact_id, row.channel, True, now,
-                                                       inc))
-                    if unreached and esc is not None and esc.reached and inc is not None:
-                        first_reached.append(inc)
-                    event = "notification_sent"
-                elif attempt < self._notify.attempts:
-                    delay = min(self._notify.retry_max_delay,
-                                self._notify.retry_min_delay * 2 ** (attempt - 1))
-                    retries.append((row.id, now + delay))
-                    data.update(error=result.error, retry_in=delay)
-                    event = "notification_failed"
-                else:
-                    finished.append((row.id, "failed", result.error))
-                    data.update(error=result.error, final=True)
-                    event = "notification_failed"
-                    if contact is not None and row.channel + 1 < len(contact.channels):
-                        fallbacks.append(NewRow(
-                            f"{row.base_key}/{row.channel + 1}", row.incident_id, row.kind,
-                            row.round, row.step, row.contact_id, row.channel + 1,
-                            row.life_safety, row.title, row.body, now, now))
-                        data["fallback"] = row.channel + 1
+            retries: list[tuple[int, float, str | None]] = []
+            finished: list[tuple[int, str, str | None, float]] = []
+            first_reached: list[tuple[Incident, float]] = []
+            for delivery in batch:
+                rows, label, result, now = (delivery.rows, delivery.label, delivery.result,
+                                            delivery.now)
+                for row in rows:
+                    contact = self.contacts.get(row.contact_id)
+                    inc = await self._incident(row.incident_id)
+                    attempt = row.attempts + 1
+                    data: dict[str, Any] = {"contact": row.contact_id,
+                                            "contact_name": contact.name if contact else None,
+                                            "channel": label,
+                                            "kind": row.kind, "step": row.step, "key": row.key,
+                                            "attempt": attempt}
+                    if result.ok:
+                        esc = self.engine.escalations.get(row.incident_id)
+                        unreached = esc is not None and not esc.reached
+                        finished.append((row.id, "sent", None, now))
+                        out.extend(self.engine.on_delivery(row.incident_id, row.round,
+                                                           row.step, row.contact_id,
+                                                           row.channel, True, now, inc))
+                        if unreached and esc is not None and esc.reached and inc is not None:
+                            first_reached.append((inc, now))
+                        event = "notification_sent"
+                    elif attempt < self._notify.attempts:
+                        delay = min(self._notify.retry_max_delay,
+                                    self._notify.retry_min_delay * 2 ** (attempt - 1))
+                        retries.append((row.id, now + delay, result.error))
+                        data.update(error=result.error, retry_in=delay)
+                        event = "notification_failed"
                     else:
-                        out.extend(self.engine.on_delivery(
-                            row.incident_id, row.round, row.step, row.contact_id,
-                            row.channel, False, now, inc))
-                log.info(event, incident=row.incident_id, contact=row.contact_id,
-                         channel=label, kind=row.kind, step=row.step, attempt=attempt,
-                         error=result.error, elapsed=round(result.elapsed, 4))
-                if inc is not None:
-                    events.append(IncidentEvent(inc.id, event, now, "sentinel", inc.severity,
-                                                inc.status, data))
+                        finished.append((row.id, "failed", result.error, now))
+                        data.update(error=result.error, final=True)
+                        event = "notification_failed"
+                        if contact is not None and row.channel + 1 < len(contact.channels):
+                            fallbacks.append(NewRow(
+                                f"{row.base_key}/{row.channel + 1}", row.incident_id,
+                                row.kind, row.round, row.step, row.contact_id,
+                                row.channel + 1, row.life_safety, row.title, row.body, now,
+                                now))
+                            data["fallback"] = row.channel + 1
+                        else:
+                            out.extend(self.engine.on_delivery(
+                                row.incident_id, row.round, row.step, row.contact_id,
+                                row.channel, False, now, inc))
+                    log.info(event, incident=row.incident_id, contact=row.contact_id,
+                             channel=label, kind=row.kind, step=row.step, attempt=attempt,
+                             error=result.error, elapsed=round(result.elapsed, 4))
+                    if inc is not None:
+                        events.append(IncidentEvent(inc.id, event, now, "sentinel",
+                                                    inc.severity, inc.status, data))
+            now = max(d.now for d in batch)
             notices = await self._rows(out.notices, now)
             events += [e for n in out.notes if (e := await self._event(n, now)) is not None]
             changed = list(out.changed.values())
 
             def write(conn: sqlite3.Connection) -> None:
-                for row in rows:
-                    outbox.record_attempt(conn, row, label, now, result.ok, result.error,
-                                          result.elapsed)
-                for row_id, status, error in finished:
-                    outbox.mark(conn, row_id, status, now, error)
-                for row_id, at in retries:
-                    outbox.retry_later(conn, row_id, at, result.error)
+                for delivery in batch:
+                    for row in delivery.rows:
+                        outbox.record_attempt(conn, row, delivery.label, delivery.now,
+                                              delivery.result.ok, delivery.result.error,
+                                              delivery.result.elapsed)
+                for row_id, status, error, at in finished:
+                    outbox.mark(conn, row_id, status, at, error)
+                for row_id, due, error in retries:
+                    outbox.retry_later(conn, row_id, due, error)
                 outbox.insert(conn, [*fallbacks, *notices])
                 conn.executemany(
                     "INSERT OR REPLACE INTO escalations (incident_id, state, updated, data)"
@@ -363,12 +413,12 @@ class EscalationService:
                      for e in changed])
             await self._incidents.record(events, write)
             self._count_steps(events)
-            for inc in first_reached:
+            for inc, at in first_reached:
                 histogram = self.first_notification.get(inc.severity.label)
                 if histogram is None:
                     histogram = LatencyHistogram(NOTIFY_BUCKETS)
                     self.first_notification[inc.severity.label] = histogram
-                histogram.observe(max(0.0, now - inc.opened_at))
+                histogram.observe(max(0.0, at - inc.opened_at))
         await self._follow_up(out)
         if fallbacks:
             self.dispatcher.wake()

@@ -28,6 +28,8 @@ from sentinel.notify.templates import Rendered, render_summary
 log = structlog.get_logger("sentinel.notify")
 
 _IDLE_WAIT = 1.0
+# Due rows started per look at the outbox.
+_DUE_BATCH = 200
 
 
 class ResultSink(Protocol):
@@ -99,8 +101,12 @@ class Dispatcher:
 
     async def _dispatch_due(self) -> float:
         now = self._clock.now()
-        rows = await self._state.call(lambda conn: outbox.due(conn, now))
+        skip = tuple(self._inflight)
+        rows = await self._state.call(
+            lambda conn: outbox.due(conn, now, _DUE_BATCH, skip))
+        # Rows may have been started (send_now) while the query ran.
         rows = [r for r in rows if r.id not in self._inflight]
+        more = len(rows) >= _DUE_BATCH
         urgent = [r for r in rows if r.life_safety]
         held: dict[tuple[str, int], list[OutboxRow]] = {}
         for row in rows:
@@ -118,6 +124,8 @@ class Dispatcher:
                          until=round(wait_until, 1))
                 continue
             self._start(group)
+        if more:
+            return 0.0  # a storm: the next batch of due rows at once
         upcoming = await self._state.call(outbox.next_due)
         if upcoming is None or upcoming <= now:
             return _IDLE_WAIT
@@ -140,6 +148,7 @@ class Dispatcher:
 
     async def _deliver(self, rows: list[OutboxRow]) -> None:
         first = rows[0]
+        result_ok = False
         try:
             contact = self._contacts.get(first.contact_id)
             if contact is None or first.channel >= len(contact.channels):
@@ -164,10 +173,15 @@ class Dispatcher:
                 self.failed_by_channel[label] = self.failed_by_channel.get(label, 0) + 1
             await _retrying(lambda: self._sink.delivered(rows, label, result,
                                                          self._clock.now()))
+            result_ok = result.ok
         finally:
             for row in rows:
                 self._inflight.discard(row.id)
-            self._wake.set()
+            if not result_ok:
+                # A failed send is due again later (or went to the next channel): look.
+                # A sent one changes nothing that is due, and waking for every delivery
+                # re-read the outbox hundreds of times a second in an alarm storm.
+                self._wake.set()
 
     @staticmethod
     def _message(rows: list[OutboxRow], contact: Contact) -> Rendered:

@@ -14,7 +14,7 @@ Every attempt is recorded (incident, step, contact, channel, time, result, error
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,11 +110,15 @@ def _row(values: Sequence[Any]) -> OutboxRow:
     return OutboxRow(**data)
 
 
-def due(conn: sqlite3.Connection, now: float, limit: int = 200) -> list[OutboxRow]:
-    """Pending rows whose time has come, life-safety first, then oldest first."""
+def due(conn: sqlite3.Connection, now: float, limit: int = 200,
+        skip: Collection[int] = ()) -> list[OutboxRow]:
+    """Pending rows whose time has come, life-safety first, then oldest first; rows whose
+    id is in `skip` (being sent) are left out."""
+    marks = ", ".join("?" * len(skip))
     return [_row(r) for r in conn.execute(
         f"SELECT {', '.join(_COLUMNS)} FROM outbox WHERE status = 'pending' AND due <= ?"
-        " ORDER BY life_safety DESC, due, id LIMIT ?", (now, limit))]
+        f" AND id NOT IN ({marks}) ORDER BY life_safety DESC, due, id LIMIT ?",
+        (now, *skip, limit))]
 
 
 def pending_by_key(conn: sqlite3.Connection, keys: Sequence[str]) -> list[OutboxRow]:

@@ -496,27 +496,31 @@ class RuleEngine:
         # Conditions with a running clock (pending hold, watch after a fall, inactivity).
         self._timers: dict[tuple[str, str], Evaluator] = {}
         self._next_offline_scan = -math.inf
-        plans: dict[tuple[Any, ...], list[Evaluator]] = {}
+        # shape -> (plan, its StillEvals, its OfflineEvals)
+        plans: dict[tuple[Any, ...], tuple[list[Evaluator], list[StillEval],
+                                           list[OfflineEval]]] = {}
         relative = sorted({r.relative_to for r in config.rule
                            if isinstance(r, ThresholdRule) and r.relative_to is not None})
         for device in inventory.values():
             # Devices with the same kind, matching overrides and rule-relevant settings
             # get the same evaluators (see Evaluator).
-            overrides = _matching_overrides(config, device)
+            overrides = _matching_overrides(config, device) if config.override else []
             shape = (device.kind, tuple(id(ov) for ov in overrides),
                      device.settings.report_interval_s,
                      tuple(device.settings.number(name) for name in relative))
-            plan = plans.get(shape)
-            if plan is None:
-                plan = plans[shape] = [
-                    ev for rule in _apply_overrides(config, device, overrides)
-                    if (ev := _evaluator(rule, device, config.defaults.clear_for)) is not None]
+            found = plans.get(shape)
+            if found is None:
+                plan = [ev for rule in _apply_overrides(config, device, overrides)
+                        if (ev := _evaluator(rule, device, config.defaults.clear_for))
+                        is not None]
+                found = plans[shape] = (plan, [e for e in plan if isinstance(e, StillEval)],
+                                        [e for e in plan if isinstance(e, OfflineEval)])
+            plan, followers, offline = found
             self._plans[device.id] = plan
-            for ev in plan:
-                if isinstance(ev, StillEval):
-                    self._followers.setdefault((ev.rule.after, device.id), []).append(ev)
-                if isinstance(ev, OfflineEval):
-                    self._offline.append((device.id, ev))
+            for still in followers:
+                self._followers.setdefault((still.rule.after, device.id), []).append(still)
+            for ev in offline:
+                self._offline.append((device.id, ev))
         self.states: dict[tuple[str, str], CondState] = {}
         self.last_seen: dict[str, float] = {}
         self._persisted_seen: dict[str, float] = {}

@@ -499,15 +499,21 @@ class RuleEngine:
         # shape -> (plan, its StillEvals, its OfflineEvals)
         plans: dict[tuple[Any, ...], tuple[list[Evaluator], list[StillEval],
                                            list[OfflineEval]]] = {}
-        relative = sorted({r.relative_to for r in config.rule
-                           if isinstance(r, ThresholdRule) and r.relative_to is not None})
+        # Per kind, the device settings its thresholds scale by (tank height...).
+        relative: dict[str, list[str]] = {}
+        for r in config.rule:
+            if isinstance(r, ThresholdRule) and r.relative_to is not None:
+                for kind in r.kinds:
+                    if r.relative_to not in relative.setdefault(kind, []):
+                        relative[kind].append(r.relative_to)
         for device in inventory.values():
             # Devices with the same kind, matching overrides and rule-relevant settings
             # get the same evaluators (see Evaluator).
             overrides = _matching_overrides(config, device) if config.override else []
             shape = (device.kind, tuple(id(ov) for ov in overrides),
                      device.settings.report_interval_s,
-                     tuple(device.settings.number(name) for name in relative))
+                     tuple(device.settings.number(name)
+                           for name in relative.get(device.kind, ())))
             found = plans.get(shape)
             if found is None:
                 plan = [ev for rule in _apply_overrides(config, device, overrides)

@@ -31,7 +31,6 @@ from sentinel.metrics import DaemonMetrics
 from sentinel.notify.sender import AppriseSender
 from sentinel.source import MqttSource
 from sentinel.store import ReadingSink
-from sentinel.store.influx import InfluxWriter
 from sentinel.store.reserve import DiskGuard, Reserve
 from sentinel.store.spool import SpoolingSink
 from sentinel.store.sqlite import SqliteReadingStore
@@ -69,6 +68,10 @@ async def _sink(loaded: Loaded, on_event: Callable[[str, dict[str, object]], Non
                                       settings.ingest.deadletter_keep_days) as store:
             yield store
         return
+    # Imported here: influxdb-client costs 0.2 s of start-up that the embedded store
+    # (the default) does not need.
+    from sentinel.store.influx import InfluxWriter
+
     influx = settings.store.influxdb
     token = read_secret(influx.token, influx.token_file, "store.influxdb.token_file")
     tags = {device_id: device.tags() for device_id, device in loaded.inventory.items()}

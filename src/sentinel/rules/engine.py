@@ -81,6 +81,12 @@ class CondState:
     mark: float | None = None
     samples: list[tuple[float, float]] = field(default_factory=list)
 
+    @property
+    def is_default(self) -> bool:
+        """Nothing remembered: as a new state (such states need not be kept)."""
+        return not (self.active or self.severity != -1 or self.pending or self.samples
+                    or self.last is not None or self.mark is not None)
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"a": self.active, "s": self.severity}
         if self.pending:
@@ -221,7 +227,6 @@ class ThresholdEval(Evaluator):
         value = _num(r.values.get(self.rule.field))
         if value is None or stale:
             return None
-        st.last = value
         best: tuple[Severity, int] | None = None
         for i, (limit, severity, hold) in enumerate(self.limits):
             if self._holds(limit, value):
@@ -230,6 +235,9 @@ class ThresholdEval(Evaluator):
                     best = (severity, i)
             else:
                 st.pending.pop(i, None)
+        # The value is remembered for a level held until on_tick decides, or for an active
+        # condition; a normal reading leaves a normal device's state empty (not kept).
+        st.last = value if st.pending or st.active else None
         if st.active and self._clear(value):
             return self.clear(st, r.ts, value)
         if best is not None:
@@ -377,7 +385,10 @@ class EdgeEval(Evaluator):
         value = r.values.get(self.rule.field)
         if value is None or stale:
             return None
-        before, st.last = st.last, value
+        before = st.last
+        # Only the edge's start is worth remembering (any other value cannot begin it), so
+        # the state of a device that never shows it stays empty and is not kept.
+        st.last = value if value == self.rule.from_ else None
         if before == self.rule.from_ and value == self.rule.to:
             return self.signal(st, "event", self.rule.severity, r.ts, value,
                                field=self.rule.field)
@@ -620,9 +631,18 @@ class RuleEngine:
                 key = (ev.name, device_id)
                 st = states.get(key)
                 if st is None:
-                    st = states[key] = CondState(device_id)
+                    # Kept only once it holds something: with 100,000 devices, a state per
+                    # rule and device that stays at its defaults would be ~250 MB.
+                    st = CondState(device_id)
+                    fresh = True
+                else:
+                    fresh = False
                 before = (st.active, st.severity, len(st.pending), st.mark is None)
                 signal = ev.on_reading(st, r, stale)
+                if fresh:
+                    if signal is None and st.is_default:
+                        continue  # nothing to remember, persist or time
+                    states[key] = st
                 if signal is not None:
                     out.append(signal)
                     self._after_signal(signal, out)

@@ -24,10 +24,13 @@ described. The output is deterministic for a given ``--seed``.
 ``--scale N`` multiplies every device count by N (for benchmarks): copies 2..N are extra,
 numbered compounds (``水贝花园（扩展002）``) in extra grids (``SB-X002-G01``), so ids stay
 unique. Resident names stay unique until the pool of invented names (about 15,000) runs out.
+``--devices N`` writes exactly N devices instead: as many copies as needed, the last one cut
+short kind by kind so that every kind keeps its share (start-up benchmarks).
 
 Usage::
 
-    python scripts/gen_inventory.py [--out devices/shuibei.csv] [--seed N] [--scale N]
+    python scripts/gen_inventory.py [--out devices/shuibei.csv] [--seed N]
+                                    [--scale N | --devices N]
 """
 
 from __future__ import annotations
@@ -257,7 +260,8 @@ def place_watches(rng: random.Random, compounds: list[Compound], total: int,
         ]
         # Elders in walk-ups tend to live on the lower floors.
         low = [x for x in flats if compound.style == "tower" or x[1] <= 4]
-        high = [x for x in flats if x not in low]
+        low_set = set(low)
+        high = [x for x in flats if x not in low_set]
         chosen = sorted(pick(rng, count, low, high))
         elders[compound.name] = chosen
         for b, f, k in chosen:
@@ -540,7 +544,24 @@ def generate_copy(seed: int, copy: int, names: NamePool) -> list[Row]:
     return rows
 
 
-def generate(seed: int, scale: int) -> list[dict[str, str]]:
+def kind_quotas(devices: int) -> dict[str, int]:
+    """Devices per kind for exactly ``devices`` devices: whole copies of the community, and
+    the remainder shared out like one copy (so every kind keeps its proportion)."""
+    per_copy = sum(BASE_COUNTS.values())
+    whole, rest = divmod(devices, per_copy)
+    counts = list(BASE_COUNTS.values())
+    extra = apportion(rest, [float(c) for c in counts], counts)
+    return {kind: whole * count + more
+            for kind, count, more in zip(BASE_COUNTS, counts, extra, strict=True)}
+
+
+def generate(seed: int, scale: int, devices: int | None = None) -> list[dict[str, str]]:
+    """Rows of ``scale`` copies of the community; with ``devices``, exactly that many (as many
+    copies as needed, the last one cut short kind by kind)."""
+    quotas: dict[str, int] | None = None
+    if devices is not None:
+        scale = max(1, -(-devices // sum(BASE_COUNTS.values())))
+        quotas = kind_quotas(devices)
     names = NamePool()
     rows: list[Row] = []
     for copy in range(1, scale + 1):
@@ -548,6 +569,8 @@ def generate(seed: int, scale: int) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     for kind in KINDS:
         of_kind = sorted((r for r in rows if r.kind == kind), key=lambda r: (r.order, r.unit))
+        if quotas is not None:
+            of_kind = of_kind[:quotas[kind]]  # sorted by copy first: the last copy is cut
         width = max(4, len(str(len(of_kind))))
         for n, row in enumerate(of_kind, start=1):
             assert row.building is not None
@@ -576,10 +599,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20240601, help="random seed")
     parser.add_argument("--scale", type=int, default=1,
                         help="multiply device counts by N with extra numbered compounds/grids")
+    parser.add_argument("--devices", type=int,
+                        help="exactly N devices (instead of --scale): as many copies as "
+                             "needed, the last one cut short, every kind in proportion")
     args = parser.parse_args(argv)
     if args.scale < 1:
         parser.error("--scale must be at least 1")
-    rows = generate(args.seed, args.scale)
+    if args.devices is not None and args.devices < 1:
+        parser.error("--devices must be at least 1")
+    rows = generate(args.seed, args.scale, args.devices)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -68,7 +69,7 @@ def _read_all(stream: bytes, cuts: list[int], v5: bool) -> tuple[list[Publish], 
     publishes: list[Publish] = []
     others: list[bytes] = []
     edges = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
-    for start, end in zip(edges, edges[1:], strict=False):
+    for start, end in itertools.pairwise(edges):
         reader.feed(stream[start:end])
         for first, packet, body in reader.packets():
             if first >> 4 == 3:

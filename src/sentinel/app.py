@@ -109,7 +109,9 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
         await incidents.start()
         # The inventory, profiles and rules live as long as the process: move them out of
         # the collector's way, so full collections stay short (measured: ~70 ms pauses).
-        gc.collect()
+        # No collection first: start-up leaves next to no cyclic garbage (29 objects with
+        # the example inventory, none with 100,000 devices), and collecting it walked every
+        # device (0.2 s with 100,000).
         gc.freeze()
 
         def raise_system(name: str, active: bool, severity: Severity, **detail: Value) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from sentinel import __version__
 from sentinel.config.check import Loaded, load_all
+from sentinel.config.inventory import collector_paused
 from sentinel.control.client import ControlError
 from sentinel.errors import ConfigError
 from sentinel.i18n import Language, t
@@ -121,7 +123,13 @@ def _install_stop_signals(stop: asyncio.Event) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     lang = _lang(args)
-    loaded = _load_or_report(args, lang)
+    with collector_paused():
+        loaded = _load_or_report(args, lang)
+        # The configuration lives as long as the daemon: out of the cyclic collector's way
+        # before it runs again, so that no collection walks the whole inventory (0.1 to
+        # 0.15 s each with 100,000 devices, containers it tracks). run_daemon does the same
+        # with the rest.
+        gc.freeze()
     if loaded is None:
         return EXIT_CONFIG
     log_settings = loaded.settings.log

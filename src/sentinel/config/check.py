@@ -6,9 +6,10 @@ on a configuration `check` would refuse.
 
 from __future__ import annotations
 
+import operator
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,18 @@ import yaml
 from pydantic import ValidationError
 
 from sentinel import units
-from sentinel.config.inventory import DeviceSettings, Inventory, load_inventory
+from sentinel.config.inventory import (
+    NUMBER_SETTINGS,
+    SETTING_NAMES,
+    Device,
+    Inventory,
+    collector_paused,
+    load_inventory,
+)
 from sentinel.config.load import load_settings_lenient
 from sentinel.config.model import Settings
 from sentinel.config.profiles import ProfileSpec, load_profiles
+from sentinel.config.yamlfile import parse_yaml
 from sentinel.decode.paths import PathError, parse_path
 from sentinel.errors import ConfigError, Problem
 from sentinel.escalation.model import OncallConfig, PolicyConfig, Role
@@ -112,32 +121,48 @@ def check_profile(profile: ProfileSpec, kinds: KindRegistry, file: str) -> list[
     return problems
 
 
+def _device_problems(kind: str, profile_name: str, numbers: Mapping[str, float | None],
+                     kinds: KindRegistry, profiles: Mapping[str, ProfileSpec]) -> list[str]:
+    """What is wrong with a device of this kind and profile whose number settings are these
+    (any id, any place)."""
+    if kind not in kinds:
+        return [f"unknown kind {kind!r} (known: {', '.join(kinds.names())})"]
+    profile = profiles.get(profile_name)
+    if profile is None:
+        return [f"profile {profile_name!r} does not exist"]
+    problems: list[str] = []
+    if profile.kinds and kind not in profile.kinds:
+        problems.append(f"profile {profile.name!r} does not serve kind {kind!r}")
+    for name, mapping in profile.fields_for(kind).items():
+        if name not in kinds[kind].fields:
+            continue
+        if mapping.from_distance and numbers["mount_height_m"] is None:
+            problems.append(f"profile {profile.name!r} reads {name} as a distance: set "
+                            "mount_height_m")
+        setting = mapping.percent_of_setting
+        if setting and numbers.get(setting) is None:
+            problems.append(f"profile {profile.name!r} needs {setting}")
+    return problems
+
+
+# What the findings about a device depend on.
+_FACTS = operator.attrgetter("kind", "profile", *(f"settings.{n}" for n in NUMBER_SETTINGS))
+
+
 def _check_inventory(inventory: Inventory, kinds: KindRegistry,
                      profiles: Mapping[str, ProfileSpec], files: str) -> list[Problem]:
-    problems: list[Problem] = []
-    for device in inventory.values():
-        entry = f"device {device.id}"
-        if device.kind not in kinds:
-            problems.append(Problem(files, entry, f"unknown kind {device.kind!r} "
-                                                  f"(known: {', '.join(kinds.names())})"))
-            continue
-        profile = profiles.get(device.profile)
-        if profile is None:
-            problems.append(Problem(files, entry, f"profile {device.profile!r} does not exist"))
-            continue
-        if profile.kinds and device.kind not in profile.kinds:
-            problems.append(Problem(files, entry, f"profile {profile.name!r} does not serve "
-                                                  f"kind {device.kind!r}"))
-        for name, mapping in profile.fields_for(device.kind).items():
-            if name not in kinds[device.kind].fields:
-                continue
-            if mapping.from_distance and device.settings.mount_height_m is None:
-                problems.append(Problem(files, entry, f"profile {profile.name!r} reads {name} as "
-                                                      "a distance: set mount_height_m"))
-            setting = mapping.percent_of_setting
-            if setting and device.settings.number(setting) is None:
-                problems.append(Problem(files, entry, f"profile {profile.name!r} needs {setting}"))
-    return problems
+    # Worked out once for each combination of the facts (a few dozen in a fleet of
+    # thousands), then reported for every device.
+    found: dict[tuple[Any, ...], list[str]] = {}
+    for facts in set(map(_FACTS, inventory.values())):
+        kind, profile, *numbers = facts
+        found[facts] = _device_problems(kind, profile, dict(zip(NUMBER_SETTINGS, numbers,
+                                                                strict=True)),
+                                        kinds, profiles)
+    if not any(found.values()):
+        return []
+    return [Problem(files, f"device {device.id}", text) for device in inventory.values()
+            for text in found[_FACTS(device)]]
 
 
 def _load_rules(settings: Settings, kinds: KindRegistry, inventory: Inventory,
@@ -157,7 +182,7 @@ def _load_rules(settings: Settings, kinds: KindRegistry, inventory: Inventory,
     except ValidationError as exc:
         problems += [Problem(where, loc, msg) for loc, msg in short_errors(exc)]
         return RulesConfig()
-    setting_names = set(DeviceSettings.model_fields)
+    setting_names = set(SETTING_NAMES)
     for rule in config.rule:
         entry = f"rule {rule.name}"
         names = [getattr(rule, a) for a in ("field", "cancel_field", "steps_field",
@@ -179,7 +204,7 @@ def _load_rules(settings: Settings, kinds: KindRegistry, inventory: Inventory,
                                                       f"apply to every kind of this rule"))
     # Overrides are applied per device; a bad `set` shows up here, not at 3 a.m.
     seen: set[str] = set()
-    for device in inventory.values():
+    for device in _one_per_override_match(config, inventory):
         try:
             effective_rules(config, device)
         except ValidationError as exc:
@@ -191,13 +216,38 @@ def _load_rules(settings: Settings, kinds: KindRegistry, inventory: Inventory,
     return config
 
 
+def _one_per_override_match(config: RulesConfig, inventory: Inventory) -> Iterator[Device]:
+    """The first device, in inventory order, of each group that overrides treat alike.
+
+    Which overrides match a device depends only on the place keys they name and, for those
+    naming devices or groups, on its id; its rules also on its kind. Every other device of
+    a group gets the same rules, so checking one is enough. Without an override that sets
+    something, no rule can become invalid: no device at all.
+    """
+    if not any(ov.set for ov in config.override):
+        return
+    places = [k for k in ("building", "compound", "grid")
+              if any(getattr(ov.match, k) is not None for ov in config.override)]
+    named = {ov.match.device for ov in config.override if ov.match.device is not None}
+    for ov in config.override:
+        if ov.match.group is not None:
+            named.update(config.groups.get(ov.match.group, ()))
+    kind_and_places = operator.attrgetter("kind", *places)
+    done: set[tuple[object, str | None]] = set()
+    for device in inventory.values():
+        key = (kind_and_places(device), device.id if device.id in named else None)
+        if key not in done:
+            done.add(key)
+            yield device
+
+
 # Incidents sentinel raises about itself (besides those named by rules and correlations).
 SYSTEM_INCIDENTS = ("spool_nearly_full", "notification_failed")
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
-    data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    data = tomllib.loads(text) if path.suffix == ".toml" else parse_yaml(text)
     if not isinstance(data, dict):
         raise ValueError("expected a table of settings")
     return data
@@ -226,8 +276,8 @@ def _load_escalation(settings: Settings, inventory: Inventory, rules: RulesConfi
             loaded.append(model())
     oncall, policies = loaded
     where = str(settings.escalation.oncall)
-    grids = {d.grid for d in inventory.values()}
-    compounds = {d.compound for d in inventory.values()}
+    grids = set(map(operator.attrgetter("grid"), inventory.values()))
+    compounds = set(map(operator.attrgetter("compound"), inventory.values()))
     for contact in oncall.contact:
         for index, url in enumerate(contact.channels):
             # The URL may hold a secret: name the contact and position, never the URL.
@@ -273,6 +323,11 @@ def _load_escalation(settings: Settings, inventory: Inventory, rules: RulesConfi
 
 def load_all(config_path: Path, environ: Mapping[str, str] | None = None) -> Loaded:
     """Load and cross-check everything; raise ConfigError listing every problem found."""
+    with collector_paused():
+        return _load_all(config_path, environ)
+
+
+def _load_all(config_path: Path, environ: Mapping[str, str] | None) -> Loaded:
     environ = os.environ if environ is None else environ
     settings, problems = load_settings_lenient(config_path, environ)
     kinds = _load_kinds(settings, problems)

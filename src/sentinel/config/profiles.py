@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sentinel.config.yamlfile import parse_yaml
 from sentinel.errors import Problem
 
 TimestampFormat = Literal["auto", "epoch_s", "epoch_ms", "iso8601"]
@@ -161,7 +162,7 @@ class ProfileSpec(_Strict):
 
 def _load_profile_file(path: Path) -> Any:
     text = path.read_text(encoding="utf-8")
-    return tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    return tomllib.loads(text) if path.suffix == ".toml" else parse_yaml(text)
 
 
 PROFILE_SUFFIXES = (".yaml", ".yml", ".toml")

@@ -14,6 +14,7 @@ shift starting inside a skipped hour starts when the clocks jump. `on_duty` and
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -130,8 +131,7 @@ class Rosters:
         """
         if role is Role.ELDER_CONTACT:
             return [(start, end)] if self.on_duty(role, place, start) else []
-        spans = [s for c in self._matching(role, [place]) for s in c.covered(start, end)]
-        return _merge(spans)
+        return _covered(self._matching(role, [place]), start, end)
 
     # -- internals --------------------------------------------------------------------
 
@@ -249,12 +249,42 @@ def coverage_gaps(config: OncallConfig, policies: PolicyConfig, inventory: Mappi
     for role in Role:
         if role not in needed:
             continue
+        # A big fleet has thousands of places but few sets of rosters responsible for
+        # them; the holes are worked out once per set.
+        responsible = _Responsible(rosters, role)
+        holes_of: dict[tuple[_RosterClock, ...], list[Interval]] = {}
         for area, probes in _areas(role, needed[role], ()):
-            holes = [h for p in probes
-                     for h in _complement(rosters.covered(role, p, *week), *week)]
+            holes: set[Interval] = set()
+            for place in probes:
+                clocks = responsible(place)
+                if clocks not in holes_of:
+                    holes_of[clocks] = _complement(_covered(clocks, *week), *week)
+                holes.update(holes_of[clocks])
             gaps.extend(Gap(role, area, _label(s, tz), _label(e, tz), s, e)
                         for s, e in _merge(holes))
     return gaps
+
+
+class _Responsible:
+    """The rosters of one role responsible for a place, remembered by what decides it: the
+    place's grid and compound if some roster of the role names them."""
+
+    def __init__(self, rosters: Rosters, role: Role) -> None:
+        self._rosters = rosters
+        self._role = role
+        clocks = rosters._rosters.get(role, ())
+        self._grids = {g for c in clocks for g in c.roster.grids}
+        self._compounds = {p for c in clocks for p in c.roster.compounds}
+        self._known: dict[tuple[str | None, str | None], tuple[_RosterClock, ...]] = {}
+
+    def __call__(self, place: Place) -> tuple[_RosterClock, ...]:
+        grid, compound = place.get("grid"), place.get("compound")
+        key = (grid if grid in self._grids else None,
+               compound if compound in self._compounds else None)
+        found = self._known.get(key)
+        if found is None:
+            found = self._known[key] = tuple(self._rosters._matching(self._role, [place]))
+        return found
 
 
 # -- places and areas ---------------------------------------------------------------------
@@ -270,14 +300,17 @@ def _responsible(roster: Roster, place: Place) -> bool:
 
 def _inventory_places(inventory: Mapping[str, Device]) -> list[dict[str, str]]:
     """Each distinct community, grid and compound of the inventory, as an incident place."""
-    keys = {(d.community, d.grid, d.compound) for d in inventory.values()}
+    keys = set(map(operator.attrgetter("community", "grid", "compound"), inventory.values()))
     return [{"community": c, "grid": g, "compound": p} for c, g, p in sorted(keys)]
 
 
 def _needed_places(policies: PolicyConfig,
                    places: Sequence[dict[str, str]]) -> dict[Role, list[dict[str, str]]]:
     """For each role that must be reachable, the places of the incidents it may get."""
-    needed: dict[Role, list[dict[str, str]]] = {}
+    # Several policies take the same places: each is kept once, by its items.
+    keyed = [(tuple(p.items()), p) for p in places]
+    nowhere: dict[str, str] = {}  # incidents without a place (system incidents)
+    needed: dict[Role, dict[tuple[tuple[str, str], ...], dict[str, str]]] = {}
     for policy in policies.policy:
         roles = {r for step in policy.step for r in step.notify} if policy.mode == "page" else set()
         roles.update(r for r in policy.digest_to if r in (Role.GRID_WORKER, Role.PROPERTY))
@@ -285,15 +318,14 @@ def _needed_places(policies: PolicyConfig,
         m = policy.match
         # Only the place filters narrow the places: a kind filter may still take group
         # and system incidents, which have no device of that kind.
-        taken = [p for p in places
+        taken = [(key, p) for key, p in keyed
                  if (not m.grids or p["grid"] in m.grids)
                  and (not m.compounds or p["compound"] in m.compounds)]
         if not m.grids and not m.compounds:
-            taken.append({})  # incidents without a place (system incidents)
+            taken.append(((), nowhere))
         for role in roles:
-            known = needed.setdefault(role, [])
-            known.extend(p for p in taken if p not in known)
-    return needed
+            needed.setdefault(role, {}).update(taken)
+    return {role: list(found.values()) for role, found in needed.items()}
 
 
 def _areas(role: Role, places: Sequence[Mapping[str, str]],
@@ -374,6 +406,11 @@ def _label(instant: float, tz: ZoneInfo) -> str:
     local = datetime.fromtimestamp(instant, tz)
     clock = local.strftime("%H:%M:%S" if local.second else "%H:%M")
     return f"{_DAY_NAMES[local.weekday()]} {clock}"
+
+
+def _covered(clocks: Iterable[_RosterClock], start: float, end: float) -> list[Interval]:
+    """The stretches of [start, end) in which any of these rosters has someone on duty."""
+    return _merge(s for c in clocks for s in c.covered(start, end))
 
 
 def _merge(spans: Iterable[Interval]) -> list[Interval]:

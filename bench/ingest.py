@@ -45,7 +45,7 @@ CONFIG = common.ROOT / "config" / "sentinel.toml"
 CLIENT_ID = "sentinel-shuibei"  # [mqtt] client_id of config/sentinel.toml
 BARE_CLIENT_ID = "bench-bare-paho"
 BARE_AIOMQTT_CLIENT_ID = "bench-bare-aiomqtt"
-RECEIVE_MAXIMUM = 1000  # [mqtt] receive_maximum of config/sentinel.toml; the bare client too
+RECEIVE_MAXIMUM = 5000  # [mqtt] receive_maximum of config/sentinel.toml; the bare client too
 
 
 # ---------------------------------------------------------------------------------------

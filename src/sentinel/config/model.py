@@ -48,7 +48,7 @@ class MqttSettings(_Section):
     session_expiry: int = Field(default=7 * 24 * 3600, ge=0)
     # MQTT 5 Receive Maximum: QoS 1 messages the broker may have in flight to us unacked.
     # Mosquitto honours it; under 3.1.1 the broker's max_inflight_messages (default 20) rules.
-    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    receive_maximum: int = Field(default=5000, ge=1, le=65535)
     # MQTT 5 Maximum Packet Size: larger messages are dropped by the broker, unseen (not
     # dead-lettered); keep it well above [ingest] max_payload_bytes.
     maximum_packet_size: int = Field(default=16 * 1024 * 1024, ge=1024, le=268_435_455)

@@ -40,6 +40,9 @@ log = structlog.get_logger("sentinel.source")
 # Bytes read from the socket per readable event before other tasks get a turn.
 _READ_BURST = 256 * 1024
 _RECV_SIZE = 64 * 1024
+# Received payloads waiting in memory at most (besides [ingest] queue_max messages): the
+# in-flight window times the largest accepted payload could otherwise reach 300 MB.
+_QUEUE_MAX_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,7 @@ class MqttSource:
         self._queue: collections.deque[RawMessage] = collections.deque()
         self._queue_max = queue_max
         self._resume_at = max(1, queue_max // 2)
+        self._queued_bytes = 0
         self._has_messages = asyncio.Event()
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
@@ -192,7 +196,9 @@ class MqttSource:
         queue = self._queue
         n = min(max_items, len(queue))
         out = [queue.popleft() for _ in range(n)]
-        if self._paused and len(queue) <= self._resume_at:
+        self._queued_bytes -= sum(len(m.payload) for m in out)
+        if self._paused and len(queue) <= self._resume_at \
+                and self._queued_bytes <= _QUEUE_MAX_BYTES // 2:
             self._resume_reading()
         return out
 
@@ -498,13 +504,14 @@ class MqttSource:
                     topic = publish.topic.decode("utf-8", "replace")
                 queue.append(RawMessage(topic, publish.payload, publish.qos, publish.retain,
                                         received_at, _AckToken(generation, publish.mid)))
+                self._queued_bytes += len(publish.payload)
         except ProtocolError as exc:
             log.error("mqtt_protocol_error", error=str(exc),
                       detail="the broker sent bytes that are not MQTT; reconnecting")
             transport.lost(ConnectionResetError(f"MQTT protocol error: {exc}"))
             self._paho_reads(client, transport)
             return False
-        if len(queue) >= self._queue_max:
+        if len(queue) >= self._queue_max or self._queued_bytes >= _QUEUE_MAX_BYTES:
             self._pause_reading()
         return True
 
@@ -580,6 +587,7 @@ class MqttSource:
         # Only what read_publish leaves to paho arrives here (QoS 2, topic aliases).
         self._queue.append(RawMessage(topic, bytes(message.payload), message.qos, message.retain,
                                       self._now(), _AckToken(self._generation, message.mid)))
+        self._queued_bytes += len(message.payload)
 
 
 def _tls_context(cfg: MqttSettings) -> ssl.SSLContext:

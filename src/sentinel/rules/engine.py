@@ -517,14 +517,20 @@ class RuleEngine:
                 for kind in r.kinds:
                     if r.relative_to not in relative.setdefault(kind, []):
                         relative[kind].append(r.relative_to)
+        any_overrides = bool(config.override)
+        no_overrides: list[Any] = []
+        offline_list = self._offline
+        all_plans = self._plans
         for device in inventory.values():
             # Devices with the same kind, matching overrides and rule-relevant settings
             # get the same evaluators (see Evaluator).
-            overrides = _matching_overrides(config, device) if config.override else []
-            shape = (device.kind, tuple(id(ov) for ov in overrides),
-                     device.settings.report_interval_s,
-                     tuple(device.settings.number(name)
-                           for name in relative.get(device.kind, ())))
+            kind = device.kind
+            settings = device.settings
+            overrides = _matching_overrides(config, device) if any_overrides else no_overrides
+            scaled_by = relative.get(kind)
+            shape = (kind, tuple(id(ov) for ov in overrides) if overrides else (),
+                     settings.report_interval_s,
+                     tuple(settings.number(name) for name in scaled_by) if scaled_by else ())
             found = plans.get(shape)
             if found is None:
                 plan = [ev for rule in _apply_overrides(config, device, overrides)
@@ -533,11 +539,11 @@ class RuleEngine:
                 found = plans[shape] = (plan, [e for e in plan if isinstance(e, StillEval)],
                                         [e for e in plan if isinstance(e, OfflineEval)])
             plan, followers, offline = found
-            self._plans[device.id] = plan
+            all_plans[device.id] = plan
             for still in followers:
                 self._followers.setdefault((still.rule.after, device.id), []).append(still)
             for ev in offline:
-                self._offline.append((device.id, ev))
+                offline_list.append((device.id, ev))
         self.states: dict[tuple[str, str], CondState] = {}
         self.last_seen: dict[str, float] = {}
         self._persisted_seen: dict[str, float] = {}

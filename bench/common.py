@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -158,6 +159,19 @@ class CpuWindow:
             loop = main_thread_cpu(self.pids[self.main_thread]) - self._loop0
             pct[f"{self.main_thread}_main_thread"] = round(100 * loop / dt, 1)
         return pct
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 30.0) -> int | None:
+    """SIGTERM, then SIGKILL after `timeout` s; reap it and return its exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def peak_rss_mib(pid: int) -> float:

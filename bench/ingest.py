@@ -391,16 +391,7 @@ def run_bare(port: int, mode: str, count: int, topics: list[str], timeout: float
 # ---------------------------------------------------------------------------------------
 
 
-def _stop_popen(proc: subprocess.Popen[Any], timeout: float = 30.0) -> int | None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+_stop_popen = common.stop_process
 
 
 class CpuSampler:

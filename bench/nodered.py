@@ -52,7 +52,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -65,6 +64,8 @@ import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+import common  # bench/: shared helpers (and src/, tests/ on sys.path)
 
 HERE = Path(__file__).resolve().parent
 PACKAGE_DIR = HERE / "nodered"  # package.json, package-lock.json, flow parts
@@ -488,17 +489,10 @@ class NodeRedPeer:
         proc = self.process
         if proc is None:
             return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        code = common.stop_process(proc, timeout)
         self.process = None
         _LIVE.discard(self)
-        return proc.returncode
+        return code
 
     def kill(self) -> None:
         proc = self.process
@@ -640,7 +634,6 @@ def selftest(readings: int, keep: bool, mqtt_version: int, tcp_nodelay: bool) ->
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    import common  # puts src/ and tests/ on sys.path
     import ingest
 
     from servers import Mosquitto, VictoriaMetrics

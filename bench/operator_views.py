@@ -31,7 +31,6 @@ import contextlib
 import http.client
 import json
 import os
-import random
 import re
 import sqlite3
 import subprocess
@@ -44,7 +43,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import common  # first: it puts src/ and tests/ on sys.path
-from incident_latency import Background, Probe, alarm_messages, probe_devices, stats_ms
+from incident_latency import (
+    Background,
+    Probe,
+    alarm_messages,
+    probe_devices,
+    publish_alarms,
+    stats_ms,
+)
 from sentinel.config.inventory import Device
 
 from daemon import DaemonProcess, timestamped_devices
@@ -184,15 +190,7 @@ def time_alarms(probes: list[Device], probe: Probe, tail: TailProcess, interval:
                 timeout: float, seed: int) -> dict[str, float]:
     """Publish one alarm per probe, `interval` s apart on average (jittered ±1/3); wait
     until the tail printed every `opened`; return device -> publish time."""
-    rng = random.Random(seed)
-    sent: dict[str, float] = {}
-    next_at = time.monotonic()
-    for device in probes:
-        delay = next_at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        sent[device.id] = probe.publish(alarm_messages(device, time.time()))
-        next_at += rng.uniform(interval * 2 / 3, interval * 4 / 3)
+    sent = publish_alarms(probe, probes, interval, seed)
     tail.wait(lambda t: all(d in t.opened for d in sent), timeout)
     return sent
 

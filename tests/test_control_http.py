@@ -94,6 +94,9 @@ class FakeController:
     async def audit(self, incident_id: str) -> list[dict[str, Any]]:
         return [{"type": "opened", "ts": NOW - 60, "actor": "sentinel"}]
 
+    def incident_json(self, incident: Incident) -> dict[str, Any]:
+        return {**incident.to_json(), "silenced_by": None}
+
 
 class Clock:
     """A clock the test moves by hand."""

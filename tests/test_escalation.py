@@ -11,6 +11,7 @@ from sentinel.escalation.engine import Escalation, EscalationEngine, Notice, Out
 from sentinel.escalation.model import OncallConfig, PolicyConfig
 from sentinel.escalation.roster import Rosters
 from sentinel.incidents.model import Incident, IncidentEvent, Status
+from sentinel.incidents.windows import Window, Windows
 from sentinel.types import Severity
 
 T0 = 1_790_000_000.0  # a fixed instant; the rosters below are on duty around the clock
@@ -211,11 +212,14 @@ def test_sos_reaches_the_elders_contacts_and_the_grid_worker() -> None:
 
 
 def test_silenced_and_digest_incidents_page_nobody() -> None:
-    """A silenced incident and a maintenance one produce no notices, only notes."""
-    e = engine()
-    silenced = incident(silenced_by=3)
+    """A muted incident (not life-safety) and a maintenance one produce no notices."""
+    silence = Window(3, "silence", {"compound": "C1"}, T0 - 10, T0 + 3600, "物业", "cleaning")
+    e = EscalationEngine(POLICIES, Rosters(ONCALL), ONCALL.contacts(),
+                         muter=Windows([silence]))
+    silenced = incident("tank_level_low", life_safety=False, severity=Severity.WARNING)
     out = e.on_event(event(silenced, "opened"), silenced, T0)
-    assert out.notices == [] and [n.type for n in out.notes] == ["notification_suppressed"]
+    assert out.notices == []
+    assert [n.type for n in out.notes] == ["escalation_started", "notification_muted"]
     low = incident("battery_low", id="20260101-0002", severity=Severity.MAINTENANCE,
                    life_safety=False)
     out = e.on_event(event(low, "opened"), low, T0)

@@ -11,6 +11,7 @@ from sentinel.config.model import RulesSettings
 from sentinel.incidents.model import Outcome
 from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore, add_window, read_events, read_incidents
+from sentinel.incidents.windows import Window
 from sentinel.types import Reading, Value
 
 from helpers import SHIPPED_CONFIG
@@ -104,15 +105,17 @@ async def test_commands_and_event_stream(tmp_path: Path) -> None:
 
 
 async def test_silence_added_from_outside_applies_on_next_tick(tmp_path: Path) -> None:
-    """A silence written to the state database by an operator marks later incidents."""
+    """A silence written to the state database by an operator is in force after a tick."""
     db = tmp_path / "incidents.sqlite3"
     clock = FakeClock(T0)
     store, service = await started(db, clock)
-    window = add_window(db, "silence", {"device": SMOKE.id}, T0 - 1, T0 + 600, "物业",
-                        "detector cleaning", T0)
+    window = add_window(db, Window(0, "silence", {"device": SMOKE.id}, T0 - 1, T0 + 600,
+                                   "物业", "detector cleaning", kinds=("smoke",),
+                                   life_safety=True), T0)
     await service.tick()
     await service.process([reading(SMOKE.id, "smoke", T0 + 1, alarm=True)])
-    assert service.open_incidents()[0].silenced_by == window
+    muted = service.windows.muted_by(service.open_incidents()[0], T0 + 1)
+    assert muted is not None and muted.id == window and muted.life_safety
     await store.__aexit__()
 
 

@@ -26,6 +26,7 @@ from sentinel.escalation.service import EscalationService
 from sentinel.incidents.publish import IncidentPublisher
 from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore
+from sentinel.incidents.windows import Windows
 from sentinel.ingest import Ingestor, ReadingListener
 from sentinel.metrics import DaemonMetrics
 from sentinel.notify.sender import AppriseSender
@@ -104,8 +105,12 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
     await asyncio.to_thread(disk.reserve.ensure)
     async with StateStore(settings.incidents.path, settings.incidents.synchronous,
                           disk) as state:
+        # Silences people add (stored) and maintenance windows from the policy file: the
+        # incident stage marks drills with them, escalation asks them at every step.
+        windows = Windows(configured=loaded.policies.maintenance_windows(
+            loaded.oncall.timezone))
         incidents = IncidentService(loaded.rules, loaded.inventory, state, clock,
-                                    settings.rules)
+                                    settings.rules, windows)
         await incidents.start()
         # The inventory, profiles and rules live as long as the process: move them out of
         # the collector's way, so full collections stay short (measured: ~70 ms pauses).

@@ -241,27 +241,48 @@ def cmd_window(args: argparse.Namespace) -> int:
 
     lang = _lang(args)
     kind = args.window_type
+    body: dict[str, Any] = {}
     if args.action == "add":
-        scope = {k: v for k in ("device", "building", "compound", "grid", "kind")
+        scope = {k: v for k in ("device", "building", "compound", "grid", "community")
                  if (v := getattr(args, k))}
-        if not scope:
+        kinds, rules = args.kind or [], args.rule or []
+        if not (scope or kinds or rules):
             print(t("window.scope_required", lang), file=sys.stderr)
             return EXIT_PROBLEMS
+        every = None
         try:
             start = _parse_time(args.start)
-            end = _parse_time(args.end) if args.end else start + parse_duration(args.duration)
+            if args.every:
+                if not (args.at_from and args.at_to):
+                    raise ValueError("--every needs --from HH:MM and --to HH:MM")
+                every = {"days": args.every, "start": args.at_from, "end": args.at_to}
+            if args.end:
+                end: float | None = _parse_time(args.end)
+            elif args.duration:
+                end = start + parse_duration(args.duration)
+            elif every is not None:
+                end = None  # until removed
+            else:
+                raise ValueError("give --end or --for (or --every for a recurring window)")
         except ValueError as exc:
             print(t("control.bad_request", lang, detail=exc), file=sys.stderr)
             return EXIT_PROBLEMS
+        body = {"scope": scope, "kinds": kinds, "rules": rules,
+                "life_safety": bool(getattr(args, "life_safety", False)), "every": every,
+                "start": start, "author": args.author, "reason": args.reason}
+        if end is not None:
+            body["end"] = end
     client = _control_client(args, lang)
     if isinstance(client, int):
         return client
     try:
         if args.action == "add":
-            window = client.add_window(kind, scope, start, end, args.author, args.reason)
+            window = client.add_window(kind, body)
             print(t("window.added", lang, type=t(f"window.{kind}", lang), id=window["id"],
-                    scope=json.dumps(scope, ensure_ascii=False), start=_when(start),
-                    end=_when(end)))
+                    scope=_window_scope(window, lang), start=_when(window["start"]),
+                    end=_when(window["end"])))
+            if window.get("life_safety"):
+                print(t("window.life_safety_warning", lang), file=sys.stderr)
             return EXIT_OK
         if args.action == "remove":
             client.remove_window(kind, args.id, args.author)
@@ -280,9 +301,27 @@ def cmd_window(args: argparse.Namespace) -> int:
     if not windows:
         print(t("window.none", lang))
     for w in windows:
-        print(f"#{w['id']} | {json.dumps(w['scope'], ensure_ascii=False)} | "
+        print(f"{w.get('label') or '#' + str(w['id'])} | {_window_scope(w, lang)} | "
               f"{_when(w['start'])} → {_when(w['end'])} | {w['author']} | {w['reason']}")
     return EXIT_OK
+
+
+def _window_scope(window: dict[str, Any], lang: Language) -> str:
+    """What a window covers, in one line: place, kinds, rules, recurrence, life-safety."""
+    parts = [f"{k}={v}" for k, v in window.get("scope", {}).items()]
+    if window.get("kinds"):
+        parts.append(t("window.kinds", lang, kinds=",".join(window["kinds"])))
+    if window.get("rules"):
+        parts.append(t("window.rules", lang, rules=",".join(window["rules"])))
+    every = window.get("every")
+    if every:
+        parts.append(t("window.every", lang, days=",".join(every["days"]),
+                       start=every["start"], end=every["end"]))
+    if window.get("life_safety"):
+        parts.append(t("window.life_safety", lang))
+    elif window.get("type") == "silence":
+        parts.append(t("window.not_life_safety", lang))
+    return " ".join(parts) or t("window.everywhere", lang)
 
 
 def _control_client(args: argparse.Namespace, lang: Language) -> ControlClient | int:
@@ -711,12 +750,25 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(window_type, help=text)
         win = p.add_subparsers(dest="action", required=True)
         q = win.add_parser("add", parents=[common], help=f"add a {window_type} window")
-        for key in ("device", "building", "compound", "grid", "kind"):
+        for key in ("device", "building", "compound", "grid", "community"):
             q.add_argument(f"--{key}", help=f"only this {key}")
+        q.add_argument("--kind", action="append",
+                       help="only incidents of this device kind (repeatable)")
+        q.add_argument("--rule", action="append",
+                       help="only incidents of this rule or incident name (repeatable)")
+        if window_type == "silence":
+            q.add_argument("--life-safety", action="store_true",
+                           help="also mute life-safety incidents of the named --kind/--rule "
+                                "(the duty officer is still paged, labelled with this window)")
         q.add_argument("--start", default="now", help="'now' or ISO time (Asia/Shanghai)")
-        when = q.add_mutually_exclusive_group(required=True)
+        when = q.add_mutually_exclusive_group()
         when.add_argument("--end", help="ISO time (Asia/Shanghai)")
         when.add_argument("--for", dest="duration", help="duration, e.g. 2h")
+        q.add_argument("--every", help="recurring weekly on these days: tue, mon-fri, daily, "
+                                       "weekend or mon,thu (with --from/--to)")
+        q.add_argument("--from", dest="at_from", help="recurring: local start time, e.g. 09:00")
+        q.add_argument("--to", dest="at_to", help="recurring: local end time, e.g. 11:00 "
+                                                  "(before --from: runs past midnight)")
         q.add_argument("--author", required=True, help="who asks for it")
         q.add_argument("--reason", required=True, help="why (e.g. hydrant flushing)")
         q.set_defaults(func=cmd_window, window_type=window_type)

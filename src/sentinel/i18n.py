@@ -131,9 +131,22 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "window.silence": {"zh": "屏蔽", "en": "silence"},
     "window.drill": {"zh": "演练", "en": "drill"},
     "window.scope_required": {"zh": "请至少指定一个范围 (--device/--building/--compound/"
-                                    "--grid/--kind)",
+                                    "--grid/--community) 或 --kind/--rule",
                               "en": "give at least one scope (--device/--building/--compound/"
-                                    "--grid/--kind)"},
+                                    "--grid/--community) or --kind/--rule"},
+    "window.kinds": {"zh": "设备类型={kinds}", "en": "kinds={kinds}"},
+    "window.rules": {"zh": "规则={rules}", "en": "rules={rules}"},
+    "window.every": {"zh": "每周 {days} {start}–{end}", "en": "weekly {days} {start}–{end}"},
+    "window.life_safety": {"zh": "[含生命安全类事件]", "en": "[life-safety included]"},
+    "window.not_life_safety": {"zh": "(不屏蔽火警、燃气、求救、跌倒等生命安全类事件)",
+                               "en": "(never mutes fire, gas, SOS, falls or other life-safety "
+                                     "incidents)"},
+    "window.everywhere": {"zh": "全社区", "en": "the whole community"},
+    "window.life_safety_warning": {
+        "zh": "注意: 此屏蔽包含生命安全类事件; 期间发生的报警仍会通知社区值班人员, "
+              "并注明此维护窗口",
+        "en": "note: this silence covers life-safety incidents; alarms during it still page "
+              "the community duty officer, labelled with this maintenance window"},
     "ack.done": {"zh": "已确认事件 {id} {title} (确认人: {actor})",
                  "en": "acknowledged {id} {title} (as {actor})"},
     "ack.already": {"zh": "事件 {id} {title} 已由 {by} 于 {when} 确认",

@@ -10,7 +10,7 @@ import operator
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from sentinel.config.yamlfile import parse_yaml
 from sentinel.decode.paths import PathError, parse_path
 from sentinel.errors import ConfigError, Problem
 from sentinel.escalation.model import OncallConfig, PolicyConfig, Role
+from sentinel.incidents.windows import Vocabulary
 from sentinel.kinds import BUILTIN_KINDS, KindRegistry, load_kind_file
 from sentinel.rules.engine import effective_rules
 from sentinel.rules.model import (
@@ -306,6 +307,10 @@ def _load_escalation(settings: Settings, inventory: Inventory, rules: RulesConfi
             if name not in names:
                 problems.append(Problem(pwhere, f"policy {policy.name}",
                                         f"no rule raises incident {name!r}"))
+    vocabulary = _vocabulary(inventory, rules)
+    for window in policies.maintenance_windows(oncall.timezone):
+        for problem in vocabulary.problems(window):
+            problems.append(Problem(pwhere, f"maintenance {window.name}", problem))
     roles_with_people = {c.role for c in oncall.contact}
     used = {r for p in policies.policy for s in p.step for r in s.notify}
     used |= {r for p in policies.policy for r in p.digest_to}
@@ -319,6 +324,19 @@ def _load_escalation(settings: Settings, inventory: Inventory, rules: RulesConfi
             warnings.append(Problem(where, f"{gap.role.value} {gap.area}",
                                     f"nobody on duty {gap.start} – {gap.end}"))
     return oncall, policies
+
+
+def _vocabulary(inventory: Inventory, rules: RulesConfig) -> Vocabulary:
+    names = {r.name for r in rules.rule} | {r.incident_name for r in rules.rule}
+    names |= {c.name for c in rules.correlation} | set(SYSTEM_INCIDENTS)
+    kinds = {d.kind for d in inventory.values()} | {k for r in rules.rule for k in r.kinds}
+    return Vocabulary.of(inventory.values(), kinds, names)
+
+
+def window_vocabulary(loaded: Loaded) -> Vocabulary:
+    """What silences and drills may name: the loaded inventory's places, kinds and rules."""
+    vocabulary = _vocabulary(loaded.inventory, loaded.rules)
+    return replace(vocabulary, kinds=vocabulary.kinds | set(loaded.kinds.names()))
 
 
 def load_all(config_path: Path, environ: Mapping[str, str] | None = None) -> Loaded:

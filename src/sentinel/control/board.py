@@ -322,6 +322,10 @@ UI: dict[str, dict[Language, str]] = {
     "members": {"zh": "{n} 个关联报警", "en": "{n} related alarms"},
     "drill": {"zh": "演练", "en": "drill"},
     "silenced": {"zh": "已屏蔽", "en": "silenced"},
+    "silences.life_safety": {"zh": "维护屏蔽中 (含生命安全类事件, 报警仍通知值班人员): {list}",
+                             "en": "Maintenance silence covering life-safety incidents (alarms "
+                                   "still page the duty officer): {list}"},
+    "silences.other": {"zh": "屏蔽中: {list}", "en": "Silenced: {list}"},
     "cleared": {"zh": "已恢复", "en": "condition cleared"},
     "btn.ack": {"zh": "确认", "en": "Acknowledge"},
     "btn.resolve": {"zh": "处理完毕", "en": "Resolve"},
@@ -459,6 +463,7 @@ def render_board(lang: Language, csrf: str, actor: str, name: str) -> web.Respon
         "</div></header>"
         f'<noscript><p class="banner">{_e(_ui("noscript", lang))}</p></noscript>'
         '<p id="banner" class="banner" hidden></p>'
+        '<p id="silences" class="banner silences" hidden></p>'
         '<div id="severity-counts" class="counts"></div>'
         # Two columns on a wide screen (what needs action | the community); one on a
         # phone, in order of urgency: incidents, feed, devices, then the long map.

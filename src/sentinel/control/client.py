@@ -151,11 +151,11 @@ class ControlClient:
         rows: list[dict[str, Any]] = self._request("GET", f"/api/windows/{type_}")["windows"]
         return rows
 
-    def add_window(self, type_: str, scope: dict[str, str], start: float, end: float,
-                   author: str, reason: str) -> dict[str, Any]:
-        window: dict[str, Any] = self._request("POST", f"/api/windows/{type_}", {
-            "scope": scope, "start": start, "end": end, "author": author,
-            "reason": reason})["window"]
+    def add_window(self, type_: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Add a window: `body` as /api/windows/{type} takes it (scope, kinds, rules,
+        life_safety, every, start, end, author, reason)."""
+        window: dict[str, Any] = self._request("POST", f"/api/windows/{type_}",
+                                               body)["window"]
         return window
 
     def remove_window(self, type_: str, window_id: int, author: str) -> None:

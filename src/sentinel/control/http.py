@@ -33,7 +33,7 @@ from aiohttp import web
 from sentinel.control import pages
 from sentinel.control.feed import Filter, ReadingFeed
 from sentinel.control.links import LinkClaims, LinkError, LinkSigner
-from sentinel.control.operations import HistoryUnavailable, WindowRequest, WindowType
+from sentinel.control.operations import HistoryUnavailable, WindowRefused, WindowType
 from sentinel.control.requests import (
     MAX_BODY,
     SESSION_ACTOR,
@@ -53,6 +53,7 @@ from sentinel.control.stream import start_after, stream
 from sentinel.errors import ConfigError, Problem
 from sentinel.i18n import Language
 from sentinel.incidents.model import Incident, Outcome, Status
+from sentinel.incidents.windows import Window
 
 _log = structlog.get_logger("sentinel.control")
 # Unix socket paths are limited to 108 bytes with the terminating NUL (sockaddr_un).
@@ -127,10 +128,14 @@ class Controller(Protocol):
         """Active and future silence or drill windows."""
         ...
 
-    async def add_window(self, request: WindowRequest) -> dict[str, Any]:
+    async def add_window(self, window: Window) -> dict[str, Any]:
         ...
 
     async def remove_window(self, type_: WindowType, window_id: int, author: str) -> bool:
+        ...
+
+    def incident_json(self, incident: Incident) -> dict[str, Any]:
+        """An incident for answers, with the silence muting it now (`silenced_by`)."""
         ...
 
 
@@ -392,7 +397,8 @@ class ControlServer:
             incidents = await self._controller.list_recent(limit)
         else:
             incidents = await self._controller.list_open()
-        return json_response({"seq": seq, "incidents": [inc.to_json() for inc in incidents]})
+        return json_response({"seq": seq, "incidents": [
+            self._controller.incident_json(inc) for inc in incidents]})
 
     async def _show(self, request: web.Request) -> web.Response:
         incident_id = request.match_info["id"]
@@ -400,7 +406,8 @@ class ControlServer:
         if inc is None:
             raise ApiError(404, "not_found", f"no incident {incident_id}")
         audit = await self._controller.audit(incident_id)
-        return json_response({"incident": inc.to_json(), "audit": audit})
+        return json_response({"incident": self._controller.incident_json(inc),
+                              "audit": audit})
 
     async def _ack(self, request: web.Request) -> web.Response:
         incident_id = request.match_info["id"]
@@ -481,7 +488,10 @@ class ControlServer:
         type_ = window_type(request)
         data = await read_object(request)
         author = actor_of(request, {"actor": data.get("author") or data.get("actor")})
-        window = await self._controller.add_window(window_request(type_, data, author))
+        try:
+            window = await self._controller.add_window(window_request(type_, data, author))
+        except WindowRefused as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
         return json_response({"window": window}, 201)
 
     async def _board_login_link(self, request: web.Request) -> web.Response:

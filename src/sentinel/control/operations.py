@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any, Literal, Protocol
 
-from sentinel.config.check import Loaded
+from sentinel.config.check import Loaded, window_vocabulary
 from sentinel.control.feed import ReadingFeed, event_json
 from sentinel.control.fleet import fleet_status, offline_incident_names
 from sentinel.control.links import LinkClaims
 from sentinel.escalation.service import EscalationService
-from sentinel.incidents.model import Incident, Outcome, Window
+from sentinel.incidents.model import Incident, Outcome
 from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore, query_incidents
+from sentinel.incidents.windows import Window
 from sentinel.store import ReadingSink
 from sentinel.store.db import list_deadletters
 from sentinel.store.sqlite import query_history
@@ -38,20 +38,12 @@ class BrokerView(Protocol):
     last_error: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class WindowRequest:
-    type: WindowType
-    scope: Mapping[str, str]
-    start: float
-    end: float
-    author: str
-    reason: str
-
-
 def window_json(window: Window) -> dict[str, Any]:
-    return {"id": window.id, "type": window.type, "scope": dict(window.scope),
-            "start": window.start, "end": window.end, "author": window.author,
-            "reason": window.reason}
+    return window.to_json()
+
+
+class WindowRefused(ValueError):
+    """A window names places, devices, kinds or rules that do not exist."""
 
 
 class Operations:
@@ -68,6 +60,8 @@ class Operations:
         self._broker = broker
         self.readings = readings
         self._offline_names = offline_incident_names(loaded.rules)
+        self._vocabulary = window_vocabulary(loaded)
+        self._zone = loaded.oncall.timezone
         self.started_at = time.time()
 
     # -- incidents --------------------------------------------------------------------
@@ -119,17 +113,25 @@ class Operations:
 
     # -- silences and drills ----------------------------------------------------------
 
-    async def add_window(self, request: WindowRequest) -> dict[str, Any]:
-        window = await self._incidents.add_window(
-            request.type, request.scope, request.start, request.end, request.author,
-            request.reason)
-        return window_json(window)
+    async def add_window(self, window: Window) -> dict[str, Any]:
+        """Store a window; WindowRefused names what in it does not exist."""
+        problems = self._vocabulary.problems(window)
+        if problems:
+            raise WindowRefused("; ".join(problems))
+        if window.every is not None and window.every.zone != self._zone:
+            window = replace(window, every=replace(window.every, zone=self._zone))
+        return window_json(await self._incidents.add_window(window))
 
     async def remove_window(self, type_: WindowType, window_id: int, author: str) -> bool:
         return await self._incidents.remove_window(type_, window_id, author)
 
     def windows(self, type_: WindowType) -> list[dict[str, Any]]:
-        return [window_json(w) for w in self._incidents.windows() if w.type == type_]
+        return [window_json(w) for w in self._incidents.upcoming_windows()
+                if w.type == type_]
+
+    def muted_by(self, incident: Incident) -> Window | None:
+        """The silence that holds back notifications about `incident` now, if any."""
+        return self._incidents.windows.muted_by(incident, self._incidents.now())
 
     # -- fleet, stores ----------------------------------------------------------------
 
@@ -148,8 +150,17 @@ class Operations:
             "store": self._sink.health(),
             "outbox_depth": await self._escalation.outbox_depth(),
             "event_seq": self._incidents.last_seq,
+            "silences": [window_json(w) for w in self._incidents.windows.all()
+                         if w.type == "silence" and w.active(self._incidents.now())],
         })
         return status
+
+    def incident_json(self, incident: Incident) -> dict[str, Any]:
+        """An incident for API answers, with the silence that mutes it now (if any)."""
+        data = incident.to_json()
+        muted = self.muted_by(incident)
+        data["silenced_by"] = muted.label if muted is not None else None
+        return data
 
     async def history(self, device_id: str, since: float, limit: int
                       ) -> list[dict[str, Any]]:

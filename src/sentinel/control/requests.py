@@ -9,8 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from sentinel.control.operations import WindowRequest, WindowType
+from sentinel.control.operations import WindowType
 from sentinel.incidents.model import Outcome
+from sentinel.incidents.windows import FOREVER, Recurrence, Window, split_scope
 
 SESSION_ACTOR = "sentinel.session_actor"
 
@@ -136,24 +137,63 @@ def window_type(request: web.Request) -> WindowType:
     raise ApiError(404, "not_found", "windows are /api/windows/silence or /api/windows/drill")
 
 
-SCOPE_KEYS = ("device", "building", "compound", "grid", "kind")
+SCOPE_KEYS = ("community", "compound", "building", "grid", "device", "kind")
+_MAX_NAMES = 50
 
 
-def window_request(type_: WindowType, data: dict[str, Any], actor: str) -> WindowRequest:
-    check_keys(data, ("scope", "start", "end", "author", "reason", "actor"))
-    scope = data.get("scope")
-    if not isinstance(scope, dict) or not scope:
+def _names(data: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = data.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or len(value) > _MAX_NAMES or not all(
+            isinstance(v, str) and v.strip() and len(v) <= MAX_ACTOR for v in value):
+        raise ApiError(400, "bad_request", f"{key} is a list of names")
+    return tuple(dict.fromkeys(v.strip() for v in value))
+
+
+def window_request(type_: WindowType, data: dict[str, Any], actor: str) -> Window:
+    """A window from a request body; what it names is checked against the inventory later.
+
+    {"scope": {"compound": …, "building": …}, "kinds": [...], "rules": [...],
+     "life_safety": false, "every": {"days": "tue", "start": "09:00", "end": "11:00"},
+     "start": epoch, "end": epoch (optional when recurring), "reason": "…"}
+    """
+    check_keys(data, ("scope", "kinds", "rules", "life_safety", "every", "start", "end",
+                      "author", "reason", "actor"))
+    scope = data.get("scope", {})
+    if not isinstance(scope, dict):
         raise ApiError(400, "bad_request",
-                        f"scope is required: an object with any of {', '.join(SCOPE_KEYS)}")
+                       f"scope is an object with any of {', '.join(SCOPE_KEYS)}")
     unknown = sorted(set(scope) - set(SCOPE_KEYS))
-    if unknown or not all(isinstance(v, str) and v.strip() for v in scope.values()):
+    if unknown or not all(isinstance(v, str) and v.strip() and len(v) <= MAX_ACTOR
+                          for v in scope.values()):
         raise ApiError(400, "bad_request", f"scope keys are {', '.join(SCOPE_KEYS)}, "
                                             "each with a non-empty string")
-    start, end = data.get("start"), data.get("end")
+    place, kinds = split_scope({k: str(v).strip() for k, v in scope.items()},
+                               _names(data, "kinds"))
+    rules = _names(data, "rules")
+    if not (place or kinds or rules):
+        raise ApiError(400, "bad_request", "say what the window covers: a place (scope), "
+                                            "kinds or rules")
+    life_safety = data.get("life_safety", False)
+    if not isinstance(life_safety, bool):
+        raise ApiError(400, "bad_request", "life_safety is true or false")
+    every = None
+    if data.get("every") is not None:
+        if not isinstance(data["every"], dict):
+            raise ApiError(400, "bad_request", 'every is {"days": …, "start": "09:00", '
+                                                '"end": "11:00"}')
+        try:
+            every = Recurrence.from_json(data["every"])
+        except (ValueError, KeyError) as exc:
+            raise ApiError(400, "bad_request", f"every: {exc}") from None
+        if every.start == every.end:
+            raise ApiError(400, "bad_request", "every: start and end are the same time")
+    start, end = data.get("start"), data.get("end", FOREVER if every is not None else None)
     if not isinstance(start, int | float) or not isinstance(end, int | float) or end <= start:
         raise ApiError(400, "bad_request", "start and end are epoch seconds, end after start")
     reason = data.get("reason")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_NOTE:
         raise ApiError(400, "bad_request", "reason is required (why this window)")
-    return WindowRequest(type_, {k: str(v).strip() for k, v in scope.items()}, float(start),
-                         float(end), actor, reason.strip())
+    return Window(0, type_, place, float(start), float(end), actor, reason.strip(), kinds,
+                  rules, life_safety, every)

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sentinel.escalation.model import Contact, Policy, PolicyConfig, Role
 from sentinel.escalation.roster import Rosters
 from sentinel.incidents.model import Incident, IncidentEvent, Status
+from sentinel.incidents.windows import Mutable, Window
 
-NoticeKind = Literal["alert", "escalated", "repeat", "raised", "ack_expired", "resolved"]
-ClimbState = Literal["climbing", "acknowledged", "stopped"]
+NoticeKind = Literal["alert", "escalated", "repeat", "raised", "ack_expired", "resolved",
+                     "unmuted"]
+# muted: a silence holds the climb; it starts (again) once no window mutes the incident.
+ClimbState = Literal["climbing", "acknowledged", "muted", "stopped"]
 
 # Events that end an incident's own escalation (its group pages instead).
 _MERGED = frozenset({"grouped", "attached"})
@@ -51,6 +54,8 @@ class Escalation:
     reached: dict[str, int] = field(default_factory=dict)
     life_safety: bool = False
     stopped_at: float | None = None
+    # The silence holding the climb (state "muted"), or labelling a life-safety page.
+    muted_by: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +77,9 @@ class Notice:
     life_safety: bool
     # Distinguishes reminders, resolutions and re-raises of the same step.
     tag: str = ""
+    # A life-safety incident paged to the duty officer although a maintenance window
+    # mutes it: the window, so the message says so.
+    maintenance: Window | None = None
 
     @property
     def key(self) -> str:
@@ -110,12 +118,24 @@ class Output:
         self.unreachable += other.unreachable
 
 
+class Muter(Protocol):
+    """Which silence, if any, holds back notifications about an incident now."""
+
+    def muted_by(self, inc: Mutable, now: float) -> Window | None: ...
+
+
+class _NoSilences:
+    def muted_by(self, inc: Mutable, now: float) -> Window | None:
+        return None
+
+
 class EscalationEngine:
     """Climbs of every paged incident."""
 
     def __init__(self, policies: PolicyConfig, rosters: Rosters,
                  contacts: Mapping[str, Contact],
-                 escalations: Iterable[Escalation] = ()) -> None:
+                 escalations: Iterable[Escalation] = (), muter: Muter | None = None) -> None:
+        self._muter: Muter = muter if muter is not None else _NoSilences()
         self._policies = policies
         self._by_name = {p.name: p for p in policies.policy}
         self._rosters = rosters
@@ -140,7 +160,7 @@ class EscalationEngine:
                     and not inc.groups:
                 reason = "raised" if kind == "severity_raised" else "ack_expired"
                 self._start(inc, now, reason, out, previous=esc)
-        elif kind == "acknowledged" and esc is not None and esc.state == "climbing":
+        elif kind == "acknowledged" and esc is not None and esc.state in ("climbing", "muted"):
             esc.state = "acknowledged"
             esc.next_at = None
             policy = self._by_name.get(esc.policy)
@@ -164,10 +184,6 @@ class EscalationEngine:
 
     def _start(self, inc: Incident, now: float, reason: str, out: Output,
                previous: Escalation | None = None) -> None:
-        if inc.silenced_by is not None:
-            out.notes.append(Note(inc.id, "notification_suppressed",
-                                  {"silence": inc.silenced_by}))
-            return
         policy = self.policy_for(inc)
         if policy is None:
             out.notes.append(Note(inc.id, "no_escalation_policy", {}))
@@ -207,6 +223,10 @@ class EscalationEngine:
         out = Output()
         for esc in list(self.escalations.values()):
             inc = incidents.get(esc.incident_id)
+            if esc.state == "muted":
+                if inc is not None:
+                    self._unmute_if_free(esc, inc, now, out)
+                continue
             if esc.state == "acknowledged":
                 if esc.ack_deadline is not None and now >= esc.ack_deadline:
                     esc.ack_deadline = None
@@ -250,6 +270,8 @@ class EscalationEngine:
                 if now < esc.started_at + step.after:
                     esc.next_at = esc.started_at + step.after
                     break
+                if self._hold(esc, inc, now, out):
+                    break
                 reached_someone = self._notify_tier(esc, inc, esc.step, step.notify, now,
                                                     out, repeat=False)
                 esc.step += 1
@@ -269,6 +291,8 @@ class EscalationEngine:
                 break
             if esc.next_at is not None and now < esc.next_at:
                 break
+            if self._hold(esc, inc, now, out):
+                break
             esc.repeats += 1
             self._notify_tier(esc, inc, len(steps) - 1, steps[-1].notify, now, out,
                               repeat=True)
@@ -284,8 +308,18 @@ class EscalationEngine:
     def _notify_tier(self, esc: Escalation, inc: Incident, index: int, roles: Sequence[Role],
                      now: float, out: Output, *, repeat: bool) -> bool:
         """Notify everyone on duty in `roles`; False if there was nobody to notify."""
+        maintenance = self._muter.muted_by(inc, now) if inc.life_safety else None
         contacts: dict[str, Contact] = {}
-        for role in roles:
+        if maintenance is not None:
+            # A life-safety incident under a window that mutes it explicitly: the duty
+            # officer is paged all the same, told about the window; nobody else is (unless
+            # no duty officer is on duty: then the step's own tier, labelled likewise).
+            esc.muted_by = maintenance.label
+            officers = self._rosters.on_duty(Role.DUTY_OFFICER, inc.place, now)
+            if officers:
+                roles = (Role.DUTY_OFFICER,)
+                contacts = {c.id: c for c in officers}
+        for role in roles if not contacts else ():
             for contact in self._rosters.on_duty(role, inc.place, now):
                 contacts.setdefault(contact.id, contact)
         if repeat:
@@ -295,7 +329,8 @@ class EscalationEngine:
             kind = "raised"
             tag = ""
         elif index == 0:
-            kind = "alert" if esc.reason == "opened" else "ack_expired"
+            kind = "alert" if esc.reason == "opened" else \
+                "unmuted" if esc.reason == "unmuted" else "ack_expired"
             tag = ""
         else:
             kind = "escalated"
@@ -307,13 +342,52 @@ class EscalationEngine:
                 "step": index, "roles": [r.value for r in roles], "round": esc.round}))
             out.unreachable.append((inc.id, index))
             return False
-        out.notes.append(Note(inc.id, "escalation_reminder" if repeat else "escalation_step", {
+        step_data: dict[str, Any] = {
             "step": index, "round": esc.round, "roles": [r.value for r in roles],
-            "contacts": list(contacts), "kind": kind}))
+            "contacts": list(contacts), "kind": kind}
+        if maintenance is not None:
+            step_data.update(maintenance=maintenance.label, window_reason=maintenance.reason)
+        out.notes.append(Note(inc.id, "escalation_reminder" if repeat else "escalation_step",
+                              step_data))
         for contact in contacts.values():
             out.notices.append(Notice(inc.id, kind, contact, esc.round, index, esc.life_safety,
-                                      tag=tag))
+                                      tag=tag, maintenance=maintenance))
         return True
+
+    # -- silences ---------------------------------------------------------------------
+
+    def _hold(self, esc: Escalation, inc: Incident, now: float, out: Output) -> bool:
+        """Hold the climb if a silence mutes `inc` now (life-safety incidents never are:
+        their duty-officer page is labelled instead, see `_notify_tier`)."""
+        if inc.life_safety:
+            return False
+        window = self._muter.muted_by(inc, now)
+        if window is None:
+            return False
+        esc.state = "muted"
+        esc.muted_by = window.label
+        esc.next_at = None
+        out.changed[esc.incident_id] = esc
+        out.notes.append(Note(inc.id, "notification_muted", {
+            "window": window.label, "reason": window.reason, "author": window.author,
+            "step": esc.step, "until": window.in_force_until(now)}))
+        return True
+
+    def _unmute_if_free(self, esc: Escalation, inc: Incident, now: float, out: Output
+                        ) -> None:
+        """A held climb whose silence is over: start it if the incident still needs it."""
+        if not inc.open or inc.status != Status.FIRING:
+            return
+        if self._muter.muted_by(inc, now) is not None:
+            return
+        if not inc.active:
+            # Cleared while muted: nothing to page unless the condition returns (then
+            # this runs again on the next tick and starts the climb).
+            return
+        held_by = esc.muted_by
+        out.notes.append(Note(inc.id, "mute_ended", {"window": held_by}))
+        esc.state = "stopped"
+        self._start(inc, now, "unmuted", out, previous=esc)
 
     # -- delivery outcomes ------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from sentinel.incidents.windows import FOREVER, Recurrence, Window
 from sentinel.rules.model import Duration, SeverityField
 from sentinel.types import Severity
 
@@ -261,10 +262,78 @@ class StormSettings(_Model):
     per: Duration = 600.0
 
 
+class Maintenance(_Model):
+    """A silence from the policy file: recurring maintenance (or one fixed period).
+
+    Like a silence added with `sentinel silence add`: a place, optionally kinds or rules;
+    one that names neither mutes only incidents that are not life-safety, and muting
+    life-safety incidents needs `life_safety = true` (the duty officer is still paged).
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    reason: str = Field(min_length=1)
+    author: str = "config"
+    community: str | None = None
+    compound: str | None = None
+    building: str | None = None
+    grid: str | None = None
+    device: str | None = None
+    kinds: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+    life_safety: bool = False
+    # Weekly, in the on-call file's timezone: days the period starts on, local start/end
+    # (an end before the start runs past midnight).
+    days: Days | None = None
+    start: ClockTime | None = None
+    end: ClockTime | None = None
+    # Or one fixed period (with a UTC offset, or local to the on-call timezone).
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _when(self) -> Maintenance:
+        weekly = self.days is not None or self.start is not None or self.end is not None
+        fixed = self.start_at is not None or self.end_at is not None
+        if weekly == fixed:
+            raise ValueError(f"maintenance {self.name}: give days/start/end (weekly) or "
+                             "start_at/end_at (one period), not both")
+        if weekly and (self.days is None or self.start is None or self.end is None):
+            raise ValueError(f"maintenance {self.name}: a weekly window needs days, start "
+                             "and end")
+        if weekly and self.start == self.end:
+            raise ValueError(f"maintenance {self.name}: start and end are the same time")
+        if fixed and (self.start_at is None or self.end_at is None
+                      or self.end_at <= self.start_at):
+            raise ValueError(f"maintenance {self.name}: start_at and end_at, end after start")
+        if self.life_safety and not (self.kinds or self.rules):
+            raise ValueError(f"maintenance {self.name}: muting life-safety incidents needs "
+                             "the kinds or rules it mutes")
+        return self
+
+    def window(self, number: int, zone: str) -> Window:
+        """As a silence window (configured windows have negative ids)."""
+        scope = {k: v for k in ("community", "compound", "building", "grid", "device")
+                 if (v := getattr(self, k)) is not None}
+        if self.days is not None and self.start is not None and self.end is not None:
+            every = Recurrence(self.days, self.start, self.end, zone)
+            start, end = 0.0, FOREVER
+        else:
+            assert self.start_at is not None and self.end_at is not None
+            tz = ZoneInfo(zone)
+            every = None
+            start = (self.start_at if self.start_at.tzinfo else
+                     self.start_at.replace(tzinfo=tz)).timestamp()
+            end = (self.end_at if self.end_at.tzinfo else
+                   self.end_at.replace(tzinfo=tz)).timestamp()
+        return Window(-number, "silence", scope, start, end, self.author, self.reason,
+                      self.kinds, self.rules, self.life_safety, every, self.name)
+
+
 class PolicyConfig(_Model):
     """The policy file: the first policy whose match fits an incident takes it."""
 
     policy: tuple[Policy, ...] = ()
+    maintenance: tuple[Maintenance, ...] = ()
     storm: StormSettings = Field(default_factory=StormSettings)
     # Applied to paging policies that do not set their own.
     ack_timeout: Duration = 1800.0
@@ -275,7 +344,14 @@ class PolicyConfig(_Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate policy name(s): {', '.join(dupes)}")
+        names = [m.name for m in self.maintenance]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate maintenance name(s): {', '.join(dupes)}")
         return self
+
+    def maintenance_windows(self, zone: str) -> list[Window]:
+        return [m.window(i, zone) for i, m in enumerate(self.maintenance, start=1)]
 
     def select(self, name: str, kind: str, severity: Severity, life_safety: bool,
                place: dict[str, str]) -> Policy | None:

@@ -25,7 +25,14 @@ import structlog
 from sentinel.clock import Clock
 from sentinel.config.model import EscalationSettings, NotifySettings
 from sentinel.control.links import LinkClaims, LinkSigner
-from sentinel.escalation.engine import Escalation, EscalationEngine, Note, Notice, Output
+from sentinel.escalation.engine import (
+    Escalation,
+    EscalationEngine,
+    Muter,
+    Note,
+    Notice,
+    Output,
+)
 from sentinel.escalation.model import Contact, OncallConfig, Policy, PolicyConfig, Role
 from sentinel.escalation.roster import Rosters
 from sentinel.incidents.model import Incident, IncidentEvent, Outcome
@@ -62,7 +69,7 @@ _DIGEST_KEY = "digest_sent:"
 _KEEP_STOPPED = 24 * 3600.0
 _CURSOR_EVERY = 5.0
 _PRUNE_EVERY = 3600.0
-_LINK_KINDS = frozenset({"alert", "escalated", "repeat", "raised", "ack_expired"})
+_LINK_KINDS = frozenset({"alert", "escalated", "repeat", "raised", "ack_expired", "unmuted"})
 UNREACHABLE_INCIDENT = "notification_failed"
 _STEP_EVENTS = frozenset({"escalation_step", "escalation_reminder"})
 
@@ -84,7 +91,7 @@ class EscalationService:
     def __init__(self, incidents: IncidentService, state: StateStore, oncall: OncallConfig,
                  policies: PolicyConfig, sender: Sender, settings: EscalationSettings,
                  notify: NotifySettings, clock: Clock, signer: LinkSigner | None = None,
-                 link_base: str = "") -> None:
+                 link_base: str = "", muter: Muter | None = None) -> None:
         self._incidents = incidents
         self._state = state
         self._oncall = oncall
@@ -96,7 +103,9 @@ class EscalationService:
         self._link_base = link_base.rstrip("/")
         self.contacts: dict[str, Contact] = oncall.contacts()
         self.rosters = Rosters(oncall)
-        self.engine = EscalationEngine(policies, self.rosters, self.contacts)
+        self._muter: Muter = muter if muter is not None else incidents.windows
+        self.engine = EscalationEngine(policies, self.rosters, self.contacts,
+                                       muter=self._muter)
         self.dispatcher = Dispatcher(state, sender, self.contacts, policies.storm,
                                      notify.concurrency, self, clock)
         self._lock = asyncio.Lock()
@@ -260,7 +269,8 @@ class EscalationService:
             if self._signer is not None and notice.kind in _LINK_KINDS and inc.open:
                 link = f"{self._link_base}/a/{self._signer.sign(inc.id, contact.id, now)}"
             text = render_notice(notice.kind, inc, contact.language, now=now, step=notice.step,
-                                 ack_url=link, members=members)
+                                 ack_url=link, members=members,
+                                 maintenance=notice.maintenance)
             # Life-safety notices leave at once; others are held briefly so a burst of
             # them reaches a person as one message (storm control).
             due = now if notice.life_safety else now + hold
@@ -457,7 +467,7 @@ class EscalationService:
     def _digest_rows(self, policy: Policy, open_now: Mapping[str, Incident], now: float,
                      local: datetime) -> list[NewRow]:
         listed = [i for i in open_now.values() if self.engine.policy_for(i) is policy
-                  and i.silenced_by is None]
+                  and self._muter.muted_by(i, now) is None]
         per_contact: dict[str, tuple[Contact, list[Incident], set[str]]] = {}
         for inc in listed:
             for role in policy.digest_to:

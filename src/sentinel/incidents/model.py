@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sentinel.config.inventory import Device
+from sentinel.incidents.windows import Window
 from sentinel.rules.engine import Policy, Signal
 from sentinel.rules.model import AttachCorrelation, FlapSettings, GroupCorrelation, RulesConfig
 from sentinel.types import Severity, Value
@@ -44,24 +45,6 @@ class Outcome(enum.StrEnum):
     CANCELLED = "cancelled"        # the wearer cancelled an SOS within its window
     EXPIRED = "expired"            # a one-off event past its resolve_after
     WITH_GROUP = "with_group"      # resolved together with the group it belonged to
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """A silence or drill window over a scope (empty scope keys match everything)."""
-
-    id: int
-    type: str  # "silence" | "drill"
-    scope: Mapping[str, str]
-    start: float
-    end: float
-    author: str
-    reason: str
-
-    def covers(self, place: Mapping[str, str], now: float) -> bool:
-        if not self.start <= now < self.end:
-            return False
-        return all(place.get(k) == v for k, v in self.scope.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +90,7 @@ class Incident:
     members: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
     attached_to: str | None = None
+    # Kept for incidents stored by older versions; muting is decided at send time now.
     silenced_by: int | None = None
     drill: bool = False
     acknowledged_at: float | None = None
@@ -237,16 +221,13 @@ class IncidentBook:
             clear_for=policy.clear_for, resolve_after=policy.resolve_after,
             cancel_window=policy.cancel_window, updated_at=ts, value=value,
             detail=dict(detail or {}), conditions={rule: int(severity)} if rule else {})
-        for window in self._windows():
-            if window.covers(place, ts):
-                if window.type == "drill":
-                    inc.drill = True
-                elif inc.silenced_by is None:
-                    inc.silenced_by = window.id
+        # Drills mark an incident as it opens; silences are asked when each notification
+        # is due (escalation), so they are not decided here.
+        inc.drill = any(w.type == "drill" and w.covers(place, ts) for w in self._windows())
         self.open[key] = inc
         self.by_id[inc.id] = inc
         self._event(inc, "opened", ts, rule=rule or name, value=value, detail=dict(inc.detail),
-                    drill=inc.drill, silenced_by=inc.silenced_by, place=place)
+                    drill=inc.drill, place=place)
         return inc
 
     # -- signals ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,8 +22,9 @@ import structlog
 from sentinel.clock import Clock
 from sentinel.config.inventory import Device
 from sentinel.config.model import RulesSettings
-from sentinel.incidents.model import Incident, IncidentBook, IncidentEvent, Outcome, Window
+from sentinel.incidents.model import Incident, IncidentBook, IncidentEvent, Outcome
 from sentinel.incidents.store import Changes, StateStore, end_window, insert_window
+from sentinel.incidents.windows import Window, Windows
 from sentinel.rules.engine import RuleEngine
 from sentinel.rules.model import RulesConfig
 from sentinel.stats import LatencyHistogram
@@ -41,14 +43,16 @@ class IncidentService:
     """Readings and ticks → rule engine → incident book → one commit → event stream."""
 
     def __init__(self, rules: RulesConfig, inventory: Mapping[str, Device], store: StateStore,
-                 clock: Clock, settings: RulesSettings) -> None:
+                 clock: Clock, settings: RulesSettings, windows: Windows | None = None
+                 ) -> None:
         self._rules = rules
         self._inventory = inventory
         self._store = store
         self._clock = clock
         self._settings = settings
         self._lock = asyncio.Lock()
-        self._windows: list[Window] = []
+        # Shared with the escalation stage, which asks it whether a step is muted.
+        self.windows = windows if windows is not None else Windows()
         self._data_version = -1
         self._recent: collections.deque[IncidentEvent] = collections.deque(maxlen=_RECENT)
         # Incidents as last committed, so views can still show one just resolved.
@@ -69,8 +73,8 @@ class IncidentService:
         self.engine = RuleEngine(self._rules, self._inventory, now,
                                  self._settings.startup_grace)
         self.engine.restore(snapshot.states, snapshot.last_seen)
-        self._windows = await self._store.windows(now)
-        self.book = IncidentBook(self._rules, self._inventory, lambda: self._windows,
+        self.windows.replace(await self._store.windows(now))
+        self.book = IncidentBook(self._rules, self._inventory, self.windows.all,
                                  snapshot.next_number)
         self.book.restore(snapshot.incidents, snapshot.flaps)
         self.last_seq = snapshot.last_seq
@@ -112,7 +116,7 @@ class IncidentService:
             version = await self._store.data_version()
             if version != self._data_version:
                 self._data_version = version
-                self._windows = await self._store.windows(now)
+                self.windows.replace(await self._store.windows(now))
             signals = engine.tick(now)
             if signals:
                 book.apply(signals, now)
@@ -200,21 +204,24 @@ class IncidentService:
             if book.has_changes:
                 await self._commit()
 
-    async def add_window(self, type_: str, scope: Mapping[str, str], start: float,
-                         end: float, author: str, reason: str) -> Window:
-        """Add a silence or drill window; it applies from the next reading on."""
+    async def add_window(self, window: Window) -> Window:
+        """Store a silence or drill window (its id is assigned here); in force at once."""
         async with self._lock:
             now = self._clock.now()
 
             def add(conn: sqlite3.Connection) -> int:
                 with transaction(conn):
-                    return insert_window(conn, type_, scope, start, end, author, reason, now)
+                    return insert_window(conn, window, now)
 
             window_id = await self._store.call(add)
-            self._windows = await self._store.windows(now)
-            log.info("window_added", type=type_, id=window_id, scope=dict(scope),
-                     start=start, end=end, author=author, reason=reason)
-            return Window(window_id, type_, dict(scope), start, end, author, reason)
+            self.windows.replace(await self._store.windows(now))
+            log.info("window_added", type=window.type, id=window_id, scope=dict(window.scope),
+                     kinds=list(window.kinds), rules=list(window.rules),
+                     life_safety=window.life_safety,
+                     every=window.every.to_json() if window.every else None,
+                     start=window.start, end=window.end, author=window.author,
+                     reason=window.reason)
+            return dataclasses.replace(window, id=window_id)
 
     async def remove_window(self, type_: str, window_id: int, author: str) -> bool:
         """End a window now; False when there is no such active window."""
@@ -226,15 +233,18 @@ class IncidentService:
                     return end_window(conn, window_id, author, now, type_)
 
             removed = await self._store.call(remove)
-            self._windows = await self._store.windows(now)
+            self.windows.replace(await self._store.windows(now))
             if removed:
                 log.info("window_removed", type=type_, id=window_id, author=author)
             return removed
 
-    def windows(self) -> list[Window]:
-        """Active and future windows, as the rules see them."""
-        now = self._clock.now()
-        return [w for w in self._windows if w.end > now]
+    def now(self) -> float:
+        """The daemon's time (its one clock)."""
+        return self._clock.now()
+
+    def upcoming_windows(self) -> list[Window]:
+        """Windows in force now or later (configured ones included)."""
+        return self.windows.upcoming(self._clock.now())
 
     # -- the event stream -------------------------------------------------------------
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sentinel.incidents.model import Incident, IncidentEvent, Status, Window
+from sentinel.incidents.model import Incident, IncidentEvent, Status
+from sentinel.incidents.windows import Recurrence, Window, split_scope
 from sentinel.rules.engine import CondState
 from sentinel.store.db import SqliteDb, open_readonly, transaction
 from sentinel.store.reserve import DiskGuard, is_disk_full
@@ -72,7 +73,13 @@ CREATE TABLE IF NOT EXISTS windows (
     reason TEXT NOT NULL,
     created REAL NOT NULL,
     removed REAL,
-    removed_by TEXT
+    removed_by TEXT,
+    -- What a silence mutes beyond its place (JSON lists), whether it may mute life-safety
+    -- incidents, and its weekly recurrence (JSON, NULL: one period from start to end).
+    kinds TEXT NOT NULL DEFAULT '[]',
+    rules TEXT NOT NULL DEFAULT '[]',
+    life_safety INTEGER NOT NULL DEFAULT 0,
+    every TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -130,6 +137,7 @@ class StateStore:
 
     async def __aenter__(self) -> StateStore:
         await self._db.open()
+        await self._db.call(migrate)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -252,30 +260,55 @@ def query_incidents(conn: sqlite3.Connection, open_only: bool = False, limit: in
     return [Incident.from_json(json.loads(d)) for (d,) in conn.execute(sql, (limit,))]
 
 
+_WINDOW_COLUMNS = "id, type, scope, start, end, author, reason, kinds, rules, life_safety, every"
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a state database written by an older version up to this schema."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(windows)")}
+    for column, ddl in (("kinds", "TEXT NOT NULL DEFAULT '[]'"),
+                        ("rules", "TEXT NOT NULL DEFAULT '[]'"),
+                        ("life_safety", "INTEGER NOT NULL DEFAULT 0"), ("every", "TEXT")):
+        if column not in have:
+            conn.execute(f"ALTER TABLE windows ADD COLUMN {column} {ddl}")
+
+
+def _window_row(row: Sequence[Any]) -> Window:
+    id_, type_, scope, start, end, author, reason, kinds, rules, life_safety, every = row
+    place, kind_list = split_scope(json.loads(scope), json.loads(kinds))
+    return Window(id_, type_, place, start, end, author, reason, kind_list,
+                  tuple(json.loads(rules)), bool(life_safety),
+                  Recurrence.from_json(json.loads(every)) if every else None)
+
+
 def query_windows(conn: sqlite3.Connection, now: float | None = None,
                   include_removed: bool = False) -> list[Window]:
-    sql = "SELECT id, type, scope, start, end, author, reason FROM windows WHERE 1=1"
+    sql = f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE 1=1"
     args: list[Any] = []
     if not include_removed:
         sql += " AND removed IS NULL"
     if now is not None:
         sql += " AND end > ?"
         args.append(now)
-    return [Window(i, t, json.loads(s), a, b, au, r)
-            for i, t, s, a, b, au, r in conn.execute(sql + " ORDER BY id", args)]
+    return [_window_row(r) for r in conn.execute(sql + " ORDER BY id", args)]
 
 
-def insert_window(conn: sqlite3.Connection, type_: str, scope: Mapping[str, str],
-                  start: float, end: float, author: str, reason: str, now: float) -> int:
+def insert_window(conn: sqlite3.Connection, window: Window, now: float) -> int:
     """Add a silence or drill window; ValueError when it is not one."""
-    if type_ not in ("silence", "drill"):
+    if window.type not in ("silence", "drill"):
         raise ValueError("a window is a silence or a drill")
-    if end <= start:
+    if window.end <= window.start:
         raise ValueError("a window must end after it starts")
+    if window.life_safety and not (window.kinds or window.rules):
+        raise ValueError("a silence of life-safety incidents must name the kinds or rules "
+                         "it mutes")
     cur = conn.execute(
-        "INSERT INTO windows (type, scope, start, end, author, reason, created)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (type_, _dumps(dict(scope)), start, end, author, reason, now))
+        "INSERT INTO windows (type, scope, start, end, author, reason, created, kinds, rules,"
+        " life_safety, every) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (window.type, _dumps(dict(window.scope)), window.start, window.end, window.author,
+         window.reason, now, _dumps(list(window.kinds)), _dumps(list(window.rules)),
+         int(window.life_safety),
+         _dumps(window.every.to_json()) if window.every is not None else None))
     return cur.lastrowid or 0
 
 
@@ -290,15 +323,15 @@ def end_window(conn: sqlite3.Connection, window_id: int, author: str, now: float
     return conn.execute(sql, args).rowcount > 0
 
 
-def add_window(path: Path, type_: str, scope: Mapping[str, str], start: float, end: float,
-               author: str, reason: str, now: float) -> int:
+def add_window(path: Path, window: Window, now: float) -> int:
     """Add a window to a state file no daemon holds (it picks the file up within a tick)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(SCHEMA)
-        return insert_window(conn, type_, scope, start, end, author, reason, now)
+        migrate(conn)
+        return insert_window(conn, window, now)
     finally:
         conn.close()
 

@@ -22,11 +22,13 @@ from zoneinfo import ZoneInfo
 
 from sentinel.i18n import Language, incident_title, t
 from sentinel.incidents.model import Incident
+from sentinel.incidents.windows import Window
 from sentinel.types import Value
 
 __all__ = ["NoticeKind", "Rendered", "render_digest", "render_notice", "render_summary"]
 
-NoticeKind = Literal["alert", "escalated", "repeat", "raised", "ack_expired", "resolved"]
+NoticeKind = Literal["alert", "escalated", "repeat", "raised", "ack_expired", "resolved",
+                     "unmuted"]
 
 _TZ = ZoneInfo("Asia/Shanghai")
 _MEMBER_LINES = 20   # members listed in one notice; the rest are counted
@@ -52,6 +54,16 @@ _TEXT: dict[str, dict[Language, str]] = {
     "drill.line": {"zh": "【演练】本条为演练通知, 不是真实事件",
                    "en": "[DRILL] This is an exercise, not a real incident"},
     "resolved.bracket": {"zh": "【已解决】", "en": "[RESOLVED] "},
+    "maintenance.prefix": {"zh": "【维护中】", "en": "[MAINTENANCE] "},
+    "maintenance.line": {"zh": "【维护中】屏蔽窗口 {window} ({reason}, {author}, 至 {until}) "
+                               "期间报警: 维护中的探测器报火警仍按火警处理, 请立即核实",
+                         "en": "[MAINTENANCE] Raised during silence {window} ({reason}, "
+                               "{author}, until {until}): a detector under maintenance that "
+                               "reports a fire is a fire until someone checks; verify now"},
+    "title.unmuted": {"zh": "屏蔽结束: ", "en": "silence ended: "},
+    "status.unmuted": {"zh": "状态: 屏蔽期间发生, 屏蔽已结束仍未处理, 请尽快确认",
+                       "en": "Status: raised while silenced; the silence is over and it is "
+                             "still not handled, please acknowledge"},
     "title.escalated": {"zh": "升级: ", "en": "escalated: "},
     "title.repeat": {"zh": "提醒: ", "en": "reminder: "},
     "title.raised": {"zh": "级别提高: ", "en": "raised: "},
@@ -334,7 +346,8 @@ def _member_line(member: Incident, lang: Language) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def _title(kind: NoticeKind, inc: Incident, lang: Language, drilling: bool) -> str:
+def _title(kind: NoticeKind, inc: Incident, lang: Language, drilling: bool,
+           maintenance: bool = False) -> str:
     severity = t("severity." + inc.severity.label, lang)
     if kind == "resolved":
         bracket = _("resolved.bracket", lang)
@@ -343,6 +356,8 @@ def _title(kind: NoticeKind, inc: Incident, lang: Language, drilling: bool) -> s
     status = _(f"title.{kind}", lang) if f"title.{kind}" in _TEXT else ""
     where = _where_short(inc, lang)
     drill = _("drill.prefix", lang) if drilling else ""
+    if maintenance:
+        drill += _("maintenance.prefix", lang)
     what = incident_title(inc.name, lang)
     return f"{drill}{bracket}{status}{what}" + (f"{_SEP}{where}" if where else "")
 
@@ -365,17 +380,23 @@ def _status(kind: NoticeKind, inc: Incident, lang: Language, now: float, step: i
 
 def render_notice(kind: NoticeKind, inc: Incident, lang: Language, *, now: float,
                   step: int = 0, ack_url: str | None = None, drill: bool | None = None,
-                  members: Sequence[Incident] = ()) -> Rendered:
+                  members: Sequence[Incident] = (), maintenance: Window | None = None
+                  ) -> Rendered:
     """Render one notice about `inc` for a person reading `lang`.
 
     `step` is the escalation step just reached (shown as level step+1), `ack_url` a link
     that acknowledges, `drill=True` marks a drill even if the incident is not flagged as
-    one, and `members` the member incidents of a group (else only their ids are listed).
+    one, `members` the member incidents of a group (else only their ids are listed), and
+    `maintenance` the silence window that covers a life-safety incident paged all the same.
     """
     drilling = inc.drill or drill is True
     lines: list[str] = []
     if drilling:
         lines.append(_("drill.line", lang))
+    if maintenance is not None:
+        lines.append(_("maintenance.line", lang, window=maintenance.label,
+                       reason=maintenance.reason, author=maintenance.author,
+                       until=_time(maintenance.in_force_until(now) or maintenance.end)))
     lines.append(_("line.what", lang, what=incident_title(inc.name, lang),
                    severity=t("severity." + inc.severity.label, lang)))
     lines.append(_status(kind, inc, lang, now, step))
@@ -404,7 +425,8 @@ def render_notice(kind: NoticeKind, inc: Incident, lang: Language, *, now: float
             lines.append(_("line.ack_or", lang, id=inc.id))
         else:
             lines.append(_("line.ack_cmd", lang, id=inc.id))
-    return Rendered(_title(kind, inc, lang, drilling), "\n".join(lines))
+    return Rendered(_title(kind, inc, lang, drilling, maintenance is not None),
+                    "\n".join(lines))
 
 
 def _members(inc: Incident, lang: Language, members: Sequence[Incident]) -> list[str]:

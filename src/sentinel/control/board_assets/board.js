@@ -138,9 +138,26 @@
     node.hidden = !text;
   }
 
+  function renderSilences(silences) {
+    // Silences in force: one naming life-safety incidents is a visible warning.
+    var node = $("silences");
+    var lifeSafety = [], other = [];
+    (silences || []).forEach(function (w) {
+      var text = w.label + " " + w.reason + " (" + w.author + ")";
+      (w.life_safety ? lifeSafety : other).push(text);
+    });
+    var lines = [];
+    if (lifeSafety.length) { lines.push(t("silences.life_safety", { list: lifeSafety.join("; ") })); }
+    if (other.length) { lines.push(t("silences.other", { list: other.join("; ") })); }
+    node.textContent = lines.join("\n");
+    node.hidden = !lines.length;
+    node.classList.toggle("life-safety", lifeSafety.length > 0);
+  }
+
   function renderStatus() {
     var s = state.status;
     if (!s) { return; }
+    renderSilences(s.silences);
     $("community").textContent = s.community || "";
     document.title = (s.community ? s.community + " " : "") + t("title");
     var broker = $("broker");

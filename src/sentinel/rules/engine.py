@@ -256,9 +256,11 @@ class ThresholdEval(Evaluator):
         if st.active and self._clear(value):
             return self.clear(st, r.ts, value)
         if best is not None:
-            limit, _, _, _, op = self.limits[best[1]]
+            limit, _, hold, _, op = self.limits[best[1]]
+            # A level with `for` says so (as on_tick does): "< 0.10 MPa for 60 s".
+            held: dict[str, Value] = {"held_for": hold} if hold > 0 else {}
             return self.activate(st, best[0], r.ts, value, field=self.rule.field, op=op,
-                                 limit=round(limit, 6))
+                                 limit=round(limit, 6), **held)
         return None
 
     def on_tick(self, st: CondState, now: float, last_seen: float) -> Signal | None:

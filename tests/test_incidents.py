@@ -289,6 +289,59 @@ def test_fall_with_no_movement_raises_severity() -> None:
     assert w.types(falls[0]) == ["opened", "severity_raised"]
 
 
+def test_a_raise_by_stillness_carries_its_own_condition() -> None:
+    """After a fall raised for lying still, the incident shows the stillness, not steps."""
+    watch = devices("elderly_watch")[0]
+    w = World()
+    w.send(watch, T0 - 10, steps=112, fall=False)
+    w.send(watch, T0, fall=True, steps=112)
+    fall = w.open("fall")[0]
+    assert (fall.rule, fall.value, fall.detail) == ("fall", True, {"field": "fall"})
+    w.tick(T0 + 120)
+    assert fall.severity == Severity.EMERGENCY
+    assert (fall.rule, fall.detail) == ("fall_still", {"still_for": 120.0})
+    raised = next(e for e in w.events if e.type == "severity_raised")
+    assert raised.data["rule"] == "fall_still" and raised.data["detail"] == fall.detail
+
+
+def test_a_raised_gas_leak_carries_the_level_that_raised_it() -> None:
+    """10 → 30 %LEL: the leak now reads 30 against ≥ 25 %LEL, the critical level."""
+    gas = devices("gas")[0]
+    w = World()
+    w.send(gas, T0, concentration_lel=10.0)
+    leak = w.open("gas_leak")[0]
+    assert leak.severity == Severity.WARNING
+    assert (leak.rule, leak.value, leak.detail) == (
+        "gas_lel", 10.0, {"field": "concentration_lel", "op": "≥", "limit": 10.0})
+    w.send(gas, T0 + 10, concentration_lel=30.0)
+    assert leak.severity == Severity.CRITICAL
+    assert (leak.rule, leak.value, leak.detail) == (
+        "gas_lel", 30.0, {"field": "concentration_lel", "op": "≥", "limit": 25.0})
+
+
+def test_a_lesser_condition_of_another_rule_keeps_the_worse_text() -> None:
+    """A detector in alarm (critical) keeps showing the alarm when its %LEL only warns."""
+    gas = devices("gas")[0]
+    w = World()
+    w.send(gas, T0, alarm=True)
+    w.send(gas, T0 + 10, alarm=True, concentration_lel=12.0)
+    leak = w.open("gas_leak")[0]
+    assert leak.conditions == {"gas_alarm": 3, "gas_lel": 2}
+    assert (leak.rule, leak.value, leak.detail) == ("gas_alarm", True, {"field": "alarm"})
+
+
+def test_a_returned_condition_reads_its_current_level() -> None:
+    """Critical, cleared, back at a warning level: the text says the warning level it is at."""
+    gas = devices("gas")[0]
+    w = World()
+    w.send(gas, T0, concentration_lel=30.0)
+    w.send(gas, T0 + 10, concentration_lel=2.0)
+    w.send(gas, T0 + 20, concentration_lel=12.0)
+    leak = w.open("gas_leak")[0]
+    assert leak.severity == Severity.CRITICAL   # never lowered while open
+    assert (leak.value, leak.detail["limit"]) == (12.0, 10.0)
+
+
 def test_low_battery_is_maintenance_only() -> None:
     """A low battery opens a maintenance incident for the digest, never a page."""
     smoke = devices("smoke")[0]

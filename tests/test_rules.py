@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,13 @@ from sentinel.config.inventory import Device, DeviceSettings
 from sentinel.errors import ConfigError
 from sentinel.incidents.model import IncidentBook
 from sentinel.rules.engine import CondState, RuleEngine, Signal, daytime_overlap
-from sentinel.rules.model import RulesConfig, merge_rule_files, parse_duration
+from sentinel.rules.model import (
+    OPERATORS,
+    RulesConfig,
+    load_rules_file,
+    merge_rule_files,
+    parse_duration,
+)
 from sentinel.types import Reading, Severity, Value
 
 from helpers import SHIPPED_CONFIG, copy_deployment
@@ -82,8 +89,8 @@ def test_shipped_rules_load_with_every_issue_example() -> None:
         (Severity.WARNING, 0.14, 0.0), (Severity.CRITICAL, 0.10, 60.0)]
     assert hydrant.clear_above == 0.15  # type: ignore[union-attr]
     gas = rules["gas_lel"]
-    assert [(lv.severity, lv.above) for lv in gas.levels] == [  # type: ignore[union-attr]
-        (Severity.WARNING, 10), (Severity.CRITICAL, 25)]
+    assert [(lv.severity, lv.op, lv.limit) for lv in gas.levels] == [  # type: ignore[union-attr]
+        (Severity.WARNING, "≥", 10), (Severity.CRITICAL, "≥", 25)]
     assert rules["hydrant_pressure_drop"].drop == 0.05  # type: ignore[union-attr]
     assert rules["heart_rate_high"].levels[0].for_ == 300  # type: ignore[union-attr]
     assert {"tank_level_low", "tank_level_overflow", "tank_level_falling", "sos", "fall",
@@ -251,6 +258,183 @@ def test_threshold_signals_alternate_and_respect_levels(values: list[float]) -> 
             else:
                 assert s.change == "clear" and active and value > 0.15
                 active = False
+
+
+# -- explicit comparisons: strict and inclusive bounds ----------------------------------
+
+_HOLDS = {"above": lambda v, lim: v > lim, "at_or_above": lambda v, lim: v >= lim,
+          "below": lambda v, lim: v < lim, "at_or_below": lambda v, lim: v <= lim}
+
+
+@settings(max_examples=300, deadline=None)
+@given(bound=st.sampled_from(sorted(OPERATORS)),
+       limit=st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_subnormal=False))
+def test_a_level_alarms_exactly_where_its_operator_holds(bound: str, limit: float) -> None:
+    """At the limit only inclusive forms alarm; one step past it always, one step short never."""
+    for value, outside in ((limit, bound.startswith("at_or_")),
+                           (math.nextafter(limit, -math.inf), bound.endswith("below")),
+                           (math.nextafter(limit, math.inf), bound.endswith("above"))):
+        assert _HOLDS[bound](value, limit) == outside
+        rule = {"name": "t", "kind": "hydrant_pressure", "type": "threshold",
+                "field": "pressure", "levels": [{"severity": "warning", bound: limit}]}
+        signals = feed(engine([rule]), T0, pressure=value)
+        assert changes(signals) == ([("t", "active", "warning")] if outside else [])
+        if outside:
+            assert signals[0].detail["op"] == OPERATORS[bound]  # type: ignore[index]
+            assert signals[0].detail["limit"] == round(limit, 6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rising=st.booleans(), inclusive=st.booleans(),
+       clear=st.floats(min_value=-1e5, max_value=1e5, allow_nan=False, allow_subnormal=False),
+       gap=st.floats(min_value=0.5, max_value=100))
+def test_a_clear_level_clears_exactly_where_its_operator_holds(
+        rising: bool, inclusive: bool, clear: float, gap: float) -> None:
+    """At the clear level only inclusive forms clear; one step past it always, one short never."""
+    level = clear + gap if rising else clear - gap
+    side = ("below" if rising else "above")
+    clear_key = f"clear_at_or_{side}" if inclusive else f"clear_{side}"
+    rule = {"name": "t", "kind": "hydrant_pressure", "type": "threshold", "field": "pressure",
+            "levels": [{"severity": "warning", "above" if rising else "below": level}],
+            clear_key: clear}
+    beyond = math.nextafter(clear, -math.inf if rising else math.inf)
+    short = math.nextafter(clear, math.inf if rising else -math.inf)
+    for value, clears in ((clear, inclusive), (beyond, True), (short, False)):
+        eng = engine([rule])
+        alarm = level + 1 if rising else level - 1
+        assert changes(feed(eng, T0, pressure=alarm)) == [("t", "active", "warning")]
+        assert changes(feed(eng, T0 + 1, pressure=value)) == (
+            [("t", "clear", "info")] if clears else [])
+
+
+@pytest.mark.parametrize(("levels", "clear", "message"), [
+    ([{"severity": "warning", "above": 1, "at_or_above": 2}], {}, "exactly one of"),
+    ([{"severity": "warning"}], {}, "exactly one of"),
+    ([{"severity": "warning", "at_or_above": 10}, {"severity": "critical", "below": 1}], {},
+     "one direction"),
+    ([{"severity": "warning", "at_or_above": 10}], {"clear_above": 5}, "clear_below"),
+    ([{"severity": "warning", "at_or_below": 10}], {"clear_at_or_below": 15}, "clear_above"),
+    ([{"severity": "warning", "at_or_above": 10}], {"clear_below": 5, "clear_at_or_below": 4},
+     "one clear level"),
+    ([{"severity": "warning", "at_or_above": 10}], {"clear_at_or_below": 10}, "both alarm"),
+    ([{"severity": "warning", "above": 10}], {"clear_below": 10.5}, "both alarm"),
+    ([{"severity": "warning", "at_or_below": 40}], {"clear_at_or_above": 40}, "both alarm"),
+])
+def test_inconsistent_comparisons_are_refused(levels: list[dict[str, Any]],
+                                              clear: dict[str, float], message: str) -> None:
+    """Two bounds, mixed directions, a clear level on the wrong side or overlapping, refused."""
+    rule = {"name": "t", "kind": "gas", "type": "threshold", "field": "concentration_lel",
+            "levels": levels, **clear}
+    with pytest.raises(ValueError, match=message):
+        merge_rule_files([{"rule": [rule]}])
+
+
+@pytest.mark.parametrize(("bound", "clear"), [
+    ("at_or_above", {"clear_below": 10}), ("above", {"clear_at_or_below": 10}),
+    ("above", {"clear_below": 10}), ("at_or_above", {"clear_at_or_below": 9.99})])
+def test_a_clear_level_touching_the_level_is_accepted(bound: str,
+                                                      clear: dict[str, float]) -> None:
+    """A clear level may meet the level when no value would both alarm and clear."""
+    rule = {"name": "t", "kind": "gas", "type": "threshold", "field": "concentration_lel",
+            "levels": [{"severity": "warning", bound: 10}], **clear}
+    assert merge_rule_files([{"rule": [rule]}]).rule[0].name == "t"
+
+
+def test_an_override_clear_level_replaces_the_other_form() -> None:
+    """An override's clear_above replaces a rule's clear_at_or_above instead of clashing."""
+    rule = dict(HYDRANT, clear_above=None, clear_at_or_above=0.15)
+    config = merge_rule_files([{"rule": [rule], "override": [
+        {"rule": "low", "match": {"device": "D1"}, "set": {"clear_above": 0.2}}]}])
+    eng = RuleEngine(config, {"D1": device()}, T0, 0)
+    low = eng.rules_for("D1")[0]
+    assert (low.clear_above, low.clear_at_or_above) == (0.2, None)  # type: ignore[union-attr]
+    feed(eng, T0, pressure=0.12)
+    assert feed(eng, T0 + 1, pressure=0.2) == []
+    assert changes(feed(eng, T0 + 2, pressure=0.201)) == [("low", "clear", "info")]
+
+
+# -- the shipped rules at their edges ----------------------------------------------------
+
+SHIPPED_RULES = SHIPPED_CONFIG.parent / "rules.toml"
+
+
+def shipped_engine() -> RuleEngine:
+    config = merge_rule_files([load_rules_file(SHIPPED_RULES)])
+    devices = [device("H1", "hydrant_pressure"), device("G1", "gas"),
+               device("T1", "water_level", tank_height_m=4.0), device("W1", "elderly_watch")]
+    return RuleEngine(config, {d.id: d for d in devices}, T0, 0)
+
+
+def shipped(rule: str, device_id: str, kind: str, field: str,
+            steps: list[tuple[float, float]]) -> list[tuple[str, str]]:
+    """(change, severity) of `rule` for each reading; ticks the engine after each one."""
+    eng = shipped_engine()
+    out = []
+    for dt, value in steps:
+        signals = feed(eng, T0 + dt, device_id, kind, **{field: value})
+        signals += eng.tick(T0 + dt)
+        out += [(s.change, s.severity.label) for s in signals if s.rule == rule]
+    return out
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (25.0, [("active", "critical")]), (24.99, [("active", "warning")]),
+    (10.0, [("active", "warning")]), (9.99, []), (100.0, [("active", "critical")]),
+])
+def test_shipped_gas_rule_alarms_at_its_points(value: float,
+                                               expected: list[tuple[str, str]]) -> None:
+    """gas_lel: 25.0 %LEL is critical (GB/T 50493 first level), 10.0 warns, 9.99 is normal."""
+    assert shipped("gas_lel", "G1", "gas", "concentration_lel", [(0, value)]) == expected
+
+
+def test_shipped_gas_rule_says_its_operator_and_clears_below_five() -> None:
+    """The gas signal carries op ≥ and limit 25; 5.0 %LEL holds the leak, 4.99 clears it."""
+    eng = shipped_engine()
+    signal = feed(eng, T0, "G1", "gas", concentration_lel=25.0)[0]
+    assert dict(signal.detail) == {"field": "concentration_lel", "op": "≥", "limit": 25.0}
+    assert shipped("gas_lel", "G1", "gas", "concentration_lel",
+                   [(0, 12.0), (10, 5.0), (20, 4.99)]) == [("active", "warning"),
+                                                          ("clear", "info")]
+
+
+@pytest.mark.parametrize(("steps", "expected"), [
+    ([(0, 0.14)], []),                                       # the GB 50974 minimum is met
+    ([(0, 0.1399)], [("active", "warning")]),
+    ([(0, 0.10), (60, 0.10)], [("active", "warning")]),      # 0.10 at fire flow is met
+    ([(0, 0.0999), (60, 0.0999)], [("active", "warning"), ("active", "critical")]),
+    ([(0, 0.0999), (59, 0.0999)], [("active", "warning")]),  # critical needs 60 s held
+    ([(0, 0.12), (10, 0.15)], [("active", "warning")]),      # 0.15 is still in the band
+    ([(0, 0.12), (10, 0.1501)], [("active", "warning"), ("clear", "info")]),
+])
+def test_shipped_hydrant_rule_edges(steps: list[tuple[float, float]],
+                                    expected: list[tuple[str, str]]) -> None:
+    """hydrant_pressure_low: < 0.14 warning, < 0.10 for 60 s critical, clears > 0.15 MPa."""
+    assert shipped("hydrant_pressure_low", "H1", "hydrant_pressure", "pressure",
+                   steps) == expected
+
+
+@pytest.mark.parametrize(("rule", "field", "value", "expected"), [
+    ("tank_level_low", "level", 2.8, [("active", "warning")]),        # 70 % reached
+    ("tank_level_low", "level", 2.81, []),
+    ("tank_level_low", "level", 1.6, [("active", "critical")]),       # 40 % reached
+    ("tank_level_overflow", "level", 3.98, [("active", "warning")]),  # 99.5 % reached
+    ("tank_level_overflow", "level", 3.979, []),
+])
+def test_shipped_tank_marks_alarm_when_reached(rule: str, field: str, value: float,
+                                               expected: list[tuple[str, str]]) -> None:
+    """Tank marks (percent of a 4 m tank) alarm when the water reaches them: ≤ 70/40, ≥ 99.5."""
+    assert shipped(rule, "T1", "water_level", field, [(0, value)]) == expected
+
+
+@pytest.mark.parametrize(("rule", "value", "expected"), [
+    ("heart_rate_low", 40, []), ("heart_rate_low", 39, [("active", "warning")]),
+    ("heart_rate_high", 130, []), ("heart_rate_high", 131, [("active", "warning")]),
+])
+def test_shipped_heart_rate_band_includes_its_ends(rule: str, value: float,
+                                                   expected: list[tuple[str, str]]) -> None:
+    """40 and 130 bpm are inside the normal band; beyond them for 5 minutes warns."""
+    assert shipped(rule, "W1", "elderly_watch", "heart_rate",
+                   [(0, value), (300, value)]) == expected
 
 
 # -- rate of change ---------------------------------------------------------------------

@@ -8,10 +8,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from sentinel.config.inventory import Device
 from sentinel.i18n import Language
-from sentinel.incidents.model import Incident, Outcome, Status
+from sentinel.incidents.model import Incident, IncidentBook, Outcome, Status
 from sentinel.notify.templates import Rendered, render_digest, render_notice, render_summary
-from sentinel.types import Severity
+from sentinel.rules.engine import RuleEngine
+from sentinel.rules.model import load_rules_file, merge_rule_files
+from sentinel.types import Reading, Severity, Value
+
+from helpers import SHIPPED_CONFIG
 
 T0 = datetime(2026, 5, 1, 8, 0, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
 NOW = T0 + 12 * 60 + 5
@@ -158,6 +163,88 @@ def test_raised_names_the_new_severity() -> None:
     assert zh.title == "【紧急】级别提高: 烟感报警 · 水贝花园1栋"
     assert "状态: 级别已提高为「紧急」" in lines(zh)
     assert "Status: severity raised to emergency" in lines(en)
+
+
+class ShippedRules:
+    """One device under the shipped rules.toml: readings go through rules into incidents."""
+
+    def __init__(self, device_id: str, kind: str) -> None:
+        config = merge_rule_files([load_rules_file(SHIPPED_CONFIG.parent / "rules.toml")])
+        place = {k: v for k, v in ROOM_306.items() if k in ("community", "compound",
+                                                             "building", "floor", "unit",
+                                                             "grid", "location")}
+        self.device = Device(id=device_id, kind=kind, profile="sentinel-json", **place)
+        inventory = {device_id: self.device}
+        self.engine = RuleEngine(config, inventory, T0 - 3600, 0.0)
+        self.book = IncidentBook(config, inventory)
+
+    def send(self, ts: float, **values: Value) -> None:
+        reading = Reading(self.device.id, self.device.kind, ts, ts, values)
+        self.book.apply(self.engine.on_readings([reading]), ts)
+
+    def tick(self, now: float) -> None:
+        self.book.apply(self.engine.tick(now), now)
+
+    def incident(self) -> Incident:
+        (inc,) = self.book.open.values()
+        return inc
+
+
+def reading_line(inc: Incident, lang: Language, kind: str = "raised") -> str:
+    body = lines(render_notice(kind, inc, lang, now=NOW))  # type: ignore[arg-type]
+    (line,) = [x for x in body if x.startswith(("读数: ", "Reading: "))]
+    return line
+
+
+def test_a_fall_raised_for_lying_still_pages_the_stillness() -> None:
+    """Fall → no step for 2 min: the raised page reads "2 分钟内无活动", not the step count."""
+    world = ShippedRules("SB-WCH-0001", "elderly_watch")
+    world.send(T0 - 10, steps=112, fall=False)
+    world.send(T0, fall=True, steps=112)
+    assert reading_line(world.incident(), "zh", "alert") == "读数: 检测到跌倒"
+    world.tick(T0 + 120)
+    inc = world.incident()
+    assert inc.severity == Severity.EMERGENCY
+    assert reading_line(inc, "zh") == "读数: 2 分钟内无活动"
+    assert reading_line(inc, "en") == "Reading: no movement for 2 min"
+    # Later notices (reminders, escalations) read the same current condition.
+    assert reading_line(inc, "zh", "repeat") == "读数: 2 分钟内无活动"
+    assert render_notice("raised", inc, "zh", now=NOW).title.startswith("【紧急】级别提高: 跌倒")
+
+
+def test_a_gas_leak_raised_to_critical_pages_the_critical_level() -> None:
+    """10 → 30 %LEL: the raised page reads 30 %LEL against ≥ 25 %LEL, not the old ≥ 10."""
+    world = ShippedRules("SB-GAS-0001", "gas")
+    world.send(T0, concentration_lel=10.0)
+    assert reading_line(world.incident(), "zh", "alert") == \
+        "读数: 燃气浓度 10%LEL (阈值 ≥ 10%LEL)"
+    world.send(T0 + 10, concentration_lel=30.0)
+    inc = world.incident()
+    assert inc.severity == Severity.CRITICAL
+    assert reading_line(inc, "zh") == "读数: 燃气浓度 30%LEL (阈值 ≥ 25%LEL)"
+    assert reading_line(inc, "en") == "Reading: gas concentration 30%LEL (threshold ≥ 25%LEL)"
+    assert reading_line(inc, "en", "escalated") == \
+        "Reading: gas concentration 30%LEL (threshold ≥ 25%LEL)"
+
+
+def test_a_gas_leak_at_the_alarm_point_reads_at_or_above() -> None:
+    """Exactly 25 %LEL opens a critical leak whose page says "25%LEL (阈值 ≥ 25%LEL)"."""
+    world = ShippedRules("SB-GAS-0001", "gas")
+    world.send(T0, concentration_lel=25.0)
+    inc = world.incident()
+    assert inc.severity == Severity.CRITICAL
+    assert reading_line(inc, "zh", "alert") == "读数: 燃气浓度 25%LEL (阈值 ≥ 25%LEL)"
+
+
+def test_a_held_level_says_how_long_it_must_hold() -> None:
+    """A hydrant critical after 60 s below 0.10 MPa says the hold, in zh and en."""
+    world = ShippedRules("SB-HYD-0001", "hydrant_pressure")
+    world.send(T0, pressure=0.09)
+    world.send(T0 + 60, pressure=0.09)
+    inc = world.incident()
+    assert inc.severity == Severity.CRITICAL
+    assert reading_line(inc, "zh") == "读数: 水压 0.09 MPa (阈值 < 0.1 MPa, 持续 1 分钟)"
+    assert reading_line(inc, "en") == "Reading: pressure 0.09 MPa (threshold < 0.1 MPa for 1 min)"
 
 
 def test_ack_expired_says_who_acknowledged_and_that_escalation_restarted() -> None:

@@ -83,6 +83,9 @@ class Incident:
     cleared_at: float | None = None
     value: Value | None = None
     detail: dict[str, Value] = field(default_factory=dict)
+    # The rule whose condition `value` and `detail` describe: the one that opened the
+    # incident or last raised it (notices show that condition, not the opening one).
+    rule: str | None = None
     # Rule -> severity of each condition of this incident that is active now.
     conditions: dict[str, int] = field(default_factory=dict)
     fired: int = 1
@@ -220,7 +223,8 @@ class IncidentBook:
             life_safety=policy.life_safety, resolve_mode=policy.resolve,
             clear_for=policy.clear_for, resolve_after=policy.resolve_after,
             cancel_window=policy.cancel_window, updated_at=ts, value=value,
-            detail=dict(detail or {}), conditions={rule: int(severity)} if rule else {})
+            detail=dict(detail or {}), conditions={rule: int(severity)} if rule else {},
+            rule=rule)
         # Drills mark an incident as it opens; silences are asked when each notification
         # is due (escalation), so they are not decided here.
         inc.drill = any(w.type == "drill" and w.covers(place, ts) for w in self._windows())
@@ -252,7 +256,10 @@ class IncidentBook:
                 return
             returned = not inc.active
             inc.conditions[s.rule] = int(s.severity)
-            inc.value = s.value
+            if s.rule == inc.rule or s.severity >= inc.severity:
+                # The reading people see is the condition that sets the severity, with its
+                # own value and threshold; a lesser condition of another rule leaves it.
+                inc.rule, inc.value, inc.detail = s.rule, s.value, dict(s.detail)
             if returned:
                 inc.active = True
                 inc.cleared_at = None

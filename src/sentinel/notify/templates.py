@@ -98,6 +98,8 @@ _TEXT: dict[str, dict[Language, str]] = {
                      "en": "To acknowledge, run: sentinel ack {id}"},
     "reading.threshold": {"zh": "{field} {value} (阈值 {op} {limit})",
                           "en": "{field} {value} (threshold {op} {limit})"},
+    "reading.threshold_held": {"zh": "{field} {value} (阈值 {op} {limit}, 持续 {duration})",
+                               "en": "{field} {value} (threshold {op} {limit} for {duration})"},
     "reading.drop": {"zh": "{field} {window}内下降 {measured} (阈值 {limit}), 当前 {value}",
                      "en": "{field} dropped {measured} within {window} (limit {limit}), "
                            "now {value}"},
@@ -307,6 +309,12 @@ def _reading(inc: Incident, lang: Language) -> str | None:
         return _quantity(v, unit)
 
     if "op" in d and "limit" in d:
+        # The condition that set the incident's severity (IncidentBook keeps value, detail
+        # and rule together), with the operator the rule used: > ≥ < ≤.
+        held = d.get("held_for")
+        if isinstance(held, int | float) and not isinstance(held, bool) and held > 0:
+            return _("reading.threshold_held", lang, field=label, value=q(value), op=d["op"],
+                     limit=q(d["limit"]), duration=_duration(held, lang)).strip()
         return _("reading.threshold", lang, field=label, value=q(value), op=d["op"],
                  limit=q(d["limit"])).strip()
     measure = d.get("measure")

@@ -63,7 +63,8 @@ class Signal:
     ts: float
     policy: Policy
     value: Value | None = None
-    # What was crossed, for people: e.g. {"field": "pressure", "op": "<", "limit": 0.14}.
+    # What was crossed, for people: e.g. {"field": "pressure", "op": "<", "limit": 0.14};
+    # `op` is one of > ≥ < ≤ as the rule's level says (rules.model.OPERATORS).
     detail: Mapping[str, Value] = field(default_factory=dict)
 
 
@@ -205,31 +206,45 @@ class StateEval(Evaluator):
 class ThresholdEval(Evaluator):
     rule: ThresholdRule
 
-    def __init__(self, rule: ThresholdRule, default_clear_for: float, scale: float) -> None:
+    def __init__(self, rule: ThresholdRule, default_clear_for: float,
+                 percent_of: float | None = None) -> None:
         super().__init__(rule, default_clear_for)
         self.ticks = any(lv.for_ > 0 for lv in rule.levels)
         self.watches = frozenset({rule.field})
         self.falling = rule.falling
-        self.limits = [((lv.below if lv.below is not None else lv.above or 0.0) * scale,
-                        lv.severity, lv.for_) for lv in rule.levels]
-        clear = rule.clear_above if self.falling else rule.clear_below
-        self.clear_at = None if clear is None else clear * scale
 
-    def _holds(self, limit: float, value: float) -> bool:
-        return value < limit if self.falling else value > limit
+        def scaled(value: float) -> float:
+            # value * base / 100, not value * (base / 100): a 70 % mark of a 4 m tank is
+            # then exactly 2.8 m, so a reading of 2.8 m is at the mark (inclusive bounds).
+            return value if percent_of is None else value * percent_of / 100.0
+
+        # (limit, severity, hold, inclusive, operator) per level, in the rule's order.
+        self.limits = [(scaled(lv.limit), lv.severity, lv.for_, lv.inclusive, lv.op)
+                       for lv in rule.levels]
+        clear = rule.clear_level
+        self.clear_at = None if clear is None else scaled(clear[0])
+        self.clear_inclusive = clear is not None and clear[1]
+
+    def _holds(self, limit: float, inclusive: bool, value: float) -> bool:
+        if self.falling:
+            return value <= limit if inclusive else value < limit
+        return value >= limit if inclusive else value > limit
 
     def _clear(self, value: float) -> bool:
         if self.clear_at is None:
-            return not any(self._holds(limit, value) for limit, _, _ in self.limits)
-        return value > self.clear_at if self.falling else value < self.clear_at
+            return not any(self._holds(limit, inclusive, value)
+                           for limit, _, _, inclusive, _ in self.limits)
+        if self.falling:
+            return value >= self.clear_at if self.clear_inclusive else value > self.clear_at
+        return value <= self.clear_at if self.clear_inclusive else value < self.clear_at
 
     def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
         value = _num(r.values.get(self.rule.field))
         if value is None or stale:
             return None
         best: tuple[Severity, int] | None = None
-        for i, (limit, severity, hold) in enumerate(self.limits):
-            if self._holds(limit, value):
+        for i, (limit, severity, hold, inclusive, _) in enumerate(self.limits):
+            if self._holds(limit, inclusive, value):
                 since = st.pending.setdefault(i, r.ts)
                 if r.ts - since >= hold and (best is None or severity > best[0]):
                     best = (severity, i)
@@ -241,9 +256,11 @@ class ThresholdEval(Evaluator):
         if st.active and self._clear(value):
             return self.clear(st, r.ts, value)
         if best is not None:
-            limit = self.limits[best[1]][0]
-            return self.activate(st, best[0], r.ts, value, field=self.rule.field,
-                                 op="<" if self.falling else ">", limit=round(limit, 6))
+            limit, _, hold, _, op = self.limits[best[1]]
+            # A level with `for` says so (as on_tick does): "< 0.10 MPa for 60 s".
+            held: dict[str, Value] = {"held_for": hold} if hold > 0 else {}
+            return self.activate(st, best[0], r.ts, value, field=self.rule.field, op=op,
+                                 limit=round(limit, 6), **held)
         return None
 
     def on_tick(self, st: CondState, now: float, last_seen: float) -> Signal | None:
@@ -251,15 +268,14 @@ class ThresholdEval(Evaluator):
         for i, since in st.pending.items():
             if i >= len(self.limits):
                 continue
-            limit, severity, hold = self.limits[i]
+            _, severity, hold, _, _ = self.limits[i]
             if hold > 0 and now - since >= hold and (best is None or severity > best[0]):
                 best = (severity, i, since + hold)
         if best is None:
             return None
-        limit = self.limits[best[1]][0]
-        return self.activate(st, best[0], best[2], st.last, field=self.rule.field,
-                             op="<" if self.falling else ">", limit=round(limit, 6),
-                             held_for=self.limits[best[1]][2])
+        limit, _, hold, _, op = self.limits[best[1]]
+        return self.activate(st, best[0], best[2], st.last, field=self.rule.field, op=op,
+                             limit=round(limit, 6), held_for=hold)
 
 
 class RateEval(Evaluator):
@@ -732,6 +748,9 @@ def _matching_overrides(config: RulesConfig, device: Device) -> list[Any]:
                   key=lambda ov: ov.match.specificity)
 
 
+_CLEAR_KEYS = frozenset({"clear_above", "clear_at_or_above", "clear_below", "clear_at_or_below"})
+
+
 def _apply_overrides(config: RulesConfig, device: Device, matching: list[Any]
                      ) -> list[RuleSpec]:
     out: list[RuleSpec] = []
@@ -750,6 +769,9 @@ def _apply_overrides(config: RulesConfig, device: Device, matching: list[Any]
             continue
         if changes:
             data = rule.model_dump(by_alias=True)
+            if _CLEAR_KEYS.intersection(changes):
+                # An override's clear level replaces the rule's, whichever form each uses.
+                data.update(dict.fromkeys(_CLEAR_KEYS.intersection(data)))
             data.update(changes)
             rule = type(rule).model_validate(data)
         out.append(rule)
@@ -770,13 +792,12 @@ def _evaluator(rule: RuleSpec, device: Device, clear_for: float) -> Evaluator | 
     if isinstance(rule, StateRule):
         return StateEval(rule, clear_for)
     if isinstance(rule, ThresholdRule):
-        scale = 1.0
+        setting = None
         if rule.relative_to is not None:
             setting = device.settings.number(rule.relative_to)
             if setting is None:
                 return None
-            scale = setting / 100.0
-        return ThresholdEval(rule, clear_for, scale)
+        return ThresholdEval(rule, clear_for, setting)
     if isinstance(rule, RateRule):
         return RateEval(rule, clear_for)
     if isinstance(rule, OfflineRule):

@@ -105,61 +105,130 @@ class StateRule(_RuleBase):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+# A bound of a threshold level, and the operator a person reads for it. `above` / `below`
+# are strict (the limit itself is normal: a main at exactly 0.14 MPa meets GB 50974);
+# `at_or_above` / `at_or_below` include the limit (a detector's alarm point: 25 %LEL alarms).
+Bound = Literal["above", "at_or_above", "below", "at_or_below"]
+OPERATORS: dict[Bound, str] = {"above": ">", "at_or_above": "≥", "below": "<",
+                               "at_or_below": "≤"}
+_BOUNDS: tuple[Bound, ...] = ("above", "at_or_above", "below", "at_or_below")
+
+
 class Level(_Model):
-    """One severity step of a threshold: below or above a value, held for a duration."""
+    """One severity step of a threshold: beyond a value, held for a duration.
+
+    Exactly one of `above` (>), `at_or_above` (≥), `below` (<), `at_or_below` (≤).
+    """
 
     severity: SeverityField
     below: float | None = None
+    at_or_below: float | None = None
     above: float | None = None
+    at_or_above: float | None = None
     for_: Duration = Field(default=0.0, alias="for")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @model_validator(mode="after")
     def _one_bound(self) -> Level:
-        if (self.below is None) == (self.above is None):
-            raise ValueError("a level needs exactly one of below / above")
+        given = [b for b in _BOUNDS if getattr(self, b) is not None]
+        if len(given) != 1:
+            raise ValueError("a level needs exactly one of above (>), at_or_above (≥), "
+                             "below (<), at_or_below (≤)")
         return self
+
+    @property
+    def bound(self) -> Bound:
+        return next(b for b in _BOUNDS if getattr(self, b) is not None)
+
+    @property
+    def limit(self) -> float:
+        value = getattr(self, self.bound)
+        assert isinstance(value, float | int)
+        return float(value)
+
+    @property
+    def rising(self) -> bool:
+        """The alarm side is above the limit."""
+        return self.bound in ("above", "at_or_above")
+
+    @property
+    def inclusive(self) -> bool:
+        return self.bound.startswith("at_or_")
+
+    @property
+    def op(self) -> str:
+        return OPERATORS[self.bound]
+
+
+def _overlaps(level: Level, clear: float, clear_inclusive: bool) -> bool:
+    """Whether some value would both hold `level` and clear (the rule would flap on it)."""
+    limit = level.limit
+    if level.rising:   # alarm: v > limit (or ≥); clear: v < clear (or ≤)
+        return clear > limit or (clear == limit and level.inclusive and clear_inclusive)
+    return clear < limit or (clear == limit and level.inclusive and clear_inclusive)
 
 
 class ThresholdRule(_RuleBase):
-    """A numeric field beyond levels, with a separate clear level (hysteresis)."""
+    """A numeric field beyond levels, with a separate clear level (hysteresis).
+
+    Levels watch one direction. The clear level is on the other side: `clear_above` (>) or
+    `clear_at_or_above` (≥) for levels below a limit, `clear_below` (<) or
+    `clear_at_or_below` (≤) for levels above one. Without a clear level the condition
+    clears as soon as no level holds.
+    """
 
     type: Literal["threshold"]
     field: str
     levels: tuple[Level, ...] = Field(min_length=1)
     # The condition clears only once the value is back past these (hysteresis band).
     clear_above: float | None = None
+    clear_at_or_above: float | None = None
     clear_below: float | None = None
+    clear_at_or_below: float | None = None
     # Values are percentages of this per-device setting (e.g. tank_height_m); devices
     # without the setting are not checked by this rule.
     relative_to: str | None = None
 
     @model_validator(mode="after")
     def _directions(self) -> ThresholdRule:
-        below = [lv for lv in self.levels if lv.below is not None]
-        above = [lv for lv in self.levels if lv.above is not None]
-        if below and above:
+        rising = {lv.rising for lv in self.levels}
+        if len(rising) > 1:
             raise ValueError("a threshold rule watches one direction; write two rules")
-        if below:
-            if self.clear_below is not None:
-                raise ValueError("levels use 'below': the clear level is 'clear_above'")
-            worst = max(lv.below for lv in below if lv.below is not None)
-            if self.clear_above is not None and self.clear_above < worst:
-                raise ValueError(f"clear_above {self.clear_above} must not be below the "
-                                 f"level at {worst}")
-        if above:
-            if self.clear_above is not None:
-                raise ValueError("levels use 'above': the clear level is 'clear_below'")
-            lowest = min(lv.above for lv in above if lv.above is not None)
-            if self.clear_below is not None and self.clear_below > lowest:
-                raise ValueError(f"clear_below {self.clear_below} must not be above the "
-                                 f"level at {lowest}")
+        clears = {name: getattr(self, name) for name in
+                  ("clear_above", "clear_at_or_above", "clear_below", "clear_at_or_below")
+                  if getattr(self, name) is not None}
+        if len(clears) > 1:
+            raise ValueError(f"a threshold rule has one clear level, not {', '.join(clears)}")
+        if not clears:
+            return self
+        (name, clear), = clears.items()
+        if self.falling and name in ("clear_below", "clear_at_or_below"):
+            raise ValueError("levels use 'below' / 'at_or_below': the clear level is "
+                             "'clear_above' or 'clear_at_or_above'")
+        if not self.falling and name in ("clear_above", "clear_at_or_above"):
+            raise ValueError("levels use 'above' / 'at_or_above': the clear level is "
+                             "'clear_below' or 'clear_at_or_below'")
+        inclusive = name.startswith("clear_at_or_")
+        for level in self.levels:
+            if _overlaps(level, clear, inclusive):
+                raise ValueError(f"{name} {clear} overlaps the level {level.op} {level.limit}: "
+                                 f"a value there would both alarm and clear")
         return self
 
     @property
     def falling(self) -> bool:
-        return self.levels[0].below is not None
+        return not self.levels[0].rising
+
+    @property
+    def clear_level(self) -> tuple[float, bool] | None:
+        """(value, inclusive) of the clear level, if one is set."""
+        for name, inclusive in (("clear_above", False), ("clear_at_or_above", True),
+                                ("clear_below", False), ("clear_at_or_below", True)):
+            value = getattr(self, name)
+            if value is not None:
+                return float(value), inclusive
+        return None
 
 
 class RateRule(_RuleBase):

@@ -3,6 +3,7 @@ escalation services on a real state database, real apprise deliveries to a local
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
                 incidents, state, oncall, policies, sender,
                 EscalationSettings(tick_interval=0.01), NotifySettings(), clock)
             await escalation.start()
+            incidents.same_commit = escalation.same_commit  # as the app wires it
             yield Rig(clock, incidents, escalation, hooks)
             await sender.aclose()
 
@@ -135,6 +137,24 @@ async def test_life_safety_is_never_held_behind_a_storm(rig: Rig) -> None:
     await rig.settle()
     assert [r.path for r in rig.hooks.requests] == ["/gw"]
     assert "烟感报警" in titles(rig.hooks.requests)[0]
+
+
+async def test_an_alarm_and_its_first_page_commit_once_before_the_send(rig: Rig) -> None:
+    """The smoke alarm and its first tier's outbox row are one transaction: the page is on
+    the wire after that single commit, before the escalation follower has run at all."""
+    rig.hooks.hang(2.0)  # the receiver holds its answer: no result commit meanwhile
+    state = rig.escalation._state
+    before = state.commits
+    await rig.incidents.process([Reading(SMOKE.id, "smoke", START, START, {"alarm": True})])
+    sent = await asyncio.to_thread(rig.hooks.wait_for, 1, 10)
+    assert [r.path for r in sent] == ["/gw"]
+    assert state.commits - before == 1, "one durable write between the alarm and its page"
+    types = [e.type for e in await rig.incidents.events_after(0)]
+    assert types[:3] == ["opened", "escalation_started", "escalation_step"], types
+    rig.hooks.hang(0.0)
+    await rig.escalation.dispatcher.drain(10)
+    await rig.escalation._pass()
+    assert [r.path for r in rig.hooks.requests] == ["/gw"], "the follower did not page again"
 
 
 async def test_alarms_grouped_into_a_fire_as_they_open_page_only_as_the_fire(rig: Rig

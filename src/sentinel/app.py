@@ -155,6 +155,8 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
                                        settings.escalation, settings.notify, clock, signer,
                                        settings.control.base_url)
         await escalation.start()
+        # An alarm's first escalation step commits with the alarm itself (one fsync).
+        incidents.same_commit = escalation.same_commit
         readings = ReadingFeed(loaded.inventory)
         async with contextlib.AsyncExitStack() as stack:
             sink = await stack.enter_async_context(_sink(loaded, on_store_event))

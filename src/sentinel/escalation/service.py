@@ -16,7 +16,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -29,14 +29,13 @@ from sentinel.escalation.engine import (
     Escalation,
     EscalationEngine,
     Muter,
-    Note,
     Notice,
     Output,
 )
 from sentinel.escalation.model import Contact, OncallConfig, Policy, PolicyConfig, Role
 from sentinel.escalation.roster import Rosters
 from sentinel.incidents.model import Incident, IncidentEvent, Outcome
-from sentinel.incidents.service import IncidentService
+from sentinel.incidents.service import Contribution, IncidentService
 from sentinel.incidents.store import StateStore, query_events
 from sentinel.notify import outbox
 from sentinel.notify.dispatch import Dispatcher
@@ -85,6 +84,39 @@ class _Delivery:
     now: float
     done: asyncio.Future[None]
 
+@dataclass(slots=True)
+class _Batch:
+    """What one escalation decision writes, and the rows to start once it is committed."""
+
+    events: list[IncidentEvent]
+    rows: list[NewRow]
+    changed: list[Escalation]
+    withdraw: list[str]
+    now: float
+    urgent: list[OutboxRow] = field(default_factory=list)
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        now = self.now
+        conn.executemany(
+            "INSERT OR REPLACE INTO escalations (incident_id, state, updated, data)"
+            " VALUES (?, ?, ?, ?)",
+            [(e.incident_id, e.state, now, json.dumps(e.to_json(), ensure_ascii=False))
+             for e in self.changed])
+        for incident_id in self.withdraw:
+            outbox.withdraw(conn, incident_id, now)
+        outbox.insert(conn, self.rows)
+        urgent_keys = [r.key for r in self.rows if r.life_safety and r.due <= now]
+        self.urgent[:] = outbox.pending_by_key(conn, urgent_keys)
+
+
+def _save_cursor(conn: sqlite3.Connection, cursor: int) -> None:
+    # Two paths advance the cursor (the follower and same_commit); it never goes back.
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value ="
+        " CASE WHEN CAST(excluded.value AS INTEGER) > CAST(value AS INTEGER)"
+        " THEN excluded.value ELSE value END", (CURSOR_KEY, str(cursor)))
+
+
 class EscalationService:
     """Escalation engine + outbox + delivery results, on the state database."""
 
@@ -112,6 +144,7 @@ class EscalationService:
         # Delivery results waiting for the next group commit (see delivered()).
         self._deliveries: list[_Delivery] = []
         self._recorder: asyncio.Task[None] | None = None
+        self._follow_ups: set[asyncio.Task[None]] = set()
         self._cursor = 0
         self._cursor_saved = 0
         self._cursor_saved_at = 0.0
@@ -187,6 +220,8 @@ class EscalationService:
             now = self._clock.now()
             out = Output()
             for event in events:
+                if event.seq <= self._cursor:
+                    continue  # decided in the commit that made it (same_commit)
                 self._cursor = event.seq
                 if event.incident_id.startswith("digest:"):
                     continue
@@ -217,53 +252,117 @@ class EscalationService:
 
     async def _commit(self, out: Output, now: float, digests: Sequence[NewRow] = (),
                       digest_day: Mapping[str, str] | None = None) -> None:
+        incidents = await self._incidents_of(out)
+        cursor_due = self._cursor != self._cursor_saved and (
+            now - self._cursor_saved_at >= _CURSOR_EVERY)
+        batch = self._plan(out, now, incidents, digests)
+        if not (batch.rows or batch.events or batch.changed or batch.withdraw or cursor_due
+                or digest_day):
+            return
+        cursor = self._cursor
+        meta = dict(digest_day or {})
+
+        def write(conn: sqlite3.Connection) -> None:
+            batch.write(conn)
+            _save_cursor(conn, cursor)
+            conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             list(meta.items()))
+        await self._incidents.record(batch.events, write)
+        self._committed(batch)
+        self._cursor_saved, self._cursor_saved_at = cursor, now
+        self._digest_sent.update(digest_day or {})
+
+    def same_commit(self, events: Sequence[IncidentEvent], changed: Sequence[Incident],
+                    now: float) -> Contribution | None:
+        """Decide the first escalation step of what a rules commit changes, in that commit.
+
+        Called by the incident stage before it commits readings' incidents: the outbox rows
+        of an alarm's first tier commit in the same transaction as the alarm (one fsync
+        between its arrival and its first send), and the rows due now are handed to the
+        dispatcher as soon as that commit returns. Only when this stage is idle and has
+        followed every earlier event (else the event-log follower takes them, in order).
+        """
+        if self._lock.locked() or self._cursor != self._incidents.last_seq:
+            return None
+        known = {i.id: i for i in changed}
+        out = Output()
+        for event in events:
+            inc = known.get(event.incident_id) or self._incidents.incident(event.incident_id)
+            if inc is not None:
+                known[inc.id] = inc
+                out.extend(self.engine.on_event(event, inc, now))
+        for inc in list(known.values()):
+            for member_id in inc.members:
+                member = self._incidents.incident(member_id)
+                if member is not None:
+                    known.setdefault(member_id, member)
+        batch = self._plan(out, now, known)
+
+        def write(conn: sqlite3.Connection) -> None:
+            batch.write(conn)
+            top = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+            _save_cursor(conn, int(top))
+
+        def after(stored: Sequence[IncidentEvent]) -> None:
+            if stored:
+                self._cursor = max(self._cursor, stored[-1].seq)
+                self._cursor_saved, self._cursor_saved_at = self._cursor, now
+            self._committed(batch)
+            if out.expire_ack or out.unreachable:
+                task = asyncio.get_running_loop().create_task(self._follow_up(out))
+                self._follow_ups.add(task)
+                task.add_done_callback(self._follow_ups.discard)
+            elif out.notices or out.withdraw:
+                self.dispatcher.wake()
+
+        return Contribution(batch.events, write, after)
+
+    def _committed(self, batch: _Batch) -> None:
+        # Pages due now leave as soon as their commit returns (see Dispatcher.send_now).
+        self.dispatcher.send_now(batch.urgent)
+        self._count_steps(batch.events)
+        if batch.rows:
+            self.dispatcher.wake()
+
+    def _plan(self, out: Output, now: float, incidents: Mapping[str, Incident],
+              digests: Sequence[NewRow] = ()) -> _Batch:
+        """What one escalation decision writes: audit events, outbox rows, climbs."""
         # An incident withdrawn in this same pass (opened and grouped into a fire at once)
         # must not page on its own; resolution messages still go out.
         withdrawn = set(out.withdraw)
         notices = [n for n in out.notices
                    if n.kind == "resolved" or n.incident_id not in withdrawn]
-        rows = [*await self._rows(notices, now), *digests]
-        events = [e for n in out.notes if (e := await self._event(n, now)) is not None]
-        changed = list(out.changed.values())
-        cursor_due = self._cursor != self._cursor_saved and (
-            now - self._cursor_saved_at >= _CURSOR_EVERY)
-        if not (rows or events or changed or out.withdraw or cursor_due or digest_day):
-            return
-        cursor = self._cursor
-        withdraw = list(out.withdraw)
-        meta = {CURSOR_KEY: str(cursor), **(digest_day or {})}
-        # Pages due now leave as soon as this commit returns (see Dispatcher.send_now).
-        urgent_keys = [r.key for r in rows if r.life_safety and r.due <= now]
-        urgent: list[OutboxRow] = []
+        rows = [*self._rows(notices, now, incidents), *digests]
+        events = [IncidentEvent(inc.id, n.type, now, "sentinel", inc.severity, inc.status,
+                                dict(n.data))
+                  for n in out.notes if (inc := incidents.get(n.incident_id)) is not None]
+        return _Batch(events, rows, list(out.changed.values()), list(out.withdraw), now)
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT OR REPLACE INTO escalations (incident_id, state, updated, data)"
-                " VALUES (?, ?, ?, ?)",
-                [(e.incident_id, e.state, now, json.dumps(e.to_json(), ensure_ascii=False))
-                 for e in changed])
-            for incident_id in withdraw:
-                outbox.withdraw(conn, incident_id, now)
-            outbox.insert(conn, rows)
-            conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                             list(meta.items()))
-            urgent[:] = outbox.pending_by_key(conn, urgent_keys)
-        await self._incidents.record(events, write)
-        self.dispatcher.send_now(urgent)
-        self._count_steps(events)
-        self._cursor_saved, self._cursor_saved_at = cursor, now
-        self._digest_sent.update(digest_day or {})
-        if rows:
-            self.dispatcher.wake()
+    async def _incidents_of(self, out: Output) -> dict[str, Incident]:
+        """The incidents (and group members) an Output speaks of, from memory or the file."""
+        found: dict[str, Incident] = {}
+        wanted = [*(n.incident_id for n in out.notices), *(n.incident_id for n in out.notes)]
+        for incident_id in wanted:
+            if incident_id in found:
+                continue
+            inc = await self._incident(incident_id)
+            if inc is None:
+                continue
+            found[incident_id] = inc
+            for member_id in inc.members:
+                if member_id not in found and (m := await self._incident(member_id)):
+                    found[member_id] = m
+        return found
 
-    async def _rows(self, notices: Sequence[Notice], now: float) -> list[NewRow]:
+    def _rows(self, notices: Sequence[Notice], now: float,
+              incidents: Mapping[str, Incident]) -> list[NewRow]:
         rows: list[NewRow] = []
         hold = self._policies.storm.window
         for notice in notices:
-            inc = await self._incident(notice.incident_id)
+            inc = incidents.get(notice.incident_id)
             if inc is None:
                 continue
-            members = [m for i in inc.members if (m := await self._incident(i)) is not None]
+            members = [m for i in inc.members if (m := incidents.get(i)) is not None]
             contact = notice.contact
             link = None
             if self._signer is not None and notice.kind in _LINK_KINDS and inc.open:
@@ -278,13 +377,6 @@ class EscalationService:
                                notice.step, contact.id, 0, notice.life_safety, text.title,
                                text.body, now, due))
         return rows
-
-    async def _event(self, note: Note, now: float) -> IncidentEvent | None:
-        inc = await self._incident(note.incident_id)
-        if inc is None:
-            return None
-        return IncidentEvent(inc.id, note.type, now, "sentinel", inc.severity, inc.status,
-                             dict(note.data))
 
     async def _incident(self, incident_id: str) -> Incident | None:
         found = self._incidents.incident(incident_id)
@@ -401,9 +493,10 @@ class EscalationService:
                         events.append(IncidentEvent(inc.id, event, now, "sentinel",
                                                     inc.severity, inc.status, data))
             now = max(d.now for d in batch)
-            notices = await self._rows(out.notices, now)
-            events += [e for n in out.notes if (e := await self._event(n, now)) is not None]
-            changed = list(out.changed.values())
+            planned = self._plan(out, now, await self._incidents_of(out))
+            notices = planned.rows
+            events += planned.events
+            changed = planned.changed
 
             def write(conn: sqlite3.Connection) -> None:
                 for delivery in batch:

@@ -15,7 +15,8 @@ import dataclasses
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import structlog
 
@@ -37,6 +38,24 @@ log = structlog.get_logger("sentinel.incidents")
 _SOFT_FLUSH = 5.0
 # Recent committed events kept in memory for subscribers; older ones come from the file.
 _RECENT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """What a later stage adds to a rules commit: its audit events, its own writes (run in
+    the same transaction), and what to do once the commit has returned (the stored events
+    with their seq)."""
+
+    events: Sequence[IncidentEvent]
+    write: Callable[[sqlite3.Connection], None]
+    after: Callable[[Sequence[IncidentEvent]], None]
+
+
+class SameCommit(Protocol):
+    """A later stage that decides on a rules commit's events inside that commit."""
+
+    def __call__(self, events: Sequence[IncidentEvent], changed: Sequence[Incident],
+                 now: float) -> Contribution | None: ...
 
 
 class IncidentService:
@@ -65,6 +84,8 @@ class IncidentService:
         self.evaluated = 0
         # Per process() batch: lock wait, evaluation and the commit (what the gate waits for).
         self.eval_seconds = LatencyHistogram()
+        # The escalation stage's first step, committed with the alarm (set by the app).
+        self.same_commit: SameCommit | None = None
 
     async def start(self) -> None:
         """Resume from the state database."""
@@ -95,7 +116,7 @@ class IncidentService:
             if signals:
                 book.apply(signals, now)
             if book.has_changes or engine.has_significant_changes:
-                await self._commit()
+                await self._commit(joined=True)
         self.eval_seconds.observe(time.perf_counter() - started)
 
     # -- timers -----------------------------------------------------------------------
@@ -123,7 +144,7 @@ class IncidentService:
             book.tick(now)
             soft_due = self._clock.monotonic() - self._last_soft_flush >= _SOFT_FLUSH
             if book.has_changes or engine.has_significant_changes or soft_due:
-                await self._commit()
+                await self._commit(joined=True)
 
     async def close(self) -> None:
         """Write everything still in memory (used at shutdown)."""
@@ -134,10 +155,16 @@ class IncidentService:
 
     async def _commit(self, force_seen: bool = False,
                       extra_events: Sequence[IncidentEvent] = (),
-                      extra: Callable[[sqlite3.Connection], None] | None = None) -> None:
+                      extra: Callable[[sqlite3.Connection], None] | None = None,
+                      joined: bool = False) -> None:
         engine, book = self._require()
         dirty = engine.take_dirty(force_seen)
         incidents, events, flaps = book.take_changes()
+        joining = None
+        if joined and events and self.same_commit is not None:
+            joining = self.same_commit(events, incidents, self._clock.now())
+            if joining is not None:
+                extra_events, extra = joining.events, joining.write
         stored = await self._store.commit(Changes(
             incidents=incidents, events=[*events, *extra_events], states=dirty.states,
             last_seen=dirty.last_seen, flaps=flaps, extra=extra))
@@ -153,6 +180,9 @@ class IncidentService:
             log.info("incident_" + event.type, incident=event.incident_id,
                      severity=event.severity.label, status=event.status.value,
                      actor=event.actor, **_loggable(event.data))
+        if joining is not None:
+            # Before followers wake: they must see these events as decided already.
+            joining.after(stored)
         if stored:
             self._new_events.set()
             self._new_events = asyncio.Event()

@@ -134,6 +134,8 @@ class StateStore:
         self.path = path
         self._db = SqliteDb(path, SCHEMA, synchronous=synchronous)
         self._disk = disk
+        # Transactions of the rules and incident stages (each one a durable write).
+        self.commits = 0
 
     async def __aenter__(self) -> StateStore:
         await self._db.open()
@@ -200,7 +202,9 @@ class StateStore:
                 if changes.extra is not None:
                     changes.extra(conn)
             return stored
-        return await self.call(commit)
+        stored = await self.call(commit)
+        self.commits += 1
+        return stored
 
     async def events_after(self, seq: int, limit: int) -> list[IncidentEvent]:
         return await self._db.call(lambda conn: query_events(conn, after=seq, limit=limit))

@@ -105,7 +105,7 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
     async with StateStore(settings.incidents.path, settings.incidents.synchronous,
                           disk) as state:
         incidents = IncidentService(loaded.rules, loaded.inventory, state, clock,
-                                    settings.rules)
+                                    settings.rules, settings.incidents.latency)
         await incidents.start()
         # The inventory, profiles and rules live as long as the process: move them out of
         # the collector's way, so full collections stay short (measured: ~70 ms pauses).

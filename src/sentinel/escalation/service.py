@@ -387,6 +387,11 @@ class EscalationService:
                     log.info(event, incident=row.incident_id, contact=row.contact_id,
                              channel=label, kind=row.kind, step=row.step, attempt=attempt,
                              error=result.error, elapsed=round(result.elapsed, 4))
+                    # The latency record: handed and accepted, written by the commit below.
+                    handed = self.dispatcher.handed_at.get(row.id)
+                    if inc is not None and handed is not None:
+                        self._incidents.note_delivery(inc.id, handed,
+                                                      now if result.ok else None)
                     if inc is not None:
                         events.append(IncidentEvent(inc.id, event, now, "sentinel",
                                                     inc.severity, inc.status, data))

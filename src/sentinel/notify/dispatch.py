@@ -59,6 +59,9 @@ class Dispatcher:
         # Messages per channel label (scheme, plus host where public: never the URL).
         self.sent_by_channel: dict[str, int] = {}
         self.failed_by_channel: dict[str, int] = {}
+        # Outbox row id -> when its current send started (the "handed" stage of the
+        # incident's latency record), read by the sink when it records the result.
+        self.handed_at: dict[int, float] = {}
 
     def wake(self) -> None:
         """New rows were queued: look now rather than at the next timer."""
@@ -163,6 +166,9 @@ class Dispatcher:
                 async with self._slots:
                     if self._on_send is not None:
                         self._on_send(first)
+                    handed = self._clock.now()
+                    for row in rows:
+                        self.handed_at[row.id] = handed
                     result = await self._sender.send(url, message.title, message.body,
                                                      headers={"Idempotency-Key": key})
             if result.ok:
@@ -177,6 +183,7 @@ class Dispatcher:
         finally:
             for row in rows:
                 self._inflight.discard(row.id)
+                self.handed_at.pop(row.id, None)
             if not result_ok:
                 # A failed send is due again later (or went to the next channel): look.
                 # A sent one changes nothing that is due, and waking for every delivery

@@ -11,6 +11,7 @@ severity rises), so a thousand identical readings cost nothing downstream.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class Signal:
     value: Value | None = None
     # What was crossed, for people: e.g. {"field": "pressure", "op": "<", "limit": 0.14}.
     detail: Mapping[str, Value] = field(default_factory=dict)
+    # When sentinel received the reading behind it (None: a timer decided, at `ts`).
+    received_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -662,6 +665,10 @@ class RuleEngine:
                     if ev.ticks:
                         self._watch_timer(key, ev, st)
             if len(out) > produced:
+                # The incident's latency record starts at this reading's receipt.
+                received = r.received_at
+                for i in range(produced, len(out)):
+                    out[i] = dataclasses.replace(out[i], received_at=received)
                 if signalled is None:
                     signalled = self._signalled[r.device_id] = collections.deque(
                         maxlen=_SIGNALLED_KEPT)

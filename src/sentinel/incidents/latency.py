@@ -84,7 +84,8 @@ class Breach:
     pending: bool        # the budget's last stage has not been reached yet
 
     def detail(self) -> dict[str, float | bool | str]:
-        return {"incident": self.incident_id, "budget": self.budget,
+        # "alarm", not "incident": event data is logged beside the event's own incident.
+        return {"alarm": self.incident_id, "budget": self.budget,
                 "seconds": round(self.seconds, 3), "limit": self.limit, "stage": self.stage,
                 "stage_from": self.stage_from, "stage_seconds": round(self.stage_seconds, 3),
                 "pending": self.pending}

@@ -98,7 +98,8 @@ class EscalationService:
         self.rosters = Rosters(oncall)
         self.engine = EscalationEngine(policies, self.rosters, self.contacts)
         self.dispatcher = Dispatcher(state, sender, self.contacts, policies.storm,
-                                     notify.concurrency, self, clock)
+                                     notify.concurrency, self, clock,
+                                     on_handed=self._handed)
         self._lock = asyncio.Lock()
         # Delivery results waiting for the next group commit (see delivered()).
         self._deliveries: list[_Delivery] = []
@@ -387,11 +388,9 @@ class EscalationService:
                     log.info(event, incident=row.incident_id, contact=row.contact_id,
                              channel=label, kind=row.kind, step=row.step, attempt=attempt,
                              error=result.error, elapsed=round(result.elapsed, 4))
-                    # The latency record: handed and accepted, written by the commit below.
-                    handed = self.dispatcher.handed_at.get(row.id)
-                    if inc is not None and handed is not None:
-                        self._incidents.note_delivery(inc.id, handed,
-                                                      now if result.ok else None)
+                    if inc is not None and result.ok:
+                        # The latency record's "accepted", written by the commit below.
+                        self._incidents.note_delivery(inc.id, None, now)
                     if inc is not None:
                         events.append(IncidentEvent(inc.id, event, now, "sentinel",
                                                     inc.severity, inc.status, data))
@@ -427,6 +426,11 @@ class EscalationService:
         await self._follow_up(out)
         if fallbacks:
             self.dispatcher.wake()
+
+    def _handed(self, rows: Sequence[OutboxRow], at: float) -> None:
+        """A send started: the latency record's "handed" (written with the next commit)."""
+        for row in rows:
+            self._incidents.note_delivery(row.incident_id, at, None)
 
     def _count_steps(self, events: Sequence[IncidentEvent]) -> None:
         for event in events:

@@ -238,17 +238,19 @@ class IncidentService:
         self._timing_dirty = set()
         return more
 
-    def note_delivery(self, incident_id: str, handed: float, accepted: float | None) -> None:
-        """Record a notification handed to a channel and, if a receiver accepted it, when.
+    def note_delivery(self, incident_id: str, handed: float | None,
+                      accepted: float | None) -> None:
+        """Record when a notification was handed to a channel, or a receiver accepted one.
 
-        Called by the delivery-result recorder just before its commit (record()), which
-        then writes the stage times and any breach: no commit of its own on the alarm path.
+        Called by the notification stage as a send starts and as its result is recorded;
+        the next commit (the delivery result's) writes the stage times and any breach: no
+        commit of its own on the alarm path. Only the first of each stage is kept.
         """
         inc = self.incident(incident_id)
         if inc is None or "received" not in inc.timing:
             return
         label = "true" if inc.life_safety else "false"
-        if "handed" not in inc.timing:
+        if handed is not None and "handed" not in inc.timing:
             inc.timing["handed"] = handed
             self._timing_dirty.add(inc.id)
             _histogram(self.forward_seconds, label).observe(

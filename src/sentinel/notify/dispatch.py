@@ -42,7 +42,9 @@ class Dispatcher:
 
     def __init__(self, state: StateStore, sender: Sender, contacts: Mapping[str, Contact],
                  storm: StormSettings, concurrency: int, sink: ResultSink, clock: Clock,
-                 on_send: Callable[[OutboxRow], None] | None = None) -> None:
+                 on_send: Callable[[OutboxRow], None] | None = None,
+                 on_handed: Callable[[Sequence[OutboxRow], float], None] | None = None
+                 ) -> None:
         self._state = state
         self._sender = sender
         self._contacts = contacts
@@ -51,6 +53,8 @@ class Dispatcher:
         self._sink = sink
         self._clock = clock
         self._on_send = on_send
+        # Told when a send starts: the "handed" stage of the incidents' latency record.
+        self._on_handed = on_handed
         self._inflight: set[int] = set()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -59,9 +63,6 @@ class Dispatcher:
         # Messages per channel label (scheme, plus host where public: never the URL).
         self.sent_by_channel: dict[str, int] = {}
         self.failed_by_channel: dict[str, int] = {}
-        # Outbox row id -> when its current send started (the "handed" stage of the
-        # incident's latency record), read by the sink when it records the result.
-        self.handed_at: dict[int, float] = {}
 
     def wake(self) -> None:
         """New rows were queued: look now rather than at the next timer."""
@@ -166,9 +167,8 @@ class Dispatcher:
                 async with self._slots:
                     if self._on_send is not None:
                         self._on_send(first)
-                    handed = self._clock.now()
-                    for row in rows:
-                        self.handed_at[row.id] = handed
+                    if self._on_handed is not None:
+                        self._on_handed(rows, self._clock.now())
                     result = await self._sender.send(url, message.title, message.body,
                                                      headers={"Idempotency-Key": key})
             if result.ok:
@@ -183,7 +183,6 @@ class Dispatcher:
         finally:
             for row in rows:
                 self._inflight.discard(row.id)
-                self.handed_at.pop(row.id, None)
             if not result_ok:
                 # A failed send is due again later (or went to the next channel): look.
                 # A sent one changes nothing that is due, and waking for every delivery

@@ -13,9 +13,11 @@ import aiohttp
 import pytest
 import structlog
 
+from sentinel.config.model import LatencySettings
 from sentinel.control.http import ControlServer
 from sentinel.control.links import LinkClaims, LinkSigner
 from sentinel.i18n import Language
+from sentinel.incidents import latency
 from sentinel.incidents.model import Incident, Outcome, Status
 from sentinel.types import Severity
 
@@ -77,6 +79,12 @@ class FakeController:
 
     async def get_incident(self, incident_id: str) -> Incident | None:
         return self.incidents.get(incident_id)
+
+    def latency_limits(self) -> LatencySettings:
+        return LatencySettings()
+
+    async def latency_report(self, since: float) -> dict[str, Any]:
+        return latency.report(self.incidents.values(), LatencySettings(), since, self.now)
 
     async def list_open(self) -> list[Incident]:
         return [inc for inc in self.incidents.values() if inc.open]

@@ -110,7 +110,7 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
         windows = Windows(configured=loaded.policies.maintenance_windows(
             loaded.oncall.timezone))
         incidents = IncidentService(loaded.rules, loaded.inventory, state, clock,
-                                    settings.rules, windows)
+                                    settings.rules, settings.incidents.latency, windows)
         await incidents.start()
         # The inventory, profiles and rules live as long as the process: move them out of
         # the collector's way, so full collections stay short (measured: ~70 ms pauses).

@@ -191,10 +191,14 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                 return EXIT_PROBLEMS
             return _report_control_error(exc, lang, args.id)
         if args.json:
-            print(json.dumps({"incident": found["incident"], "events": found["audit"]},
+            print(json.dumps({"incident": found["incident"], "events": found["audit"],
+                              "latency": found.get("latency")},
                              ensure_ascii=False, default=str))
             return EXIT_OK
         print(json.dumps(found["incident"], ensure_ascii=False, indent=2, default=str))
+        for line in _record_text(found["incident"].get("timing") or {},
+                                 found.get("latency") or {}, lang):
+            print(line)
         for e in found["audit"]:
             extra = {k: v for k, v in e.items()
                      if k not in ("ts", "type", "actor", "severity", "status", "place", "seq")
@@ -223,6 +227,85 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         print(f"{inc['id']} | {t('severity.' + inc['severity'], lang)} | {inc['status']} | "
               f"{incident_title(inc['name'], lang)}{flags} | {place or '-'} | "
               f"{inc['device_id'] or '-'} | {_when(inc['opened_at'])}")
+    return EXIT_OK
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def _record_text(timing: dict[str, float], record: dict[str, Any], lang: Language
+                 ) -> list[str]:
+    """The per-alert record of `incidents show`: the two GB 50440 spans, then each stage."""
+    if not timing:
+        return []
+    parts: list[str] = []
+    first, first_limit = record.get("first_notification"), record.get(
+        "first_notification_limit")
+    if first is not None:
+        over = t("latency.over", lang) if first_limit is not None and first > first_limit else ""
+        parts.append(t("latency.first_notification", lang, s=_seconds(first),
+                       limit=_seconds(first_limit or 0).rstrip("0").rstrip(".")) + over)
+    elif first_limit is not None:
+        parts.append(t("latency.first_pending", lang,
+                       limit=_seconds(first_limit).rstrip("0").rstrip(".")))
+    forward, forward_limit = record.get("forward"), record.get("forward_limit")
+    if forward is not None:
+        over = t("latency.over", lang) if forward_limit is not None and \
+            forward > forward_limit else ""
+        parts.append(t("latency.forward", lang, s=_seconds(forward),
+                       limit=_seconds(forward_limit or 0).rstrip("0").rstrip(".")) + over)
+    lines = ["  ".join(parts)] if parts else []
+    start = timing.get("device", timing.get("received"))
+    for stage in ("device", "received", "committed", "handed", "accepted", "acknowledged"):
+        at = timing.get(stage)
+        if at is None:
+            continue
+        since = f" (+{at - start:.3f} s)" if start is not None else ""
+        lines.append(f"  {t('latency.stage.' + stage, lang)}: {_when(at)}"
+                     f".{int(at * 1000) % 1000:03d}{since}")
+    return lines
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    lang = _lang(args)
+    try:
+        since = _since(args.since)
+    except ValueError:
+        print(t("oncall.bad_time", lang, value=args.since), file=sys.stderr)
+        return EXIT_PROBLEMS
+    client = _control_client(args, lang)
+    if isinstance(client, int):
+        return client
+    try:
+        report = client.latency_report(since)
+    except ControlError as exc:
+        return _report_control_error(exc, lang)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return EXIT_OK
+    print(t("report.header", lang, since=_when(report["since"]), until=_when(report["until"]),
+            incidents=report["incidents"], alarms=report["alarms"]))
+    if not report["incidents"]:
+        print(t("report.none", lang))
+        return EXIT_OK
+    for budget, span in (("accepted", "first_notification"), ("handed", "forward")):
+        kept = report["limits"][budget]
+        print(t("report.limit", lang, what=t("latency.span." + span, lang),
+                limit=f"{kept['limit']:g}", kept=kept["kept"], exceeded=kept["exceeded"],
+                unknown=kept["unknown"]))
+
+    def table(spans: dict[str, dict[str, float]], indent: str) -> None:
+        print(indent + t("report.columns", lang))
+        for name, row in spans.items():
+            print(f"{indent}{t('latency.span.' + name, lang)} | {row['count']} | "
+                  f"{row['p50']:.3f} | {row['p90']:.3f} | {row['p99']:.3f} | {row['max']:.3f}")
+
+    table(report["spans"], "")
+    for kind, entry in report["kinds"].items():
+        from sentinel.i18n import kind_name
+        print(t("report.kind", lang, kind=kind_name(kind, lang), n=entry["incidents"]))
+        table(entry["spans"], "  ")
     return EXIT_OK
 
 
@@ -722,6 +805,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("id")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_incidents)
+
+    p = sub.add_parser("report", help="reports from the stored incidents")
+    rep = p.add_subparsers(dest="action", required=True)
+    q = rep.add_parser("latency", parents=[common],
+                       help="alarm-path times per stage and kind against GB 50440 (10 s / 3 s)")
+    q.add_argument("--since", default="7d", help="a duration back (24h, 7d) or an ISO time")
+    q.add_argument("--json", action="store_true", help="one JSON object")
+    q.set_defaults(func=cmd_report)
 
     p = sub.add_parser("oncall", parents=[common], help="who is on duty, per role and area")
     p.add_argument("--at", default="now", help="'now' or ISO time (Asia/Shanghai)")

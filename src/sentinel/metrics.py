@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 
 from sentinel.notify.sender import channel_label
-from sentinel.stats import NOTIFY_BUCKETS, LatencyHistogram
+from sentinel.stats import ALARM_BUCKETS, NOTIFY_BUCKETS, LatencyHistogram
 from sentinel.store.spool import SpoolingSink
 from sentinel.store.sqlite import SqliteReadingStore
 from sentinel.types import RejectReason, Severity
@@ -37,6 +37,7 @@ _STEP_KINDS = ("alert", "escalated", "repeat", "raised", "ack_expired")
 # A store write or rules commit in one batch for longer than this is stuck: not ready.
 _STALLED = 10.0
 _EMPTY_NOTIFY = LatencyHistogram(NOTIFY_BUCKETS)
+_EMPTY_ALARM = LatencyHistogram(ALARM_BUCKETS)
 # The classic text format: every Prometheus (and VictoriaMetrics, Telegraf...) reads it, and
 # our names need none of the newer format's escaping, so the body is the same.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -232,6 +233,19 @@ class _Collector:
         yield _histogram("sentinel_first_notification_seconds",
                          "From an incident's opening (its alarm reading's time) to the first "
                          "delivery that reached anyone for it, by severity.", "severity", firsts)
+        # The per-alert record against GB 50440, with bucket edges at its 3 s and 10 s.
+        incidents = self._daemon.incidents
+        for name, text, table in (
+                ("sentinel_alarm_forward_seconds",
+                 "From receiving an alarm's message to handing its first notification to a "
+                 "channel (GB 50440: within 3 s), by life_safety.", incidents.forward_seconds),
+                ("sentinel_alarm_accepted_seconds",
+                 "From an alarm's device time (its receipt when the device sends no time) to "
+                 "the first delivery a receiver accepted (GB 50440: within 10 s), by "
+                 "life_safety.", incidents.alarm_seconds)):
+            yield _histogram(name, text, "life_safety",
+                             {label: table.get(label, _EMPTY_ALARM)
+                              for label in ("true", "false")})
 
 
 def _counter(name: str, text: str, label: str, values: Mapping[str, int]) -> Metric:

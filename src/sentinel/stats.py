@@ -21,6 +21,12 @@ NOTIFY_BUCKETS: tuple[float, ...] = (
     0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 
+# Seconds along an alarm's path (receipt -> handed to a channel, device -> accepted), with
+# edges at GB 50440's limits: forwarded within 3 s, at the monitoring centre within 10 s.
+ALARM_BUCKETS: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 300.0)
+
+
 @dataclass(slots=True)
 class LatencyHistogram:
     """A fixed-bucket histogram in Prometheus' sense (a value v counts in `le` ≥ v).

@@ -243,7 +243,7 @@ def _one_per_override_match(config: RulesConfig, inventory: Inventory) -> Iterat
 
 
 # Incidents sentinel raises about itself (besides those named by rules and correlations).
-SYSTEM_INCIDENTS = ("spool_nearly_full", "notification_failed")
+SYSTEM_INCIDENTS = ("spool_nearly_full", "notification_failed", "latency_budget_exceeded")
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:

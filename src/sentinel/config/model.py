@@ -138,6 +138,15 @@ class RulesSettings(_Section):
     startup_grace: float = Field(default=300.0, ge=0)
 
 
+class LatencySettings(_Section):
+    """The alarm-path time limits of GB 50440, checked for every life-safety incident."""
+
+    # Device time (or receipt, when the device sends no time) -> first delivery accepted.
+    accepted_within: float = Field(default=10.0, gt=0)
+    # Receipt -> first notification handed to a channel (forwarding).
+    handed_within: float = Field(default=3.0, gt=0)
+
+
 class IncidentSettings(_Section):
     path: Path = Path("incidents.sqlite3")
     # "full": an opened incident survives a power cut, not only a crash.
@@ -145,6 +154,8 @@ class IncidentSettings(_Section):
     # Publish incident state to MQTT under <topic_prefix>/<community>/incidents/<id>.
     publish: bool = True
     topic_prefix: str = Field(default="sentinel", pattern=r"^[^#+]+$")
+    # Over a limit, a `latency_budget_exceeded` system incident names the alarm.
+    latency: LatencySettings = Field(default_factory=LatencySettings)
 
 
 class EscalationSettings(_Section):

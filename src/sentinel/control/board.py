@@ -360,7 +360,8 @@ UI: dict[str, dict[Language, str]] = {
     "noscript": {"zh": "一屏可视需要启用 JavaScript。", "en": "The board needs JavaScript."},
 }
 
-_SHARED_PREFIXES = ("severity.", "kind.", "incident.", "outcome.", "event.", "role.")
+_SHARED_PREFIXES = ("severity.", "kind.", "incident.", "outcome.", "event.", "role.",
+                    "latency.")
 
 
 def _catalog(lang: Language) -> dict[str, str]:

@@ -147,6 +147,10 @@ class ControlClient:
             "GET", "/api/deadletters" + _query(query))["deadletters"]
         return rows
 
+    def latency_report(self, since: float) -> dict[str, Any]:
+        """Stage-time percentiles and limits kept since `since` (see incidents.latency)."""
+        return self._request("GET", "/api/report/latency" + _query({"since": repr(since)}))
+
     def windows(self, type_: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self._request("GET", f"/api/windows/{type_}")["windows"]
         return rows

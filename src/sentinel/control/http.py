@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import math
 import os
 import socket
 import time
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
+from sentinel.config.model import LatencySettings
 from sentinel.control import pages
 from sentinel.control.feed import Filter, ReadingFeed
 from sentinel.control.links import LinkClaims, LinkError, LinkSigner
@@ -52,6 +54,7 @@ from sentinel.control.requests import (
 from sentinel.control.stream import start_after, stream
 from sentinel.errors import ConfigError, Problem
 from sentinel.i18n import Language
+from sentinel.incidents import latency
 from sentinel.incidents.model import Incident, Outcome, Status
 from sentinel.incidents.windows import Window
 
@@ -95,6 +98,14 @@ class Controller(Protocol):
 
     async def list_recent(self, limit: int) -> list[Incident]:
         """Open and closed incidents, newest first."""
+        ...
+
+    def latency_limits(self) -> LatencySettings:
+        """The GB 50440 limits the per-alert record is checked against."""
+        ...
+
+    async def latency_report(self, since: float) -> dict[str, Any]:
+        """Stage-time percentiles and limits kept, for incidents opened since `since`."""
         ...
 
     @property
@@ -245,6 +256,7 @@ class ControlServer:
         add.add_get("/api/status", self._status)
         add.add_get("/api/history/{device}", self._history)
         add.add_get("/api/deadletters", self._deadletters)
+        add.add_get("/api/report/latency", self._latency_report)
         add.add_get("/api/windows/{type}", self._windows)
         add.add_post("/api/windows/{type}", self._add_window)
         add.add_post("/api/windows/{type}/{id}/remove", self._remove_window)
@@ -406,8 +418,9 @@ class ControlServer:
         if inc is None:
             raise ApiError(404, "not_found", f"no incident {incident_id}")
         audit = await self._controller.audit(incident_id)
+        record = latency.summary_line(inc.timing, self._controller.latency_limits())
         return json_response({"incident": self._controller.incident_json(inc),
-                              "audit": audit})
+                              "audit": audit, "latency": record})
 
     async def _ack(self, request: web.Request) -> web.Response:
         incident_id = request.match_info["id"]
@@ -480,6 +493,15 @@ class ControlServer:
         limit = int_query(request, "limit", 50, 1, 10_000)
         reason = request.query.get("reason") or None
         return json_response({"deadletters": await self._controller.deadletters(limit, reason)})
+
+    async def _latency_report(self, request: web.Request) -> web.Response:
+        try:
+            since = float(request.query.get("since", "0"))
+        except ValueError:
+            since = float("nan")
+        if not math.isfinite(since):
+            raise ApiError(400, "bad_request", "since must be epoch seconds")
+        return json_response(await self._controller.latency_report(since))
 
     async def _windows(self, request: web.Request) -> web.Response:
         return json_response({"windows": self._controller.windows(window_type(request))})

@@ -12,10 +12,12 @@ from dataclasses import replace
 from typing import Any, Literal, Protocol
 
 from sentinel.config.check import Loaded, window_vocabulary
+from sentinel.config.model import LatencySettings
 from sentinel.control.feed import ReadingFeed, event_json
 from sentinel.control.fleet import fleet_status, offline_incident_names
 from sentinel.control.links import LinkClaims
 from sentinel.escalation.service import EscalationService
+from sentinel.incidents import latency
 from sentinel.incidents.model import Incident, Outcome
 from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore, query_incidents
@@ -87,6 +89,18 @@ class Operations:
     async def claim_link(self, claims: LinkClaims, now: float) -> bool:
         return await self._escalation.claim_link(claims, now)
 
+    # -- the per-alert record (GB 50440) ----------------------------------------------
+
+    def latency_limits(self) -> LatencySettings:
+        return self._loaded.settings.incidents.latency
+
+    async def latency_report(self, since: float) -> dict[str, Any]:
+        """Stage-time percentiles and limits kept, for incidents opened since `since`."""
+        until = time.time()
+        incidents = await self._state.call(
+            lambda conn: latency.query_recorded(conn, since, until))
+        return latency.report(incidents, self.latency_limits(), since, until)
+
     def contact(self, contact_id: str) -> tuple[str, Literal["zh", "en"]] | None:
         return self._escalation.contact(contact_id)
 
@@ -152,6 +166,7 @@ class Operations:
             "event_seq": self._incidents.last_seq,
             "silences": [window_json(w) for w in self._incidents.windows.all()
                          if w.type == "silence" and w.active(self._incidents.now())],
+            "latency_limits": self.latency_limits().model_dump(),
         })
         return status
 

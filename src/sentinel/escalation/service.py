@@ -139,7 +139,8 @@ class EscalationService:
         self.engine = EscalationEngine(policies, self.rosters, self.contacts,
                                        muter=self._muter)
         self.dispatcher = Dispatcher(state, sender, self.contacts, policies.storm,
-                                     notify.concurrency, self, clock)
+                                     notify.concurrency, self, clock,
+                                     on_handed=self._handed)
         self._lock = asyncio.Lock()
         # Delivery results waiting for the next group commit (see delivered()).
         self._deliveries: list[_Delivery] = []
@@ -489,6 +490,9 @@ class EscalationService:
                     log.info(event, incident=row.incident_id, contact=row.contact_id,
                              channel=label, kind=row.kind, step=row.step, attempt=attempt,
                              error=result.error, elapsed=round(result.elapsed, 4))
+                    if inc is not None and result.ok:
+                        # The latency record's "accepted", written by the commit below.
+                        self._incidents.note_delivery(inc.id, None, now)
                     if inc is not None:
                         events.append(IncidentEvent(inc.id, event, now, "sentinel",
                                                     inc.severity, inc.status, data))
@@ -525,6 +529,11 @@ class EscalationService:
         await self._follow_up(out)
         if fallbacks:
             self.dispatcher.wake()
+
+    def _handed(self, rows: Sequence[OutboxRow], at: float) -> None:
+        """A send started: the latency record's "handed" (written with the next commit)."""
+        for row in rows:
+            self._incidents.note_delivery(row.incident_id, at, None)
 
     def _count_steps(self, events: Sequence[IncidentEvent]) -> None:
         for event in events:

@@ -102,6 +102,8 @@ class Incident:
     resolved_by: str | None = None
     outcome: str | None = None
     note: str | None = None
+    # Stage -> epoch seconds it was reached (sentinel.incidents.latency: GB 50440 record).
+    timing: dict[str, float] = field(default_factory=dict)
 
     @property
     def open(self) -> bool:
@@ -125,6 +127,7 @@ class Incident:
         data["conditions"] = dict(self.conditions)
         data["members"] = list(self.members)
         data["groups"] = list(self.groups)
+        data["timing"] = dict(self.timing)
         return data
 
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,13 +23,20 @@ import structlog
 
 from sentinel.clock import Clock
 from sentinel.config.inventory import Device
-from sentinel.config.model import RulesSettings
-from sentinel.incidents.model import Incident, IncidentBook, IncidentEvent, Outcome
+from sentinel.config.model import LatencySettings, RulesSettings
+from sentinel.incidents import latency
+from sentinel.incidents.model import (
+    SYSTEM_TARGET,
+    Incident,
+    IncidentBook,
+    IncidentEvent,
+    Outcome,
+)
 from sentinel.incidents.store import Changes, StateStore, end_window, insert_window
 from sentinel.incidents.windows import Window, Windows
-from sentinel.rules.engine import RuleEngine
+from sentinel.rules.engine import RuleEngine, Signal
 from sentinel.rules.model import RulesConfig
-from sentinel.stats import LatencyHistogram
+from sentinel.stats import ALARM_BUCKETS, LatencyHistogram
 from sentinel.store.db import transaction
 from sentinel.types import Reading, Severity, Value
 
@@ -62,8 +70,9 @@ class IncidentService:
     """Readings and ticks → rule engine → incident book → one commit → event stream."""
 
     def __init__(self, rules: RulesConfig, inventory: Mapping[str, Device], store: StateStore,
-                 clock: Clock, settings: RulesSettings, windows: Windows | None = None
-                 ) -> None:
+                 clock: Clock, settings: RulesSettings,
+                 latency_limits: LatencySettings | None = None,
+                 windows: Windows | None = None) -> None:
         self._rules = rules
         self._inventory = inventory
         self._store = store
@@ -86,6 +95,21 @@ class IncidentService:
         self.eval_seconds = LatencyHistogram()
         # The escalation stage's first step, committed with the alarm (set by the app).
         self.same_commit: SameCommit | None = None
+        # The per-alert record (sentinel.incidents.latency): incidents whose stage times
+        # changed since they were last written go out with the next commit (never a commit
+        # of their own); events of budget breaches likewise.
+        # Without limits (a service with no notification stage behind it, as in tests of
+        # this stage alone) stage times are recorded but no budget is checked.
+        self._check_budgets = latency_limits is not None
+        self._limits = latency_limits if latency_limits is not None else LatencySettings()
+        self._timing_dirty: set[str] = set()
+        self._pending_events: list[IncidentEvent] = []
+        # Budgets already reported per incident ("accepted", "handed"): once each.
+        self._breached: dict[str, set[str]] = {}
+        # For /metrics, by life_safety "true"/"false": receipt -> first handed to a
+        # channel, and device time (or receipt) -> first delivery accepted.
+        self.forward_seconds: dict[str, LatencyHistogram] = {}
+        self.alarm_seconds: dict[str, LatencyHistogram] = {}
 
     async def start(self) -> None:
         """Resume from the state database."""
@@ -99,6 +123,11 @@ class IncidentService:
                                  snapshot.next_number)
         self.book.restore(snapshot.incidents, snapshot.flaps)
         self.last_seq = snapshot.last_seq
+        open_ids = [i.id for i in self.book.open.values()]
+        if open_ids:
+            for incident_id, budget in await self._store.call(
+                    lambda conn: _breaches_of(conn, open_ids)):
+                self._breached.setdefault(incident_id, set()).add(budget)
         self._last_soft_flush = self._clock.monotonic()
         log.info("incidents_resumed", open=len(self.book.open), rule_states=len(snapshot.states),
                  devices_seen=len(snapshot.last_seen), last_seq=self.last_seq)
@@ -114,7 +143,9 @@ class IncidentService:
             signals = engine.on_readings(readings)
             self.evaluated += len(readings)
             if signals:
+                first_new = book.next_number
                 book.apply(signals, now)
+                self._stamp_opened(signals, first_new, now)
             if book.has_changes or engine.has_significant_changes:
                 await self._commit(joined=True)
         self.eval_seconds.observe(time.perf_counter() - started)
@@ -140,10 +171,14 @@ class IncidentService:
                 self.windows.replace(await self._store.windows(now))
             signals = engine.tick(now)
             if signals:
+                first_new = book.next_number
                 book.apply(signals, now)
+                self._stamp_opened(signals, first_new, now)
             book.tick(now)
+            self._check_waiting(now)
             soft_due = self._clock.monotonic() - self._last_soft_flush >= _SOFT_FLUSH
-            if book.has_changes or engine.has_significant_changes or soft_due:
+            if book.has_changes or engine.has_significant_changes or soft_due \
+                    or self._pending_events:
                 await self._commit(joined=True)
 
     async def close(self) -> None:
@@ -160,6 +195,9 @@ class IncidentService:
         engine, book = self._require()
         dirty = engine.take_dirty(force_seen)
         incidents, events, flaps = book.take_changes()
+        incidents += self._take_timing_dirty(incidents)
+        events += self._pending_events
+        self._pending_events = []
         joining = None
         if joined and events and self.same_commit is not None:
             joining = self.same_commit(events, incidents, self._clock.now())
@@ -169,6 +207,7 @@ class IncidentService:
             incidents=incidents, events=[*events, *extra_events], states=dirty.states,
             last_seen=dirty.last_seen, flaps=flaps, extra=extra))
         self._last_soft_flush = self._clock.monotonic()
+        self._stamp_committed(incidents)
         for inc in incidents:
             self._written[inc.id] = inc
             self._written.move_to_end(inc.id)
@@ -187,6 +226,112 @@ class IncidentService:
             self._new_events.set()
             self._new_events = asyncio.Event()
 
+    # -- the per-alert record (GB 50440) ----------------------------------------------
+
+    def _stamp_opened(self, signals: Sequence[Signal], first_new: int, now: float) -> None:
+        """Start the record of each incident these signals opened (and of new groups)."""
+        _, book = self._require()
+        for s in signals:
+            if s.change not in ("active", "event"):
+                continue
+            inc = book.open.get(f"{s.incident}:{s.device_id}")
+            if inc is None or inc.timing or _number(inc.id) < first_new:
+                continue
+            # A decoder gives a reading without a time of its own its receipt time.
+            if s.received_at is not None and s.ts != s.received_at:
+                inc.timing["device"] = s.ts
+            inc.timing["received"] = s.received_at if s.received_at is not None else now
+            for group_id in inc.groups:
+                group = book.by_id.get(group_id)
+                if group is not None and not group.timing and _number(group.id) >= first_new:
+                    # A group's alarm is the reading that completed it.
+                    group.timing.update(
+                        {k: v for k, v in inc.timing.items() if k in ("device", "received")})
+
+    def _stamp_system(self, name: str, first_new: int, now: float) -> None:
+        _, book = self._require()
+        inc = book.open.get(f"{name}:{SYSTEM_TARGET}")
+        if inc is not None and not inc.timing and _number(inc.id) >= first_new:
+            inc.timing["received"] = now
+
+    def _stamp_committed(self, incidents: Sequence[Incident]) -> None:
+        # Known only once the commit returned: written with the incident's next commit.
+        at = self._clock.now()
+        for inc in incidents:
+            if "received" in inc.timing and "committed" not in inc.timing:
+                inc.timing["committed"] = at
+                self._timing_dirty.add(inc.id)
+
+    def _take_timing_dirty(self, taken: Sequence[Incident]) -> list[Incident]:
+        if not self._timing_dirty:
+            return []
+        ids = {i.id for i in taken}
+        more = [inc for incident_id in self._timing_dirty if incident_id not in ids
+                and (inc := self.incident(incident_id)) is not None]
+        self._timing_dirty = set()
+        return more
+
+    def note_delivery(self, incident_id: str, handed: float | None,
+                      accepted: float | None) -> None:
+        """Record when a notification was handed to a channel, or a receiver accepted one.
+
+        Called by the notification stage as a send starts and as its result is recorded;
+        the next commit (the delivery result's) writes the stage times and any breach: no
+        commit of its own on the alarm path. Only the first of each stage is kept.
+        """
+        inc = self.incident(incident_id)
+        if inc is None or "received" not in inc.timing:
+            return
+        label = "true" if inc.life_safety else "false"
+        if handed is not None and "handed" not in inc.timing:
+            inc.timing["handed"] = handed
+            self._timing_dirty.add(inc.id)
+            _histogram(self.forward_seconds, label).observe(
+                max(0.0, handed - inc.timing["received"]))
+        if accepted is not None and "accepted" not in inc.timing:
+            inc.timing["accepted"] = accepted
+            self._timing_dirty.add(inc.id)
+            start = latency.origin(inc.timing)
+            if start is not None:
+                _histogram(self.alarm_seconds, label).observe(max(0.0, accepted - start))
+        self._check(inc, self._clock.now())
+
+    def _check_waiting(self, now: float) -> None:
+        """Budgets running out while an alarm still waits (no delivery accepted yet)."""
+        _, book = self._require()
+        if not self._check_budgets:
+            return
+        for inc in list(book.open.values()):
+            if inc.life_safety and inc.timing and "accepted" not in inc.timing:
+                self._check(inc, now)
+
+    def _check(self, inc: Incident, now: float) -> None:
+        done = self._breached.get(inc.id, set())
+        if not self._check_budgets or len(done) == 2:
+            return
+        for breach in latency.check(inc, self._limits, now, done):
+            self._breached.setdefault(inc.id, set()).add(breach.budget)
+            self._report_breach(inc, breach, now)
+
+    def _report_breach(self, inc: Incident, breach: latency.Breach, now: float) -> None:
+        _, book = self._require()
+        detail = breach.detail()
+        log.warning("latency_budget_exceeded", **detail)
+        self._pending_events.append(IncidentEvent(
+            inc.id, latency.BREACH_INCIDENT, now, "sentinel", inc.severity, inc.status,
+            detail))
+        key = f"{latency.BREACH_INCIDENT}:{SYSTEM_TARGET}"
+        already = book.open.get(key)
+        if already is not None:
+            # One system incident at a time; each further alarm is named on its trail.
+            self._pending_events.append(IncidentEvent(
+                already.id, latency.BREACH_INCIDENT, now, "sentinel", already.severity,
+                already.status, detail))
+            return
+        first_new = book.next_number
+        book.system(latency.BREACH_INCIDENT, True, Severity.WARNING, now, **detail)
+        self._stamp_system(latency.BREACH_INCIDENT, first_new, now)
+
     # -- commands ---------------------------------------------------------------------
 
     async def acknowledge(self, incident_id: str, actor: str, note: str | None = None
@@ -194,6 +339,8 @@ class IncidentService:
         _, book = self._require()
         async with self._lock:
             inc = book.acknowledge(incident_id, actor, self._clock.now(), note)
+            if inc.timing and inc.acknowledged_at is not None:
+                inc.timing.setdefault("acknowledged", inc.acknowledged_at)
             await self._commit()
             return inc
 
@@ -230,7 +377,10 @@ class IncidentService:
         """Raise or clear a condition of sentinel itself (spool nearly full...)."""
         _, book = self._require()
         async with self._lock:
-            book.system(name, active, severity, self._clock.now(), **detail)
+            now = self._clock.now()
+            first_new = book.next_number
+            book.system(name, active, severity, now, **detail)
+            self._stamp_system(name, first_new, now)
             if book.has_changes:
                 await self._commit()
 
@@ -309,6 +459,36 @@ class IncidentService:
         if self.engine is None or self.book is None:
             raise RuntimeError("IncidentService.start() has not run")
         return self.engine, self.book
+
+
+def _number(incident_id: str) -> int:
+    try:
+        return int(incident_id.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def _histogram(table: dict[str, LatencyHistogram], label: str) -> LatencyHistogram:
+    found = table.get(label)
+    if found is None:
+        found = table[label] = LatencyHistogram(ALARM_BUCKETS)
+    return found
+
+
+def _breaches_of(conn: sqlite3.Connection, incident_ids: Sequence[str]
+                 ) -> list[tuple[str, str]]:
+    """(incident, budget) of every breach already recorded for these incidents."""
+    out: list[tuple[str, str]] = []
+    for start in range(0, len(incident_ids), 500):
+        chunk = list(incident_ids[start:start + 500])
+        marks = ",".join("?" * len(chunk))
+        for incident_id, data in conn.execute(
+                f"SELECT incident_id, data FROM events WHERE type = ? AND incident_id IN"
+                f" ({marks})", [latency.BREACH_INCIDENT, *chunk]):
+            budget = json.loads(data).get("budget")
+            if isinstance(budget, str):
+                out.append((incident_id, budget))
+    return out
 
 
 def _loggable(data: Mapping[str, Any]) -> dict[str, Any]:

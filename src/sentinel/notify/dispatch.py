@@ -42,7 +42,9 @@ class Dispatcher:
 
     def __init__(self, state: StateStore, sender: Sender, contacts: Mapping[str, Contact],
                  storm: StormSettings, concurrency: int, sink: ResultSink, clock: Clock,
-                 on_send: Callable[[OutboxRow], None] | None = None) -> None:
+                 on_send: Callable[[OutboxRow], None] | None = None,
+                 on_handed: Callable[[Sequence[OutboxRow], float], None] | None = None
+                 ) -> None:
         self._state = state
         self._sender = sender
         self._contacts = contacts
@@ -51,6 +53,8 @@ class Dispatcher:
         self._sink = sink
         self._clock = clock
         self._on_send = on_send
+        # Told when a send starts: the "handed" stage of the incidents' latency record.
+        self._on_handed = on_handed
         self._inflight: set[int] = set()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -163,6 +167,8 @@ class Dispatcher:
                 async with self._slots:
                     if self._on_send is not None:
                         self._on_send(first)
+                    if self._on_handed is not None:
+                        self._on_handed(rows, self._clock.now())
                     result = await self._sender.send(url, message.title, message.body,
                                                      headers={"Idempotency-Key": key})
             if result.ok:

@@ -11,6 +11,7 @@ severity rises), so a thousand identical readings cost nothing downstream.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ class Signal:
     # What was crossed, for people: e.g. {"field": "pressure", "op": "<", "limit": 0.14};
     # `op` is one of > ≥ < ≤ as the rule's level says (rules.model.OPERATORS).
     detail: Mapping[str, Value] = field(default_factory=dict)
+    # When sentinel received the reading behind it (None: a timer decided, at `ts`).
+    received_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -678,6 +681,10 @@ class RuleEngine:
                     if ev.ticks:
                         self._watch_timer(key, ev, st)
             if len(out) > produced:
+                # The incident's latency record starts at this reading's receipt.
+                received = r.received_at
+                for i in range(produced, len(out)):
+                    out[i] = dataclasses.replace(out[i], received_at=received)
                 if signalled is None:
                     signalled = self._signalled[r.device_id] = collections.deque(
                         maxlen=_SIGNALLED_KEPT)

@@ -350,6 +350,8 @@
     if (inc.active === false) { facts.appendChild(el("span", null, t("cleared"))); }
     facts.appendChild(el("span", "mono", inc.id));
     li.appendChild(facts);
+    var record = latencyText(inc);
+    if (record) { li.appendChild(record); }
 
     var status = el("div", "inc-status");
     status.appendChild(el("span", "status status-" + inc.status, t("status." + inc.status)));
@@ -389,6 +391,35 @@
       li.appendChild(actions);
     }
     return li;
+  }
+
+  // The per-alert record against GB 50440 (limits from the daemon's settings).
+  function seconds(value) { return value < 10 ? value.toFixed(2) : value.toFixed(1); }
+  function latencyText(inc) {
+    var timing = inc.timing || {};
+    var origin = timing.device !== undefined ? timing.device : timing.received;
+    if (origin === undefined) { return null; }
+    var limits = (state.status && state.status.latency_limits) ||
+      { accepted_within: 10, handed_within: 3 };
+    var box = el("div", "inc-latency muted");
+    box.setAttribute("data-role", "latency");
+    var first;
+    if (timing.accepted !== undefined) {
+      var took = Math.max(0, timing.accepted - origin);
+      first = el("span", took > limits.accepted_within ? "latency-over" : null,
+        t("latency.first_notification", { s: seconds(took), limit: limits.accepted_within }) +
+        (took > limits.accepted_within ? t("latency.over") : ""));
+    } else {
+      first = el("span", null, t("latency.first_pending", { limit: limits.accepted_within }));
+    }
+    box.appendChild(first);
+    if (timing.handed !== undefined && timing.received !== undefined) {
+      var forward = Math.max(0, timing.handed - timing.received);
+      box.appendChild(el("span", forward > limits.handed_within ? "latency-over" : null,
+        t("latency.forward", { s: seconds(forward), limit: limits.handed_within }) +
+        (forward > limits.handed_within ? t("latency.over") : "")));
+    }
+    return box;
   }
 
   function roleList(roles) {

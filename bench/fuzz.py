@@ -99,7 +99,6 @@ import orjson
 import structlog
 
 import common  # first: it puts src/ and tests/ on sys.path
-from sentinel.config.check import Loaded, load_all
 from sentinel.config.inventory import Device
 from sentinel.config.model import SqliteSettings
 from sentinel.config.profiles import ProfileSpec
@@ -109,6 +108,7 @@ from sentinel.decode.encode import device_id_on_wire, encode
 from sentinel.decode.paths import parse_path, set_path
 from sentinel.errors import DecodeError
 from sentinel.ingest import Ingestor
+from sentinel.loading import Loaded, load_all
 from sentinel.log import RejectLogger
 from sentinel.store.sqlite import SqliteReadingStore
 from sentinel.types import DeadLetter, RawMessage, Reading, RejectReason, Value

@@ -102,8 +102,8 @@ class Backlog:
 
 def _decoder() -> tuple[Any, Any]:
     """The shipped configuration and the daemon's decoder for it."""
-    from sentinel.config.check import load_all
     from sentinel.decode import Decoder
+    from sentinel.loading import load_all
 
     loaded = load_all(CONFIG)
     return loaded, Decoder(loaded.profiles, loaded.inventory, loaded.kinds,

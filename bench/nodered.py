@@ -565,8 +565,8 @@ def _alarm_cases(now_ms: int) -> list[tuple[str, bytes, str, int]]:
     """(topic, payload, device, ts_ms) of one alarm reading per (profile, kind) that can
     carry one, made with sentinel's own encoder from the shipped inventory."""
     import ingest
-    from sentinel.config.check import load_all
     from sentinel.decode.encode import encode
+    from sentinel.loading import load_all
 
     loaded = load_all(ingest.CONFIG)
     alarm_values: dict[str, dict[str, Any]] = {

@@ -409,7 +409,7 @@ profiler.start()
 import asyncio, os
 from pathlib import Path
 import sentinel.cli
-from sentinel.config.check import load_all
+from sentinel.loading import load_all
 from sentinel.log import configure_logging
 lap("import_cli")
 loaded = load_all(Path(os.environ["SENTINEL_CONFIG"]))

@@ -19,10 +19,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from sentinel.app import Daemon, run_daemon
-from sentinel.config.check import Loaded, load_all
+from sentinel.app import run_daemon
 from sentinel.config.inventory import Device
 from sentinel.decode.encode import encode
+from sentinel.loading import Loaded, load_all
+from sentinel.runtime import Daemon
 
 from helpers import ROOT, SHIPPED_CONFIG
 from servers import free_port

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config.check import load_all
 from sentinel.config.inventory import load_inventory
 from sentinel.config.load import load_settings
 from sentinel.errors import ConfigError
+from sentinel.loading import load_all
 
 from helpers import SHIPPED_CONFIG, copy_deployment, sentinel
 

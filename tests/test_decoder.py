@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentinel.config.check import Loaded, load_all
 from sentinel.config.inventory import Device
 from sentinel.decode import Decoder
 from sentinel.decode.encode import encode
 from sentinel.errors import DecodeError
+from sentinel.loading import Loaded, load_all
 from sentinel.types import RawMessage, Reading, RejectReason
 
 from helpers import SHIPPED_CONFIG

@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 
 from sentinel.clock import FakeClock
-from sentinel.config.check import Loaded, load_all
 from sentinel.config.model import RulesSettings
 from sentinel.incidents.model import Outcome
 from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore, add_window, read_events, read_incidents
 from sentinel.incidents.windows import Window
+from sentinel.loading import Loaded, load_all
 from sentinel.types import Reading, Value
 
 from helpers import SHIPPED_CONFIG

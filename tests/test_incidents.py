@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sentinel.config.check import Loaded, load_all
 from sentinel.config.inventory import Device
 from sentinel.incidents.model import (
     Incident,
@@ -19,6 +18,7 @@ from sentinel.incidents.model import (
     Status,
     Window,
 )
+from sentinel.loading import Loaded, load_all
 from sentinel.rules.engine import RuleEngine
 from sentinel.rules.model import merge_rule_files
 from sentinel.types import Reading, Severity, Value

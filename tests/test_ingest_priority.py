@@ -8,10 +8,10 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from sentinel.config.check import load_all
 from sentinel.decode import Decoder
 from sentinel.decode.encode import encode
 from sentinel.ingest import Ingestor
+from sentinel.loading import load_all
 from sentinel.types import DeadLetter, RawMessage, Reading
 
 from helpers import SHIPPED_CONFIG

@@ -10,12 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sentinel.clock import FakeClock
-from sentinel.config.check import Loaded, load_all
 from sentinel.config.model import LatencySettings, RulesSettings
 from sentinel.incidents import latency
 from sentinel.incidents.model import Incident
 from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore, read_events, read_incidents
+from sentinel.loading import Loaded, load_all
 from sentinel.stats import ALARM_BUCKETS
 from sentinel.types import Reading, Severity, Value
 

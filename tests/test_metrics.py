@@ -15,12 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from sentinel.config.check import Loaded, load_all
 from sentinel.config.inventory import Device
 from sentinel.decode.encode import encode
 from sentinel.escalation.model import Contact, Role
 from sentinel.escalation.roster import Rosters
 from sentinel.incidents.model import place_of
+from sentinel.loading import Loaded, load_all
 from sentinel.metrics import DaemonMetrics
 from sentinel.stats import LATENCY_BUCKETS, NOTIFY_BUCKETS, LatencyHistogram
 from sentinel.types import RejectReason, Severity

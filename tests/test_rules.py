@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentinel.config.check import load_all
 from sentinel.config.inventory import Device, DeviceSettings
 from sentinel.errors import ConfigError
 from sentinel.incidents.model import IncidentBook
+from sentinel.loading import load_all
 from sentinel.rules.engine import CondState, RuleEngine, Signal, daytime_overlap
 from sentinel.rules.model import (
     OPERATORS,

@@ -17,9 +17,9 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
-from sentinel.config.check import Loaded, load_all
 from sentinel.decode import Decoder
 from sentinel.decode.encode import encode
+from sentinel.loading import Loaded, load_all
 from sentinel.sim import SimOptions, SimProgress, parse_inject, run_simulation
 from sentinel.sim.model import NATURAL_INTERVALS, FleetModel, Sample, resolve_injections
 from sentinel.types import RawMessage, Reading

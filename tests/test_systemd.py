@@ -26,11 +26,11 @@ from typing import Any
 
 import pytest
 
-from sentinel.config.check import Loaded, load_all
 from sentinel.config.load import read_secret
 from sentinel.control.secrets import control_token, link_key
 from sentinel.decode.encode import encode as encode_reading
 from sentinel.incidents.store import StateStore
+from sentinel.loading import Loaded, load_all
 from sentinel.store.spool import SpoolingSink
 from sentinel.systemd import (
     Notifier,

@@ -6,14 +6,11 @@ import asyncio
 import contextlib
 import gc
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
 
 import structlog
 
 from sentinel.clock import Clock, SystemClock
-from sentinel.config.check import Loaded
 from sentinel.config.load import read_secret
 from sentinel.control.board import BoardSessions, add_board_routes
 from sentinel.control.feed import ReadingFeed
@@ -28,8 +25,10 @@ from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore
 from sentinel.incidents.windows import Windows
 from sentinel.ingest import Ingestor, ReadingListener
+from sentinel.loading import Loaded
 from sentinel.metrics import DaemonMetrics
 from sentinel.notify.sender import AppriseSender
+from sentinel.runtime import Daemon
 from sentinel.source import MqttSource
 from sentinel.store import ReadingSink
 from sentinel.store.reserve import DiskGuard, Reserve
@@ -46,18 +45,6 @@ _FLUSH_GRACE = 5.0
 # On shutdown, how long received messages may take to be committed and acknowledged.
 _INGEST_GRACE = 10.0
 
-
-@dataclass
-class Daemon:
-    """Handles on the running stages, for status views and tests."""
-
-    ingestor: Ingestor
-    source: MqttSource
-    sink: ReadingSink
-    incidents: IncidentService
-    escalation: EscalationService
-    control: ControlServer | None = None
-    started_at: float = field(default_factory=time.time)
 
 
 @contextlib.asynccontextmanager

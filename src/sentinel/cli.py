@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sentinel import __version__
-from sentinel.config.check import Loaded, load_all
 from sentinel.config.inventory import collector_paused
 from sentinel.control.client import ControlError
 from sentinel.errors import ConfigError
 from sentinel.i18n import Language, t
+from sentinel.loading import Loaded, load_all
 from sentinel.log import configure_logging, truncate
 
 if TYPE_CHECKING:

@@ -22,12 +22,13 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from sentinel.app import Daemon, run_daemon
-from sentinel.config.check import Loaded
+from sentinel.app import run_daemon
 from sentinel.console import LiveView
 from sentinel.escalation.model import OncallConfig
 from sentinel.i18n import Language, role_name, t
+from sentinel.loading import Loaded
 from sentinel.log import configure_logging
+from sentinel.runtime import Daemon
 
 _TZ = ZoneInfo("Asia/Shanghai")
 

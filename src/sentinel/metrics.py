@@ -28,7 +28,7 @@ from sentinel.store.sqlite import SqliteReadingStore
 from sentinel.types import RejectReason, Severity
 
 if TYPE_CHECKING:
-    from sentinel.app import Daemon
+    from sentinel.runtime import Daemon
 
 __all__ = ["CONTENT_TYPE", "DaemonMetrics"]
 

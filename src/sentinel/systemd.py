@@ -26,7 +26,7 @@ import structlog
 from sentinel.store.spool import SpoolingSink
 
 if TYPE_CHECKING:
-    from sentinel.app import Daemon
+    from sentinel.runtime import Daemon
 
 __all__ = ["Notifier", "encode", "notify_address", "parse", "pipeline_stuck",
            "watchdog_interval"]

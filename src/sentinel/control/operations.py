@@ -11,7 +11,6 @@ import time
 from dataclasses import replace
 from typing import Any, Literal, Protocol
 
-from sentinel.config.check import Loaded, window_vocabulary
 from sentinel.config.model import LatencySettings
 from sentinel.control.feed import ReadingFeed, event_json
 from sentinel.control.fleet import fleet_status, offline_incident_names
@@ -22,6 +21,7 @@ from sentinel.incidents.model import Incident, Outcome
 from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore, query_incidents
 from sentinel.incidents.windows import Window
+from sentinel.loading import Loaded, window_vocabulary
 from sentinel.store import ReadingSink
 from sentinel.store.db import list_deadletters
 from sentinel.store.sqlite import query_history

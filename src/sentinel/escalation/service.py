@@ -18,13 +18,12 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import structlog
 
 from sentinel.clock import Clock
 from sentinel.config.model import EscalationSettings, NotifySettings
-from sentinel.control.links import LinkClaims, LinkSigner
 from sentinel.escalation.engine import (
     Escalation,
     EscalationEngine,
@@ -83,6 +82,26 @@ class _Delivery:
     result: DeliveryResult
     now: float
     done: asyncio.Future[None]
+
+class LinkSigner(Protocol):
+    """Signs one-tap links (the application injects the control API's signer)."""
+
+    @property
+    def ttl(self) -> float: ...
+
+    def sign(self, incident_id: str, contact_id: str, now: float) -> str: ...
+
+
+class LinkClaims(Protocol):
+    """A verified one-tap link: which incident, for whom, and its one-time nonce."""
+
+    @property
+    def incident_id(self) -> str: ...
+    @property
+    def contact_id(self) -> str: ...
+    @property
+    def nonce(self) -> str: ...
+
 
 @dataclass(slots=True)
 class _Batch:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 
 from sentinel.clock import Clock
-from sentinel.escalation.model import Contact, StormSettings
-from sentinel.incidents.store import StateStore
+from sentinel.i18n import Language
 from sentinel.notify import outbox
 from sentinel.notify.outbox import OutboxRow
 from sentinel.notify.sender import DeliveryResult, Sender, channel_label
@@ -32,6 +32,33 @@ _IDLE_WAIT = 1.0
 _DUE_BATCH = 200
 
 
+T = TypeVar("T")
+
+
+class Database(Protocol):
+    """Runs a function on the state database's connection (the outbox lives there)."""
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+
+class Recipient(Protocol):
+    """A person as notify sees them: their channels (primary first) and language."""
+
+    @property
+    def channels(self) -> Sequence[str]: ...
+    @property
+    def language(self) -> Language: ...
+
+
+class StormLimits(Protocol):
+    """At most `max_messages` held-notice messages per contact within `per` seconds."""
+
+    @property
+    def max_messages(self) -> int: ...
+    @property
+    def per(self) -> float: ...
+
+
 class ResultSink(Protocol):
     async def delivered(self, rows: Sequence[OutboxRow], label: str, result: DeliveryResult,
                         now: float) -> None: ...
@@ -40,8 +67,8 @@ class ResultSink(Protocol):
 class Dispatcher:
     """Sends what the outbox holds, as soon as it is due."""
 
-    def __init__(self, state: StateStore, sender: Sender, contacts: Mapping[str, Contact],
-                 storm: StormSettings, concurrency: int, sink: ResultSink, clock: Clock,
+    def __init__(self, state: Database, sender: Sender, contacts: Mapping[str, Recipient],
+                 storm: StormLimits, concurrency: int, sink: ResultSink, clock: Clock,
                  on_send: Callable[[OutboxRow], None] | None = None,
                  on_handed: Callable[[Sequence[OutboxRow], float], None] | None = None
                  ) -> None:
@@ -190,7 +217,7 @@ class Dispatcher:
                 self._wake.set()
 
     @staticmethod
-    def _message(rows: list[OutboxRow], contact: Contact) -> Rendered:
+    def _message(rows: list[OutboxRow], contact: Recipient) -> Rendered:
         if len(rows) == 1:
             return Rendered(rows[0].title, rows[0].body)
         return render_summary([Rendered(r.title, r.body) for r in rows], contact.language)

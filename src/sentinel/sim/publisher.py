@@ -31,11 +31,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sentinel.config.check import Loaded
 from sentinel.config.inventory import Device
 from sentinel.config.profiles import ProfileSpec
 from sentinel.decode.encode import encode
 from sentinel.errors import SentinelError
+from sentinel.loading import Loaded
 from sentinel.sim.model import DeviceModel, FleetModel, SimEvent, parse_inject, resolve_injections
 
 __all__ = [

@@ -1,5 +1,8 @@
 """Load configuration, kinds, inventory and profiles together and cross-check them.
 
+Part of the application layer (beside app and cli): it reads every stage's files, so it
+imports the stages' models; no stage imports it.
+
 `sentinel check` and the daemon's start-up both come through here, so the daemon never runs
 on a configuration `check` would refuse.
 """

@@ -34,7 +34,7 @@ from sentinel.incidents.store import StateStore, query_events
 from sentinel.notify import outbox
 from sentinel.notify.dispatch import Dispatcher
 from sentinel.notify.outbox import NewRow, OutboxRow
-from sentinel.notify.sender import DeliveryResult, Sender
+from sentinel.notify.sender import DeliveryResult, Sender, channel_label
 from sentinel.notify.templates import render_digest, render_notice
 from sentinel.stats import NOTIFY_BUCKETS, LatencyHistogram
 from sentinel.store.db import transaction
@@ -120,8 +120,14 @@ class EscalationService:
 
     async def start(self) -> None:
         """Create the tables, resume the climbs and the cursor."""
-        def load(conn: sqlite3.Connection) -> tuple[list[Escalation], str | None, int]:
+        def load(conn: sqlite3.Connection
+                 ) -> tuple[list[Escalation], str | None, int, int, list[OutboxRow]]:
             conn.executescript(SCHEMA + outbox.SCHEMA)
+            outbox.migrate(conn)
+            # This run's id, committed before anything is claimed; what earlier runs
+            # claimed and never settled has an unknown outcome.
+            run = outbox.next_run(conn)
+            unsettled = outbox.claimed_before(conn, run)
             horizon = self._clock.now() - _KEEP_STOPPED
             escs = [Escalation.from_json(json.loads(d)) for (d,) in conn.execute(
                 "SELECT data FROM escalations WHERE state != 'stopped' OR updated >= ?",
@@ -130,9 +136,11 @@ class EscalationService:
             top = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
             self._digest_sent = dict(conn.execute(
                 "SELECT key, value FROM meta WHERE key LIKE ?", (_DIGEST_KEY + "%",)))
-            return escs, row[0] if row else None, int(top)
-        escalations, cursor, top = await self._state.call(load)
+            return escs, row[0] if row else None, int(top), run, unsettled
+        escalations, cursor, top, run, unsettled = await self._state.call(load)
         self.engine.escalations = {e.incident_id: e for e in escalations}
+        self.dispatcher.run_id = run
+        await self._recover(unsettled)
         # First start on an existing state database: escalate what is open now rather
         # than replaying history (old, resolved incidents must not page anyone).
         self._cursor = int(cursor) if cursor is not None else top
@@ -142,7 +150,56 @@ class EscalationService:
         log.info("escalation_resumed", climbs=sum(e.state != "stopped"
                                                   for e in escalations),
                  cursor=self._cursor, contacts=len(self.contacts),
-                 policies=len(self._policies.policy))
+                 policies=len(self._policies.policy), run=run)
+
+    async def _recover(self, rows: Sequence[OutboxRow]) -> None:
+        """Settle the sends an earlier run claimed and never recorded (a crash).
+
+        Their outcome is unknown. A first such row is sent once more, marked as a repeat;
+        a row whose resend is unknown too is not sent again: it ends `unknown`, and the
+        climb counts it as a delivery that may have reached the person (it goes on until
+        someone acknowledges, so the next tier is still paged).
+        """
+        if not rows:
+            return
+        now = self._clock.now()
+        out = Output()
+        events: list[IncidentEvent] = []
+        for row in rows:
+            final = row.resent
+            contact = self.contacts.get(row.contact_id)
+            label = (channel_label(contact.channels[row.channel])
+                     if contact is not None and row.channel < len(contact.channels) else "-")
+            inc = await self._incident(row.incident_id)
+            if final:
+                out.extend(self.engine.on_delivery(row.incident_id, row.round, row.step,
+                                                   row.contact_id, row.channel, True, now,
+                                                   inc))
+            log.warning("notification_unknown", incident=row.incident_id,
+                        contact=row.contact_id, channel=label, kind=row.kind, step=row.step,
+                        key=row.key, resend=not final)
+            if inc is not None:
+                events.append(IncidentEvent(inc.id, "notification_unknown", now, "sentinel",
+                                            inc.severity, inc.status, {
+                    "contact": row.contact_id,
+                    "contact_name": contact.name if contact else None, "channel": label,
+                    "kind": row.kind, "step": row.step, "key": row.key,
+                    "attempt": row.attempts + 1, "resend": not final}))
+        notices = await self._rows(out.notices, now)
+        events += [e for n in out.notes if (e := await self._event(n, now)) is not None]
+        changed = list(out.changed.values())
+
+        def write(conn: sqlite3.Connection) -> None:
+            outbox.recover(conn, rows, now)
+            outbox.insert(conn, notices)
+            conn.executemany(
+                "INSERT OR REPLACE INTO escalations (incident_id, state, updated, data)"
+                " VALUES (?, ?, ?, ?)",
+                [(e.incident_id, e.state, now, json.dumps(e.to_json(), ensure_ascii=False))
+                 for e in changed])
+        await self._incidents.record(events, write)
+        self._count_steps(events)
+        await self._follow_up(out)
 
     async def _adopt_open(self) -> None:
         now = self._clock.now()
@@ -223,8 +280,13 @@ class EscalationService:
         cursor = self._cursor
         withdraw = list(out.withdraw)
         meta = {CURSOR_KEY: str(cursor), **(digest_day or {})}
-        # Pages due now leave as soon as this commit returns (see Dispatcher.send_now).
-        urgent_keys = [r.key for r in rows if r.life_safety and r.due <= now]
+        # Pages due now leave as soon as this commit returns (see Dispatcher.send_now):
+        # they are inserted claimed by this run, so their first send needs no commit of
+        # its own.
+        leaving = [r for r in rows if r.life_safety and r.due <= now]
+        later = [r for r in rows if not (r.life_safety and r.due <= now)]
+        urgent_keys = [r.key for r in leaving]
+        run = self.dispatcher.run_id
         urgent: list[OutboxRow] = []
 
         def write(conn: sqlite3.Connection) -> None:
@@ -235,10 +297,11 @@ class EscalationService:
                  for e in changed])
             for incident_id in withdraw:
                 outbox.withdraw(conn, incident_id, now)
-            outbox.insert(conn, rows)
+            outbox.insert(conn, leaving, claimed_by=run)
+            outbox.insert(conn, later)
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                              list(meta.items()))
-            urgent[:] = outbox.pending_by_key(conn, urgent_keys)
+            urgent[:] = outbox.pending_by_key(conn, urgent_keys, run)
         await self._incidents.record(events, write)
         self.dispatcher.send_now(urgent)
         self._count_steps(events)

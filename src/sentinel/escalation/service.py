@@ -4,7 +4,8 @@ It follows the incident event log from a durable cursor, so an event committed j
 a crash is still escalated after the restart. Whatever one pass decides — escalation
 state, outbox rows, audit events, the cursor — is committed in one transaction of the state
 database. The dispatcher (notify stage) then sends the rows and reports each result back
-here, where retries, fallback channels and the next tier are decided and recorded.
+here, where retries, fallback channels and the next tier are decided and recorded. At start,
+sends an earlier run left without a result are settled here (see `notify.outbox`).
 
 It is also what the control API acts on (acknowledge, resolve, one-tap links).
 """

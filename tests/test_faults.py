@@ -165,7 +165,8 @@ def test_broker_restart(mosquitto: Mosquitto, tmp_path: Path, daemons: list[Daem
 def test_kill_9_loop_loses_and_duplicates_nothing(mosquitto: Mosquitto, tmp_path: Path,
                                                   daemons: list[DaemonProcess]) -> None:
     """SIGKILL every 5 s while the whole community publishes at QoS 1 and alarms come in:
-    every reading stored, every incident opened once, every notification sent once."""
+    every reading stored, every incident opened once, every notification sent once (or
+    twice, the second copy marked as a repeat, if a kill hit between answer and record)."""
     seconds, rate = (120, 1000) if LONG else (25, 300)
     alarms = [("smoke-alarm", "SB-SMK-0010"), ("gas-leak", "SB-GAS-0003"),
               ("fall", "SB-WCH-0005"), ("sos", "SB-WCH-0007"), ("smoke-alarm", "SB-SMK-0200")]
@@ -199,15 +200,19 @@ def test_kill_9_loop_loses_and_duplicates_nothing(mosquitto: Mosquitto, tmp_path
         counts = opened()
         duplicated = {k: n for k, n in counts.items() if n > 1}
         assert not duplicated, duplicated
-        # Every notification key arrived exactly once (nothing sent twice across kills),
-        # and each is a message the outbox holds (nothing unexpected).
+        # Every notification key arrived once, or (a kill between the receiver's answer
+        # and its record) twice with the second copy marked as a repeat; each is a message
+        # the outbox holds (nothing unexpected). A request cut off by a kill brought nothing.
         time.sleep(2)
-        keys = Counter(r.headers.get("idempotency-key") for r in hooks.requests)
+        arrived = [r for r in hooks.requests if isinstance(r.json, dict)]
+        keys = Counter(r.headers.get("idempotency-key") for r in arrived)
         queued = outbox_keys(db)
-        sent_twice = {k: n for k, n in keys.items() if n > 1}
+        sent_twice = {k: n for k, n in keys.items() if n > 2 or (n == 2 and not str(
+            [r for r in arrived if r.headers.get("idempotency-key") == k][1].json["title"]
+        ).startswith(("【重发】", "[RESENT] ")))}
         unexpected = [k for k in keys if k is None or k.split("+")[0] not in queued]
         for event, device in alarms:
-            assert any(device.encode() in r.body for r in hooks.requests), (event, device)
+            assert any(device.encode() in r.body for r in arrived), (event, device)
         report("kill-9 loop", published=len(sim.keys()), lost=0, kills=kills,
                incidents=sum(counts.values()), incidents_duplicated=len(duplicated),
                notifications=sum(keys.values()), notifications_duplicated=len(sent_twice),

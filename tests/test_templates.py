@@ -11,7 +11,13 @@ import pytest
 from sentinel.config.inventory import Device
 from sentinel.i18n import Language
 from sentinel.incidents.model import Incident, IncidentBook, Outcome, Status
-from sentinel.notify.templates import Rendered, render_digest, render_notice, render_summary
+from sentinel.notify.templates import (
+    Rendered,
+    mark_resent,
+    render_digest,
+    render_notice,
+    render_summary,
+)
 from sentinel.rules.engine import RuleEngine
 from sentinel.rules.model import load_rules_file, merge_rule_files
 from sentinel.types import Reading, Severity, Value
@@ -460,3 +466,16 @@ def test_titles_stay_short() -> None:
                   for inc in (smoke(), hydrant(), group, offline(9, T0))]
         assert max(len(title) for title in titles) <= limit
         assert all("\n" not in title for title in titles)
+
+
+@pytest.mark.parametrize(("lang", "mark"), [("zh", "【重发】"), ("en", "[RESENT] ")])
+def test_a_resent_notice_says_so_first_and_keeps_its_text(lang: Language, mark: str) -> None:
+    """A resend after a crash starts title and body with the repeat mark in the contact's
+    language and keeps the whole original notice below; summaries still count it by type."""
+    notice = render_notice("alert", smoke(), lang, now=NOW)
+    resent = mark_resent(notice, lang)
+    assert resent.title == mark + notice.title
+    first, rest = resent.body.split("\n", 1)
+    assert first.startswith(mark.strip()) and rest == notice.body
+    summary = render_summary([resent, notice], lang)
+    assert "×2" in summary.title

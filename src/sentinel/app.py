@@ -231,7 +231,7 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
         timers_task.cancel()
         await incidents.close()
         # Deliveries in flight get a moment to finish, so their results are recorded
-        # (anything not recorded is sent again after the restart, never lost).
+        # (one not recorded is sent once more after the restart, marked as a repeat).
         await escalation.close()
         escalation_task.cancel()
         if publish_task is not None:

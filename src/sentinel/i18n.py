@@ -214,6 +214,8 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "control.window_not_found": {"zh": "没有生效中的 #{id}", "en": "no active window #{id}"},
     "event.notification_sent": {"zh": "已通知", "en": "notified"},
     "event.notification_failed": {"zh": "通知失败", "en": "notification failed"},
+    "event.notification_unknown": {"zh": "通知结果未知 (重启前已发出)",
+                                   "en": "notification outcome unknown (sent before a restart)"},
     "event.escalation_started": {"zh": "开始通知", "en": "escalation started"},
     "event.escalation_step": {"zh": "升级通知", "en": "escalated"},
     "event.escalation_reminder": {"zh": "再次提醒", "en": "reminder"},

@@ -4,7 +4,8 @@ It follows the incident event log from a durable cursor, so an event committed j
 a crash is still escalated after the restart. Whatever one pass decides — escalation
 state, outbox rows, audit events, the cursor — is committed in one transaction of the state
 database. The dispatcher (notify stage) then sends the rows and reports each result back
-here, where retries, fallback channels and the next tier are decided and recorded.
+here, where retries, fallback channels and the next tier are decided and recorded. At start,
+sends an earlier run left without a result are settled here (see `notify.outbox`).
 
 It is also what the control API acts on (acknowledge, resolve, one-tap links).
 """
@@ -39,7 +40,7 @@ from sentinel.incidents.store import StateStore, query_events
 from sentinel.notify import outbox
 from sentinel.notify.dispatch import Dispatcher
 from sentinel.notify.outbox import NewRow, OutboxRow
-from sentinel.notify.sender import DeliveryResult, Sender
+from sentinel.notify.sender import DeliveryResult, Sender, channel_label
 from sentinel.notify.templates import render_digest, render_notice
 from sentinel.stats import NOTIFY_BUCKETS, LatencyHistogram
 from sentinel.store.db import transaction
@@ -112,6 +113,7 @@ class _Batch:
     changed: list[Escalation]
     withdraw: list[str]
     now: float
+    run: int  # this daemon run (the claim on rows sent at once)
     urgent: list[OutboxRow] = field(default_factory=list)
 
     def write(self, conn: sqlite3.Connection) -> None:
@@ -123,9 +125,13 @@ class _Batch:
              for e in self.changed])
         for incident_id in self.withdraw:
             outbox.withdraw(conn, incident_id, now)
-        outbox.insert(conn, self.rows)
-        urgent_keys = [r.key for r in self.rows if r.life_safety and r.due <= now]
-        self.urgent[:] = outbox.pending_by_key(conn, urgent_keys)
+        # Pages due now leave as soon as this commit returns (see Dispatcher.send_now):
+        # they are inserted claimed by this run, so their first send needs no commit of
+        # its own.
+        leaving = [r for r in self.rows if r.life_safety and r.due <= now]
+        outbox.insert(conn, leaving, claimed_by=self.run)
+        outbox.insert(conn, [r for r in self.rows if not (r.life_safety and r.due <= now)])
+        self.urgent[:] = outbox.pending_by_key(conn, [r.key for r in leaving], self.run)
 
 
 def _save_cursor(conn: sqlite3.Connection, cursor: int) -> None:
@@ -182,8 +188,14 @@ class EscalationService:
 
     async def start(self) -> None:
         """Create the tables, resume the climbs and the cursor."""
-        def load(conn: sqlite3.Connection) -> tuple[list[Escalation], str | None, int]:
+        def load(conn: sqlite3.Connection
+                 ) -> tuple[list[Escalation], str | None, int, int, list[OutboxRow]]:
             conn.executescript(SCHEMA + outbox.SCHEMA)
+            outbox.migrate(conn)
+            # This run's id, committed before anything is claimed; what earlier runs
+            # claimed and never settled has an unknown outcome.
+            run = outbox.next_run(conn)
+            unsettled = outbox.claimed_before(conn, run)
             horizon = self._clock.now() - _KEEP_STOPPED
             escs = [Escalation.from_json(json.loads(d)) for (d,) in conn.execute(
                 "SELECT data FROM escalations WHERE state != 'stopped' OR updated >= ?",
@@ -192,9 +204,11 @@ class EscalationService:
             top = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
             self._digest_sent = dict(conn.execute(
                 "SELECT key, value FROM meta WHERE key LIKE ?", (_DIGEST_KEY + "%",)))
-            return escs, row[0] if row else None, int(top)
-        escalations, cursor, top = await self._state.call(load)
+            return escs, row[0] if row else None, int(top), run, unsettled
+        escalations, cursor, top, run, unsettled = await self._state.call(load)
         self.engine.escalations = {e.incident_id: e for e in escalations}
+        self.dispatcher.run_id = run
+        await self._recover(unsettled)
         # First start on an existing state database: escalate what is open now rather
         # than replaying history (old, resolved incidents must not page anyone).
         self._cursor = int(cursor) if cursor is not None else top
@@ -204,7 +218,50 @@ class EscalationService:
         log.info("escalation_resumed", climbs=sum(e.state != "stopped"
                                                   for e in escalations),
                  cursor=self._cursor, contacts=len(self.contacts),
-                 policies=len(self._policies.policy))
+                 policies=len(self._policies.policy), run=run)
+
+    async def _recover(self, rows: Sequence[OutboxRow]) -> None:
+        """Settle the sends an earlier run claimed and never recorded (a crash).
+
+        Their outcome is unknown. A first such row is sent once more, marked as a repeat;
+        a row whose resend is unknown too is not sent again: it ends `unknown`, and the
+        climb counts it as a delivery that may have reached the person (it goes on until
+        someone acknowledges, so the next tier is still paged).
+        """
+        if not rows:
+            return
+        now = self._clock.now()
+        out = Output()
+        events: list[IncidentEvent] = []
+        for row in rows:
+            final = row.resent
+            contact = self.contacts.get(row.contact_id)
+            label = (channel_label(contact.channels[row.channel])
+                     if contact is not None and row.channel < len(contact.channels) else "-")
+            inc = await self._incident(row.incident_id)
+            if final:
+                out.extend(self.engine.on_delivery(row.incident_id, row.round, row.step,
+                                                   row.contact_id, row.channel, True, now,
+                                                   inc))
+            log.warning("notification_unknown", incident=row.incident_id,
+                        contact=row.contact_id, channel=label, kind=row.kind, step=row.step,
+                        key=row.key, resend=not final)
+            if inc is not None:
+                events.append(IncidentEvent(inc.id, "notification_unknown", now, "sentinel",
+                                            inc.severity, inc.status, {
+                    "contact": row.contact_id,
+                    "contact_name": contact.name if contact else None, "channel": label,
+                    "kind": row.kind, "step": row.step, "key": row.key,
+                    "attempt": row.attempts + 1, "resend": not final}))
+        planned = self._plan(out, now, await self._incidents_of(out))
+        events += planned.events
+
+        def write(conn: sqlite3.Connection) -> None:
+            outbox.recover(conn, rows, now)
+            planned.write(conn)
+        await self._incidents.record(events, write)
+        self._committed(planned)
+        await self._follow_up(out)
 
     async def _adopt_open(self) -> None:
         now = self._clock.now()
@@ -356,7 +413,8 @@ class EscalationService:
         events = [IncidentEvent(inc.id, n.type, now, "sentinel", inc.severity, inc.status,
                                 dict(n.data))
                   for n in out.notes if (inc := incidents.get(n.incident_id)) is not None]
-        return _Batch(events, rows, list(out.changed.values()), list(out.withdraw), now)
+        return _Batch(events, rows, list(out.changed.values()), list(out.withdraw), now,
+                      self.dispatcher.run_id)
 
     async def _incidents_of(self, out: Output) -> dict[str, Incident]:
         """The incidents (and group members) an Output speaks of, from memory or the file."""

@@ -6,6 +6,10 @@ contact on one channel leaves as a single summary message, and a contact who has
 `max_messages` such messages within `per` waits for the window to free up (the waiting
 notices then leave together). Results go to a `ResultSink`, which records the attempt and
 decides on retries, fallback channels and the next tier.
+
+Every send is claimed first by this daemon run (see `notify.outbox`): rows handed over by
+`send_now` were inserted claimed; rows found due here are claimed by one UPDATE before they
+leave. A row whose earlier copy's outcome is unknown (a crash) leaves marked as a repeat.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from sentinel.i18n import Language
 from sentinel.notify import outbox
 from sentinel.notify.outbox import OutboxRow
 from sentinel.notify.sender import DeliveryResult, Sender, channel_label
-from sentinel.notify.templates import Rendered, render_summary
+from sentinel.notify.templates import Rendered, mark_resent, render_summary
 
 log = structlog.get_logger("sentinel.notify")
 
@@ -82,6 +86,9 @@ class Dispatcher:
         self._on_send = on_send
         # Told when a send starts: the "handed" stage of the incidents' latency record.
         self._on_handed = on_handed
+        # This daemon run's id (set at start, see outbox.next_run): what sends are
+        # claimed by.
+        self.run_id = 0
         self._inflight: set[int] = set()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -98,9 +105,10 @@ class Dispatcher:
     def send_now(self, rows: Sequence[OutboxRow]) -> None:
         """Start life-safety rows just committed, without reading them back first.
 
-        The escalation pass hands over what it queued in the same commit, which saves the
-        page a round trip to the state database; a row already in flight is not started
-        twice (both paths run on the event loop and check `_inflight` before starting).
+        The escalation pass hands over what it queued in the same commit, already claimed
+        by this run (so the page costs no commit of its own before it leaves); a row
+        already in flight is not started twice (both paths run on the event loop and check
+        `_inflight` before starting).
         """
         for row in rows:
             if row.life_safety and row.id not in self._inflight:
@@ -143,8 +151,10 @@ class Dispatcher:
         for row in rows:
             if not row.life_safety:
                 held.setdefault((row.contact_id, row.channel), []).append(row)
-        for row in urgent:
-            self._start([row])
+        # Life-safety rows are claimed and started before the rate limits of the others
+        # are looked up.
+        await self._claim_and_start([[row] for row in urgent])
+        leaving: list[list[OutboxRow]] = []
         for (contact_id, _), group in held.items():
             wait_until = await self._rate_limited(contact_id, now)
             if wait_until is not None:
@@ -154,7 +164,8 @@ class Dispatcher:
                 log.info("notify_rate_limited", contact=contact_id, held=len(group),
                          until=round(wait_until, 1))
                 continue
-            self._start(group)
+            leaving.append(group)
+        await self._claim_and_start(leaving)
         if more:
             return 0.0  # a storm: the next batch of due rows at once
         upcoming = await self._state.call(outbox.next_due)
@@ -169,6 +180,29 @@ class Dispatcher:
         if len(times) < storm.max_messages:
             return None
         return times[len(times) - storm.max_messages] + storm.per
+
+    async def _claim_and_start(self, groups: list[list[OutboxRow]]) -> None:
+        """Claim the rows of `groups` for this run (one UPDATE, committed) and start them.
+
+        They count as in flight from before the claim, so `send_now` cannot start one of
+        them meanwhile; a row finished meanwhile (withdrawn) is not claimed nor sent.
+        """
+        groups = [[r for r in g if r.id not in self._inflight] for g in groups]
+        groups = [g for g in groups if g]
+        ids = [r.id for g in groups for r in g]
+        if not ids:
+            return
+        self._inflight.update(ids)
+        run = self.run_id
+        try:
+            claimed = await self._state.call(lambda conn: outbox.claim(conn, ids, run))
+        finally:
+            # _start puts them back for the rows that leave.
+            self._inflight.difference_update(ids)
+        for group in groups:
+            leaving = [r for r in group if r.id in claimed]
+            if leaving:
+                self._start(leaving)
 
     def _start(self, rows: list[OutboxRow]) -> None:
         for row in rows:
@@ -218,9 +252,13 @@ class Dispatcher:
 
     @staticmethod
     def _message(rows: list[OutboxRow], contact: Recipient) -> Rendered:
-        if len(rows) == 1:
-            return Rendered(rows[0].title, rows[0].body)
-        return render_summary([Rendered(r.title, r.body) for r in rows], contact.language)
+        texts = [Rendered(r.title, r.body) for r in rows]
+        # A row whose earlier copy may have arrived says that it is a repeat.
+        texts = [mark_resent(text, contact.language) if row.resent else text
+                 for row, text in zip(rows, texts, strict=True)]
+        if len(texts) == 1:
+            return texts[0]
+        return render_summary(texts, contact.language)
 
 
 async def _retrying(commit: Callable[[], Awaitable[None]]) -> None:

@@ -3,10 +3,22 @@
 Rows live in the state database beside the incidents, so the escalation step that made a
 notice and the notice itself commit together. Each row is one message to one contact on
 one channel, keyed `incident/round.step[.tag]/contact/channel`; inserting a key twice does
-nothing, so replaying events after a crash never queues a message twice. A row stays
-`pending` until its delivery result is committed: a crash between the receiver's answer
-and that commit sends it once more (with the same Idempotency-Key header, so a receiver
-can drop it) — at-least-once, the only honest promise over HTTP and SMTP.
+nothing, so replaying events after a crash never queues a message twice.
+
+Every attempt is *claimed* before it is sent: the row records the run of the daemon that
+sends it (`claimed_run`, a counter in the `meta` table raised at each start). A row due at
+once is inserted already claimed, in the escalation commit that made it, so an alarm's
+first page costs no commit of its own; a row sent later is claimed by one UPDATE before it
+leaves. The result clears the claim. What a crash can leave behind is therefore known: a
+pending row claimed by an earlier run was handed to a channel and its outcome is unknown.
+
+At start (`recover`), such a row is sent once more, marked as a repeat (【重发】 /
+[RESENT], see `notify.templates.mark_resent`) with the same Idempotency-Key, so a person
+sees it is the same alarm. If that resend's outcome is unknown too (a second crash), the
+row is not sent a third time: it ends as `unknown`, an audit event says so, and escalation
+counts it as a delivery that may have reached them (the climb goes on until someone
+acknowledges). So a crash at any moment delivers a message at most twice, the second
+copy marked; over HTTP and SMTP, "exactly once" is not a promise anyone can keep.
 
 Every attempt is recorded (incident, step, contact, channel, time, result, error).
 """
@@ -17,6 +29,8 @@ import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from sentinel.store.db import transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -36,7 +50,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL DEFAULT 'pending',
     done_at REAL,
-    last_error TEXT
+    last_error TEXT,
+    claimed_run INTEGER,
+    unknown INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(due) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident_id);
@@ -59,7 +75,13 @@ CREATE INDEX IF NOT EXISTS attempts_contact ON attempts(contact_id, ts);
 """
 
 _COLUMNS = ("id", "key", "incident_id", "kind", "round", "step", "contact_id", "channel",
-            "life_safety", "title", "body", "created", "due", "attempts", "status")
+            "life_safety", "title", "body", "created", "due", "attempts", "status", "unknown")
+# Columns added after the first release: (name, definition) for databases made before.
+_ADDED = (("claimed_run", "INTEGER"), ("unknown", "INTEGER NOT NULL DEFAULT 0"))
+RUN_KEY = "daemon_run"
+# Statuses of a finished row.
+FINISHED = ("sent", "failed", "withdrawn", "unknown")
+_UNKNOWN_ERROR = "outcome unknown: the daemon stopped before the result was recorded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +109,13 @@ class OutboxRow(NewRow):
     id: int = 0
     attempts: int = 0
     status: str = "pending"
+    # How many of its attempts ended in a crash before their result was recorded.
+    unknown: int = 0
+
+    @property
+    def resent(self) -> bool:
+        """An earlier copy may have reached the person: this one is marked as a repeat."""
+        return self.unknown > 0
 
     @property
     def base_key(self) -> str:
@@ -94,14 +123,70 @@ class OutboxRow(NewRow):
         return self.key.rsplit("/", 1)[0]
 
 
-def insert(conn: sqlite3.Connection, rows: Sequence[NewRow]) -> None:
-    """Queue rows; a key already present is left as it is (idempotent replay)."""
+def migrate(conn: sqlite3.Connection) -> None:
+    """Add the columns a state database made by an older release lacks."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+    for name, definition in _ADDED:
+        if name not in present:
+            conn.execute(f"ALTER TABLE outbox ADD COLUMN {name} {definition}")
+
+
+def next_run(conn: sqlite3.Connection) -> int:
+    """Raise and return this daemon run's id (committed before anything is claimed)."""
+    with transaction(conn):
+        found = conn.execute("SELECT value FROM meta WHERE key = ?", (RUN_KEY,)).fetchone()
+        run = int(found[0]) + 1 if found else 1
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                     (RUN_KEY, str(run)))
+    return run
+
+
+def insert(conn: sqlite3.Connection, rows: Sequence[NewRow], claimed_by: int | None = None
+           ) -> None:
+    """Queue rows; a key already present is left as it is (idempotent replay).
+
+    `claimed_by` inserts them claimed by that run: rows sent right after this transaction
+    commits (the first page of an alarm), so their claim costs no commit of its own.
+    """
     conn.executemany(
         "INSERT OR IGNORE INTO outbox (key, incident_id, kind, round, step, contact_id,"
-        " channel, life_safety, title, body, created, due) VALUES"
-        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " channel, life_safety, title, body, created, due, claimed_run) VALUES"
+        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [(r.key, r.incident_id, r.kind, r.round, r.step, r.contact_id, r.channel,
-          int(r.life_safety), r.title, r.body, r.created, r.due) for r in rows])
+          int(r.life_safety), r.title, r.body, r.created, r.due, claimed_by) for r in rows])
+
+
+def claim(conn: sqlite3.Connection, row_ids: Sequence[int], run: int) -> set[int]:
+    """Claim rows for sending by `run`, in one statement; return the ids claimed (rows
+    finished meanwhile, e.g. withdrawn, are not)."""
+    if not row_ids:
+        return set()
+    marks = ", ".join("?" * len(row_ids))
+    with transaction(conn):
+        return {int(i) for (i,) in conn.execute(
+            f"UPDATE outbox SET claimed_run = ? WHERE id IN ({marks}) AND status = 'pending'"
+            " RETURNING id", (run, *row_ids)).fetchall()}
+
+
+def claimed_before(conn: sqlite3.Connection, run: int) -> list[OutboxRow]:
+    """Pending rows claimed by an earlier run: handed to a channel, outcome unknown."""
+    return [_row(r) for r in conn.execute(
+        f"SELECT {', '.join(_COLUMNS)} FROM outbox WHERE status = 'pending'"
+        " AND claimed_run IS NOT NULL AND claimed_run != ? ORDER BY id", (run,))]
+
+
+def recover(conn: sqlite3.Connection, rows: Sequence[OutboxRow], now: float) -> None:
+    """Settle rows of `claimed_before` (inside the caller's transaction): a first unknown
+    outcome is due again at once, to be sent marked as a repeat; a second one ends the row
+    as `unknown` — it is never sent a third time."""
+    conn.executemany(
+        "UPDATE outbox SET claimed_run = NULL, unknown = unknown + 1,"
+        " attempts = attempts + 1, last_error = ?,"
+        " status = CASE WHEN unknown >= 1 THEN 'unknown' ELSE status END,"
+        " done_at = CASE WHEN unknown >= 1 THEN ? ELSE done_at END,"
+        " due = CASE WHEN unknown >= 1 THEN due ELSE ? END"
+        " WHERE id = ? AND status = 'pending'",
+        [(_UNKNOWN_ERROR, now, now, r.id) for r in rows])
 
 
 def _row(values: Sequence[Any]) -> OutboxRow:
@@ -121,14 +206,15 @@ def due(conn: sqlite3.Connection, now: float, limit: int = 200,
         (now, *skip, limit))]
 
 
-def pending_by_key(conn: sqlite3.Connection, keys: Sequence[str]) -> list[OutboxRow]:
-    """The rows with these keys that still wait to be sent."""
+def pending_by_key(conn: sqlite3.Connection, keys: Sequence[str], claimed_by: int
+                   ) -> list[OutboxRow]:
+    """The rows with these keys that still wait to be sent, claimed by run `claimed_by`."""
     if not keys:
         return []
     marks = ", ".join("?" * len(keys))
     return [_row(r) for r in conn.execute(
         f"SELECT {', '.join(_COLUMNS)} FROM outbox WHERE key IN ({marks})"
-        " AND status = 'pending' ORDER BY id", list(keys))]
+        " AND status = 'pending' AND claimed_run = ? ORDER BY id", (*keys, claimed_by))]
 
 
 def next_due(conn: sqlite3.Connection) -> float | None:
@@ -155,14 +241,15 @@ def mark(conn: sqlite3.Connection, row_id: int, status: str, now: float,
          error: str | None = None) -> None:
     """Finish a row: sent, failed (every attempt on this channel), or withdrawn."""
     conn.execute("UPDATE outbox SET status = ?, done_at = ?, attempts = attempts + ?,"
-                 " last_error = ? WHERE id = ?",
+                 " last_error = ?, claimed_run = NULL WHERE id = ?",
                  (status, now, 1 if status in ("sent", "failed") else 0, error, row_id))
 
 
 def retry_later(conn: sqlite3.Connection, row_id: int, due_at: float, error: str | None
                 ) -> None:
-    conn.execute("UPDATE outbox SET attempts = attempts + 1, due = ?, last_error = ?"
-                 " WHERE id = ?", (due_at, error, row_id))
+    """A failed attempt (known result): due again later, no longer claimed."""
+    conn.execute("UPDATE outbox SET attempts = attempts + 1, due = ?, last_error = ?,"
+                 " claimed_run = NULL WHERE id = ?", (due_at, error, row_id))
 
 
 def postpone(conn: sqlite3.Connection, row_ids: Sequence[int], due_at: float) -> None:

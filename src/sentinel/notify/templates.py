@@ -25,7 +25,8 @@ from sentinel.incidents.model import Incident
 from sentinel.incidents.windows import Window
 from sentinel.types import Value
 
-__all__ = ["NoticeKind", "Rendered", "render_digest", "render_notice", "render_summary"]
+__all__ = ["NoticeKind", "Rendered", "mark_resent", "render_digest", "render_notice",
+           "render_summary"]
 
 NoticeKind = Literal["alert", "escalated", "repeat", "raised", "ack_expired", "resolved",
                      "unmuted"]
@@ -64,6 +65,10 @@ _TEXT: dict[str, dict[Language, str]] = {
     "status.unmuted": {"zh": "状态: 屏蔽期间发生, 屏蔽已结束仍未处理, 请尽快确认",
                        "en": "Status: raised while silenced; the silence is over and it is "
                              "still not handled, please acknowledge"},
+    "resent.prefix": {"zh": "【重发】", "en": "[RESENT] "},
+    "resent.line": {"zh": "【重发】系统重启前本条通知可能已送达, 这是同一事件的再次发送",
+                    "en": "[RESENT] This notice may have reached you before a restart; "
+                          "it is the same alarm, sent again"},
     "title.escalated": {"zh": "升级: ", "en": "escalated: "},
     "title.repeat": {"zh": "提醒: ", "en": "reminder: "},
     "title.raised": {"zh": "级别提高: ", "en": "raised: "},
@@ -448,6 +453,13 @@ def _members(inc: Incident, lang: Language, members: Sequence[Incident]) -> list
     if len(entries) > _MEMBER_LINES:
         lines.append("  " + _("line.more", lang, count=len(entries) - _MEMBER_LINES))
     return lines
+
+
+def mark_resent(message: Rendered, lang: Language) -> Rendered:
+    """The same notice, marked as a repeat: its first copy may have arrived before a crash
+    (see `notify.outbox`), so the person sees it is the same alarm, not a new one."""
+    return Rendered(_("resent.prefix", lang) + message.title,
+                    _("resent.line", lang) + "\n" + message.body)
 
 
 # ---------------------------------------------------------------------------------------

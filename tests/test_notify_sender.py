@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from sentinel.notify.sender import AppriseSender, DeliveryResult, Sender, channel_label
+from sentinel.notify.sender import AppriseSender, DeliveryResult, Sender, channel_label, retryable
 
 from receivers import HttpReceiver, SmtpReceiver
 from servers import free_port
@@ -192,7 +192,26 @@ async def test_smtp_refusal_is_reported(sender: AppriseSender, smtp: SmtpReceive
 async def test_invalid_url_is_reported_not_raised(sender: AppriseSender, url: str) -> None:
     """An unknown or malformed channel URL gives ok=False "invalid channel URL"."""
     result = await sender.send(url, TITLE, BODY)
-    assert result == DeliveryResult(False, "invalid channel URL", result.elapsed)
+    assert result == DeliveryResult(False, "invalid channel URL", result.elapsed,
+                                    retryable=False)
+
+
+@pytest.mark.parametrize(("status", "again"), [(503, True), (500, True), (429, True),
+                                               (408, True), (404, False), (400, False),
+                                               (401, False)])
+async def test_the_sender_says_whether_a_refusal_is_worth_retrying(
+        sender: AppriseSender, http: HttpReceiver, status: int, again: bool) -> None:
+    """A receiver's 5xx, 408 and 429 may pass; other 4xx refuse the request itself."""
+    http.fail_next(1, status)
+    result = await sender.send(http.url("json", "/hook"), TITLE, BODY)
+    assert (result.ok, result.error, result.retryable) == (False, f"HTTP {status}", again)
+
+
+def test_retryable_reasons() -> None:
+    """Timeouts, refused connections and SMTP 4xx are transient; SMTP 5xx is permanent."""
+    assert retryable("timeout after 2.0 s") and retryable("connection refused")
+    assert retryable("SMTP 451") and not retryable("SMTP 550")
+    assert not retryable("invalid channel URL") and retryable(None)
 
 
 @pytest.mark.parametrize("headers", [{"X-A": "1\r\nX-B: 2"}, {"X-Site": "水贝"},

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -40,7 +40,8 @@ from sentinel.incidents.store import StateStore, query_events
 from sentinel.notify import outbox
 from sentinel.notify.dispatch import Dispatcher
 from sentinel.notify.outbox import NewRow, OutboxRow
-from sentinel.notify.sender import DeliveryResult, Sender, channel_label
+from sentinel.notify.sender import Sender, channel_label
+from sentinel.notify.stages import DeliveryOutcome, hold_until
 from sentinel.notify.templates import render_digest, render_notice
 from sentinel.stats import NOTIFY_BUCKETS, LatencyHistogram
 from sentinel.store.db import transaction
@@ -73,16 +74,6 @@ UNREACHABLE_INCIDENT = "notification_failed"
 _STEP_EVENTS = frozenset({"escalation_step", "escalation_reminder"})
 
 
-
-@dataclass(frozen=True, slots=True)
-class _Delivery:
-    """A delivery result waiting to be recorded, and its caller's future."""
-
-    rows: Sequence[OutboxRow]
-    label: str
-    result: DeliveryResult
-    now: float
-    done: asyncio.Future[None]
 
 class LinkSigner(Protocol):
     """Signs one-tap links (the application injects the control API's signer)."""
@@ -163,13 +154,10 @@ class EscalationService:
         self._muter: Muter = muter if muter is not None else incidents.windows
         self.engine = EscalationEngine(policies, self.rosters, self.contacts,
                                        muter=self._muter)
-        self.dispatcher = Dispatcher(state, sender, self.contacts, policies.storm,
+        self.dispatcher = Dispatcher(state, sender, self.contacts, policies.storm, notify,
                                      notify.concurrency, self, clock,
                                      on_handed=self._handed)
         self._lock = asyncio.Lock()
-        # Delivery results waiting for the next group commit (see delivered()).
-        self._deliveries: list[_Delivery] = []
-        self._recorder: asyncio.Task[None] | None = None
         self._follow_ups: set[asyncio.Task[None]] = set()
         self._cursor = 0
         self._cursor_saved = 0
@@ -435,7 +423,6 @@ class EscalationService:
     def _rows(self, notices: Sequence[Notice], now: float,
               incidents: Mapping[str, Incident]) -> list[NewRow]:
         rows: list[NewRow] = []
-        hold = self._policies.storm.window
         for notice in notices:
             inc = incidents.get(notice.incident_id)
             if inc is None:
@@ -448,9 +435,7 @@ class EscalationService:
             text = render_notice(notice.kind, inc, contact.language, now=now, step=notice.step,
                                  ack_url=link, members=members,
                                  maintenance=notice.maintenance)
-            # Life-safety notices leave at once; others are held briefly so a burst of
-            # them reaches a person as one message (storm control).
-            due = now if notice.life_safety else now + hold
+            due = hold_until(notice.life_safety, now, self._policies.storm)
             rows.append(NewRow(f"{notice.key}/0", inc.id, notice.kind, notice.round,
                                notice.step, contact.id, 0, notice.life_safety, text.title,
                                text.body, now, due))
@@ -483,120 +468,65 @@ class EscalationService:
 
     # -- delivery results (called by the dispatcher) ----------------------------------
 
-    async def delivered(self, rows: Sequence[OutboxRow], label: str, result: DeliveryResult,
-                        now: float) -> None:
-        """Record one delivery (of one or several merged rows) and decide what follows.
-
-        Returns once it is committed. Deliveries that finish while a commit runs are
-        recorded together in the next one (group commit): in an alarm storm, a commit per
-        delivery held the escalation lock so often that new incidents waited seconds for
-        their first step.
-        """
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._deliveries.append(_Delivery(rows, label, result, now, done))
-        if self._recorder is None or self._recorder.done():
-            self._recorder = asyncio.get_running_loop().create_task(
-                self._record_deliveries(), name="record-deliveries")
-        await done
-
-    async def _record_deliveries(self) -> None:
-        while self._deliveries:
-            batch, self._deliveries = self._deliveries, []
-            try:
-                await self._record(batch)
-            except Exception as exc:  # each caller retries its own delivery
-                for delivery in batch:
-                    if not delivery.done.done():
-                        delivery.done.set_exception(exc)
-            else:
-                for delivery in batch:
-                    if not delivery.done.done():
-                        delivery.done.set_result(None)
-
-    async def _record(self, batch: Sequence[_Delivery]) -> None:
+    async def recorded(self, outcomes: Sequence[DeliveryOutcome],
+                       write_outbox: Callable[[sqlite3.Connection], None]) -> None:
+        """Commit what notify decided about deliveries (`write_outbox`) with what follows
+        for the climbs: a contact reached, a tier nobody in it could be reached in (the
+        next tier, now), the audit trail. Called by notify's Record stage, which groups
+        the outcomes that finish while a commit runs."""
         async with self._lock:
             out = Output()
             events: list[IncidentEvent] = []
-            fallbacks: list[NewRow] = []
-            retries: list[tuple[int, float, str | None]] = []
-            finished: list[tuple[int, str, str | None, float]] = []
             first_reached: list[tuple[Incident, float]] = []
-            for delivery in batch:
-                rows, label, result, now = (delivery.rows, delivery.label, delivery.result,
-                                            delivery.now)
-                for row in rows:
-                    contact = self.contacts.get(row.contact_id)
-                    inc = await self._incident(row.incident_id)
-                    attempt = row.attempts + 1
-                    data: dict[str, Any] = {"contact": row.contact_id,
-                                            "contact_name": contact.name if contact else None,
-                                            "channel": label,
-                                            "kind": row.kind, "step": row.step, "key": row.key,
-                                            "attempt": attempt}
-                    if result.ok:
-                        esc = self.engine.escalations.get(row.incident_id)
-                        unreached = esc is not None and not esc.reached
-                        finished.append((row.id, "sent", None, now))
-                        out.extend(self.engine.on_delivery(row.incident_id, row.round,
-                                                           row.step, row.contact_id,
-                                                           row.channel, True, now, inc))
-                        if unreached and esc is not None and esc.reached and inc is not None:
-                            first_reached.append((inc, now))
-                        event = "notification_sent"
-                    elif attempt < self._notify.attempts:
-                        delay = min(self._notify.retry_max_delay,
-                                    self._notify.retry_min_delay * 2 ** (attempt - 1))
-                        retries.append((row.id, now + delay, result.error))
-                        data.update(error=result.error, retry_in=delay)
-                        event = "notification_failed"
-                    else:
-                        finished.append((row.id, "failed", result.error, now))
-                        data.update(error=result.error, final=True)
-                        event = "notification_failed"
-                        if contact is not None and row.channel + 1 < len(contact.channels):
-                            fallbacks.append(NewRow(
-                                f"{row.base_key}/{row.channel + 1}", row.incident_id,
-                                row.kind, row.round, row.step, row.contact_id,
-                                row.channel + 1, row.life_safety, row.title, row.body, now,
-                                now))
-                            data["fallback"] = row.channel + 1
-                        else:
-                            out.extend(self.engine.on_delivery(
-                                row.incident_id, row.round, row.step, row.contact_id,
-                                row.channel, False, now, inc))
-                    log.info(event, incident=row.incident_id, contact=row.contact_id,
-                             channel=label, kind=row.kind, step=row.step, attempt=attempt,
-                             error=result.error, elapsed=round(result.elapsed, 4))
-                    if inc is not None and result.ok:
-                        # The latency record's "accepted", written by the commit below.
-                        self._incidents.note_delivery(inc.id, None, now)
+            for o in outcomes:
+                row = o.row
+                contact = self.contacts.get(row.contact_id)
+                inc = await self._incident(row.incident_id)
+                data: dict[str, Any] = {"contact": row.contact_id,
+                                        "contact_name": contact.name if contact else None,
+                                        "channel": o.label, "kind": row.kind,
+                                        "step": row.step, "key": row.key,
+                                        "attempt": o.attempt}
+                if o.status == "sent":
+                    esc = self.engine.escalations.get(row.incident_id)
+                    unreached = esc is not None and not esc.reached
+                    out.extend(self.engine.on_delivery(row.incident_id, row.round, row.step,
+                                                       row.contact_id, row.channel, True,
+                                                       o.at, inc))
+                    if unreached and esc is not None and esc.reached and inc is not None:
+                        first_reached.append((inc, o.at))
                     if inc is not None:
-                        events.append(IncidentEvent(inc.id, event, now, "sentinel",
-                                                    inc.severity, inc.status, data))
-            now = max(d.now for d in batch)
+                        # The latency record's "accepted", written by the commit below.
+                        self._incidents.note_delivery(inc.id, None, o.at)
+                    event = "notification_sent"
+                elif o.status == "retry":
+                    assert o.retry_at is not None
+                    data.update(error=o.result.error, retry_in=round(o.retry_at - o.at, 3))
+                    event = "notification_failed"
+                else:
+                    data.update(error=o.result.error, final=True)
+                    event = "notification_failed"
+                    if o.fallback is not None:
+                        data["fallback"] = o.fallback.channel
+                    else:
+                        out.extend(self.engine.on_delivery(
+                            row.incident_id, row.round, row.step, row.contact_id,
+                            row.channel, False, o.at, inc))
+                log.info(event, incident=row.incident_id, contact=row.contact_id,
+                         channel=o.label, kind=row.kind, step=row.step, attempt=o.attempt,
+                         error=o.result.error, elapsed=round(o.result.elapsed, 4))
+                if inc is not None:
+                    events.append(IncidentEvent(inc.id, event, o.at, "sentinel",
+                                                inc.severity, inc.status, data))
+            now = max(o.at for o in outcomes)
             planned = self._plan(out, now, await self._incidents_of(out))
-            notices = planned.rows
             events += planned.events
-            changed = planned.changed
 
             def write(conn: sqlite3.Connection) -> None:
-                for delivery in batch:
-                    for row in delivery.rows:
-                        outbox.record_attempt(conn, row, delivery.label, delivery.now,
-                                              delivery.result.ok, delivery.result.error,
-                                              delivery.result.elapsed)
-                for row_id, status, error, at in finished:
-                    outbox.mark(conn, row_id, status, at, error)
-                for row_id, due, error in retries:
-                    outbox.retry_later(conn, row_id, due, error)
-                outbox.insert(conn, [*fallbacks, *notices])
-                conn.executemany(
-                    "INSERT OR REPLACE INTO escalations (incident_id, state, updated, data)"
-                    " VALUES (?, ?, ?, ?)",
-                    [(e.incident_id, e.state, now, json.dumps(e.to_json(), ensure_ascii=False))
-                     for e in changed])
+                write_outbox(conn)
+                planned.write(conn)
             await self._incidents.record(events, write)
-            self._count_steps(events)
+            self._committed(planned)
             for inc, at in first_reached:
                 histogram = self.first_notification.get(inc.severity.label)
                 if histogram is None:
@@ -604,8 +534,6 @@ class EscalationService:
                     self.first_notification[inc.severity.label] = histogram
                 histogram.observe(max(0.0, at - inc.opened_at))
         await self._follow_up(out)
-        if fallbacks:
-            self.dispatcher.wake()
 
     def _handed(self, rows: Sequence[OutboxRow], at: float) -> None:
         """A send started: the latency record's "handed" (written with the next commit)."""

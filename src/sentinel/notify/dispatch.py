@@ -1,11 +1,11 @@
-"""The outbox dispatcher: due rows → storm control → apprise → results to the sink.
+"""The outbox dispatcher: runs what is due through the notification stages.
 
 Life-safety notices go out one by one the moment they are due, never held or merged.
 Others were queued with a short hold (`[storm] window`); when due, every held notice for one
 contact on one channel leaves as a single summary message, and a contact who has had
 `max_messages` such messages within `per` waits for the window to free up (the waiting
-notices then leave together). Results go to a `ResultSink`, which records the attempt and
-decides on retries, fallback channels and the next tier.
+notices then leave together). The stages (`notify.stages`) do each of these steps; this
+module only looks at the outbox and starts one delivery task per message.
 
 Every send is claimed first by this daemon run (see `notify.outbox`): rows handed over by
 `send_now` were inserted claimed; rows found due here are claimed by one UPDATE before they
@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
 from sentinel.clock import Clock
-from sentinel.i18n import Language
 from sentinel.notify import outbox
 from sentinel.notify.outbox import OutboxRow
-from sentinel.notify.sender import DeliveryResult, Sender, channel_label
-from sentinel.notify.templates import Rendered, mark_resent, render_summary
+from sentinel.notify.sender import Sender
+from sentinel.notify.stages import (
+    Database,
+    Delivery,
+    OutcomeSink,
+    Recipient,
+    RetryPolicy,
+    StormLimits,
+    build,
+)
 
 log = structlog.get_logger("sentinel.notify")
 
@@ -36,67 +41,35 @@ _IDLE_WAIT = 1.0
 _DUE_BATCH = 200
 
 
-T = TypeVar("T")
-
-
-class Database(Protocol):
-    """Runs a function on the state database's connection (the outbox lives there)."""
-
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
-
-
-class Recipient(Protocol):
-    """A person as notify sees them: their channels (primary first) and language."""
-
-    @property
-    def channels(self) -> Sequence[str]: ...
-    @property
-    def language(self) -> Language: ...
-
-
-class StormLimits(Protocol):
-    """At most `max_messages` held-notice messages per contact within `per` seconds."""
-
-    @property
-    def max_messages(self) -> int: ...
-    @property
-    def per(self) -> float: ...
-
-
-class ResultSink(Protocol):
-    async def delivered(self, rows: Sequence[OutboxRow], label: str, result: DeliveryResult,
-                        now: float) -> None: ...
-
-
 class Dispatcher:
     """Sends what the outbox holds, as soon as it is due."""
 
     def __init__(self, state: Database, sender: Sender, contacts: Mapping[str, Recipient],
-                 storm: StormLimits, concurrency: int, sink: ResultSink, clock: Clock,
-                 on_send: Callable[[OutboxRow], None] | None = None,
+                 storm: StormLimits, policy: RetryPolicy, concurrency: int,
+                 sink: OutcomeSink, clock: Clock,
                  on_handed: Callable[[Sequence[OutboxRow], float], None] | None = None
                  ) -> None:
         self._state = state
-        self._sender = sender
-        self._contacts = contacts
-        self._storm = storm
-        self._slots = asyncio.Semaphore(concurrency)
-        self._sink = sink
         self._clock = clock
-        self._on_send = on_send
-        # Told when a send starts: the "handed" stage of the incidents' latency record.
-        self._on_handed = on_handed
-        # This daemon run's id (set at start, see outbox.next_run): what sends are
-        # claimed by.
-        self.run_id = 0
         self._inflight: set[int] = set()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # This daemon run's id (set at start, see outbox.next_run): what sends are
+        # claimed by.
+        self.run_id = 0
+        self._stages = build(state, sender, contacts, storm, policy, concurrency, clock,
+                             sink, lambda: self.run_id, self._recorded, on_handed)
         self.sent = 0
         self.failed = 0
-        # Messages per channel label (scheme, plus host where public: never the URL).
-        self.sent_by_channel: dict[str, int] = {}
-        self.failed_by_channel: dict[str, int] = {}
+
+    @property
+    def sent_by_channel(self) -> dict[str, int]:
+        """Messages accepted per channel label (scheme, plus host where public)."""
+        return self._stages.send.sent_by_channel
+
+    @property
+    def failed_by_channel(self) -> dict[str, int]:
+        return self._stages.send.failed_by_channel
 
     def wake(self) -> None:
         """New rows were queued: look now rather than at the next timer."""
@@ -112,7 +85,7 @@ class Dispatcher:
         """
         for row in rows:
             if row.life_safety and row.id not in self._inflight:
-                self._start([row])
+                self._start(Delivery([row]))
 
     async def run(self) -> None:
         try:
@@ -143,29 +116,21 @@ class Dispatcher:
         skip = tuple(self._inflight)
         rows = await self._state.call(
             lambda conn: outbox.due(conn, now, _DUE_BATCH, skip))
-        # Rows may have been started (send_now) while the query ran.
-        rows = [r for r in rows if r.id not in self._inflight]
         more = len(rows) >= _DUE_BATCH
-        urgent = [r for r in rows if r.life_safety]
-        held: dict[tuple[str, int], list[OutboxRow]] = {}
-        for row in rows:
-            if not row.life_safety:
-                held.setdefault((row.contact_id, row.channel), []).append(row)
-        # Life-safety rows are claimed and started before the rate limits of the others
-        # are looked up.
-        await self._claim_and_start([[row] for row in urgent])
-        leaving: list[list[OutboxRow]] = []
-        for (contact_id, _), group in held.items():
-            wait_until = await self._rate_limited(contact_id, now)
-            if wait_until is not None:
-                ids = [r.id for r in group]
-                await self._state.call(lambda conn, ids=ids, at=wait_until:  # type: ignore[misc]
-                                       outbox.postpone(conn, ids, at))
-                log.info("notify_rate_limited", contact=contact_id, held=len(group),
-                         until=round(wait_until, 1))
-                continue
-            leaving.append(group)
-        await self._claim_and_start(leaving)
+        # Rows may have been started (send_now) while the query ran. Life-safety rows go
+        # through admission (claimed, started) before the held ones' budgets are looked up.
+        rows = [r for r in rows if r.id not in self._inflight]
+        for part in ([r for r in rows if r.life_safety], [r for r in rows if not r.life_safety]):
+            ids = {r.id for r in part}
+            # In flight from before their claim: send_now cannot start one meanwhile.
+            self._inflight.update(ids)
+            try:
+                admitted = await self._stages.admission.exec([Delivery(part)], now) \
+                    if part else []
+            finally:
+                self._inflight.difference_update(ids)
+            for delivery in admitted:
+                self._start(delivery)
         if more:
             return 0.0  # a storm: the next batch of due rows at once
         upcoming = await self._state.call(outbox.next_due)
@@ -173,100 +138,27 @@ class Dispatcher:
             return _IDLE_WAIT
         return min(_IDLE_WAIT, upcoming - now)
 
-    async def _rate_limited(self, contact_id: str, now: float) -> float | None:
-        storm = self._storm
-        times = await self._state.call(
-            lambda conn: outbox.sent_since(conn, contact_id, now - storm.per))
-        if len(times) < storm.max_messages:
-            return None
-        return times[len(times) - storm.max_messages] + storm.per
-
-    async def _claim_and_start(self, groups: list[list[OutboxRow]]) -> None:
-        """Claim the rows of `groups` for this run (one UPDATE, committed) and start them.
-
-        They count as in flight from before the claim, so `send_now` cannot start one of
-        them meanwhile; a row finished meanwhile (withdrawn) is not claimed nor sent.
-        """
-        groups = [[r for r in g if r.id not in self._inflight] for g in groups]
-        groups = [g for g in groups if g]
-        ids = [r.id for g in groups for r in g]
-        if not ids:
-            return
-        self._inflight.update(ids)
-        run = self.run_id
-        try:
-            claimed = await self._state.call(lambda conn: outbox.claim(conn, ids, run))
-        finally:
-            # _start puts them back for the rows that leave.
-            self._inflight.difference_update(ids)
-        for group in groups:
-            leaving = [r for r in group if r.id in claimed]
-            if leaving:
-                self._start(leaving)
-
-    def _start(self, rows: list[OutboxRow]) -> None:
-        for row in rows:
+    def _start(self, delivery: Delivery) -> None:
+        for row in delivery.rows:
             self._inflight.add(row.id)
-        task = asyncio.get_running_loop().create_task(self._deliver(rows))
+        task = asyncio.get_running_loop().create_task(self._deliver(delivery))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, rows: list[OutboxRow]) -> None:
-        first = rows[0]
-        result_ok = False
+    async def _deliver(self, delivery: Delivery) -> None:
         try:
-            contact = self._contacts.get(first.contact_id)
-            if contact is None or first.channel >= len(contact.channels):
-                # The contact left the on-call file since this was queued.
-                result = DeliveryResult(False, "contact or channel no longer configured", 0.0)
-                label = "-"
-            else:
-                url = contact.channels[first.channel]
-                label = channel_label(url)
-                message = self._message(rows, contact)
-                key = first.key if len(rows) == 1 else f"{first.key}+{len(rows) - 1}"
-                async with self._slots:
-                    if self._on_send is not None:
-                        self._on_send(first)
-                    if self._on_handed is not None:
-                        self._on_handed(rows, self._clock.now())
-                    result = await self._sender.send(url, message.title, message.body,
-                                                     headers={"Idempotency-Key": key})
-            if result.ok:
+            await self._stages.delivery.exec([delivery], self._clock.now())
+            if delivery.result is not None and delivery.result.ok:
                 self.sent += 1
-                self.sent_by_channel[label] = self.sent_by_channel.get(label, 0) + 1
             else:
                 self.failed += 1
-                self.failed_by_channel[label] = self.failed_by_channel.get(label, 0) + 1
-            await _retrying(lambda: self._sink.delivered(rows, label, result,
-                                                         self._clock.now()))
-            result_ok = result.ok
         finally:
-            for row in rows:
+            for row in delivery.rows:
                 self._inflight.discard(row.id)
-            if not result_ok:
-                # A failed send is due again later (or went to the next channel): look.
-                # A sent one changes nothing that is due, and waking for every delivery
-                # re-read the outbox hundreds of times a second in an alarm storm.
-                self._wake.set()
 
-    @staticmethod
-    def _message(rows: list[OutboxRow], contact: Recipient) -> Rendered:
-        texts = [Rendered(r.title, r.body) for r in rows]
-        # A row whose earlier copy may have arrived says that it is a repeat.
-        texts = [mark_resent(text, contact.language) if row.resent else text
-                 for row, text in zip(rows, texts, strict=True)]
-        if len(texts) == 1:
-            return texts[0]
-        return render_summary(texts, contact.language)
-
-
-async def _retrying(commit: Callable[[], Awaitable[None]]) -> None:
-    # The result must be recorded, or the row is sent again: keep trying for a while.
-    for attempt in range(20):
-        try:
-            await commit()
-            return
-        except Exception:
-            log.exception("notify_result_commit_failed", attempt=attempt + 1)
-            await asyncio.sleep(min(5.0, 0.1 * 2 ** attempt))
+    def _recorded(self, due_again: bool) -> None:
+        # A retry or a fallback is due again: look. A sent message changes nothing that
+        # is due, and waking for every delivery re-read the outbox hundreds of times a
+        # second in an alarm storm.
+        if due_again:
+            self._wake.set()

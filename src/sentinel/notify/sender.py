@@ -28,7 +28,7 @@ from typing import Any, Protocol, Self
 import apprise
 from apprise import plugins as apprise_plugins
 
-__all__ = ["AppriseSender", "DeliveryResult", "Sender", "channel_label"]
+__all__ = ["AppriseSender", "DeliveryResult", "Sender", "channel_label", "retryable"]
 
 _NO_HEADERS: Mapping[str, str] = types.MappingProxyType({})
 
@@ -61,6 +61,9 @@ class DeliveryResult:
     ok: bool
     error: str | None
     elapsed: float  # seconds from the call to the result, waiting for a free worker included
+    # Whether sending the same message again may succeed: not for a URL apprise cannot
+    # use or a receiver that refuses the request itself (HTTP 4xx but 408, 425 and 429).
+    retryable: bool = True
 
 
 class Sender(Protocol):
@@ -68,6 +71,28 @@ class Sender(Protocol):
 
     async def send(self, url: str, title: str, body: str, *,
                    headers: Mapping[str, str] = ...) -> DeliveryResult: ...
+
+
+_STATUS = re.compile(r"^(HTTP|SMTP) (\d{3})\b")
+# HTTP client errors that say "not now" rather than "never".
+_RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+def retryable(error: str | None) -> bool:
+    """Whether a failure with this reason may go away if the same message is sent again:
+    not for a channel URL apprise cannot use, an HTTP 4xx other than 408/425/429, or an
+    SMTP 5xx (permanent by RFC 5321); timeouts, refused connections, 5xx and the rest may."""
+    if error is None:
+        return True
+    if error.startswith("invalid channel URL"):
+        return False
+    found = _STATUS.match(error)
+    if found:
+        status = int(found.group(2))
+        if found.group(1) == "SMTP":
+            return status < 500
+        return not (400 <= status < 500) or status in _RETRYABLE_4XX
+    return True
 
 
 def channel_label(url: str) -> str:
@@ -297,7 +322,8 @@ class AppriseSender:
                 ok, error = await asyncio.shield(future)
         except TimeoutError:
             ok, error = False, f"timeout after {self._timeout:.1f} s"
-        return DeliveryResult(ok, error, time.monotonic() - started)
+        return DeliveryResult(ok, error, time.monotonic() - started,
+                              retryable=ok or retryable(error))
 
     def _prepare(self, url: str) -> str:
         timeout = f"{self._timeout:g}"

@@ -1,0 +1,108 @@
+"""Notification stages one by one, and the backoff helper: explicit times, no sleeping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sentinel.backoff import Backoff
+from sentinel.notify.outbox import OutboxRow
+from sentinel.notify.sender import DeliveryResult
+from sentinel.notify.stages import Delivery, Hold, MultiStage, Retry, hold_until
+
+T0 = 1_790_000_000.0
+
+
+@dataclass(frozen=True)
+class _Person:
+    channels: tuple[str, ...]
+    language: str = "zh"
+
+
+@dataclass(frozen=True)
+class _Policy:
+    attempts: int = 3
+    retry_min_delay: float = 2.0
+    retry_max_delay: float = 60.0
+
+
+@dataclass(frozen=True)
+class _Storm:
+    window: float = 30.0
+    max_messages: int = 6
+    per: float = 600.0
+
+
+CONTACTS = {"gw": _Person(("json://127.0.0.1/a", "mailto://127.0.0.1/?to=gw@example.org")),
+            "do": _Person(("json://127.0.0.1/do",))}
+
+
+def row(id_: int, contact: str = "gw", *, life_safety: bool = True, channel: int = 0,
+        attempts: int = 0) -> OutboxRow:
+    return OutboxRow(f"20261207-0001/0.0/{contact}/{channel}", "20261207-0001", "alert", 0, 0,
+                     contact, channel, life_safety, "t", "b", T0, T0, id_, attempts)
+
+
+def decided(result: DeliveryResult, r: OutboxRow) -> tuple[str, float | None, int | None]:
+    o = Retry(_Policy(), CONTACTS).decide(r, "json://127.0.0.1", result, T0)
+    return o.status, o.retry_at, o.fallback.channel if o.fallback is not None else None
+
+
+async def test_hold_sends_life_safety_alone_and_merges_the_rest_per_contact() -> None:
+    """Life-safety rows are never merged; held rows of one contact and channel leave as
+    one message."""
+    rows = [row(1), row(2), row(3, life_safety=False), row(4, life_safety=False),
+            row(5, "do", life_safety=False)]
+    out = await MultiStage(Hold()).exec([Delivery(rows)], T0)
+    assert [[r.id for r in d.rows] for d in out] == [[1], [2], [3, 4], [5]]
+
+
+def test_the_storm_window_holds_only_what_is_not_life_safety() -> None:
+    """A life-safety notice is due at once; others after the storm window."""
+    assert hold_until(True, T0, _Storm()) == T0
+    assert hold_until(False, T0, _Storm()) == T0 + 30
+
+
+def test_retry_decides_sent_retry_fallback_and_final() -> None:
+    """Sent; a retryable failure retried after 2 s, then 4 s; the last attempt fails over
+    to the contact's next channel; a contact with no other channel is final."""
+    ok = DeliveryResult(True, None, 0.01)
+    down = DeliveryResult(False, "HTTP 503", 0.01)
+    assert decided(ok, row(1)) == ("sent", None, None)
+    assert decided(down, row(1)) == ("retry", T0 + 2, None)
+    assert decided(down, row(1, attempts=1)) == ("retry", T0 + 4, None)
+    assert decided(down, row(1, attempts=2)) == ("failed", None, 1)
+    outcome = Retry(_Policy(), CONTACTS).decide(row(1, "do", attempts=2), "-", down, T0)
+    assert outcome.status == "failed" and outcome.final
+
+
+def test_a_refusal_not_worth_retrying_goes_to_the_next_channel_at_once() -> None:
+    """An HTTP 404 is not retried on the same channel: the fallback is queued now."""
+    refused = DeliveryResult(False, "HTTP 404", 0.01, retryable=False)
+    status, _, fallback = decided(refused, row(1))
+    assert (status, fallback) == ("failed", 1)
+    outcome = Retry(_Policy(), CONTACTS).decide(row(1), "-", refused, T0)
+    assert outcome.fallback is not None and outcome.fallback.due == T0
+    assert outcome.fallback.key == "20261207-0001/0.0/gw/1"
+
+
+@given(base=st.floats(0.01, 10), cap=st.floats(10, 3600), n=st.integers(-5, 10**9),
+       jitter=st.floats(0, 1), draw=st.floats(0, 0.999))
+def test_backoff_stays_within_its_bounds(base: float, cap: float, n: int, jitter: float,
+                                         draw: float) -> None:
+    """Any step: never above the cap, never below (1 - jitter) of the unjittered delay,
+    never an overflow for a huge step number."""
+    plain = Backoff(base, cap).delay(n)
+    assert base <= plain <= cap
+    jittered = Backoff(base, cap, jitter=jitter, rng=lambda: draw).delay(n)
+    assert plain * (1 - jitter) - 1e-9 <= jittered <= plain
+
+
+@given(base=st.floats(0.01, 10), cap=st.floats(10, 3600), n=st.integers(0, 200))
+def test_backoff_grows_until_the_cap(base: float, cap: float, n: int) -> None:
+    """Each step waits at least as long as the one before."""
+    b = Backoff(base, cap)
+    assert b.delay(n) <= b.delay(n + 1)
+    assert b.delay(0) == base

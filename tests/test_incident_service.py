@@ -157,3 +157,27 @@ async def test_a_follower_cancelled_as_an_event_arrives_stops(tmp_path: Path) ->
         assert task.done(), "the cancelled follower is still running"
         assert task.cancelled()
     await store.__aexit__()
+
+
+async def test_an_alarm_commits_before_the_telemetry_of_its_batch_is_evaluated(
+        tmp_path: Path) -> None:
+    """In a batch of 300 telemetry readings and one smoke alarm, the alarm's incident
+    commits after one reading was evaluated, not 301; its device's readings stay in order."""
+    db = tmp_path / "incidents.sqlite3"
+    store, service = await started(db, FakeClock(T0))
+    evaluated_at_commit: list[int] = []
+
+    def record(events: object, changed: object, now: float) -> None:
+        evaluated_at_commit.append(service.evaluated)
+
+    service.same_commit = record  # type: ignore[assignment]
+    hydrants = [d for d in LOADED.inventory.values() if d.kind == "hydrant_pressure"]
+    telemetry = [reading(h.id, "hydrant_pressure", T0 + i, pressure=0.35)
+                 for i in range(4) for h in hydrants][:300]
+    batch = [*telemetry[:150], reading(SMOKE.id, "smoke", T0, alarm=False),
+             reading(SMOKE.id, "smoke", T0 + 1, alarm=True), *telemetry[150:]]
+    await service.process(batch)
+    assert evaluated_at_commit[0] == 2, evaluated_at_commit
+    assert service.evaluated == len(batch)
+    assert [i.name for i in read_incidents(db, open_only=True)] == ["smoke_alarm"]
+    await store.__aexit__()

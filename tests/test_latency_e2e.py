@@ -85,8 +85,11 @@ def test_a_receiver_answering_after_11_s_opens_latency_budget_exceeded(
         assert wait_until(accepted, 20)
         record = next(i for i in read_incidents(db) if i.id == inc.id).timing
         assert set(record) >= {"device", "received", "committed", "handed", "accepted"}
-        assert record["device"] <= record["received"] <= record["committed"] \
-            <= record["handed"] <= record["accepted"]
+        # A device's clock is its own (here the publisher's, rounded to the millisecond):
+        # near the receipt, not necessarily before it.
+        assert abs(record["device"] - record["received"]) < 1.0
+        assert record["received"] <= record["committed"] <= record["handed"] \
+            <= record["accepted"]
         assert record["handed"] - record["received"] < 3.0
         assert record["accepted"] - record["device"] > 10.5
         trail = [e.data for e in read_events(db, incident_id=inc.id)

@@ -176,7 +176,7 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
                control: ControlServer | None, disk: DiskGuard) -> Daemon:
     settings = loaded.settings
     ingestor = Ingestor(source, decoder, sink, settings.ingest.batch_max, listeners,
-                        gate=incidents, disk=disk)
+                        gate=incidents, disk=disk, ahead=settings.ingest.queue_max)
     daemon = Daemon(ingestor, source, sink, incidents, escalation, control)
     if control is not None:
         # Before the broker connects: /readyz then says what it waits for.

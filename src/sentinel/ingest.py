@@ -5,11 +5,14 @@ its reading or its dead letter is committed, and after the rules gate (incidents
 committed what the reading changed. A crash between commit and ack means a redelivery,
 which the stores absorb (same device and timestamp → same row / point).
 
-Alarms go first: the gate runs as soon as a batch is decoded, while the previous batch's
+Alarms go first: the gate runs as soon as a batch is decoded, while the previous batches'
 telemetry is still being written, so an alarm never waits behind a slow readings store.
-At most `_WRITES_AHEAD` decoded batches wait for the store (bounded: backpressure); the
-gate may run that far ahead of the telemetry write, so an alarm waits for the cheap decode
-and rule evaluation of what came before it, not for the store.
+At most `ahead` messages (default: the source's queue size, `[ingest] queue_max`) may have
+passed the gate and wait for the store (bounded: backpressure); counted in messages, not
+batches, because at a steady rate batches are small: a bound of a few batches filled in
+tens of milliseconds whenever the store paused (a WAL checkpoint), and an alarm then
+waited for the pause. Unacknowledged QoS 1 messages are bounded by the broker's flow
+control (Receive Maximum) as well.
 """
 
 from __future__ import annotations
@@ -51,15 +54,14 @@ class ReadingGate(Protocol):
     async def process(self, readings: Sequence[Reading]) -> None: ...
 
 
-_WRITES_AHEAD = 8
-
 _Decoded = tuple[list[RawMessage], list[Reading], list[DeadLetter]]
 
 
 class Ingestor:
     def __init__(self, source: MessageSource, decoder: Decoder, sink: ReadingSink,
                  batch_max: int, listeners: Sequence[ReadingListener] = (),
-                 gate: ReadingGate | None = None, disk: DiskGuard | None = None) -> None:
+                 gate: ReadingGate | None = None, disk: DiskGuard | None = None,
+                 ahead: int = 5000) -> None:
         self._source = source
         self._decoder = decoder
         self._sink = sink
@@ -71,6 +73,9 @@ class Ingestor:
         self._dropping = False
         self.stats = IngestStats()
         self._stopping = False
+        self._ahead_max = max(ahead, batch_max)
+        self._ahead = 0  # messages past the gate, not yet written
+        self._written = asyncio.Condition()
 
     def stop(self) -> None:
         """Finish what has been received, then return from run()."""
@@ -78,7 +83,8 @@ class Ingestor:
         self._source.wake()
 
     async def run(self) -> None:
-        queue: asyncio.Queue[_Decoded | None] = asyncio.Queue(maxsize=_WRITES_AHEAD)
+        # Unbounded as a queue, bounded by `_ahead` (messages) below.
+        queue: asyncio.Queue[_Decoded | None] = asyncio.Queue()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._write_loop(queue), name="ingest-write")
             while not (self._stopping and self._source.pending() == 0):
@@ -86,12 +92,23 @@ class Ingestor:
                 if messages:
                     readings, dead = self._decode(messages)
                     await self._pass_gate(readings)
-                    await queue.put((messages, readings, dead))
-            await queue.put(None)
+                    await self._take_room(len(messages))
+                    queue.put_nowait((messages, readings, dead))
+            queue.put_nowait(None)
+
+    async def _take_room(self, count: int) -> None:
+        """Wait until `count` more messages may wait for the store (one batch always may)."""
+        async with self._written:
+            await self._written.wait_for(
+                lambda: self._ahead == 0 or self._ahead + count <= self._ahead_max)
+            self._ahead += count
 
     async def _write_loop(self, queue: asyncio.Queue[_Decoded | None]) -> None:
         while (item := await queue.get()) is not None:
             await self._finish(*item)
+            async with self._written:
+                self._ahead -= len(item[0])
+                self._written.notify_all()
 
     async def process(self, messages: list[RawMessage]) -> None:
         """Take one batch through every step, in order (used by tests and tools)."""

@@ -35,7 +35,7 @@ from sentinel.incidents.model import (
 from sentinel.incidents.store import Changes, StateStore, end_window, insert_window
 from sentinel.incidents.windows import Window, Windows
 from sentinel.rules.engine import RuleEngine, Signal
-from sentinel.rules.model import RulesConfig
+from sentinel.rules.model import RulesConfig, StateRule
 from sentinel.stats import ALARM_BUCKETS, LatencyHistogram
 from sentinel.store.db import transaction
 from sentinel.types import Reading, Severity, Value
@@ -95,6 +95,7 @@ class IncidentService:
         self.eval_seconds = LatencyHistogram()
         # The escalation stage's first step, committed with the alarm (set by the app).
         self.same_commit: SameCommit | None = None
+        self._urgent = urgent_checks(rules)
         # The per-alert record (sentinel.incidents.latency): incidents whose stage times
         # changed since they were last written go out with the next commit (never a commit
         # of their own); events of budget breaches likewise.
@@ -135,9 +136,28 @@ class IncidentService:
     # -- the ingest gate --------------------------------------------------------------
 
     async def process(self, readings: Sequence[Reading]) -> None:
-        """Evaluate readings; return once their incidents are durably stored."""
-        engine, book = self._require()
+        """Evaluate readings; return once their incidents are durably stored.
+
+        Readings that may raise a life-safety incident (an alarm flag set, a gas
+        concentration...) go through the rules and commit first, with every reading of
+        their devices (a device's readings stay in order); the batch's telemetry follows.
+        """
         started = time.perf_counter()
+        urgent = self._urgent
+        devices = {r.device_id for r in readings if (checks := urgent.get(r.kind))
+                   and any(check(r.values) for check in checks)}
+        if devices and len(devices) < len(readings):
+            first = [r for r in readings if r.device_id in devices]
+            rest = [r for r in readings if r.device_id not in devices]
+            await self._evaluate(first)
+            if rest:
+                await self._evaluate(rest)
+        else:
+            await self._evaluate(readings)
+        self.eval_seconds.observe(time.perf_counter() - started)
+
+    async def _evaluate(self, readings: Sequence[Reading]) -> None:
+        engine, book = self._require()
         async with self._lock:
             now = self._clock.now()
             signals = engine.on_readings(readings)
@@ -148,7 +168,6 @@ class IncidentService:
                 self._stamp_opened(signals, first_new, now)
             if book.has_changes or engine.has_significant_changes:
                 await self._commit(joined=True)
-        self.eval_seconds.observe(time.perf_counter() - started)
 
     # -- timers -----------------------------------------------------------------------
 
@@ -489,6 +508,29 @@ def _breaches_of(conn: sqlite3.Connection, incident_ids: Sequence[str]
             if isinstance(budget, str):
                 out.append((incident_id, budget))
     return out
+
+
+def urgent_checks(rules: RulesConfig) -> dict[str, list[Callable[[Mapping[str, Any]], bool]]]:
+    """Per device kind, tests of a reading's values that say it may raise a life-safety
+    incident: a life-safety state rule's field at its alarm value, or any value of the
+    field of another life-safety rule (a threshold on %LEL)."""
+    checks: dict[str, list[Callable[[Mapping[str, Any]], bool]]] = {}
+    for rule in rules.rule:
+        if not rule.life_safety or not rule.enabled:
+            continue
+        field = getattr(rule, "field", None)
+        if not isinstance(field, str):
+            continue
+        if isinstance(rule, StateRule):
+            def check(values: Mapping[str, Any], f: str = field,
+                      v: Any = rule.equals) -> bool:
+                return bool(values.get(f) == v)
+        else:
+            def check(values: Mapping[str, Any], f: str = field, v: Any = None) -> bool:
+                return f in values
+        for kind in rule.kinds:
+            checks.setdefault(kind, []).append(check)
+    return checks
 
 
 def _loggable(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,13 +15,13 @@ and rule evaluation of what came before it, not for the store.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import structlog
 
+from sentinel.backoff import Backoff
 from sentinel.decode.decoder import Decoder
 from sentinel.errors import DecodeError
 from sentinel.log import RejectLogger
@@ -30,6 +30,10 @@ from sentinel.store.reserve import DiskGuard, is_disk_full
 from sentinel.types import DeadLetter, IngestStats, RawMessage, Reading, RejectReason
 
 log = structlog.get_logger("sentinel.ingest")
+
+# A failing store step: 0.4 s after the first failure, doubling up to 30 s, shortened
+# at random by up to half so that retries after a shared outage do not come in step.
+_STORE_RETRY = Backoff(base=0.2, cap=30.0, jitter=0.5)
 
 
 class MessageSource(Protocol):
@@ -199,7 +203,7 @@ async def _retry_forever(what: str, attempt: Callable[[], Awaitable[None]], coun
                 failures += 1
                 error = f"{exc.__class__.__name__}: {exc}"
                 stats.failing[what] = error[:300]
-                delay = min(30.0, 0.2 * 2 ** min(failures, 8)) * random.uniform(0.5, 1.0)
+                delay = _STORE_RETRY.delay(failures)
                 log.error(f"{what}_failed", error=error,
                           attempt=failures, retry_in=round(delay, 2), readings=count)
                 await asyncio.sleep(delay)

@@ -15,13 +15,13 @@ and rule evaluation of what came before it, not for the store.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import structlog
 
 from sentinel.backoff import Backoff
+from sentinel.clock import Clock, SystemClock
 from sentinel.decode.decoder import Decoder
 from sentinel.errors import DecodeError
 from sentinel.log import RejectLogger
@@ -63,7 +63,8 @@ _Decoded = tuple[list[RawMessage], list[Reading], list[DeadLetter]]
 class Ingestor:
     def __init__(self, source: MessageSource, decoder: Decoder, sink: ReadingSink,
                  batch_max: int, listeners: Sequence[ReadingListener] = (),
-                 gate: ReadingGate | None = None, disk: DiskGuard | None = None) -> None:
+                 gate: ReadingGate | None = None, disk: DiskGuard | None = None,
+                 clock: Clock | None = None) -> None:
         self._source = source
         self._decoder = decoder
         self._sink = sink
@@ -73,6 +74,9 @@ class Ingestor:
         self._rejects = RejectLogger(log)
         self._disk = disk
         self._dropping = False
+        # Stamps the stats' busy_since / last_commit (readiness and the watchdog read them
+        # against the same clock's monotonic time).
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.stats = IngestStats()
         self._stopping = False
 
@@ -107,14 +111,14 @@ class Ingestor:
         gate = self._gate
         if gate is not None and readings:
             await _retry_forever("rules_gate", lambda: gate.process(readings), len(readings),
-                                 self.stats)
+                                 self.stats, self.clock)
 
     async def _finish(self, messages: list[RawMessage], readings: list[Reading],
                       dead: list[DeadLetter]) -> None:
         await self._write(readings, dead)
         self._source.ack(messages)
         stats = self.stats
-        stats.last_commit = time.monotonic()
+        stats.last_commit = self.clock.monotonic()
         stats.received += len(messages)
         stats.stored += len(readings)
         by_kind = stats.stored_by_kind
@@ -149,7 +153,7 @@ class Ingestor:
         disk = self._disk
         if disk is None:
             await _retry_forever("store_write", lambda: self._sink.write(readings, dead),
-                                 len(readings), self.stats)
+                                 len(readings), self.stats, self.clock)
             return
         # A full disk is not retried: holding the acknowledgements would stop the broker
         # from sending anything, alarms included. The gate has already committed what the
@@ -157,7 +161,8 @@ class Ingestor:
         if disk.telemetry_allowed():
             try:
                 await _retry_forever("store_write", lambda: self._sink.write(readings, dead),
-                                     len(readings), self.stats, give_up=is_disk_full)
+                                     len(readings), self.stats, self.clock,
+                                     give_up=is_disk_full)
                 if self._dropping:
                     self._dropping = False
                     log.info("telemetry_stored_again", dropped=self.stats.dropped)
@@ -181,13 +186,13 @@ class _GaveUp(Exception):
 
 
 async def _retry_forever(what: str, attempt: Callable[[], Awaitable[None]], count: int,
-                         stats: IngestStats,
+                         stats: IngestStats, clock: Clock,
                          give_up: Callable[[BaseException], bool] | None = None) -> None:
     # A failing store (disk full, locked file) is retried for ever: the messages stay
     # unacknowledged meanwhile, so the broker keeps them and nothing is lost.
     # `stats` shows readiness checks a step failing now or stuck in one batch.
     failures = 0
-    stats.busy_since[what] = time.monotonic()
+    stats.busy_since[what] = clock.monotonic()
     try:
         while True:
             try:

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from sentinel import i18n
+from sentinel.clock import FakeClock
 from sentinel.control.board import (
     COOKIE,
     CSRF_HEADER,
@@ -37,14 +38,6 @@ NOW = 1_700_000_000.0
 PLACE = {"community": "水贝社区", "compound": "水贝花园", "building": "1栋", "floor": "3",
          "unit": "306", "grid": "SB-G01", "location": "水贝花园1栋3楼306室卧室",
          "kind": "smoke", "device": "SB-SMK-0001"}
-
-
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # -- a stand-in for the daemon's JSON API -----------------------------------------------
@@ -219,7 +212,7 @@ class Harness:
     url: str
     sessions: BoardSessions
     api: FakeBoardApi
-    clock: Clock
+    clock: FakeClock
     http: aiohttp.ClientSession
 
     async def get(self, path: str, **kwargs: Any) -> tuple[int, str, aiohttp.ClientResponse]:
@@ -247,7 +240,7 @@ def csrf_of(page: str) -> str:
 
 @pytest.fixture
 async def h() -> AsyncIterator[Harness]:
-    clock = Clock()
+    clock = FakeClock(NOW)
     sessions = BoardSessions(KEY, clock=clock)
     api = FakeBoardApi(sessions)
     api.open(incident_json("20240101-0001", opened_at=NOW - 60))
@@ -293,7 +286,7 @@ async def test_login_link_sets_a_strict_httponly_cookie_and_works_once(h: Harnes
 
 async def test_login_link_expires_after_ten_minutes(h: Harness) -> None:
     path = h.sessions.login_path("王网格员")
-    h.clock.now += 601
+    h.clock.advance(601)
     status, _, r = await h.get(path)
     assert status == 403 and "Set-Cookie" not in r.headers
 
@@ -312,7 +305,7 @@ async def test_forged_login_links_are_refused(h: Harness, mangle: Callable[[str]
 async def test_tokens_do_not_cross_domains() -> None:
     """A session cookie is not a login link, a login link is not a cookie, and a key's
     tokens mean nothing to another key."""
-    clock = Clock()
+    clock = FakeClock(NOW)
     sessions = BoardSessions(KEY, clock=clock)
     link_token = sessions.login_path("a").rsplit("/", 1)[1]
     cookie = sessions.new_session("a")
@@ -349,7 +342,7 @@ def mocked(method: str = "GET", cookie: str | None = None,
 
 
 def test_session_actor_and_expiry() -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     sessions = BoardSessions(KEY, ttl=3600, clock=clock)
     cookie = sessions.new_session("王网格员")
     assert sessions.session_actor(mocked(cookie=cookie)) == "board:王网格员"
@@ -357,7 +350,7 @@ def test_session_actor_and_expiry() -> None:
     payload, mac = cookie.split(".")
     assert sessions.session_actor(mocked(cookie=f"{payload}.{mac[::-1]}")) is None
     assert sessions.session_actor(mocked(cookie=f"{payload[:-2]}.{mac}")) is None
-    clock.now += 3600
+    clock.advance(3600)
     assert sessions.session_actor(mocked(cookie=cookie)) is None
 
 

@@ -13,13 +13,17 @@ import asyncio
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from sentinel.app import run_daemon
 from sentinel.clock import SystemClock
 from sentinel.config.inventory import Device
+from sentinel.control.links import LinkSigner
+from sentinel.control.secrets import link_key
 from sentinel.decode.encode import encode
 from sentinel.incidents.store import read_incidents
+from sentinel.runtime import Daemon
 from test_metrics import load
 
 from daemon import LOADED, Publisher, write_oncall
@@ -103,3 +107,48 @@ async def wait_for(predicate: object, within: float) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+async def test_links_are_judged_by_the_daemons_clock(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """A link the daemon signed opens and acknowledges by the daemon's clock, not time.time()."""
+    wall = SteppedWall()
+    # The daemon's time source reads 2 h behind this process's time.time(): a 10-minute link
+    # it signs is long expired by time.time(), and must still work.
+    wall.offset = -7200.0
+    clock = SystemClock(wall)
+    device = LOADED.inventory["SB-SMK-0001"]
+    with HttpReceiver() as hooks:
+        oncall = write_oncall(tmp_path / "contacts.yaml", {
+            c.id: [hooks.url("json", f"/{c.id}")] for c in LOADED.oncall.contact})
+        loaded = load(tmp_path, mosquitto.port, hooks.url("json", "/unused"),
+                      escalation__policies=str(write_policies(tmp_path / "steps.toml")),
+                      escalation__oncall=str(oncall), control__enabled="true",
+                      control__port="0", control__link_ttl="600")
+        stop = asyncio.Event()
+        ready: asyncio.Future[Daemon] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(run_daemon(loaded, stop, on_ready=ready.set_result,
+                                              clock=clock))
+        try:
+            daemon = await asyncio.wait_for(ready, 20)
+            assert daemon.control is not None
+            publisher = Publisher(mosquitto.port)
+            for topic, payload in smoke_alarm(device, clock.now()):
+                publisher.publish(topic, payload)
+            db = loaded.settings.incidents.path
+            await wait_for(lambda: any(i.name == "smoke_alarm" for i in read_incidents(db)), 10)
+            [incident] = [i for i in read_incidents(db) if i.name == "smoke_alarm"]
+            contact = LOADED.oncall.contact[0].id
+            token = LinkSigner(link_key(loaded.settings), 600).sign(incident.id, contact,
+                                                                    clock.now())
+            url = f"{daemon.control.url}/a/{token}"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(url) as shown:
+                    assert shown.status == 200, await shown.text()
+                async with http.post(url) as tapped:
+                    assert tapped.status == 200, await tapped.text()
+            await wait_for(lambda: any(i.id == incident.id and i.acknowledged_by
+                                       == f"link:{contact}" for i in read_incidents(db)), 10)
+            publisher.close()
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)

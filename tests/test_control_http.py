@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 import structlog
 
+from sentinel.clock import FakeClock
 from sentinel.config.model import LatencySettings
 from sentinel.control.http import ControlServer
 from sentinel.control.links import LinkClaims, LinkSigner
@@ -106,21 +107,11 @@ class FakeController:
         return {**incident.to_json(), "silenced_by": None}
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Harness:
     server: ControlServer
     controller: FakeController
-    clock: Clock
+    clock: FakeClock
     http: aiohttp.ClientSession
 
     @property
@@ -128,14 +119,14 @@ class Harness:
         return {"Authorization": f"Bearer {TOKEN}"}
 
     def link(self, incident_id: str = "A", contact_id: str = "wang") -> str:
-        return f"{self.server.url}/a/{SIGNER.sign(incident_id, contact_id, self.clock.now)}"
+        return f"{self.server.url}/a/{SIGNER.sign(incident_id, contact_id, self.clock.now())}"
 
 
 @pytest.fixture
 async def h() -> AsyncIterator[Harness]:
     """A ControlServer on a free loopback port with incidents A and B, and a client session."""
     controller = FakeController([make_incident("A"), make_incident("B", "gas_leak")])
-    clock = Clock()
+    clock = FakeClock(NOW)  # the daemon's clock, moved by hand
     async with ControlServer("127.0.0.1", 0, TOKEN, SIGNER, controller, clock) as server, \
             aiohttp.ClientSession() as http:
         yield Harness(server, controller, clock, http)
@@ -314,7 +305,7 @@ async def test_reused_link_is_410(h: Harness) -> None:
 async def test_expired_link_is_410(h: Harness) -> None:
     """After the ttl, GET and POST both answer 410 and nothing is acknowledged."""
     url = h.link("A", "wang")
-    h.clock.now += 3600
+    h.clock.advance(3600)
     for method in ("GET", "POST"):
         status, text, _ = await page(h, method, url)
         assert status == 410 and "链接已过期" in text and "expired" in text

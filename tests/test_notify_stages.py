@@ -1,13 +1,9 @@
-"""Notification stages one by one, and the backoff helper: explicit times, no sleeping."""
+"""Notification stages one by one: explicit times, no sleeping."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hypothesis import given
-from hypothesis import strategies as st
-
-from sentinel.backoff import Backoff
 from sentinel.notify.outbox import OutboxRow
 from sentinel.notify.sender import DeliveryResult
 from sentinel.notify.stages import Delivery, Hold, MultiStage, Retry, hold_until
@@ -86,23 +82,3 @@ def test_a_refusal_not_worth_retrying_goes_to_the_next_channel_at_once() -> None
     outcome = Retry(_Policy(), CONTACTS).decide(row(1), "-", refused, T0)
     assert outcome.fallback is not None and outcome.fallback.due == T0
     assert outcome.fallback.key == "20261207-0001/0.0/gw/1"
-
-
-@given(base=st.floats(0.01, 10), cap=st.floats(10, 3600), n=st.integers(-5, 10**9),
-       jitter=st.floats(0, 1), draw=st.floats(0, 0.999))
-def test_backoff_stays_within_its_bounds(base: float, cap: float, n: int, jitter: float,
-                                         draw: float) -> None:
-    """Any step: never above the cap, never below (1 - jitter) of the unjittered delay,
-    never an overflow for a huge step number."""
-    plain = Backoff(base, cap).delay(n)
-    assert base <= plain <= cap
-    jittered = Backoff(base, cap, jitter=jitter, rng=lambda: draw).delay(n)
-    assert plain * (1 - jitter) - 1e-9 <= jittered <= plain
-
-
-@given(base=st.floats(0.01, 10), cap=st.floats(10, 3600), n=st.integers(0, 200))
-def test_backoff_grows_until_the_cap(base: float, cap: float, n: int) -> None:
-    """Each step waits at least as long as the one before."""
-    b = Backoff(base, cap)
-    assert b.delay(n) <= b.delay(n + 1)
-    assert b.delay(0) == base

@@ -152,19 +152,20 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
                            clock.now))
             control = None
             if settings.control.enabled:
+                # Links, board sessions and status are judged by the daemon's clock.
                 operations = Operations(loaded, incidents, escalation, state, sink, source,
-                                        readings)
+                                        readings, clock)
                 token = control_token(settings)
-                sessions = BoardSessions(link_key(settings))
+                sessions = BoardSessions(link_key(settings), clock=clock)
                 control = await stack.enter_async_context(ControlServer(
                     settings.control.host if settings.control.http else None,
-                    settings.control.port, token, signer, operations,
+                    settings.control.port, token, signer, operations, clock,
                     socket_path=settings.control.socket_path, sessions=sessions,
                     routes=lambda app: add_board_routes(app, sessions, token.encode())))
             try:
                 return await _run(loaded, stop, [*listeners, readings], on_ready, sink,
                                   source, incidents, state, decoder, topics, escalation,
-                                  control, disk)
+                                  control, disk, clock)
             finally:
                 await sender.aclose()
 
@@ -173,14 +174,16 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
                on_ready: Callable[[Daemon], None] | None, sink: ReadingSink,
                source: MqttSource, incidents: IncidentService, state: StateStore,
                decoder: Decoder, topics: list[str], escalation: EscalationService,
-               control: ControlServer | None, disk: DiskGuard) -> Daemon:
+               control: ControlServer | None, disk: DiskGuard, clock: Clock) -> Daemon:
     settings = loaded.settings
     ingestor = Ingestor(source, decoder, sink, settings.ingest.batch_max, listeners,
-                        gate=incidents, disk=disk, ahead=settings.ingest.queue_max)
-    daemon = Daemon(ingestor, source, sink, incidents, escalation, control)
+                        gate=incidents, disk=disk, ahead=settings.ingest.queue_max,
+                        clock=clock)
+    daemon = Daemon(ingestor, source, sink, incidents, escalation, control,
+                    started_at=clock.now())
     if control is not None:
         # Before the broker connects: /readyz then says what it waits for.
-        control.observe(DaemonMetrics(daemon))
+        control.observe(DaemonMetrics(daemon, clock))
     async with asyncio.TaskGroup() as tg:
         source_task = tg.create_task(source.run(), name="mqtt-source")
         sink_task = tg.create_task(sink.run(), name="store")
@@ -190,7 +193,7 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
         publish_task = None
         if settings.incidents.publish:
             publisher = IncidentPublisher(incidents, state, source,
-                                          settings.incidents.topic_prefix)
+                                          settings.incidents.topic_prefix, clock)
             publish_task = tg.create_task(publisher.run(), name="incident-publish")
         # systemd (Type=notify): READY once the broker is connected, WATCHDOG=1 while the
         # pipeline makes progress (see sentinel.systemd.pipeline_stuck), STOPPING at stop.

@@ -18,13 +18,13 @@ control (Receive Maximum) as well.
 from __future__ import annotations
 
 import asyncio
-import random
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import structlog
 
+from sentinel.backoff import Backoff
+from sentinel.clock import Clock, SystemClock
 from sentinel.decode.decoder import Decoder
 from sentinel.errors import DecodeError
 from sentinel.log import RejectLogger
@@ -33,6 +33,10 @@ from sentinel.store.reserve import DiskGuard, is_disk_full
 from sentinel.types import DeadLetter, IngestStats, RawMessage, Reading, RejectReason
 
 log = structlog.get_logger("sentinel.ingest")
+
+# A failing store step: 0.4 s after the first failure, doubling up to 30 s, shortened
+# at random by up to half so that retries after a shared outage do not come in step.
+_STORE_RETRY = Backoff(base=0.2, cap=30.0, jitter=0.5)
 
 
 class MessageSource(Protocol):
@@ -61,7 +65,7 @@ class Ingestor:
     def __init__(self, source: MessageSource, decoder: Decoder, sink: ReadingSink,
                  batch_max: int, listeners: Sequence[ReadingListener] = (),
                  gate: ReadingGate | None = None, disk: DiskGuard | None = None,
-                 ahead: int = 5000) -> None:
+                 ahead: int = 5000, clock: Clock | None = None) -> None:
         self._source = source
         self._decoder = decoder
         self._sink = sink
@@ -71,6 +75,9 @@ class Ingestor:
         self._rejects = RejectLogger(log)
         self._disk = disk
         self._dropping = False
+        # Stamps the stats' busy_since / last_commit (readiness and the watchdog read them
+        # against the same clock's monotonic time).
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.stats = IngestStats()
         self._stopping = False
         self._ahead_max = max(ahead, batch_max)
@@ -120,14 +127,14 @@ class Ingestor:
         gate = self._gate
         if gate is not None and readings:
             await _retry_forever("rules_gate", lambda: gate.process(readings), len(readings),
-                                 self.stats)
+                                 self.stats, self.clock)
 
     async def _finish(self, messages: list[RawMessage], readings: list[Reading],
                       dead: list[DeadLetter]) -> None:
         await self._write(readings, dead)
         self._source.ack(messages)
         stats = self.stats
-        stats.last_commit = time.monotonic()
+        stats.last_commit = self.clock.monotonic()
         stats.received += len(messages)
         stats.stored += len(readings)
         by_kind = stats.stored_by_kind
@@ -162,7 +169,7 @@ class Ingestor:
         disk = self._disk
         if disk is None:
             await _retry_forever("store_write", lambda: self._sink.write(readings, dead),
-                                 len(readings), self.stats)
+                                 len(readings), self.stats, self.clock)
             return
         # A full disk is not retried: holding the acknowledgements would stop the broker
         # from sending anything, alarms included. The gate has already committed what the
@@ -170,7 +177,8 @@ class Ingestor:
         if disk.telemetry_allowed():
             try:
                 await _retry_forever("store_write", lambda: self._sink.write(readings, dead),
-                                     len(readings), self.stats, give_up=is_disk_full)
+                                     len(readings), self.stats, self.clock,
+                                     give_up=is_disk_full)
                 if self._dropping:
                     self._dropping = False
                     log.info("telemetry_stored_again", dropped=self.stats.dropped)
@@ -194,13 +202,13 @@ class _GaveUp(Exception):
 
 
 async def _retry_forever(what: str, attempt: Callable[[], Awaitable[None]], count: int,
-                         stats: IngestStats,
+                         stats: IngestStats, clock: Clock,
                          give_up: Callable[[BaseException], bool] | None = None) -> None:
     # A failing store (disk full, locked file) is retried for ever: the messages stay
     # unacknowledged meanwhile, so the broker keeps them and nothing is lost.
     # `stats` shows readiness checks a step failing now or stuck in one batch.
     failures = 0
-    stats.busy_since[what] = time.monotonic()
+    stats.busy_since[what] = clock.monotonic()
     try:
         while True:
             try:
@@ -216,7 +224,7 @@ async def _retry_forever(what: str, attempt: Callable[[], Awaitable[None]], coun
                 failures += 1
                 error = f"{exc.__class__.__name__}: {exc}"
                 stats.failing[what] = error[:300]
-                delay = min(30.0, 0.2 * 2 ** min(failures, 8)) * random.uniform(0.5, 1.0)
+                delay = _STORE_RETRY.delay(failures)
                 log.error(f"{what}_failed", error=error,
                           attempt=failures, retry_in=round(delay, 2), readings=count)
                 await asyncio.sleep(delay)

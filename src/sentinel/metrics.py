@@ -9,7 +9,6 @@ read on the event loop, where the stages write it: a scrape sees one consistent 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from sentinel.clock import Clock
 from sentinel.notify.sender import channel_label
 from sentinel.stats import ALARM_BUCKETS, NOTIFY_BUCKETS, LatencyHistogram
 from sentinel.store.spool import SpoolingSink
@@ -46,10 +46,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class DaemonMetrics:
     """Prometheus exposition and readiness checks of one running daemon."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, clock: Clock | None = None) -> None:
         self._daemon = daemon
+        # By default the clock the ingest stage stamps its progress with (the daemon's).
+        self._clock = clock if clock is not None else daemon.ingestor.clock
         self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_Collector(daemon))
+        self._registry.register(_Collector(daemon, self._clock))
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -83,7 +85,7 @@ class DaemonMetrics:
         if isinstance(sink, SpoolingSink) and sink.full:
             return _check(False, f"spool full ({sink.size_bytes} of {sink.max_bytes} bytes):"
                                  " writes wait for the time-series database")
-        now = time.monotonic()
+        now = self._clock.monotonic()
         for what, since in stats.busy_since.items():
             if now - since > _STALLED:
                 name = "readings store write" if what == "store_write" else "incident commit"
@@ -109,8 +111,9 @@ def _check(ok: bool, detail: str) -> dict[str, object]:
 class _Collector:
     """Reads the stages' statistics at scrape time."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, clock: Clock) -> None:
         self._daemon = daemon
+        self._clock = clock
         # Every configured channel is shown from the start (at 0), by its label only.
         self._channels = sorted({channel_label(url) for contact in
                                  daemon.escalation.contacts.values()
@@ -172,7 +175,7 @@ class _Collector:
             stored["influxdb"] = sink.forwarded
             writes["spool"] = sink.write_seconds
             writes["influxdb"] = sink.forward_seconds
-            lag = sink.lag(time.time())
+            lag = sink.lag(self._clock.now())
         yield _counter("sentinel_readings_stored_total",
                        "Readings written, by sink: sqlite (embedded store), spool (durable "
                        "queue), influxdb (forwarded from the spool and accepted).",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -111,7 +110,8 @@ def pipeline_stuck(daemon: Daemon, stages: Iterable[asyncio.Task[None]], bound: 
             return f"stage {task.get_name()} has ended"
     stats = daemon.ingestor.stats
     sink = daemon.sink
-    now = time.monotonic() if now is None else now
+    # busy_since was stamped with the ingest stage's clock: compare on the same one.
+    now = daemon.ingestor.clock.monotonic() if now is None else now
     for what, since in stats.busy_since.items():
         if what in stats.failing:
             continue

@@ -16,12 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from sentinel.backoff import Backoff
 from sentinel.console import colored, event_line
 from sentinel.control.client import ControlClient, ControlError
 from sentinel.control.feed import Filter
 from sentinel.i18n import Language, incident_title, kind_name, t
 
-_MAX_BACKOFF = 5.0
+# Reconnecting to the daemon: 0.2 s, doubling up to 5 s (one client: no jitter needed).
+_RECONNECT = Backoff(base=0.2, cap=5.0)
 
 
 @dataclass
@@ -110,7 +112,7 @@ class Tail:
             failures += 1
             if failures == 1:
                 self._note(t("tail.lost", options.lang, detail=detail, seq=self.last_seq))
-            self._stop.wait(min(_MAX_BACKOFF, 0.2 * 2 ** (failures - 1)))
+            self._stop.wait(_RECONNECT.delay(failures - 1))
 
     def _print_open(self, incidents: Sequence[dict[str, Any]]) -> None:
         options = self._options

@@ -91,10 +91,11 @@ class IngestStats:
     dropped: dict[str, int] = field(default_factory=dict)
     stored_by_kind: dict[str, int] = field(default_factory=dict)
     # Steps retried until they succeed ("store_write", "rules_gate"): the last error of each
-    # one failing now, and since when (time.monotonic) its current batch has been in it.
+    # one failing now, and since when (the ingest clock's monotonic()) its current batch has
+    # been in it.
     failing: dict[str, str] = field(default_factory=dict)
     busy_since: dict[str, float] = field(default_factory=dict)
-    last_commit: float | None = None  # time.monotonic of the last batch committed
+    last_commit: float | None = None  # the ingest clock's monotonic() at the last commit
 
     def reject(self, reason: RejectReason) -> None:
         self.rejected[reason.value] = self.rejected.get(reason.value, 0) + 1

@@ -23,7 +23,6 @@ import hmac
 import html
 import json
 import secrets
-import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -33,6 +32,7 @@ import structlog
 from aiohttp import web
 
 from sentinel import i18n
+from sentinel.clock import Clock, SystemClock
 from sentinel.control import tokens
 from sentinel.i18n import Language
 
@@ -106,13 +106,14 @@ class BoardSessions:
     """
 
     def __init__(self, key: bytes, ttl: float = 12 * 3600,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Clock | None = None) -> None:
         tokens.check_key(key, "board")
         if ttl <= 0:
             raise ValueError("the session ttl must be positive")
         self._key = key
         self.ttl = ttl
-        self._clock = clock
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._clock = self.clock.now
         self._used_logins: dict[str, float] = {}   # nonce -> expiry
         self._revoked: dict[str, float] = {}       # session id -> expiry
 
@@ -533,7 +534,8 @@ def add_board_routes(app: web.Application, sessions: BoardSessions, api_token: b
     """The board's pages on `app`: /board, /board/login[/<token>], /board/logout, assets."""
     if not api_token:
         raise ValueError("the control token must not be empty")
-    throttle = _Throttle(time.monotonic)
+    # Failed logins are counted on the sessions' (the daemon's) clock.
+    throttle = _Throttle(sessions.clock.monotonic)
     assets = {name: (_asset(name), ctype) for name, ctype in ASSETS.items()}
 
     async def board(request: web.Request) -> web.StreamResponse:

@@ -22,7 +22,6 @@ import hmac
 import math
 import os
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +30,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
+from sentinel.clock import Clock, SystemClock
 from sentinel.config.model import LatencySettings
 from sentinel.control import pages
 from sentinel.control.feed import Filter, ReadingFeed
@@ -209,7 +209,7 @@ class ControlServer:
     """
 
     def __init__(self, host: str | None, port: int, token: str, signer: LinkSigner,
-                 controller: Controller, clock: Callable[[], float] = time.time, *,
+                 controller: Controller, clock: Clock | None = None, *,
                  socket_path: Path | None = None, sessions: Sessions | None = None,
                  routes: Callable[[web.Application], None] | None = None) -> None:
         if not token:
@@ -227,7 +227,9 @@ class ControlServer:
         self._token = token.encode("utf-8")
         self._signer = signer
         self._controller = controller
-        self._clock = clock
+        # The daemon's clock (it slews into NTP steps): a link's or session's expiry is
+        # judged by the same time that stamped the incident and the link.
+        self._clock = clock if clock is not None else SystemClock()
         self._sessions = sessions
         self._observer: Observer | None = None
         self._runner: web.AppRunner | None = None
@@ -336,7 +338,7 @@ class ControlServer:
         # The route pattern ("/a/{token}"), never the path: the path may hold a link token.
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "(unmatched)"
-        started = time.monotonic()
+        started = self._clock.monotonic()
         try:
             if route.startswith("/api/"):
                 self._authorize(request, route)
@@ -352,7 +354,7 @@ class ControlServer:
             else:
                 response = pages.page("错误 / Error", "<h1>内部错误 / Internal error</h1>", 500)
         _log.debug("control_request", method=request.method, route=route,
-                   status=response.status, ms=round((time.monotonic() - started) * 1000, 1))
+                   status=response.status, ms=round((self._clock.monotonic() - started) * 1000, 1))
         return response
 
     def _authorize(self, request: web.Request, route: str) -> None:
@@ -548,7 +550,7 @@ class ControlServer:
 
     def _claims(self, request: web.Request) -> tuple[LinkClaims, str, Language] | web.Response:
         try:
-            claims = self._signer.verify(request.match_info["token"], self._clock())
+            claims = self._signer.verify(request.match_info["token"], self._clock.now())
         except LinkError as exc:
             _log.info("link_refused", reason=exc.reason, method=request.method)
             return pages.refusal(exc.reason)
@@ -581,7 +583,7 @@ class ControlServer:
             return found
         claims, name, lang = found
         actor = f"link:{claims.contact_id}"
-        if not await self._controller.claim_link(claims, self._clock()):
+        if not await self._controller.claim_link(claims, self._clock.now()):
             _log.info("link_refused", reason="used", contact=claims.contact_id,
                       incident_id=claims.incident_id)
             # A double tap or a reload lands here: say that it did work, if it did.

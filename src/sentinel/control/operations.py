@@ -7,10 +7,10 @@ module only composes them, so the HTTP layer never reaches into a stage directly
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import replace
 from typing import Any, Literal, Protocol
 
+from sentinel.clock import Clock, SystemClock
 from sentinel.config.model import LatencySettings
 from sentinel.control.feed import ReadingFeed, event_json
 from sentinel.control.fleet import fleet_status, offline_incident_names
@@ -53,7 +53,8 @@ class Operations:
 
     def __init__(self, loaded: Loaded, incidents: IncidentService,
                  escalation: EscalationService, state: StateStore, sink: ReadingSink,
-                 broker: BrokerView, readings: ReadingFeed) -> None:
+                 broker: BrokerView, readings: ReadingFeed, clock: Clock | None = None
+                 ) -> None:
         self._loaded = loaded
         self._incidents = incidents
         self._state = state
@@ -64,7 +65,8 @@ class Operations:
         self._offline_names = offline_incident_names(loaded.rules)
         self._vocabulary = window_vocabulary(loaded)
         self._zone = loaded.oncall.timezone
-        self.started_at = time.time()
+        self._clock = clock if clock is not None else SystemClock()
+        self.started_at = self._clock.now()
 
     # -- incidents --------------------------------------------------------------------
 
@@ -96,7 +98,7 @@ class Operations:
 
     async def latency_report(self, since: float) -> dict[str, Any]:
         """Stage-time percentiles and limits kept, for incidents opened since `since`."""
-        until = time.time()
+        until = self._clock.now()
         incidents = await self._state.call(
             lambda conn: latency.query_recorded(conn, since, until))
         return latency.report(incidents, self.latency_limits(), since, until)
@@ -152,7 +154,7 @@ class Operations:
     async def status(self) -> dict[str, Any]:
         engine = self._incidents.engine
         last_seen = engine.last_seen if engine is not None else {}
-        now = time.time()
+        now = self._clock.now()
         status = fleet_status(self._loaded.inventory, last_seen,
                               self._incidents.open_incidents(), self._offline_names, now)
         settings = self._loaded.settings

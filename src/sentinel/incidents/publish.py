@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
 
+from sentinel.clock import Clock, SystemClock
 from sentinel.incidents.model import Incident, IncidentEvent
 from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import Changes, StateStore
@@ -68,8 +68,9 @@ def event_payload(event: IncidentEvent) -> bytes:
 
 class IncidentPublisher:
     def __init__(self, service: IncidentService, store: StateStore, client: Publisher,
-                 prefix: str) -> None:
+                 prefix: str, clock: Clock | None = None) -> None:
         self._service = service
+        self._clock = clock if clock is not None else SystemClock()
         self._store = store
         self._client = client
         self._prefix = prefix.rstrip("/")
@@ -83,12 +84,12 @@ class IncidentPublisher:
     async def run(self) -> None:
         snapshot = await self._store.load()
         cursor = saved = int(snapshot.meta.get(CURSOR_KEY, "0"))
-        saved_at = time.monotonic()
+        saved_at = self._clock.monotonic()
         failures = 0
         while True:
-            if cursor != saved and time.monotonic() - saved_at >= _CURSOR_EVERY:
+            if cursor != saved and self._clock.monotonic() - saved_at >= _CURSOR_EVERY:
                 await self._store.commit(Changes(meta={CURSOR_KEY: str(cursor)}))
-                saved, saved_at = cursor, time.monotonic()
+                saved, saved_at = cursor, self._clock.monotonic()
             events = await self._service.events_after(
                 cursor, 200, wait=5.0 if cursor == saved else _CURSOR_EVERY)
             if not events:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import random
 import socket
 import ssl
 import time
@@ -31,6 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from sentinel.backoff import Backoff
 from sentinel.config.model import MqttSettings
 from sentinel.source.wire import PUBLISH, PacketReader, ProtocolError, puback, read_publish
 from sentinel.types import RawMessage
@@ -281,6 +281,9 @@ class MqttSource:
         """Keep a connection up: connect, and reconnect with capped jittered backoff."""
         attempt = 0
         cfg = self._settings
+        # Jitter: a fleet of daemons that lost the same broker must not stampede it.
+        backoff = Backoff(base=cfg.reconnect.min_delay, cap=cfg.reconnect.max_delay,
+                          jitter=0.5)
         while not self._closing:
             try:
                 await self._connect_once()
@@ -296,8 +299,7 @@ class MqttSource:
                 self._teardown()
             if self._closing:
                 return
-            delay = min(cfg.reconnect.max_delay, cfg.reconnect.min_delay * (2 ** min(attempt, 16)))
-            delay *= random.uniform(0.5, 1.0)  # jitter: a fleet of daemons must not stampede
+            delay = backoff.delay(attempt)
             attempt += 1
             await asyncio.sleep(delay)
 

@@ -40,6 +40,7 @@ from influxdb_client.client.write_api_async import WriteApiAsync
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
+from sentinel.backoff import Backoff
 from sentinel.config.model import InfluxSettings
 from sentinel.errors import StoreError
 
@@ -158,9 +159,12 @@ class InfluxWriter:
         self._token = token
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
-        self._min_delay = settings.retry_min_delay
-        self._max_delay = max(settings.retry_max_delay, settings.retry_min_delay)
-        self._retry_after_cap = max(RETRY_AFTER_CAP, self._max_delay)
+        max_delay = max(settings.retry_max_delay, settings.retry_min_delay)
+        # retry_min_delay first, doubling up to retry_max_delay; jitter takes off up to
+        # half, but never below retry_min_delay.
+        self._backoff = Backoff(base=settings.retry_min_delay, cap=max_delay, jitter=0.5,
+                                floor=settings.retry_min_delay)
+        self._retry_after_cap = max(RETRY_AFTER_CAP, max_delay)
         self._client: InfluxDBClientAsync | None = None
         self._write_api: WriteApiAsync | None = None
         self._closed = asyncio.Event()
@@ -305,8 +309,7 @@ class InfluxWriter:
 
     def _delay(self, failures: int, retry_after: float | None) -> float:
         """Backoff after the n-th consecutive failure, within [min_delay, max_delay]."""
-        base = min(self._max_delay, self._min_delay * 2.0 ** min(failures - 1, 60))
-        delay = self._rng.uniform(max(self._min_delay, base / 2), base)
+        delay = self._backoff.delay(failures - 1, self._rng)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self._retry_after_cap))
         return delay

@@ -34,6 +34,7 @@ from sentinel.escalation.engine import (
 )
 from sentinel.escalation.model import Contact, OncallConfig, Policy, PolicyConfig, Role
 from sentinel.escalation.roster import Rosters
+from sentinel.incidents.cursor import EventCursor
 from sentinel.incidents.model import Incident, IncidentEvent, Outcome
 from sentinel.incidents.service import Contribution, IncidentService
 from sentinel.incidents.store import StateStore, query_events
@@ -125,14 +126,6 @@ class _Batch:
         self.urgent[:] = outbox.pending_by_key(conn, [r.key for r in leaving], self.run)
 
 
-def _save_cursor(conn: sqlite3.Connection, cursor: int) -> None:
-    # Two paths advance the cursor (the follower and same_commit); it never goes back.
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value ="
-        " CASE WHEN CAST(excluded.value AS INTEGER) > CAST(value AS INTEGER)"
-        " THEN excluded.value ELSE value END", (CURSOR_KEY, str(cursor)))
-
-
 class EscalationService:
     """Escalation engine + outbox + delivery results, on the state database."""
 
@@ -159,9 +152,7 @@ class EscalationService:
                                      on_handed=self._handed)
         self._lock = asyncio.Lock()
         self._follow_ups: set[asyncio.Task[None]] = set()
-        self._cursor = 0
-        self._cursor_saved = 0
-        self._cursor_saved_at = 0.0
+        self._cursor = EventCursor(CURSOR_KEY, clock, _CURSOR_EVERY)
         self._pruned_at = 0.0
         # Day of the last digest per policy, as committed (read once at start: the pass
         # must not queue a read behind telemetry commits on the database thread).
@@ -177,7 +168,7 @@ class EscalationService:
     async def start(self) -> None:
         """Create the tables, resume the climbs and the cursor."""
         def load(conn: sqlite3.Connection
-                 ) -> tuple[list[Escalation], str | None, int, int, list[OutboxRow]]:
+                 ) -> tuple[list[Escalation], int | None, int, int, list[OutboxRow]]:
             conn.executescript(SCHEMA + outbox.SCHEMA)
             outbox.migrate(conn)
             # This run's id, committed before anything is claimed; what earlier runs
@@ -188,24 +179,23 @@ class EscalationService:
             escs = [Escalation.from_json(json.loads(d)) for (d,) in conn.execute(
                 "SELECT data FROM escalations WHERE state != 'stopped' OR updated >= ?",
                 (horizon,))]
-            row = conn.execute("SELECT value FROM meta WHERE key = ?", (CURSOR_KEY,)).fetchone()
+            saved = self._cursor.read(conn)
             top = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
             self._digest_sent = dict(conn.execute(
                 "SELECT key, value FROM meta WHERE key LIKE ?", (_DIGEST_KEY + "%",)))
-            return escs, row[0] if row else None, int(top), run, unsettled
+            return escs, saved, int(top), run, unsettled
         escalations, cursor, top, run, unsettled = await self._state.call(load)
         self.engine.escalations = {e.incident_id: e for e in escalations}
         self.dispatcher.run_id = run
         await self._recover(unsettled)
         # First start on an existing state database: escalate what is open now rather
         # than replaying history (old, resolved incidents must not page anyone).
-        self._cursor = int(cursor) if cursor is not None else top
-        self._cursor_saved = self._cursor
+        self._cursor.start_at(cursor if cursor is not None else top)
         if cursor is None:
             await self._adopt_open()
         log.info("escalation_resumed", climbs=sum(e.state != "stopped"
                                                   for e in escalations),
-                 cursor=self._cursor, contacts=len(self.contacts),
+                 cursor=self._cursor.position, contacts=len(self.contacts),
                  policies=len(self._policies.policy), run=run)
 
     async def _recover(self, rows: Sequence[OutboxRow]) -> None:
@@ -280,14 +270,14 @@ class EscalationService:
         wait = self._settings.tick_interval
         if due is not None:
             wait = max(0.0, min(wait, due - now))
-        events = await self._incidents.events_after(self._cursor, 500, wait=wait)
+        events = await self._incidents.events_after(self._cursor.position, 500, wait=wait)
         async with self._lock:
             now = self._clock.now()
             out = Output()
             for event in events:
-                if event.seq <= self._cursor:
+                if event.seq <= self._cursor.position:
                     continue  # decided in the commit that made it (same_commit)
-                self._cursor = event.seq
+                self._cursor.advance(event.seq)
                 if event.incident_id.startswith("digest:"):
                     continue
                 inc = await self._incident(event.incident_id)
@@ -318,23 +308,22 @@ class EscalationService:
     async def _commit(self, out: Output, now: float, digests: Sequence[NewRow] = (),
                       digest_day: Mapping[str, str] | None = None) -> None:
         incidents = await self._incidents_of(out)
-        cursor_due = self._cursor != self._cursor_saved and (
-            now - self._cursor_saved_at >= _CURSOR_EVERY)
+        cursor_due = self._cursor.save_due
         batch = self._plan(out, now, incidents, digests)
         if not (batch.rows or batch.events or batch.changed or batch.withdraw or cursor_due
                 or digest_day):
             return
-        cursor = self._cursor
+        cursor = self._cursor.position
         meta = dict(digest_day or {})
 
         def write(conn: sqlite3.Connection) -> None:
             batch.write(conn)
-            _save_cursor(conn, cursor)
+            self._cursor.write(conn, cursor)
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                              list(meta.items()))
         await self._incidents.record(batch.events, write)
         self._committed(batch)
-        self._cursor_saved, self._cursor_saved_at = cursor, now
+        self._cursor.written(cursor)
         self._digest_sent.update(digest_day or {})
 
     def same_commit(self, events: Sequence[IncidentEvent], changed: Sequence[Incident],
@@ -347,7 +336,7 @@ class EscalationService:
         dispatcher as soon as that commit returns. Only when this stage is idle and has
         followed every earlier event (else the event-log follower takes them, in order).
         """
-        if self._lock.locked() or self._cursor != self._incidents.last_seq:
+        if self._lock.locked() or self._cursor.position != self._incidents.last_seq:
             return None
         known = {i.id: i for i in changed}
         out = Output()
@@ -366,12 +355,12 @@ class EscalationService:
         def write(conn: sqlite3.Connection) -> None:
             batch.write(conn)
             top = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
-            _save_cursor(conn, int(top))
+            self._cursor.write(conn, int(top))
 
         def after(stored: Sequence[IncidentEvent]) -> None:
             if stored:
-                self._cursor = max(self._cursor, stored[-1].seq)
-                self._cursor_saved, self._cursor_saved_at = self._cursor, now
+                self._cursor.advance(stored[-1].seq)
+                self._cursor.written(stored[-1].seq)
             self._committed(batch)
             if out.expire_ack or out.unreachable:
                 task = asyncio.get_running_loop().create_task(self._follow_up(out))

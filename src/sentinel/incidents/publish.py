@@ -18,15 +18,18 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
 
 from sentinel.clock import Clock, SystemClock
+from sentinel.incidents.cursor import EventCursor
 from sentinel.incidents.model import Incident, IncidentEvent
 from sentinel.incidents.service import IncidentService
-from sentinel.incidents.store import Changes, StateStore
+from sentinel.incidents.store import StateStore
+from sentinel.store.db import transaction
 
 log = structlog.get_logger("sentinel.incidents.publish")
 
@@ -82,16 +85,19 @@ class IncidentPublisher:
         return found if found is not None else await self._store.incident(incident_id)
 
     async def run(self) -> None:
-        snapshot = await self._store.load()
-        cursor = saved = int(snapshot.meta.get(CURSOR_KEY, "0"))
-        saved_at = self._clock.monotonic()
+        cursor = EventCursor(CURSOR_KEY, self._clock, _CURSOR_EVERY)
+        saved = await self._store.call(cursor.read)
+        cursor.start_at(saved if saved is not None else 0)
         failures = 0
         while True:
-            if cursor != saved and self._clock.monotonic() - saved_at >= _CURSOR_EVERY:
-                await self._store.commit(Changes(meta={CURSOR_KEY: str(cursor)}))
-                saved, saved_at = cursor, self._clock.monotonic()
+            if cursor.save_due:
+                def save(conn: sqlite3.Connection) -> int:
+                    with transaction(conn):
+                        return cursor.write(conn)
+                cursor.written(await self._store.call(save))
             events = await self._service.events_after(
-                cursor, 200, wait=5.0 if cursor == saved else _CURSOR_EVERY)
+                cursor.position, 200,
+                wait=5.0 if cursor.position == cursor.saved else _CURSOR_EVERY)
             if not events:
                 continue
             await asyncio.sleep(_COALESCE)
@@ -106,7 +112,7 @@ class IncidentPublisher:
                 await asyncio.sleep(min(5.0, 0.2 * failures))
                 continue
             failures = 0
-            cursor = events[-1].seq
+            cursor.advance(events[-1].seq)
 
     async def _publish(self, events: list[IncidentEvent]) -> None:
         async with asyncio.timeout(_PUBLISH_TIMEOUT):

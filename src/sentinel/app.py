@@ -28,6 +28,7 @@ from sentinel.ingest import Ingestor, ReadingListener
 from sentinel.loading import Loaded
 from sentinel.metrics import DaemonMetrics
 from sentinel.notify.sender import AppriseSender
+from sentinel.notify.sender_process import ProcessSender
 from sentinel.runtime import Daemon
 from sentinel.source import MqttSource
 from sentinel.store import ReadingSink
@@ -88,86 +89,94 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
     clock = clock or SystemClock()
     pending_system: set[asyncio.Task[None]] = set()
 
-    disk = DiskGuard(Reserve(settings.state_dir, settings.store.reserve_bytes))
-    await asyncio.to_thread(disk.reserve.ensure)
-    async with StateStore(settings.incidents.path, settings.incidents.synchronous,
-                          disk) as state:
-        # Silences people add (stored) and maintenance windows from the policy file: the
-        # incident stage marks drills with them, escalation asks them at every step.
-        windows = Windows(configured=loaded.policies.maintenance_windows(
-            loaded.oncall.timezone))
-        incidents = IncidentService(loaded.rules, loaded.inventory, state, clock,
-                                    settings.rules, settings.incidents.latency, windows)
-        await incidents.start()
-        # The inventory, profiles and rules live as long as the process: move them out of
-        # the collector's way, so full collections stay short (measured: ~70 ms pauses).
-        # No collection first: start-up leaves next to no cyclic garbage (29 objects with
-        # the example inventory, none with 100,000 devices), and collecting it walked every
-        # device (0.2 s with 100,000).
-        gc.freeze()
-
-        def raise_system(name: str, active: bool, severity: Severity, **detail: Value) -> None:
-            # Called from inside other stages (a store's commit): the incident is committed
-            # by a task of its own, not under the caller's feet.
-            task = asyncio.get_running_loop().create_task(incidents.system(
-                name, active, severity, **detail))
-            pending_system.add(task)
-            task.add_done_callback(pending_system.discard)
-
-        def on_store_event(event: str, data: dict[str, object]) -> None:
-            # The spool crossing its warning mark is an incident for the operators.
-            if event in ("spool_nearly_full", "spool_below_mark"):
-                detail = {k: v for k, v in data.items() if isinstance(v, int | float | str)}
-                raise_system("spool_nearly_full", event == "spool_nearly_full",
-                             Severity.WARNING, **detail)
-
-        # A full state disk: alarms keep the reserve, telemetry is dropped (see ingest).
-        disk.on_change = lambda full: raise_system(
-            "disk_full", full, Severity.CRITICAL, path=str(settings.state_dir))
-        if isinstance(clock, SystemClock):
-            # The daemon's clock slews into a step of the system clock instead of jumping;
-            # operators should still know that the box's time moved.
-            loop = asyncio.get_running_loop()
-
-            def on_step(offset: float) -> None:
-                loop.call_soon_threadsafe(lambda: raise_system(
-                    "clock_stepped", offset != 0.0, Severity.WARNING,
-                    offset_s=round(offset, 1)))
-
-            clock.on_step = on_step
-
-        signer = LinkSigner(link_key(settings), settings.control.link_ttl)
+    sender: AppriseSender | ProcessSender
+    if settings.notify.sender == "process":
+        # Spawned now, so it is warm (apprise imported) by the time messages are read.
+        sender = ProcessSender(settings.notify.timeout, settings.notify.concurrency)
+        sender.start_soon()
+    else:
         sender = AppriseSender(settings.notify.timeout, settings.notify.concurrency)
-        escalation = EscalationService(incidents, state, loaded.oncall, loaded.policies, sender,
-                                       settings.escalation, settings.notify, clock, signer,
-                                       settings.control.base_url)
-        await escalation.start()
-        # An alarm's first escalation step commits with the alarm itself (one fsync).
-        incidents.same_commit = escalation.same_commit
-        readings = ReadingFeed(loaded.inventory)
-        async with contextlib.AsyncExitStack() as stack:
-            sink = await stack.enter_async_context(_sink(loaded, on_store_event))
-            source = await stack.enter_async_context(
-                MqttSource(settings.mqtt, topics, password, settings.ingest.queue_max,
-                           clock.now))
-            control = None
-            if settings.control.enabled:
-                # Links, board sessions and status are judged by the daemon's clock.
-                operations = Operations(loaded, incidents, escalation, state, sink, source,
-                                        readings, clock)
-                token = control_token(settings)
-                sessions = BoardSessions(link_key(settings), clock=clock)
-                control = await stack.enter_async_context(ControlServer(
-                    settings.control.host if settings.control.http else None,
-                    settings.control.port, token, signer, operations, clock,
-                    socket_path=settings.control.socket_path, sessions=sessions,
-                    routes=lambda app: add_board_routes(app, sessions, token.encode())))
-            try:
+    # Stopped last, also when start-up fails half way (a child process is not left behind).
+    async with contextlib.AsyncExitStack() as closing:
+        closing.push_async_callback(sender.aclose)
+        disk = DiskGuard(Reserve(settings.state_dir, settings.store.reserve_bytes))
+        await asyncio.to_thread(disk.reserve.ensure)
+        async with StateStore(settings.incidents.path, settings.incidents.synchronous,
+                              disk) as state:
+            # Silences people add (stored) and maintenance windows from the policy file: the
+            # incident stage marks drills with them, escalation asks them at every step.
+            windows = Windows(configured=loaded.policies.maintenance_windows(
+                loaded.oncall.timezone))
+            incidents = IncidentService(loaded.rules, loaded.inventory, state, clock,
+                                        settings.rules, settings.incidents.latency, windows)
+            await incidents.start()
+            # The inventory, profiles and rules live as long as the process: move them out of
+            # the collector's way, so full collections stay short (measured: ~70 ms pauses).
+            # No collection first: start-up leaves next to no cyclic garbage (29 objects with
+            # the example inventory, none with 100,000 devices), and collecting it walked every
+            # device (0.2 s with 100,000).
+            gc.freeze()
+
+            def raise_system(name: str, active: bool, severity: Severity, **detail: Value) -> None:
+                # Called from inside other stages (a store's commit): the incident is committed
+                # by a task of its own, not under the caller's feet.
+                task = asyncio.get_running_loop().create_task(incidents.system(
+                    name, active, severity, **detail))
+                pending_system.add(task)
+                task.add_done_callback(pending_system.discard)
+
+            def on_store_event(event: str, data: dict[str, object]) -> None:
+                # The spool crossing its warning mark is an incident for the operators.
+                if event in ("spool_nearly_full", "spool_below_mark"):
+                    detail = {k: v for k, v in data.items() if isinstance(v, int | float | str)}
+                    raise_system("spool_nearly_full", event == "spool_nearly_full",
+                                 Severity.WARNING, **detail)
+
+            # A full state disk: alarms keep the reserve, telemetry is dropped (see ingest).
+            disk.on_change = lambda full: raise_system(
+                "disk_full", full, Severity.CRITICAL, path=str(settings.state_dir))
+            if isinstance(clock, SystemClock):
+                # The daemon's clock slews into a step of the system clock instead of jumping;
+                # operators should still know that the box's time moved.
+                loop = asyncio.get_running_loop()
+
+                def on_step(offset: float) -> None:
+                    loop.call_soon_threadsafe(lambda: raise_system(
+                        "clock_stepped", offset != 0.0, Severity.WARNING,
+                        offset_s=round(offset, 1)))
+
+                clock.on_step = on_step
+
+            signer = LinkSigner(link_key(settings), settings.control.link_ttl)
+            escalation = EscalationService(incidents, state, loaded.oncall, loaded.policies, sender,
+                                           settings.escalation, settings.notify, clock, signer,
+                                           settings.control.base_url)
+            await escalation.start()
+            # An alarm's first escalation step commits with the alarm itself (one fsync).
+            incidents.same_commit = escalation.same_commit
+            readings = ReadingFeed(loaded.inventory)
+            async with contextlib.AsyncExitStack() as stack:
+                sink = await stack.enter_async_context(_sink(loaded, on_store_event))
+                source = await stack.enter_async_context(
+                    MqttSource(settings.mqtt, topics, password, settings.ingest.queue_max,
+                               clock.now))
+                control = None
+                if settings.control.enabled:
+                    # Links, board sessions and status are judged by the daemon's clock.
+                    operations = Operations(loaded, incidents, escalation, state, sink, source,
+                                            readings, clock)
+                    token = control_token(settings)
+                    sessions = BoardSessions(link_key(settings), clock=clock)
+                    control = await stack.enter_async_context(ControlServer(
+                        settings.control.host if settings.control.http else None,
+                        settings.control.port, token, signer, operations, clock,
+                        socket_path=settings.control.socket_path, sessions=sessions,
+                        routes=lambda app: add_board_routes(app, sessions, token.encode())))
+                if isinstance(sender, ProcessSender):
+                    await sender.start()  # before the first message is read
                 return await _run(loaded, stop, [*listeners, readings], on_ready, sink,
                                   source, incidents, state, decoder, topics, escalation,
                                   control, disk, clock)
-            finally:
-                await sender.aclose()
 
 
 async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingListener],

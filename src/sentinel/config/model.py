@@ -175,6 +175,10 @@ class NotifySettings(_Section):
     retry_max_delay: float = Field(default=60.0, gt=0)
     # Deliveries in flight at once (each runs on a worker thread).
     concurrency: int = Field(default=8, ge=1, le=64)
+    # Where apprise runs: "process", a child process of its own, so that its CPU never
+    # waits for the event loop's GIL (and the loop never waits for it); "thread", worker
+    # threads of the daemon (one process less, about 40 MB).
+    sender: Literal["process", "thread"] = "process"
     # Sent, failed and withdrawn messages are deleted after this many days (attempts stay).
     keep_days: float = Field(default=30, gt=0)
 

@@ -28,7 +28,16 @@ from typing import Any, Protocol, Self
 import apprise
 from apprise import plugins as apprise_plugins
 
-__all__ = ["AppriseSender", "DeliveryResult", "Sender", "channel_label", "retryable"]
+__all__ = [
+    "AppriseSender",
+    "Deliverer",
+    "DeliveryResult",
+    "Sender",
+    "channel_label",
+    "check_headers",
+    "result_of",
+    "retryable",
+]
 
 _NO_HEADERS: Mapping[str, str] = types.MappingProxyType({})
 
@@ -266,86 +275,27 @@ def _with_params(url: str, params: list[tuple[str, str]]) -> str:
     return f"{url}{'&' if '?' in url else '?'}{query}"
 
 
-class AppriseSender:
-    """Deliver through apprise on a bounded pool of worker threads.
+class Deliverer:
+    """The synchronous part of a send, safe to call from several threads at once: apprise
+    builds a fresh plugin instance for each send and its log records say why one failed.
 
-    Use as an async context manager, or call `aclose()` when done. Each send gets its own
-    plugin instance: apprise throttles repeated sends on one instance (5.5 s for e-mail and
-    most push services), which would turn a burst of alarms into a queue of sleeps that
-    the timeout then cuts off; instances are not meant to be shared across threads either.
+    Each send gets its own plugin instance: apprise throttles repeated sends on one
+    instance (5.5 s for e-mail and most push services), which would turn a burst of alarms
+    into a queue of sleeps that the timeout then cuts off; instances are not meant to be
+    shared across threads either.
     """
 
-    def __init__(self, timeout: float = 10.0, concurrency: int = 8) -> None:
-        if timeout <= 0 or concurrency < 1:
-            raise ValueError("timeout must be positive and concurrency at least 1")
-        self._timeout = timeout
-        self._pool = ThreadPoolExecutor(max_workers=concurrency,
-                                        thread_name_prefix="apprise-send")
-        # Taken before a send enters the pool and given back only when its thread is free,
-        # so the timeout counts from the moment a worker actually starts on it, and a send
-        # abandoned at its deadline keeps its worker counted until apprise lets go.
-        self._slots = asyncio.Semaphore(concurrency)
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
         self._capture = _installed_capture()
         self._parsed_urls: dict[str, dict[str, Any]] = {}
-        self._closed = False
+        self._parsed_lock = threading.Lock()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def send(self, url: str, title: str, body: str, *,
-                   headers: Mapping[str, str] = _NO_HEADERS) -> DeliveryResult:
-        """Deliver `title` and `body` to `url`; the result says whether and why not."""
-        if self._closed:
-            raise RuntimeError("AppriseSender is closed")
-        for name, value in headers.items():
-            # HTTP carries header values as latin-1 at best; CR/LF would inject a header.
-            if not _TOKEN.match(name) or not _HEADER_VALUE.match(value):
-                raise ValueError(f"invalid HTTP header {name!r}: printable ASCII only")
-        started = time.monotonic()
-        target = self._prepare(url)
-        await self._slots.acquire()
-        try:
-            future = asyncio.get_running_loop().run_in_executor(
-                self._pool, self._deliver, target, url, dict(headers), title, body)
-        except BaseException:
-            self._slots.release()
-            raise
-        # Released when the thread is done, not when we stop waiting for it (see __init__).
-        future.add_done_callback(lambda _: self._slots.release())
-        try:
-            # shield: on our deadline the worker cannot be interrupted anyway; the future
-            # must stay uncancelled so its completion still frees the slot.
-            async with asyncio.timeout(self._timeout + _MARGIN):
-                ok, error = await asyncio.shield(future)
-        except TimeoutError:
-            ok, error = False, f"timeout after {self._timeout:.1f} s"
-        return DeliveryResult(ok, error, time.monotonic() - started,
-                              retryable=ok or retryable(error))
-
-    def _prepare(self, url: str) -> str:
-        timeout = f"{self._timeout:g}"
-        return _with_params(url.strip(), [("cto", timeout), ("rto", timeout)])
-
-    def _parsed(self, target: str) -> dict[str, Any] | None:
-        # Parsing a URL is two thirds of apprise's set-up cost (0.9 of 1.1 ms measured):
-        # parse each channel once, build a fresh plugin from the parts for every send.
-        found = self._parsed_urls.get(target)
-        if found is None:
-            found = apprise_plugins.url_to_dict(  # type: ignore[no-untyped-call]
-                target, secure_logging=True)
-            if found is None:
-                return None
-            if len(self._parsed_urls) >= _PARSED_KEEP:
-                self._parsed_urls.pop(next(iter(self._parsed_urls)))
-            self._parsed_urls[target] = found
-        return found
-
-    def _deliver(self, target: str, url: str, headers: dict[str, str], title: str,
-                 body: str) -> tuple[bool, str | None]:
-        """Run one send in a worker thread: (ok, reason)."""
+    def deliver(self, url: str, headers: Mapping[str, str], title: str, body: str
+                ) -> tuple[bool, str | None]:
+        """Send one message now, in this thread: (ok, reason)."""
+        timeout = f"{self.timeout:g}"
+        target = _with_params(url.strip(), [("cto", timeout), ("rto", timeout)])
         with self._capture.collect() as records:
             try:
                 parsed = self._parsed(target)
@@ -363,7 +313,88 @@ class AppriseSender:
                 return False, f"apprise error: {type(exc).__name__}"
         if ok:
             return True, None
-        return False, _reason(records, url, self._timeout)
+        return False, _reason(records, url, self.timeout)
+
+    def _parsed(self, target: str) -> dict[str, Any] | None:
+        # Parsing a URL is two thirds of apprise's set-up cost (0.9 of 1.1 ms measured):
+        # parse each channel once, build a fresh plugin from the parts for every send.
+        with self._parsed_lock:
+            found = self._parsed_urls.get(target)
+        if found is None:
+            found = apprise_plugins.url_to_dict(  # type: ignore[no-untyped-call]
+                target, secure_logging=True)
+            if found is None:
+                return None
+            with self._parsed_lock:
+                if len(self._parsed_urls) >= _PARSED_KEEP:
+                    self._parsed_urls.pop(next(iter(self._parsed_urls)))
+                self._parsed_urls[target] = found
+        return found
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    """ValueError for a header that is not printable ASCII (CR/LF would inject one)."""
+    for name, value in headers.items():
+        # HTTP carries header values as latin-1 at best; CR/LF would inject a header.
+        if not _TOKEN.match(name) or not _HEADER_VALUE.match(value):
+            raise ValueError(f"invalid HTTP header {name!r}: printable ASCII only")
+
+
+def result_of(ok: bool, error: str | None, elapsed: float) -> DeliveryResult:
+    return DeliveryResult(ok, error, elapsed, retryable=ok or retryable(error))
+
+
+class AppriseSender:
+    """Deliver through apprise on a bounded pool of worker threads of this process.
+
+    Use as an async context manager, or call `aclose()` when done. (The daemon sends from
+    a process of its own, `notify.sender_process.ProcessSender`, so that apprise's CPU
+    never waits for the event loop's GIL.)
+    """
+
+    def __init__(self, timeout: float = 10.0, concurrency: int = 8) -> None:
+        if timeout <= 0 or concurrency < 1:
+            raise ValueError("timeout must be positive and concurrency at least 1")
+        self._timeout = timeout
+        self._pool = ThreadPoolExecutor(max_workers=concurrency,
+                                        thread_name_prefix="apprise-send")
+        # Taken before a send enters the pool and given back only when its thread is free,
+        # so the timeout counts from the moment a worker actually starts on it, and a send
+        # abandoned at its deadline keeps its worker counted until apprise lets go.
+        self._slots = asyncio.Semaphore(concurrency)
+        self._deliverer = Deliverer(timeout)
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def send(self, url: str, title: str, body: str, *,
+                   headers: Mapping[str, str] = _NO_HEADERS) -> DeliveryResult:
+        """Deliver `title` and `body` to `url`; the result says whether and why not."""
+        if self._closed:
+            raise RuntimeError("AppriseSender is closed")
+        check_headers(headers)
+        started = time.monotonic()
+        await self._slots.acquire()
+        try:
+            future = asyncio.get_running_loop().run_in_executor(
+                self._pool, self._deliverer.deliver, url, dict(headers), title, body)
+        except BaseException:
+            self._slots.release()
+            raise
+        # Released when the thread is done, not when we stop waiting for it (see __init__).
+        future.add_done_callback(lambda _: self._slots.release())
+        try:
+            # shield: on our deadline the worker cannot be interrupted anyway; the future
+            # must stay uncancelled so its completion still frees the slot.
+            async with asyncio.timeout(self._timeout + _MARGIN):
+                ok, error = await asyncio.shield(future)
+        except TimeoutError:
+            ok, error = False, f"timeout after {self._timeout:.1f} s"
+        return result_of(ok, error, time.monotonic() - started)
 
     async def aclose(self) -> None:
         """Stop the worker threads (waiting, bounded, for sends still running)."""

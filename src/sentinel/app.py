@@ -92,7 +92,8 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
     sender: AppriseSender | ProcessSender
     if settings.notify.sender == "process":
         # Spawned now, so it is warm (apprise imported) by the time messages are read.
-        sender = ProcessSender(settings.notify.timeout, settings.notify.concurrency)
+        sender = ProcessSender(settings.notify.timeout, settings.notify.concurrency,
+                               warm=[u for c in loaded.oncall.contact for u in c.channels])
         sender.start_soon()
     else:
         sender = AppriseSender(settings.notify.timeout, settings.notify.concurrency)

@@ -19,7 +19,7 @@ import threading
 import time
 import types
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -314,6 +314,20 @@ class Deliverer:
         if ok:
             return True, None
         return False, _reason(records, url, self.timeout)
+
+    def warm(self, urls: Sequence[str]) -> None:
+        """Load the plugins of these channels and parse them now (apprise loads a plugin
+        module the first time it meets its scheme: about 300 ms here)."""
+        for url in urls:
+            timeout = f"{self.timeout:g}"
+            target = _with_params(url.strip(), [("cto", timeout), ("rto", timeout)])
+            with self._capture.collect():
+                try:
+                    parsed = self._parsed(target)
+                    if parsed is not None:
+                        apprise.Apprise.instantiate(dict(parsed))
+                except Exception:  # a bad URL fails its sends later, with the reason
+                    continue
 
     def _parsed(self, target: str) -> dict[str, Any] | None:
         # Parsing a URL is two thirds of apprise's set-up cost (0.9 of 1.1 ms measured):

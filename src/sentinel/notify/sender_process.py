@@ -8,11 +8,14 @@ every send slowed the next alarm's decoding and commit. `ProcessSender` keeps ap
 one child process with its own thread pool (`[notify] concurrency` threads); the daemon
 only writes a request to a pipe and reads the answer.
 
-The child is started at daemon start (warm: apprise imported, plugins registered) with the
-`spawn` method (forking a threaded asyncio process is unsafe). If it dies, the requests in
-flight fail with a retryable reason (the outbox's retry and crash rules apply) and the next
-send starts a new one. Its sends are bounded by apprise's own timeouts; the daemon still
-gives each request `timeout` plus a margin and then reports a timeout.
+The child (`sentinel.notify.sender_child`, a fresh interpreter: forking a threaded asyncio
+process is unsafe, and multiprocessing's spawn would import the daemon's main module again)
+is started at daemon start, warm before the first message is read. Requests and answers are
+JSON lines on its stdin and stdout: channel URLs, which hold secrets, never appear in its
+command line. If it dies, the requests in flight fail with a retryable reason (the outbox's
+retry and crash rules apply) and the next send starts a new one. Its sends are bounded by
+apprise's own timeouts; the daemon still gives each request `timeout` plus a margin and
+then reports a timeout.
 """
 
 from __future__ import annotations
@@ -20,14 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import multiprocessing
-import multiprocessing.connection
-import threading
+import json
+import sys
 import time
 import types
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Self
+from collections.abc import Mapping, Sequence
+from typing import Self
 
 import structlog
 
@@ -38,52 +39,25 @@ log = structlog.get_logger("sentinel.notify")
 _MARGIN = 1.0
 _NO_HEADERS: Mapping[str, str] = types.MappingProxyType({})
 _CHILD_GONE = "sender process exited"
-
-
-def _child_main(conn: multiprocessing.connection.Connection, timeout: float,
-                concurrency: int) -> None:
-    """The child: read requests, deliver each on a worker thread, write back results."""
-    from sentinel.notify.sender import Deliverer
-
-    deliverer = Deliverer(timeout)
-    write_lock = threading.Lock()
-
-    def run(request_id: int, url: str, headers: dict[str, str], title: str,
-            body: str) -> None:
-        try:
-            ok, error = deliverer.deliver(url, headers, title, body)
-        except Exception as exc:  # a defect costs this message, not the child
-            ok, error = False, f"sender error: {type(exc).__name__}"
-        with write_lock, contextlib.suppress(OSError):
-            conn.send((request_id, ok, error))
-
-    with ThreadPoolExecutor(max_workers=concurrency,
-                            thread_name_prefix="apprise-send") as pool:
-        with write_lock:
-            conn.send(("ready",))
-        while True:
-            try:
-                request = conn.recv()
-            except (EOFError, OSError):
-                return  # the daemon went away: finish nothing more
-            if request is None:
-                return
-            pool.submit(run, *request)
+# An answer line is small; a request carries a rendered message (kept far below this).
+_LINE_LIMIT = 4 * 1024 * 1024
 
 
 class ProcessSender:
     """A `Sender` whose apprise work runs in a child process (see the module docstring)."""
 
-    def __init__(self, timeout: float = 10.0, concurrency: int = 8) -> None:
+    def __init__(self, timeout: float = 10.0, concurrency: int = 8,
+                 warm: Sequence[str] = ()) -> None:
         if timeout <= 0 or concurrency < 1:
             raise ValueError("timeout must be positive and concurrency at least 1")
         self._timeout = timeout
+        self._warm = list(warm)
         self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[tuple[bool, str | None]]] = {}
-        self._process: Any = None
-        self._conn: multiprocessing.connection.Connection | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
         self._closed = False
         self.started = 0  # child processes started (1 unless one died)
@@ -97,62 +71,60 @@ class ProcessSender:
 
     def start_soon(self) -> None:
         """Start the child in the background (the first send waits for it if need be)."""
-        if self._conn is None and (self._starting is None or self._starting.done()):
+        if self._process is None and (self._starting is None or self._starting.done()):
             self._starting = asyncio.get_running_loop().create_task(self._start())
 
     async def start(self) -> None:
         """Start the child (and wait until it is ready), unless it runs."""
-        if self._conn is not None:
+        if self._process is not None:
             return
-        if self._starting is None or self._starting.done():
-            self._starting = asyncio.get_running_loop().create_task(self._start())
+        self.start_soon()
+        assert self._starting is not None
         await asyncio.shield(self._starting)
 
     async def _start(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe(duplex=True)
-        process = context.Process(target=_child_main, name="sentinel-sender",
-                                  args=(theirs, self._timeout, self._concurrency),
-                                  daemon=True)
-        # Spawning imports the package anew (~0.5 s): not on the event loop.
-        await asyncio.to_thread(process.start)
-        theirs.close()
-        ready = await asyncio.to_thread(ours.recv)
-        if ready != ("ready",):
-            raise RuntimeError(f"sender process said {ready!r}")
-        self._process, self._conn = process, ours
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sentinel.notify.sender_child", f"{self._timeout:g}",
+            str(self._concurrency), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, limit=_LINE_LIMIT)
+        assert process.stdout is not None and process.stdin is not None
+        process.stdin.write(json.dumps({"warm": self._warm}).encode() + b"\n")
+        ready = await process.stdout.readline()
+        if json.loads(ready or b"null") != {"ready": True}:
+            process.kill()
+            await process.wait()
+            raise RuntimeError(f"the sender process did not start (it said {ready[:200]!r})")
+        self._process = process
         self.started += 1
-        asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read(process), name="sender-answers")
         log.info("sender_process_started", pid=process.pid, threads=self._concurrency)
 
-    def _on_readable(self) -> None:
-        conn = self._conn
-        if conn is None:
-            return
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
         try:
-            while conn.poll():
-                request_id, ok, error = conn.recv()
-                waiter = self._waiting.pop(request_id, None)
+            async for line in process.stdout:
+                answer = json.loads(line)
+                waiter = self._waiting.pop(int(answer["id"]), None)
                 if waiter is not None and not waiter.done():
-                    waiter.set_result((ok, error))
-        except (EOFError, OSError):
-            self._lost()
+                    waiter.set_result((bool(answer["ok"]), answer["error"]))
+        except (ValueError, KeyError, ConnectionError) as exc:
+            log.error("sender_process_answer_unreadable", error=str(exc)[:200])
+        await self._lost(process)
 
-    def _lost(self) -> None:
+    async def _lost(self, process: asyncio.subprocess.Process) -> None:
         """The child is gone: what it held fails (retryable); the next send starts one."""
-        conn, process = self._conn, self._process
-        self._conn = self._process = None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(conn.fileno())
-            conn.close()
+        if self._process is process:
+            self._process = None
         waiting, self._waiting = self._waiting, {}
         for waiter in waiting.values():
             if not waiter.done():
                 waiter.set_result((False, _CHILD_GONE))
+        if process.returncode is None:
+            process.kill()
+        code = await process.wait()
         if not self._closed:
-            log.error("sender_process_exited", in_flight=len(waiting),
-                      exitcode=process.exitcode if process is not None else None)
+            log.error("sender_process_exited", in_flight=len(waiting), exitcode=code)
 
     async def send(self, url: str, title: str, body: str, *,
                    headers: Mapping[str, str] = _NO_HEADERS) -> DeliveryResult:
@@ -169,16 +141,14 @@ class ProcessSender:
         # The slot is freed when the child answers (or dies), not when we stop waiting:
         # a send abandoned at its deadline still occupies one of the child's threads.
         waiter.add_done_callback(lambda _: self._slots.release())
-        self._waiting[request_id] = waiter
-        conn = self._conn
-        try:
-            if conn is None:
-                raise OSError("no sender process")
-            conn.send((request_id, url, dict(headers), title, body))
-        except (OSError, ValueError):
-            self._lost()
-            waiter = asyncio.get_running_loop().create_future()
+        process = self._process
+        if process is None or process.stdin is None or process.stdin.is_closing():
             waiter.set_result((False, _CHILD_GONE))
+        else:
+            self._waiting[request_id] = waiter
+            process.stdin.write(json.dumps({
+                "id": request_id, "url": url, "headers": dict(headers), "title": title,
+                "body": body}, ensure_ascii=False).encode() + b"\n")
         try:
             async with asyncio.timeout(self._timeout + _MARGIN):
                 ok, error = await asyncio.shield(waiter)
@@ -187,7 +157,7 @@ class ProcessSender:
         return result_of(ok, error, time.monotonic() - started)
 
     def kill(self) -> None:
-        """Kill the child (tests of the daemon's behaviour when it dies)."""
+        """Kill the child (tests of what happens when it dies)."""
         if self._process is not None:
             self._process.kill()
 
@@ -199,24 +169,20 @@ class ProcessSender:
         if self._starting is not None and not self._starting.done():
             with contextlib.suppress(Exception):
                 await self._starting
-        conn, process = self._conn, self._process
-        if self._waiting:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._timeout + _MARGIN):
-                    await asyncio.gather(*self._waiting.values(), return_exceptions=True)
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(conn.fileno())
-            with contextlib.suppress(OSError, ValueError):
-                conn.send(None)
-        if process is not None:
-            await asyncio.to_thread(process.join, 5.0)
-            if process.is_alive():
-                process.kill()
-                await asyncio.to_thread(process.join, 1.0)
-        if conn is not None:
-            conn.close()
-        self._conn = self._process = None
+        process = self._process
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()  # the child ends after the sends in flight
+        try:
+            async with asyncio.timeout(self._timeout + _MARGIN):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
 
 
 __all__ = ["DeliveryResult", "ProcessSender"]

@@ -81,6 +81,8 @@ class Ingestor:
         self.stats = IngestStats()
         self._stopping = False
         self._ahead_max = max(ahead, batch_max)
+        # Messages written in one transaction at most when several batches wait.
+        self._write_max = max(batch_max, 2000)
         self._ahead = 0  # messages past the gate, not yet written
         self._written = asyncio.Condition()
 
@@ -111,10 +113,23 @@ class Ingestor:
             self._ahead += count
 
     async def _write_loop(self, queue: asyncio.Queue[_Decoded | None]) -> None:
-        while (item := await queue.get()) is not None:
-            await self._finish(*item)
+        stopping = False
+        while not stopping and (item := await queue.get()) is not None:
+            # Batches that passed the gate while the store was busy are written together,
+            # in one transaction and one acknowledgement write: a store that pauses does
+            # not leave a queue of small batches, each paying a commit of its own.
+            messages, readings, dead = list(item[0]), list(item[1]), list(item[2])
+            while len(messages) < self._write_max and not queue.empty():
+                more = queue.get_nowait()
+                if more is None:
+                    stopping = True
+                    break
+                messages += more[0]
+                readings += more[1]
+                dead += more[2]
+            await self._finish(messages, readings, dead)
             async with self._written:
-                self._ahead -= len(item[0])
+                self._ahead -= len(messages)
                 self._written.notify_all()
 
     async def process(self, messages: list[RawMessage]) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon import DaemonProcess
 from servers import Mosquitto, StubInfluxServer, VictoriaMetrics
 
 # ---------------------------------------------------------------------------------------
@@ -35,3 +36,17 @@ def stub_influx() -> Iterator[StubInfluxServer]:
     """A started stub InfluxDB v2 write API answering 204; script it via ``.script(...)``."""
     with StubInfluxServer() as stub:
         yield stub
+
+
+# ---------------------------------------------------------------------------------------
+# Daemon processes (see tests/daemon.py)
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    """Daemons a test starts (append them); each is closed (killed if need be) after it."""
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.close()

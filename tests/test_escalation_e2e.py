@@ -9,11 +9,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from sentinel.config.inventory import Device
 from sentinel.decode.encode import encode
@@ -108,14 +105,6 @@ def http(method: str, url: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for d in started:
-        d.close()
 
 
 def test_smoke_alarm_climbs_is_acknowledged_by_link_and_resolution_reaches_everyone(

@@ -76,14 +76,6 @@ def reconnected_within(daemon: DaemonProcess, since: float, seconds: float) -> b
     return any(since <= t <= since + seconds for t in connected_at(daemon))
 
 
-@pytest.fixture
-def daemons() -> list[DaemonProcess]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.close()
-
-
 def test_cut_connections_between_daemon_and_broker(mosquitto: Mosquitto, tmp_path: Path,
                                                    daemons: list[DaemonProcess]) -> None:
     """Connections reset twice under load: reconnect within 5 s each time, nothing lost."""

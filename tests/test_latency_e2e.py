@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from sentinel.incidents import latency
 from sentinel.incidents.store import read_events, read_incidents
@@ -19,14 +16,6 @@ from helpers import sentinel
 from receivers import HttpReceiver
 from servers import Mosquitto
 from test_escalation_e2e import alarm, open_incident, smoke_detector, start_daemon, write_policies
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for d in started:
-        d.close()
 
 
 def metric_samples(port: int) -> dict[str, float]:

@@ -8,10 +8,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from sentinel.config.inventory import Device
 from sentinel.incidents.store import read_events, read_incidents
@@ -47,14 +44,6 @@ def outbox(db: Path) -> list[tuple[str, str, int]]:
         return list(conn.execute("SELECT key, status, unknown FROM outbox ORDER BY id"))
     finally:
         conn.close()
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for d in started:
-        d.close()
 
 
 class KillOnAccept:

@@ -4,10 +4,7 @@ local HTTP receiver, silences added and removed with the CLI as an operator woul
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from sentinel.config.inventory import Device
 from sentinel.decode.encode import encode
@@ -39,14 +36,6 @@ notify = ["grid_worker"]
 SMOKE_1 = LOADED.inventory["SB-SMK-0001"]   # 水贝花园 1栋
 SMOKE_2 = LOADED.inventory["SB-SMK-0002"]   # 水贝花园 1栋
 HYDRANT = LOADED.inventory["SB-HYD-0014"]   # 水贝新村
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for d in started:
-        d.close()
 
 
 def _start(mosquitto: Mosquitto, tmp_path: Path, hooks: HttpReceiver,

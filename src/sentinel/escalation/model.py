@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from sentinel.incidents.windows import FOREVER, Recurrence, Window
+from sentinel.incidents.windows import FOREVER, Recurrence, Window, parse_clock, parse_days
 from sentinel.rules.model import Duration, SeverityField
 from sentinel.types import Severity
 
@@ -39,59 +39,10 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def _days(value: object) -> tuple[int, ...]:
-    """Weekdays (0 = Monday) from ["mon", "tue"], "mon-fri", "daily" or "weekend"."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("daily", "all", "every day"):
-            return tuple(range(7))
-        if text == "weekdays":
-            return tuple(range(5))
-        if text == "weekend":
-            return (5, 6)
-        if "-" in text:
-            first, _, last = text.partition("-")
-            a, b = _weekday(first), _weekday(last)
-            return tuple(range(a, b + 1)) if a <= b else (*range(a, 7), *range(0, b + 1))
-        return (_weekday(text),)
-    if isinstance(value, list | tuple):
-        if not value:
-            raise ValueError("days: a shift needs at least one day")
-        return tuple(sorted({v if isinstance(v, int) and 0 <= v < 7 else _weekday(str(v))
-                             for v in value}))
-    raise ValueError("days: a list such as [\"mon\", \"tue\"], or \"mon-fri\", \"daily\"")
-
-
-def _weekday(text: str) -> int:
-    key = text.strip().lower()[:3]
-    if key not in _WEEKDAYS:
-        raise ValueError(f"unknown weekday {text!r} (mon, tue, wed, thu, fri, sat, sun)")
-    return _WEEKDAYS.index(key)
-
-
-def _clock_time(value: object) -> time:
-    if isinstance(value, time):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if text == "24:00":
-            return time(0, 0)
-        try:
-            parsed = time.fromisoformat(text)
-        except ValueError:
-            pass
-        else:
-            if parsed.tzinfo is None:
-                return parsed
-            raise ValueError("a time of day is local to the roster's timezone: no offset")
-    raise ValueError(f"invalid time of day {value!r} (use \"08:00\")")
-
-
-Days = Annotated[tuple[int, ...], BeforeValidator(_days)]
-ClockTime = Annotated[time, BeforeValidator(_clock_time)]
+# Weekdays (0 = Monday) from ["mon", "tue"], "mon-fri", "daily" or "weekend"; a local time
+# of day from "08:00" (the same words as maintenance windows).
+Days = Annotated[tuple[int, ...], BeforeValidator(parse_days)]
+ClockTime = Annotated[time, BeforeValidator(parse_clock)]
 
 
 class Contact(_Model):

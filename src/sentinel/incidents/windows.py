@@ -110,7 +110,7 @@ def parse_days(value: object) -> tuple[int, ...]:
     if isinstance(value, list | tuple) and value:
         return tuple(sorted({v if isinstance(v, int) and 0 <= v < 7 else _weekday(str(v))
                              for v in value}))
-    raise ValueError('days: e.g. ["tue"], "mon-fri", "daily", "weekend"')
+    raise ValueError('days: at least one, e.g. ["tue"], "mon-fri", "daily", "weekend"')
 
 
 def _weekday(text: str) -> int:
@@ -135,6 +135,7 @@ def parse_clock(value: object) -> time:
         else:
             if parsed.tzinfo is None:
                 return parsed
+            raise ValueError("a time of day is local to the community's timezone: no offset")
     raise ValueError(f"invalid time of day {value!r} (use \"09:00\")")
 
 

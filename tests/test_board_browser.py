@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -278,6 +279,11 @@ def test_smoke_alarm_appears_live_and_is_acknowledged_with_a_click(
         assert "已确认" in card(driver, incident_id).text
         wait_for(driver, lambda d: "board:值班员小李 已确认" in
                  d.find_element(By.ID, "feed").text, what="the acknowledgement in the feed")
+        # The per-alert record against GB 50440 on the card, once a page was accepted.
+        wait_for(driver, lambda d: re.search(r"首条通知 \d+\.\d+ s（限 10 s）", " ".join(
+            e.text for e in card(d, incident_id).find_elements(
+                By.CSS_SELECTOR, "[data-role=latency]"))),
+                 what="the alarm's first-notification time on its card")
         driver.save_screenshot(str(artifact_dir() / "board-daemon-acknowledged.png"))
         no_page_errors(driver)
 

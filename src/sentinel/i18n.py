@@ -225,7 +225,10 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "event.nobody_on_duty": {"zh": "无人值班", "en": "nobody on duty"},
     "event.tier_unreachable": {"zh": "该级无人可达", "en": "tier unreachable"},
     "event.no_escalation_policy": {"zh": "无升级策略", "en": "no escalation policy"},
+    # Stored by versions before silences were asked at send time.
     "event.notification_suppressed": {"zh": "通知已屏蔽", "en": "notification suppressed"},
+    "event.notification_muted": {"zh": "屏蔽中, 暂不通知", "en": "muted by a silence"},
+    "event.mute_ended": {"zh": "屏蔽结束, 开始通知", "en": "silence ended, escalating"},
     "tail.open": {"zh": "当前未关闭事件 {count} 个:", "en": "{count} open incident(s):"},
     "tail.following": {"zh": "—— 实时事件 (Ctrl-C 退出) ——",
                        "en": "-- live events (Ctrl-C to stop) --"},

@@ -267,16 +267,24 @@ def _record_text(timing: dict[str, float], record: dict[str, Any], lang: Languag
     return lines
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    lang = _lang(args)
+def _since_and_client(args: argparse.Namespace, lang: Language
+                      ) -> tuple[float, ControlClient] | int:
+    """`--since` as epoch seconds and a client of the daemon, or an exit code (printed)."""
     try:
         since = _since(args.since)
     except ValueError:
         print(t("oncall.bad_time", lang, value=args.since), file=sys.stderr)
         return EXIT_PROBLEMS
     client = _control_client(args, lang)
-    if isinstance(client, int):
-        return client
+    return client if isinstance(client, int) else (since, client)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    lang = _lang(args)
+    found = _since_and_client(args, lang)
+    if isinstance(found, int):
+        return found
+    since, client = found
     try:
         report = client.latency_report(since)
     except ControlError as exc:
@@ -599,14 +607,10 @@ _HISTORY_PAGE = 5000
 
 def cmd_history(args: argparse.Namespace) -> int:
     lang = _lang(args)
-    try:
-        since = _since(args.since)
-    except ValueError:
-        print(t("oncall.bad_time", lang, value=args.since), file=sys.stderr)
-        return EXIT_PROBLEMS
-    client = _control_client(args, lang)
-    if isinstance(client, int):
-        return client
+    found = _since_and_client(args, lang)
+    if isinstance(found, int):
+        return found
+    since, client = found
     written = 0
     cursor = since
     writer = None

@@ -332,6 +332,9 @@ class Decoder:
                                   device.id)
         if not values:
             raise DecodeError(R.MISSING_FIELD, f"no {device.kind} field in the payload", device.id)
+        if ts is None:  # no device time: the receive time, made distinct by sentinel.stamps
+            return Reading(device.id, device.kind, msg.received_at, msg.received_at, values,
+                           False)
         return Reading(device.id, device.kind, ts, msg.received_at, values)
 
     def _device(self, profile: CompiledProfile, levels: list[str], doc: Any) -> Device:
@@ -362,12 +365,13 @@ class Decoder:
         return device
 
     def _timestamp(self, profile: CompiledProfile, doc: Any, received_at: float,
-                   device_id: str) -> float:
+                   device_id: str) -> float | None:
+        """The device's time, or None when the message carries none."""
         if profile.ts_getter is None:
-            return received_at
+            return None
         raw = profile.ts_getter(doc)
         if raw is MISSING or raw is None:
-            return received_at
+            return None
         ts = parse_timestamp(raw, profile.ts_format, profile.naive_tz)
         if ts is None:
             raise DecodeError(R.INVALID_TIMESTAMP, f"cannot read time {_clip(raw)!r}", device_id)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from sentinel.config.inventory import load_inventory
 from sentinel.config.load import load_settings
@@ -163,3 +164,26 @@ def test_extra_kind_from_a_file_needs_no_code(tmp_path: Path) -> None:
     loaded = load_all(config, {})
     assert "fire_lane" in loaded.kinds
     assert loaded.inventory["SB-FL-0001"].kind == "fire_lane"
+
+
+def test_foreign_sentinel_variables_are_ignored_with_one_warning() -> None:
+    """SENTINEL_* variables naming no setting section are ignored, named in one warning."""
+    env = {"SENTINEL_CHECKOUT": "/srv/ci", "SENTINEL_MQTTT__PORT": "1884",
+           "SENTINEL_MQTT__PORT": "1885"}
+    with capture_logs() as logs:
+        settings = load_settings(SHIPPED_CONFIG, env)
+    assert settings.mqtt.port == 1885
+    warnings = [e for e in logs if e["event"] == "environment_variables_ignored"]
+    assert len(warnings) == 1
+    assert warnings[0]["log_level"] == "warning"
+    assert warnings[0]["variables"] == ["SENTINEL_CHECKOUT", "SENTINEL_MQTTT__PORT"]
+
+
+def test_foreign_sentinel_variable_warns_on_stderr_and_check_passes() -> None:
+    """`sentinel check` with another tool's SENTINEL_ variable succeeds; stdout stays clean."""
+    result = sentinel("check", "-c", str(SHIPPED_CONFIG), "--lang", "en",
+                      env=_clean_env(SENTINEL_CHECKOUT="/srv/ci"))
+    assert result.returncode == 0, result.stderr
+    assert "SENTINEL_CHECKOUT" in result.stderr
+    assert "SENTINEL_CHECKOUT" not in result.stdout
+

@@ -888,6 +888,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Warnings raised before a command sets up logging (while loading the configuration)
+    # go to stderr: stdout carries the command's output (CSV, JSON lines). `run` and `demo`
+    # set up their own logging once the configuration is loaded.
+    configure_logging("warning")
     try:
         result: int = args.func(args)
     except KeyboardInterrupt:

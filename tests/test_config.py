@@ -187,3 +187,20 @@ def test_foreign_sentinel_variable_warns_on_stderr_and_check_passes() -> None:
     assert "SENTINEL_CHECKOUT" in result.stderr
     assert "SENTINEL_CHECKOUT" not in result.stdout
 
+
+def test_check_warns_when_retention_is_shorter_than_max_age(tmp_path: Path) -> None:
+    """retention_days below [ingest] max_age is a warning of check (exit 0; 1 with --strict)."""
+    config = copy_deployment(tmp_path)
+    env = _clean_env(SENTINEL_STORE__SQLITE__RETENTION_DAYS="3",
+                     SENTINEL_INGEST__MAX_AGE=str(7 * 86400))
+    result = sentinel("check", "-c", str(config), "--lang", "en", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "store.sqlite.retention_days" in result.stdout
+    assert "shorter than [ingest] max_age (7 days)" in result.stdout
+    strict = sentinel("check", "-c", str(config), "--strict", "--lang", "en", env=env)
+    assert strict.returncode == 1
+    # Long enough, or readings kept elsewhere (InfluxDB keeps its own retention): no warning.
+    for extra in ({"SENTINEL_STORE__SQLITE__RETENTION_DAYS": "8"},
+                  {"SENTINEL_STORE__BACKEND": "influxdb"}):
+        loaded = load_all(config, {**env, **extra})
+        assert not [w for w in loaded.warnings if w.entry == "store.sqlite.retention_days"]

@@ -1,15 +1,20 @@
 """`sentinel devices import`: inventory rows from what Zigbee2MQTT and Home Assistant MQTT
-discovery announce, guessed by pure functions (the messages written from the
-documentation: tests/data/README.md)."""
+discovery announce, guessed by pure functions and read from a real mosquitto holding the
+retained messages (written from the documentation: tests/data/README.md)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import subprocess
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from sentinel.config.discovery import (
     COLUMNS,
@@ -25,6 +30,9 @@ from sentinel.config.discovery import (
     zigbee2mqtt_candidates,
 )
 from sentinel.config.inventory import load_inventory
+
+from helpers import ROOT, sentinel
+from servers import Mosquitto, free_port
 
 DATA = Path(__file__).resolve().parent / "data"
 Z2M_DEVICES = (DATA / "z2m_bridge_devices.json").read_bytes()
@@ -209,3 +217,166 @@ def test_parse_broker_refuses_what_is_not_a_broker(text: str) -> None:
     """Other schemes, no host, a bad port or a path are refused."""
     with pytest.raises(ValueError, match=r"\S"):
         parse_broker(text)
+
+
+# -- against a real broker ------------------------------------------------------------------
+
+def publish_retained(broker: Mosquitto, messages: Iterable[tuple[str, bytes]],
+                     user: tuple[str, str] | None = None) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-bridge")
+    if user is not None:
+        client.username_pw_set(*user)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    for topic, payload in messages:
+        client.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
+
+
+def import_devices(*args: str, env: dict[str, str] | None = None
+                   ) -> subprocess.CompletedProcess[str]:
+    return sentinel("devices", "import", *args, env=env, timeout=60)
+
+
+def test_import_zigbee2mqtt_from_a_real_broker(mosquitto: Mosquitto) -> None:
+    """The retained bridge/devices message → CSV rows on stdout, notes on stderr, exit 0."""
+    publish_retained(mosquitto, [("zigbee2mqtt/bridge/devices", Z2M_DEVICES)])
+    result = import_devices("zigbee2mqtt", "--broker", f"mqtt://127.0.0.1:{mosquitto.port}",
+                            "--lang", "en", "--community", "水贝社区", "--compound", "水贝花园",
+                            "--grid", "SB-G01")
+    assert result.returncode == 0, result.stderr
+    rows = {r["id"]: r for r in rows_of(result.stdout)}
+    assert set(rows) == {SMOKE_SLASHES, SMOKE_VALID_ID, SMOKE_TUYA, GAS}
+    assert rows[SMOKE_SLASHES] == {
+        "id": SMOKE_SLASHES, "kind": "smoke", "community": "水贝社区", "compound": "水贝花园",
+        "building": "", "floor": "", "unit": "", "grid": "SB-G01", "location": "",
+        "profile": "zigbee2mqtt", "aliases": "1栋/3楼/烟感"}
+    assert rows[GAS]["kind"] == "gas" and rows[GAS]["aliases"] == "Kitchen gas"
+    err = result.stderr
+    assert f"{GAS}: guessed gas (exposes gas); HEIMAN HS1CG-E_3.0" in err
+    assert ("not imported: 0x00158d0002c7e9a1, Xiaomi SJCGQ11LM Aqara water leak sensor, "
+            "exposes water_leak, temperature, which match no sentinel kind") in err
+    assert "4 row(s) to review (on stdout), 4 note(s)" in err
+    assert "0x00124b00120144ae" not in result.stdout + err  # the coordinator
+
+
+def test_import_speaks_chinese_by_default_and_takes_another_base(mosquitto: Mosquitto) -> None:
+    """--base names another bridge's topics; notes are in Chinese unless --lang en."""
+    publish_retained(mosquitto, [("site-a/z2m/bridge/devices", Z2M_DEVICES)])
+    result = import_devices("zigbee2mqtt", "--broker", f"127.0.0.1:{mosquitto.port}",
+                            "--base", "site-a/z2m")
+    assert result.returncode == 0, result.stderr
+    assert len(rows_of(result.stdout)) == 4
+    assert f"{SMOKE_TUYA}: 猜测为烟感 (暴露 smoke)" in result.stderr
+    assert "未导入 my_sensor (0x00169a00022256da): Zigbee2MQTT 不认识该型号" in result.stderr
+
+
+def test_import_homeassistant_from_a_real_broker(mosquitto: Mosquitto) -> None:
+    """Retained discovery messages (with and without node id, device discovery) → rows."""
+    publish_retained(mosquitto, HA_MESSAGES)
+    result = import_devices("homeassistant", "--broker", f"mqtt://127.0.0.1:{mosquitto.port}",
+                            "--lang", "en")
+    assert result.returncode == 0, result.stderr
+    rows = {r["id"]: (r["kind"], r["profile"], r["aliases"]) for r in rows_of(result.stdout)}
+    assert rows == {SMOKE_SLASHES: ("smoke", "zigbee2mqtt", "1栋/3楼/烟感"),
+                    "kitchen-gas-01": ("gas", "", ""), "pump-room": ("hydrant_pressure", "", ""),
+                    "co-alarm-7": ("gas", "", "")}
+    assert ("co-alarm-7: guessed gas (device_class carbon_monoxide); Acme CO-7. No known "
+            "profile for its state topic acme/co-alarm-7/state") in result.stderr
+    assert "Rooftop weather, -, reports pressure in hPa" in result.stderr
+
+
+def test_nothing_retained_exits_1_after_the_timeout(mosquitto: Mosquitto) -> None:
+    """No bridge on the broker: exit 1 after --timeout, saying where it looked."""
+    started = time.monotonic()
+    result = import_devices("zigbee2mqtt", "--broker", f"mqtt://127.0.0.1:{mosquitto.port}",
+                            "--timeout", "1s", "--lang", "en")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert (f"no retained message on zigbee2mqtt/bridge/devices at "
+            f"mqtt://127.0.0.1:{mosquitto.port} within 1 s") in result.stderr
+    assert time.monotonic() - started < 20
+    zh = import_devices("homeassistant", "--broker", f"mqtt://127.0.0.1:{mosquitto.port}",
+                        "--timeout", "1")
+    assert zh.returncode == 1 and "1 秒内未在" in zh.stderr
+
+
+def test_a_broker_that_is_not_there_exits_1() -> None:
+    """Connection refused: exit 1 with the broker's address; a bad address or timeout too."""
+    port = free_port()
+    result = import_devices("zigbee2mqtt", "--broker", f"mqtt://127.0.0.1:{port}", "--lang",
+                            "en")
+    assert result.returncode == 1
+    assert f"cannot read from the MQTT broker at mqtt://127.0.0.1:{port}" in result.stderr
+    bad = import_devices("zigbee2mqtt", "--broker", "http://x", "--lang", "en")
+    assert bad.returncode == 1 and "cannot read the broker address" in bad.stderr
+    bad = import_devices("zigbee2mqtt", "--timeout", "soon", "--lang", "en")
+    assert bad.returncode == 1 and "cannot read the timeout 'soon'" in bad.stderr
+
+
+def test_address_from_the_configuration_account_of_its_own(tmp_path: Path) -> None:
+    """Without --broker, [mqtt] host and port of -c are used, but never the daemon's account
+    (a broker taking user names as client ids would throw the daemon off): --user and
+    --password-file give one; a wrong password is refused and said so, not echoed."""
+    passwd = tmp_path / "passwd"
+    for flags, user, password in ((["-c"], "bridge", "b-secret"), ([], "installer", "i-secret"),
+                                  ([], "daemon", "d-secret")):
+        done = subprocess.run(["mosquitto_passwd", *flags, "-b", str(passwd), user, password],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+    with Mosquitto(tmp_path / "broker", extra_config=[
+            "allow_anonymous false", f"password_file {passwd}"]) as broker:
+        publish_retained(broker, [("zigbee2mqtt/bridge/devices", Z2M_DEVICES)],
+                         user=("bridge", "b-secret"))
+        (tmp_path / "daemon.secret").write_text("d-secret\n")
+        config = tmp_path / "sentinel.toml"
+        config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n'
+                          'username = "daemon"\npassword_file = "daemon.secret"\n')
+        secret = tmp_path / "installer.secret"
+        secret.write_text("i-secret\n")
+        result = import_devices("zigbee2mqtt", "-c", str(config), "--user", "installer",
+                                "--password-file", str(secret), "--lang", "en")
+        assert result.returncode == 0, result.stderr
+        assert len(rows_of(result.stdout)) == 4
+        refused = f"cannot read from the MQTT broker at mqtt://127.0.0.1:{broker.port}: " \
+                  "Not authorized"
+        anonymous = import_devices("zigbee2mqtt", "-c", str(config), "--lang", "en")
+        assert anonymous.returncode == 1 and refused in anonymous.stderr
+        secret.write_text("wrong-password\n")
+        wrong = import_devices("zigbee2mqtt", "-c", str(config), "--user", "installer",
+                               "--password-file", str(secret), "--lang", "en")
+        assert wrong.returncode == 1 and refused in wrong.stderr
+        assert "wrong-password" not in wrong.stderr
+
+
+def test_tls_trusts_the_ca_of_the_configuration(tmp_path: Path) -> None:
+    """A TLS broker: [mqtt.tls] of -c gives TLS and the CA to trust, with or without an
+    mqtts:// --broker; a broker whose CA is not trusted is refused."""
+    certs = tmp_path / "certs"
+    done = subprocess.run(["bash", str(ROOT / "config" / "mosquitto" / "make-certs.sh"),
+                           str(certs), "127.0.0.1", "localhost"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with Mosquitto(tmp_path / "broker", extra_config=[
+            f"certfile {certs / 'server.crt'}", f"keyfile {certs / 'server.key'}"]) as broker:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-bridge")
+        client.tls_set(ca_certs=str(certs / "ca.crt"))
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        client.publish("zigbee2mqtt/bridge/devices", Z2M_DEVICES, qos=1,
+                       retain=True).wait_for_publish(10)
+        client.loop_stop()
+        client.disconnect()
+        config = tmp_path / "sentinel.toml"
+        config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n'
+                          f'[mqtt.tls]\nenabled = true\nca_file = "{certs / "ca.crt"}"\n')
+        for extra in ((), ("--broker", f"mqtts://127.0.0.1:{broker.port}")):
+            result = import_devices("zigbee2mqtt", "-c", str(config), *extra, "--lang", "en")
+            assert result.returncode == 0, result.stderr
+            assert len(rows_of(result.stdout)) == 4
+        config.write_text("")  # no CA of its own: the system's do not know this one
+        untrusted = import_devices("zigbee2mqtt", "-c", str(config), "--broker",
+                                   f"mqtts://127.0.0.1:{broker.port}", "--lang", "en")
+        assert untrusted.returncode == 1
+        assert "certificate verify failed" in untrusted.stderr

@@ -273,6 +273,75 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                    "en": "board login link (one use, valid {minutes} min): {url}"},
     "no_state": {"zh": "尚无状态数据库 {path} (守护进程是否运行过?)",
                  "en": "no state database at {path} (has the daemon run yet?)"},
+    # sentinel devices import (notes on stderr; the rows are CSV on stdout)
+    "import.nothing": {"zh": "{timeout} 秒内未在 {broker} 收到 {topic} 上的保留消息。"
+                             "请检查网关 (Zigbee2MQTT / Home Assistant 自动发现) 是否在运行, "
+                             "基础主题是否正确 (--base), 本账号是否有权订阅该主题",
+                       "en": "no retained message on {topic} at {broker} within {timeout} s: "
+                             "is the bridge (Zigbee2MQTT / Home Assistant discovery) running, "
+                             "is the base topic right (--base), and may this account "
+                             "subscribe to it?"},
+    "import.connect_failed": {"zh": "无法从 MQTT 代理 {broker} 读取: {reason}",
+                              "en": "cannot read from the MQTT broker at {broker}: {reason}"},
+    "import.bad_broker": {"zh": "无法识别的代理地址 {value} (例: mqtt://127.0.0.1:1883, "
+                                "mqtts://用户名@主机:8883)",
+                          "en": "cannot read the broker address {value!r} (e.g. "
+                                "mqtt://127.0.0.1:1883, mqtts://user@host:8883)"},
+    "import.bad_timeout": {"zh": "无法识别的超时 {value} (例: 5s, 1m)",
+                           "en": "cannot read the timeout {value!r} (e.g. 5s, 1m)"},
+    "import.bad_payload": {"zh": "{topic} 的内容不是 Zigbee2MQTT 设备列表: {reason}",
+                           "en": "{topic} does not hold Zigbee2MQTT's device list: {reason}"},
+    "import.no_password": {"zh": "无法读取密码文件 {path}: {reason}",
+                           "en": "cannot read the password file {path}: {reason}"},
+    "import.tls_failed": {"zh": "无法使用 [mqtt.tls] 的证书: {reason}",
+                          "en": "cannot use the [mqtt.tls] certificates: {reason}"},
+    "import.summary": {"zh": "{rows} 行待核对 (标准输出), {notes} 条提示 (见上)。请补全空着的"
+                             "位置列 (community, compound, building, grid…), 核对类型, "
+                             "再加入设备清单并运行 sentinel check",
+                       "en": "{rows} row(s) to review (on stdout), {notes} note(s) (above). "
+                             "Fill in the empty place columns (community, compound, building, "
+                             "grid…), check each kind, then add the rows to the inventory "
+                             "and run sentinel check"},
+    "import.note.z2m_row": {"zh": "{id}: 猜测为{kind} (暴露 {property}); {model}, 网关名称 {name}",
+                            "en": "{id}: guessed {kind} (exposes {property}); {model}, named "
+                                  "{name} on the bridge"},
+    "import.note.ha_row": {"zh": "{id}: 猜测为{kind} (device_class {device_class}); {model}, "
+                                 "状态主题 {state_topic}",
+                           "en": "{id}: guessed {kind} (device_class {device_class}); {model}, "
+                                 "state topic {state_topic}"},
+    "import.note.ha_row_no_profile": {
+        "zh": "{id}: 猜测为{kind} (device_class {device_class}); {model}。状态主题 "
+              "{state_topic} 不属于已知的设备协议: 请在 profile 列填写能解析它的设备协议 "
+              "(没有则编写一个)",
+        "en": "{id}: guessed {kind} (device_class {device_class}); {model}. No known profile "
+              "for its state topic {state_topic}: put the profile that reads it in the "
+              "profile column (write one if none does)"},
+    "import.note.unsupported": {"zh": "未导入 {name}, {model}: 其能力 {exposes} 不对应 "
+                                      "sentinel 的任何设备类型",
+                                "en": "not imported: {name}, {model}, exposes {exposes}, "
+                                      "which match no sentinel kind"},
+    "import.note.no_definition": {"zh": "未导入 {name}: Zigbee2MQTT 不认识该型号 "
+                                        "(supported: false), 无法判断类型",
+                                  "en": "not imported: {name} is a model Zigbee2MQTT "
+                                        "does not support (no definition): its kind cannot "
+                                        "be guessed"},
+    "import.note.interview": {"zh": "未导入 {name}: 入网问询 (interview) 尚未完成, "
+                                    "请等待或重新配对",
+                              "en": "not imported: {name} has not finished its "
+                                    "interview; wait, or pair it again"},
+    "import.note.disabled": {"zh": "未导入 {name}: 已在 Zigbee2MQTT 中停用",
+                             "en": "not imported: {name} is disabled in Zigbee2MQTT"},
+    "import.note.ha_unsupported": {"zh": "未导入 {name}, {model}: 其实体 {entities} "
+                                         "不对应 sentinel 的任何设备类型",
+                                   "en": "not imported: {name}, {model}, has entities "
+                                         "{entities}, which match no sentinel kind"},
+    "import.note.air_pressure": {"zh": "未导入 {name}, {model}: 压力单位 {unit} 多用于大气压, "
+                                       "不按消火栓水压导入",
+                                 "en": "not imported: {name}, {model}, reports pressure in "
+                                       "{unit}, a unit of air pressure: not taken as hydrant "
+                                       "pressure"},
+    "import.note.bad_discovery": {"zh": "已跳过 {topic}: {reason}",
+                                  "en": "skipped {topic}: {reason}"},
 }
 
 

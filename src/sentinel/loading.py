@@ -342,6 +342,19 @@ def window_vocabulary(loaded: Loaded) -> Vocabulary:
     return replace(vocabulary, kinds=vocabulary.kinds | set(loaded.kinds.names()))
 
 
+def _retention_warnings(settings: Settings, config_path: Path) -> list[Problem]:
+    """Readings the embedded store would delete as soon as ingest accepts them."""
+    store = settings.store
+    max_age = settings.ingest.max_age
+    if store.backend != "sqlite" or store.sqlite.retention_days * 86400 >= max_age:
+        return []
+    return [Problem(str(config_path), "store.sqlite.retention_days",
+                    f"{store.sqlite.retention_days:g} days is shorter than [ingest] max_age "
+                    f"({max_age / 86400:g} days): readings accepted as up to max_age old "
+                    "are deleted by the next retention pass; raise retention_days or lower "
+                    "max_age")]
+
+
 def load_all(config_path: Path, environ: Mapping[str, str] | None = None) -> Loaded:
     """Load and cross-check everything; raise ConfigError listing every problem found."""
     with collector_paused():
@@ -363,7 +376,7 @@ def _load_all(config_path: Path, environ: Mapping[str, str] | None) -> Loaded:
     if not inventory and not inventory_problems:
         problems.append(Problem(files, "", "the inventory lists no device"))
     rules = _load_rules(settings, kinds, inventory, problems)
-    warnings: list[Problem] = []
+    warnings: list[Problem] = _retention_warnings(settings, config_path)
     oncall, policies = _load_escalation(settings, inventory, rules, problems, warnings)
     if problems:
         raise ConfigError(problems)

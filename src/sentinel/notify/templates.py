@@ -484,8 +484,20 @@ _STATUS_PREFIXES = tuple(text for key, by_lang in _TEXT.items() if key.startswit
                          for text in by_lang.values())
 
 
+def _digest_bracket(title: str) -> str | None:
+    """The bracket of a daily digest's title ("maintenance digest"), or None."""
+    for code in ("zh", "en"):
+        head = _prefix("digest.title", code)
+        if title.startswith(head):
+            return head.strip().strip("【】[]")
+    return None
+
+
 def _topic(title: str) -> str:
     """What a title of `_title` is about: the incident type, without marks and place."""
+    digest = _digest_bracket(title)
+    if digest is not None:
+        return digest
     rest = _LEADING_BRACKETS.sub("", title)
     for prefix in _STATUS_PREFIXES:
         if rest.startswith(prefix):
@@ -517,7 +529,11 @@ def render_summary(items: Sequence[Rendered], lang: Language) -> Rendered:
     for number, item in enumerate(items, start=1):
         lines.append("")
         lines.append(f"{number}. {item.title}")
-        lines += [f"   {line}" for line in _summary_lines(item.body, lang)]
+        # A digest is already a list made to be read whole (two digests for one person
+        # at 09:00 are sent together): it keeps every line.
+        kept = (item.body.splitlines() if _digest_bracket(item.title) is not None
+                else _summary_lines(item.body, lang))
+        lines += [f"   {line}" for line in kept]
     return Rendered(title, "\n".join(lines))
 
 

@@ -57,7 +57,8 @@ class Contact(_Model):
     # They may hold secrets (bot keys, passwords): never logged, only their scheme.
     channels: tuple[str, ...] = Field(min_length=1)
     language: Literal["zh", "en"] = "zh"
-    # Devices (elderly watches) whose wearer this person looks after (role elder_contact).
+    # Devices (elderly watches, help buttons) of the residents this person looks after
+    # (role elder_contact).
     elders: tuple[str, ...] = ()
 
 

@@ -145,25 +145,27 @@ def test_unknown_kind_and_wrong_profile_kind_are_check_errors(tmp_path: Path) ->
 
 
 def test_extra_kind_from_a_file_needs_no_code(tmp_path: Path) -> None:
-    """A kind declared in a file (fire-lane occupancy) is usable by profiles and devices."""
+    """A kind declared in a site's own folder (a lane camera) is usable by profiles and
+    devices, beside the shipped kind files."""
     config = copy_deployment(tmp_path)
-    kinds = tmp_path / "devices" / "kinds"
+    kinds = tmp_path / "site-kinds"
     kinds.mkdir()
-    (kinds / "fire_lane.toml").write_text(
-        'name = "fire_lane"\ndescription = "fire-lane occupancy"\n'
+    (kinds / "lane_camera.toml").write_text(
+        'name = "lane_camera"\ndescription = "fire-lane camera"\n'
         '[fields.occupied]\ntype = "bool"\n'
         '[fields.occupied_seconds]\ntype = "number"\nunit = "s"\nmin = 0\n')
-    text = config.read_text().replace("kind_dirs = []", 'kind_dirs = ["../devices/kinds"]')
+    text = config.read_text().replace('kind_dirs = ["../devices/kinds"]',
+                                      'kind_dirs = ["../devices/kinds", "../site-kinds"]')
     config.write_text(text)
     with (tmp_path / "devices" / "shuibei.csv").open("a", encoding="utf-8") as fh:
-        fh.write("SB-FL-0001,fire_lane,水贝社区,水贝花园,1栋,,,SB-G01,1栋消防通道,"
-                 "sentinel-json,,,\n")
+        fh.write("SB-FL-0001,lane_camera,水贝社区,水贝花园,1栋,,,SB-G01,1栋消防通道,"
+                 "lane-json,,,\n")
     (tmp_path / "devices" / "profiles" / "lane.yaml").write_text(
         "name: lane-json\nmatch: ['lane/+']\ndevice_id: {topic_segment: 1}\n"
         "fields:\n  occupied: {path: occ}\n  occupied_seconds: {path: dur, unit: min}\n")
     loaded = load_all(config, {})
-    assert "fire_lane" in loaded.kinds
-    assert loaded.inventory["SB-FL-0001"].kind == "fire_lane"
+    assert "lane_camera" in loaded.kinds and "fire_lane" in loaded.kinds
+    assert loaded.inventory["SB-FL-0001"].kind == "lane_camera"
 
 
 def test_foreign_sentinel_variables_are_ignored_with_one_warning() -> None:

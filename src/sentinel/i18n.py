@@ -1,10 +1,47 @@
-"""User-facing text: Simplified Chinese by default, English on request."""
+"""User-facing text: Simplified Chinese by default, English on request.
+
+One catalogue (below) holds the texts of the code. Display names written in configuration
+(a kind file's or a rule's `label`, a field's `label`) are laid over it by
+`configure_labels` when the configuration is loaded: a configured name wins, then the
+catalogue, then the bare name.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 Language = Literal["zh", "en"]
+
+
+class Label(BaseModel):
+    """A display name in Chinese and English, as written in configuration.
+
+    One language may be left out: the other stands in for it (a site that writes only
+    Chinese names still shows them to English readers, rather than a bare identifier).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    zh: str | None = Field(default=None, min_length=1)
+    en: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _some_text(self) -> Label:
+        if self.zh is None and self.en is None:
+            raise ValueError("a label needs zh and/or en")
+        return self
+
+    def texts(self) -> dict[Language, str]:
+        zh = self.zh if self.zh is not None else self.en
+        en = self.en if self.en is not None else self.zh
+        assert zh is not None and en is not None
+        return {"zh": zh, "en": en}
+
+    def text(self, lang: Language) -> str:
+        return self.texts()[lang]
 
 _MESSAGES: dict[str, dict[Language, str]] = {
     "kind.smoke": {"zh": "烟感", "en": "smoke"},
@@ -345,6 +382,35 @@ _MESSAGES: dict[str, dict[Language, str]] = {
 }
 
 
+# Display names from the loaded configuration, by catalogue key ("kind.fire_lane",
+# "incident.fire_lane_blocked", "field.h2s_ppm"), and the canonical units of fields that
+# the code's own tables do not know. Replaced as a whole at each load (see loading.py).
+_CONFIGURED: dict[str, dict[Language, str]] = {}
+_FIELD_UNITS: dict[str, str] = {}
+
+
+def configure_labels(labels: Mapping[str, Label],
+                     field_units: Mapping[str, str] | None = None) -> None:
+    """Lay the configuration's display names over the catalogue (replacing earlier ones).
+
+    `labels` is keyed like the catalogue: ``kind.<kind>``, ``incident.<incident>``,
+    ``field.<field>``; `field_units` gives the canonical unit of fields by name.
+    """
+    _CONFIGURED.clear()
+    _CONFIGURED.update({key: label.texts() for key, label in labels.items()})
+    _FIELD_UNITS.clear()
+    _FIELD_UNITS.update(field_units or {})
+
+
+def _entry(key: str) -> dict[Language, str] | None:
+    return _CONFIGURED.get(key) or _MESSAGES.get(key)
+
+
+def entry(key: str) -> dict[Language, str]:
+    """The catalogue's texts of `key` (not the configured ones); KeyError if none."""
+    return dict(_MESSAGES[key])
+
+
 def t(key: str, lang: Language = "zh", **values: object) -> str:
     """The message `key` in `lang`, formatted with `values`."""
     entry = _MESSAGES[key]
@@ -352,7 +418,7 @@ def t(key: str, lang: Language = "zh", **values: object) -> str:
 
 
 def kind_name(kind: str, lang: Language = "zh") -> str:
-    entry = _MESSAGES.get(f"kind.{kind}")
+    entry = _entry(f"kind.{kind}")
     return entry[lang] if entry else kind
 
 
@@ -362,8 +428,19 @@ def role_name(role: str, lang: Language = "zh") -> str:
 
 
 def incident_title(name: str, lang: Language = "zh") -> str:
-    entry = _MESSAGES.get(f"incident.{name}")
+    entry = _entry(f"incident.{name}")
     return entry[lang] if entry else name.replace("_", " ")
+
+
+def field_label(name: str, lang: Language = "zh") -> str | None:
+    """A field's configured display name (a kind file's `label`), if it has one."""
+    entry = _CONFIGURED.get(f"field.{name}")
+    return entry[lang] if entry else None
+
+
+def field_unit(name: str) -> str | None:
+    """The canonical unit of a field from a kind file, if it has one."""
+    return _FIELD_UNITS.get(name)
 
 
 def event_name(event_type: str, lang: Language = "zh") -> str:
@@ -372,5 +449,7 @@ def event_name(event_type: str, lang: Language = "zh") -> str:
 
 
 def catalog(prefixes: tuple[str, ...], lang: Language = "zh") -> dict[str, str]:
-    """Every message whose key starts with one of `prefixes`, in `lang` (for a page)."""
-    return {k: v.get(lang, v["en"]) for k, v in _MESSAGES.items() if k.startswith(prefixes)}
+    """Every message whose key starts with one of `prefixes`, in `lang` (for a page),
+    configured display names included."""
+    merged = {**_MESSAGES, **_CONFIGURED}
+    return {k: v.get(lang, v["en"]) for k, v in merged.items() if k.startswith(prefixes)}

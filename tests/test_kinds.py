@@ -57,7 +57,8 @@ def test_builtin_numeric_fields_carry_their_precision() -> None:
                 ("water_level", "level_percent"): 1, ("gas", "concentration_lel"): 1,
                 ("gas", "concentration_ppm"): 1, ("hydrant_pressure", "battery_voltage"): 3,
                 ("smoke", "temperature"): 1, ("elderly_watch", "latitude"): 6,
-                ("elderly_watch", "heart_rate"): 0, ("smoke", "battery"): 1}
+                ("elderly_watch", "heart_rate"): 0, ("smoke", "battery"): 1,
+                ("smoke", "snr"): 2}
     for (name, field), decimals in expected.items():
         assert reg[name].fields[field].precision == decimals, (name, field)
         assert reg.compiled(name)[field].precision == decimals, (name, field)

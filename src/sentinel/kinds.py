@@ -113,7 +113,8 @@ COMMON_FIELDS: dict[str, FieldSpec] = {
     "battery_low": _f("bool", desc="device signals a low battery"),
     "battery_voltage": _f("number", "V", 0, 60, "battery voltage"),
     "signal": _f("number", "dBm", -200, 30, "received signal strength (RSSI)"),
-    "snr": _f("number", None, -50, 50, "signal-to-noise ratio, dB"),
+    # LoRa radios report SNR in quarter dB (7.25): two decimals keep it exact.
+    "snr": _f("number", None, -50, 50, "signal-to-noise ratio, dB", precision=2),
 }
 
 def _builtin_label(kind: str) -> Label:

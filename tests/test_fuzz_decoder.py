@@ -81,7 +81,7 @@ def outcome_of(topic: str, payload: bytes, sample: Any = None) -> Reading | Deco
     msg = RawMessage(topic, payload, 1, False, received)
     started = time.perf_counter()
     try:
-        out: Reading | DecodeError = DECODER.decode(msg)
+        out: Reading | DecodeError = _one(DECODER.decode(msg))
     except DecodeError as exc:
         out = exc
     elapsed = time.perf_counter() - started
@@ -92,6 +92,12 @@ def outcome_of(topic: str, payload: bytes, sample: Any = None) -> Reading | Deco
     problems = ORACLE.check(sample, received, out)
     assert not problems, (problems, topic[:200], payload[:300])
     return out
+
+
+def _one(readings: list[Reading]) -> Reading:
+    """The fuzzed profiles carry one reading per message (no `each`)."""
+    reading, = readings
+    return reading
 
 
 # -- strategies ------------------------------------------------------------------------------

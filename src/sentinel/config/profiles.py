@@ -187,8 +187,14 @@ class ProfileSpec(_Strict):
                 if kind not in self.kinds:
                     raise ValueError(f"by_kind.{kind}: not one of this profile's kinds")
         if self.format == "value":
-            if self.quantity_segment is None and len(mappings) != 1:
-                raise ValueError("a value profile needs quantity_segment unless it maps one field")
+            # Without a quantity level every value goes to the one field a device's kind
+            # has here (one in `fields`, or one per `by_kind` entry).
+            groups = [self.fields_for(k) for k in self.by_kind]
+            if self.fields or not groups:
+                groups.append(self.fields)
+            if self.quantity_segment is None and any(len(g) != 1 for g in groups):
+                raise ValueError("a value profile needs quantity_segment unless it maps one "
+                                 "field (per kind)")
             if self.device_id.path is not None:
                 raise ValueError("a value profile takes the device id from the topic only")
             if self.each is not None:

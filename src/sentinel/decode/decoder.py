@@ -19,6 +19,7 @@ from sentinel import units
 from sentinel.config.inventory import Device, Inventory
 from sentinel.config.model import IngestSettings
 from sentinel.config.profiles import FieldMapping, ProfileSpec
+from sentinel.decode.jsontext import JsonTextError, loads_strict
 from sentinel.decode.numbers import NumberTextError, parse_number_text, split_number_unit
 from sentinel.decode.paths import (
     KEY_REF,
@@ -51,7 +52,6 @@ _TOPIC_CACHE_MAX = 200_000
 _TOPIC_CACHE_KEY_MAX = 256
 # Integers beyond ±2**53 are not exact as floats (and beyond 2**63 fit no store).
 _EXACT_INT = 2.0 ** 53
-_UTF8_BOM = b"\xef\xbb\xbf"
 # Readings of one device from one message without a device time are this far apart, so
 # that they never share a timestamp (the stores keep one row per device and time).
 UNTIMED_STEP = 1e-6
@@ -466,7 +466,10 @@ class Decoder:
         levels = msg.topic.split("/")
         doc: Any
         if profile.is_json:
-            doc = _parse_json(msg.payload)
+            try:
+                doc = loads_strict(msg.payload)
+            except JsonTextError as exc:
+                raise DecodeError(R(exc.reason), exc.detail) from None
             if type(doc) is not dict and type(doc) is not list:
                 raise DecodeError(R.WRONG_TYPE, "payload is not a JSON object")
         else:
@@ -763,24 +766,3 @@ def parse_timestamp(raw: Any, fmt: str, naive_tz: ZoneInfo | None) -> float | No
     if fmt == "epoch_ms" or (fmt == "auto" and number > _MS_THRESHOLD):
         number /= 1000.0
     return number if number < 1e11 else None
-
-
-def _parse_json(payload: bytes) -> Any:
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        return _parse_json_slow(payload, exc)
-
-
-def _parse_json_slow(payload: bytes, exc: orjson.JSONDecodeError) -> Any:
-    if payload.startswith(_UTF8_BOM):
-        try:
-            return orjson.loads(payload[3:])
-        except orjson.JSONDecodeError as again:
-            exc = again
-    try:
-        payload.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        raise DecodeError(R.INVALID_ENCODING, f"payload is not valid UTF-8 (byte {bad.start})"
-                          ) from None
-    raise DecodeError(R.INVALID_JSON, str(exc)[:120]) from None

@@ -111,7 +111,7 @@ from sentinel.ingest import Ingestor
 from sentinel.loading import Loaded, load_all
 from sentinel.log import RejectLogger
 from sentinel.store.sqlite import SqliteReadingStore
-from sentinel.types import DeadLetter, RawMessage, Reading, RejectReason, Value
+from sentinel.types import DeadLetter, RawMessage, Reading, Receipt, RejectReason, Value
 
 from helpers import SHIPPED_CONFIG
 
@@ -968,7 +968,8 @@ class RecordingSink:
         self.dead: list[DeadLetter] = []
         self.refused: dict[int, str] = {}  # id(reading) → error
 
-    async def write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> None:
+    async def write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter],
+                    receipts: Sequence[Receipt] = ()) -> None:
         self.readings, self.dead = list(readings), list(dead)
         self.refused = {}
         if self.store is None:
@@ -982,6 +983,9 @@ class RecordingSink:
                     await self.store.write([reading], [])
                 except Exception as exc:
                     self.refused[id(reading)] = f"{type(exc).__name__}: {exc}"
+
+    async def receipts(self) -> list[Receipt]:
+        return []
 
     async def run(self) -> None:
         pass

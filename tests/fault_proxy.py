@@ -31,14 +31,17 @@ class _Link:
         self.server = server
         self.flowing = asyncio.Event()
         self.flowing.set()
+        # Client → server only: what a lost acknowledgement looks like to the sender.
+        self.upstream = asyncio.Event()
+        self.upstream.set()
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        for reader, writer in ((self.client[0], self.server[1]),
-                               (self.server[0], self.client[1])):
+        for reader, writer, gate in ((self.client[0], self.server[1], self.upstream),
+                                     (self.server[0], self.client[1], None)):
             queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
             self.tasks.append(asyncio.create_task(self._read(reader, queue)))
-            self.tasks.append(asyncio.create_task(self._write(writer, queue)))
+            self.tasks.append(asyncio.create_task(self._write(writer, queue, gate)))
 
     async def _read(self, reader: asyncio.StreamReader,
                     queue: asyncio.Queue[tuple[float, bytes] | None]) -> None:
@@ -48,7 +51,8 @@ class _Link:
         queue.put_nowait(None)
 
     async def _write(self, writer: asyncio.StreamWriter,
-                     queue: asyncio.Queue[tuple[float, bytes] | None]) -> None:
+                     queue: asyncio.Queue[tuple[float, bytes] | None],
+                     gate: asyncio.Event | None) -> None:
         try:
             while (item := await queue.get()) is not None:
                 read_at, data = item
@@ -57,6 +61,8 @@ class _Link:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await self.flowing.wait()  # a stall holds bytes; the sockets stay open
+                if gate is not None:
+                    await gate.wait()
                 writer.write(data)
                 await writer.drain()
         except OSError:
@@ -137,6 +143,14 @@ class FaultProxy:
             for link in self._links:
                 link.flowing.clear()
         self._call(stall())
+
+    def hold_upstream(self) -> None:
+        """Hold what clients send (their acknowledgements, pings) on the open connections,
+        while the server's packets still reach them; cut() drops what was held."""
+        async def hold() -> None:
+            for link in self._links:
+                link.upstream.clear()
+        self._call(hold())
 
     def cut(self) -> None:
         """Drop every open connection (RST); new connections still go through."""

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from sentinel.config.inventory import load_inventory
 from sentinel.config.load import load_settings
@@ -144,25 +145,67 @@ def test_unknown_kind_and_wrong_profile_kind_are_check_errors(tmp_path: Path) ->
 
 
 def test_extra_kind_from_a_file_needs_no_code(tmp_path: Path) -> None:
-    """A kind declared in a file (fire-lane occupancy) is usable by profiles and devices."""
+    """A kind declared in a site's own folder (a lane camera) is usable by profiles and
+    devices, beside the shipped kind files."""
     config = copy_deployment(tmp_path)
-    kinds = tmp_path / "devices" / "kinds"
+    kinds = tmp_path / "site-kinds"
     kinds.mkdir()
-    (kinds / "fire_lane.toml").write_text(
-        'name = "fire_lane"\ndescription = "fire-lane occupancy"\n'
+    (kinds / "lane_camera.toml").write_text(
+        'name = "lane_camera"\ndescription = "fire-lane camera"\n'
         '[fields.occupied]\ntype = "bool"\n'
         '[fields.occupied_seconds]\ntype = "number"\nunit = "s"\nmin = 0\n')
-    text = config.read_text().replace("kind_dirs = []", 'kind_dirs = ["../devices/kinds"]')
+    text = config.read_text().replace('kind_dirs = ["../devices/kinds"]',
+                                      'kind_dirs = ["../devices/kinds", "../site-kinds"]')
     config.write_text(text)
     with (tmp_path / "devices" / "shuibei.csv").open("a", encoding="utf-8") as fh:
-        fh.write("SB-FL-0001,fire_lane,水贝社区,水贝花园,1栋,,,SB-G01,1栋消防通道,"
-                 "sentinel-json,,,\n")
+        fh.write("SB-FL-0001,lane_camera,水贝社区,水贝花园,1栋,,,SB-G01,1栋消防通道,"
+                 "lane-json,,,\n")
     (tmp_path / "devices" / "profiles" / "lane.yaml").write_text(
         "name: lane-json\nmatch: ['lane/+']\ndevice_id: {topic_segment: 1}\n"
         "fields:\n  occupied: {path: occ}\n  occupied_seconds: {path: dur, unit: min}\n")
     loaded = load_all(config, {})
-    assert "fire_lane" in loaded.kinds
-    assert loaded.inventory["SB-FL-0001"].kind == "fire_lane"
+    assert "lane_camera" in loaded.kinds and "fire_lane" in loaded.kinds
+    assert loaded.inventory["SB-FL-0001"].kind == "lane_camera"
+
+
+def test_foreign_sentinel_variables_are_ignored_with_one_warning() -> None:
+    """SENTINEL_* variables naming no setting section are ignored, named in one warning."""
+    env = {"SENTINEL_CHECKOUT": "/srv/ci", "SENTINEL_MQTTT__PORT": "1884",
+           "SENTINEL_MQTT__PORT": "1885"}
+    with capture_logs() as logs:
+        settings = load_settings(SHIPPED_CONFIG, env)
+    assert settings.mqtt.port == 1885
+    warnings = [e for e in logs if e["event"] == "environment_variables_ignored"]
+    assert len(warnings) == 1
+    assert warnings[0]["log_level"] == "warning"
+    assert warnings[0]["variables"] == ["SENTINEL_CHECKOUT", "SENTINEL_MQTTT__PORT"]
+
+
+def test_foreign_sentinel_variable_warns_on_stderr_and_check_passes() -> None:
+    """`sentinel check` with another tool's SENTINEL_ variable succeeds; stdout stays clean."""
+    result = sentinel("check", "-c", str(SHIPPED_CONFIG), "--lang", "en",
+                      env=_clean_env(SENTINEL_CHECKOUT="/srv/ci"))
+    assert result.returncode == 0, result.stderr
+    assert "SENTINEL_CHECKOUT" in result.stderr
+    assert "SENTINEL_CHECKOUT" not in result.stdout
+
+
+def test_check_warns_when_retention_is_shorter_than_max_age(tmp_path: Path) -> None:
+    """retention_days below [ingest] max_age is a warning of check (exit 0; 1 with --strict)."""
+    config = copy_deployment(tmp_path)
+    env = _clean_env(SENTINEL_STORE__SQLITE__RETENTION_DAYS="3",
+                     SENTINEL_INGEST__MAX_AGE=str(7 * 86400))
+    result = sentinel("check", "-c", str(config), "--lang", "en", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "store.sqlite.retention_days" in result.stdout
+    assert "shorter than [ingest] max_age (7 days)" in result.stdout
+    strict = sentinel("check", "-c", str(config), "--strict", "--lang", "en", env=env)
+    assert strict.returncode == 1
+    # Long enough, or readings kept elsewhere (InfluxDB keeps its own retention): no warning.
+    for extra in ({"SENTINEL_STORE__SQLITE__RETENTION_DAYS": "8"},
+                  {"SENTINEL_STORE__BACKEND": "influxdb"}):
+        loaded = load_all(config, {**env, **extra})
+        assert not [w for w in loaded.warnings if w.entry == "store.sqlite.retention_days"]
 
 
 def test_inventory_aliases_and_several_profiles(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from sentinel.errors import DecodeError
 from sentinel.ingest import Ingestor
 from sentinel.kinds import BUILTIN_KINDS, FieldSpec, KindRegistry, KindSpec
 from sentinel.loading import Loaded, load_all
-from sentinel.types import DeadLetter, RawMessage, Reading, RejectReason
+from sentinel.types import DeadLetter, RawMessage, Reading, Receipt, RejectReason
 
 from helpers import SHIPPED_CONFIG
 
@@ -584,17 +584,22 @@ def test_a_batch_without_items_is_missing_field() -> None:
 
 
 def test_untimed_readings_of_one_device_never_share_a_time() -> None:
-    """Several readings of one device in one message without a device time are 1 µs apart,
-    in message order; other devices' first readings keep the receive time."""
+    """Several readings of one device in one message without a device time: the decoder
+    marks them untimed, and the ingest stage gives each its own millisecond, in message
+    order; a reading with its device time keeps it."""
     readings = lab("gwl/gw-7/-/batch", {"devices": [
         {"id": "l1", "v": 1.0}, {"id": "l2", "v": 2.0}, {"id": "l1", "v": 1.1},
         {"id": "l1", "v": 1.2, "t": round(NOW) - 5}, {"id": "l1", "v": 1.3}]})
-    # A double near 1.8e9 s resolves 0.24 µs.
-    assert [(r.device_id, r.ts - NOW) for r in readings] == [
-        ("LAB-L1", 0.0), ("LAB-L2", 0.0), ("LAB-L1", pytest.approx(1e-6, abs=3e-7)),
-        ("LAB-L1", round(NOW) - 5 - NOW), ("LAB-L1", pytest.approx(2e-6, abs=3e-7))]
-    untimed = [r.ts for r in readings if r.device_id == "LAB-L1" and r.ts >= NOW]
-    assert untimed == sorted(set(untimed))
+    assert [(r.device_id, r.ts, r.timed) for r in readings] == [
+        ("LAB-L1", NOW, False), ("LAB-L2", NOW, False), ("LAB-L1", NOW, False),
+        ("LAB-L1", round(NOW) - 5, True), ("LAB-L1", NOW, False)]
+    sink = _Sink()
+    ingestor = Ingestor(_Source(), LAB, sink, batch_max=10)
+    payload = orjson.dumps({"devices": [{"id": "l1", "v": v / 10} for v in range(20)]})
+    asyncio.run(ingestor.process([RawMessage("gwl/gw-7/-/batch", payload, 1, False, NOW)]))
+    stamps = [r.ts_ms for r in sink.readings]
+    assert len(stamps) == 20 and stamps == sorted(set(stamps))
+    assert [r.values["level"] for r in sink.readings] == [v / 10 for v in range(20)]
 
 
 def test_a_flood_of_bad_items_is_dead_lettered_at_most_fifty_times() -> None:
@@ -759,7 +764,8 @@ class _Sink:
         self.readings: list[Reading] = []
         self.dead: list[DeadLetter] = []
 
-    async def write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> None:
+    async def write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter],
+                    receipts: Sequence[Receipt] = ()) -> None:
         self.readings += readings
         self.dead += dead
 

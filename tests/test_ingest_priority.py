@@ -12,7 +12,7 @@ from sentinel.decode import Decoder
 from sentinel.decode.encode import encode
 from sentinel.ingest import Ingestor
 from sentinel.loading import load_all
-from sentinel.types import DeadLetter, RawMessage, Reading
+from sentinel.types import DeadLetter, RawMessage, Reading, Receipt
 
 from helpers import SHIPPED_CONFIG
 
@@ -55,9 +55,13 @@ class StalledSink:
         self.release = asyncio.Event()
         self.written: list[Reading] = []
 
-    async def write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> None:
+    async def write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter],
+                    receipts: Sequence[Receipt] = ()) -> None:
         await self.release.wait()
         self.written.extend(readings)
+
+    async def receipts(self) -> list[Receipt]:
+        return []
 
     async def run(self) -> None:
         await asyncio.Event().wait()

@@ -3,6 +3,7 @@ local HTTP receiver, silences added and removed with the CLI as an operator woul
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -152,3 +153,17 @@ def test_a_hydrant_silence_mutes_until_it_is_removed_then_escalates(
         types = [e.type for e in read_events(db)]
         assert types.index("notification_muted") < types.index("mute_ended")
         pub.close()
+
+
+def test_a_silence_naming_a_kind_covers_the_kinds_that_extend_it(
+        mosquitto: Mosquitto, tmp_path: Path, daemons: list[DaemonProcess]) -> None:
+    """`--kind gas` mutes septic-tank gas monitors too (septic_gas extends gas), as a kind in
+    the policy file does; the stored window says so."""
+    with HttpReceiver() as hooks:
+        daemon = _start(mosquitto, tmp_path, hooks, daemons)
+        _silence(daemon, "--compound", HYDRANT.compound, "--kind", "gas", "--for", "1h",
+                 "--reason", "燃气管道检修")
+        listed = sentinel("silence", "list", "--json", env=daemon.env)
+        assert listed.returncode == 0, listed.stderr
+        windows = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert [w["kinds"] for w in windows] == [["gas", "septic_gas"]], windows

@@ -469,3 +469,20 @@ def test_publisher_reconnects_after_a_broker_restart(mosquitto: Mosquitto, loade
         timer.join()
     assert result.readings >= 2500
     assert result.refused == 0
+
+
+def test_a_kind_that_extends_gas_is_simulated_as_a_quiet_gas_detector(loaded: Loaded) -> None:
+    """A septic-tank monitor (septic_gas extends gas) reads methane like a kitchen gas
+    detector and its own H2S and NH3 near zero: a simulated community does not raise
+    septic alarms by itself."""
+    from sentinel.config.inventory import Device
+    from sentinel.sim.model import model_for
+
+    device = Device(id="TF-SEP-0001", kind="septic_gas", community="塘坊社区",
+                    compound="塘坊新村", grid="TF-G01", profile="sentinel-json")
+    model = model_for(device, None, loaded.kinds, 7, T0)
+    assert type(model).__name__ == "GasModelExtension"
+    for step in range(200):
+        values = model.values(T0 + step * 300.0, 300.0)
+        assert values["alarm"] is False and float(values["concentration_lel"]) <= 3
+        assert 0 <= float(values["h2s_ppm"]) < 7 and 0 <= float(values["nh3_ppm"]) < 28

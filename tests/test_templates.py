@@ -447,6 +447,21 @@ def test_digest_is_capped_with_a_count_of_the_rest() -> None:
     assert len(zh) <= 60
 
 
+def test_two_digests_sent_together_keep_every_line() -> None:
+    """Two digests for one person at 09:00 (maintenance, offline) may leave as one
+    message: the summary keeps each digest whole and names them as digests."""
+    first = render_digest([offline(5, T0, "SB-SMK-0002")], "zh", day=date(2026, 5, 2),
+                          area="水贝花园")
+    second = render_digest([offline(6, T0, "SB-SMK-0003")], "zh", day=date(2026, 5, 2),
+                           area="翠竹苑")
+    merged = render_summary([first, second], "zh")
+    assert merged.title == "2 条通知: 维护日报 ×2"
+    for digest in (first, second):
+        assert digest.title in merged.body
+        for line in lines(digest):
+            assert f"   {line}" in merged.body.splitlines(), line
+
+
 def test_empty_digest_says_so() -> None:
     """A day with nothing to maintain still sends a digest that says so."""
     digest = render_digest([], "zh", day=date(2026, 5, 1), area="水贝社区")

@@ -31,6 +31,7 @@ from sentinel.notify.sender import AppriseSender
 from sentinel.notify.sender_process import ProcessSender
 from sentinel.runtime import Daemon
 from sentinel.source import MqttSource
+from sentinel.stamps import ReceiveStamps
 from sentinel.store import ReadingSink
 from sentinel.store.reserve import DiskGuard, Reserve
 from sentinel.store.spool import SpoolingSink
@@ -188,7 +189,7 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
     settings = loaded.settings
     ingestor = Ingestor(source, decoder, sink, settings.ingest.batch_max, listeners,
                         gate=incidents, disk=disk, ahead=settings.ingest.queue_max,
-                        clock=clock)
+                        clock=clock, stamps=ReceiveStamps(await sink.receipts()))
     daemon = Daemon(ingestor, source, sink, incidents, escalation, control,
                     started_at=clock.now())
     if control is not None:

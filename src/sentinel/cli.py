@@ -10,10 +10,12 @@ import asyncio
 import gc
 import json
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,7 @@ from sentinel.loading import Loaded, load_all
 from sentinel.log import configure_logging, truncate
 
 if TYPE_CHECKING:
+    from sentinel.config.discovery import Broker
     from sentinel.control.client import ControlClient
     from sentinel.control.feed import Filter
 
@@ -716,6 +719,103 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(loaded, options)
 
 
+def cmd_devices_import(args: argparse.Namespace) -> int:
+    from sentinel.config import discovery
+    from sentinel.i18n import kind_name
+    from sentinel.rules.model import parse_duration
+
+    lang = _lang(args)
+    try:
+        # Plain seconds too ("5"), not only text with a unit ("5s").
+        plain = re.fullmatch(r"[0-9]+(\.[0-9]+)?", args.timeout)
+        timeout = parse_duration(float(args.timeout) if plain else args.timeout)
+    except ValueError:
+        timeout = 0
+    if not timeout > 0:
+        print(t("import.bad_timeout", lang, value=args.timeout), file=sys.stderr)
+        return EXIT_PROBLEMS
+    broker = _import_broker(args, lang)
+    if isinstance(broker, int):
+        return broker
+    z2m = args.source == "zigbee2mqtt"
+    base = (args.base or ("zigbee2mqtt" if z2m else "homeassistant")).rstrip("/")
+    topics = [f"{base}/bridge/devices"] if z2m else [f"{base}/+/+/config",
+                                                      f"{base}/+/+/+/config"]
+    try:
+        messages = discovery.read_retained(broker, topics, timeout)
+    except discovery.RetainedReadError as exc:
+        print(t(f"import.{exc.key}", lang, **exc.values), file=sys.stderr)
+        return EXIT_PROBLEMS
+    if not messages:
+        print(t("import.nothing", lang, topic=" ".join(topics), broker=broker.url,
+                timeout=f"{timeout:g}"), file=sys.stderr)
+        return EXIT_PROBLEMS
+    if z2m:
+        try:
+            found = discovery.zigbee2mqtt_candidates(messages[topics[0]])
+        except ValueError as exc:
+            print(t("import.bad_payload", lang, topic=topics[0], reason=exc), file=sys.stderr)
+            return EXIT_PROBLEMS
+    else:
+        found = discovery.homeassistant_candidates(sorted(messages.items()), base)
+    place = discovery.Place(args.community, args.compound, args.building, args.grid)
+    sys.stdout.write(discovery.inventory_csv(found.candidates, place))
+    sys.stdout.flush()
+    for note in [c.why for c in found.candidates] + found.notes:
+        values = dict(note.values)
+        if "kind" in values:
+            values["kind"] = kind_name(values["kind"], lang)
+        print(t(f"import.note.{note.key}", lang, **values), file=sys.stderr)
+    print(t("import.summary", lang, rows=len(found.candidates), notes=len(found.notes)),
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def _import_broker(args: argparse.Namespace, lang: Language) -> Broker | int:
+    """The broker to read from, or an exit code (message printed).
+
+    The address: --broker, else [mqtt] host, port and TLS of the configuration when the file
+    exists, else the local default; mqtts:// trusts [mqtt.tls] ca_file when there is one.
+    The account: --user and --password-file (or the URL's), never the daemon's: on a broker
+    that takes the user name as client id (the shipped one does) a second connection with
+    the daemon's account would throw the daemon off and could end its session.
+    """
+    import ssl
+
+    from sentinel.config.discovery import Broker, parse_broker, tls_context
+    from sentinel.config.load import load_settings
+
+    try:
+        broker = parse_broker(args.broker or "mqtt://127.0.0.1:1883")
+    except ValueError:
+        print(t("import.bad_broker", lang, value=args.broker), file=sys.stderr)
+        return EXIT_PROBLEMS
+    config = Path(args.config)
+    if config.exists() and (not args.broker or broker.tls is not None):
+        try:
+            mqtt = load_settings(config).mqtt
+            tls = tls_context(mqtt.tls) if mqtt.tls.enabled or broker.tls else None
+        except ConfigError as exc:
+            print(t("check.failed", lang, count=len(exc.problems)), file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_CONFIG
+        except (OSError, ssl.SSLError) as exc:
+            print(t("import.tls_failed", lang, reason=exc), file=sys.stderr)
+            return EXIT_CONFIG
+        broker = replace(broker, tls=tls) if args.broker else Broker(
+            mqtt.host, mqtt.port, tls=tls, protocol=mqtt.protocol)
+    password = broker.password
+    if args.password_file:
+        try:
+            password = Path(args.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            print(t("import.no_password", lang, path=args.password_file,
+                    reason=exc.strerror), file=sys.stderr)
+            return EXIT_PROBLEMS
+    return replace(broker, username=args.user or broker.username, password=password)
+
+
 # -- argument parsing -------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -875,6 +975,32 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--author", required=True)
         q.set_defaults(func=cmd_window, window_type=window_type)
 
+    p = sub.add_parser("devices", help="bring devices in from a bridge on the broker")
+    dev = p.add_subparsers(dest="action", required=True)
+    q = dev.add_parser("import", help="print inventory rows (CSV) for the devices a bridge "
+                                      "announces, for a person to review")
+    imp = q.add_subparsers(dest="source", required=True)
+    for source, base, what in (
+            ("zigbee2mqtt", "zigbee2mqtt", "the retained <base>/bridge/devices message"),
+            ("homeassistant", "homeassistant", "retained Home Assistant discovery messages "
+                                               "(<base>/+/+/config, <base>/+/+/+/config)")):
+        r = imp.add_parser(source, parents=[common], help=f"from {what}")
+        r.add_argument("--broker", help="mqtt://host[:port] or mqtts://… (default: [mqtt] "
+                                        "host and port of the configuration if it exists, "
+                                        "else mqtt://127.0.0.1:1883)")
+        r.add_argument("--user", help="an MQTT account of its own allowed to read the topic "
+                                      "(not the daemon's nor the bridge's: a broker that "
+                                      "takes the user name as client id would disconnect "
+                                      "them)")
+        r.add_argument("--password-file", help="file holding that account's password")
+        r.add_argument("--base", default=base, help=f"base topic (default {base})")
+        r.add_argument("--timeout", default="5s",
+                       help="give up when nothing arrived by then (default 5s)")
+        for key in ("community", "compound", "building", "grid"):
+            r.add_argument(f"--{key}", default="", help=f"{key} of every row (default empty: "
+                                                          "fill in by hand)")
+        r.set_defaults(func=cmd_devices_import)
+
     p = sub.add_parser("demo", parents=[common],
                        help="broker + daemon + simulated community with a live view")
     p.add_argument("--state-dir", default="state/demo", help="where the demo keeps its data")
@@ -888,6 +1014,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Warnings raised before a command sets up logging (while loading the configuration)
+    # go to stderr: stdout carries the command's output (CSV, JSON lines). `run` and `demo`
+    # set up their own logging once the configuration is loaded.
+    configure_logging("warning")
     try:
         result: int = args.func(args)
     except KeyboardInterrupt:

@@ -1,10 +1,47 @@
-"""User-facing text: Simplified Chinese by default, English on request."""
+"""User-facing text: Simplified Chinese by default, English on request.
+
+One catalogue (below) holds the texts of the code. Display names written in configuration
+(a kind file's or a rule's `label`, a field's `label`) are laid over it by
+`configure_labels` when the configuration is loaded: a configured name wins, then the
+catalogue, then the bare name.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 Language = Literal["zh", "en"]
+
+
+class Label(BaseModel):
+    """A display name in Chinese and English, as written in configuration.
+
+    One language may be left out: the other stands in for it (a site that writes only
+    Chinese names still shows them to English readers, rather than a bare identifier).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    zh: str | None = Field(default=None, min_length=1)
+    en: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _some_text(self) -> Label:
+        if self.zh is None and self.en is None:
+            raise ValueError("a label needs zh and/or en")
+        return self
+
+    def texts(self) -> dict[Language, str]:
+        zh = self.zh if self.zh is not None else self.en
+        en = self.en if self.en is not None else self.zh
+        assert zh is not None and en is not None
+        return {"zh": zh, "en": en}
+
+    def text(self, lang: Language) -> str:
+        return self.texts()[lang]
 
 _MESSAGES: dict[str, dict[Language, str]] = {
     "kind.smoke": {"zh": "烟感", "en": "smoke"},
@@ -273,7 +310,105 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                    "en": "board login link (one use, valid {minutes} min): {url}"},
     "no_state": {"zh": "尚无状态数据库 {path} (守护进程是否运行过?)",
                  "en": "no state database at {path} (has the daemon run yet?)"},
+    # sentinel devices import (notes on stderr; the rows are CSV on stdout)
+    "import.nothing": {"zh": "{timeout} 秒内未在 {broker} 收到 {topic} 上的保留消息。"
+                             "请检查网关 (Zigbee2MQTT / Home Assistant 自动发现) 是否在运行, "
+                             "基础主题是否正确 (--base), 本账号是否有权订阅该主题",
+                       "en": "no retained message on {topic} at {broker} within {timeout} s: "
+                             "is the bridge (Zigbee2MQTT / Home Assistant discovery) running, "
+                             "is the base topic right (--base), and may this account "
+                             "subscribe to it?"},
+    "import.connect_failed": {"zh": "无法从 MQTT 代理 {broker} 读取: {reason}",
+                              "en": "cannot read from the MQTT broker at {broker}: {reason}"},
+    "import.bad_broker": {"zh": "无法识别的代理地址 {value} (例: mqtt://127.0.0.1:1883, "
+                                "mqtts://用户名@主机:8883)",
+                          "en": "cannot read the broker address {value!r} (e.g. "
+                                "mqtt://127.0.0.1:1883, mqtts://user@host:8883)"},
+    "import.bad_timeout": {"zh": "无法识别的超时 {value} (例: 5s, 1m)",
+                           "en": "cannot read the timeout {value!r} (e.g. 5s, 1m)"},
+    "import.bad_payload": {"zh": "{topic} 的内容不是 Zigbee2MQTT 设备列表: {reason}",
+                           "en": "{topic} does not hold Zigbee2MQTT's device list: {reason}"},
+    "import.no_password": {"zh": "无法读取密码文件 {path}: {reason}",
+                           "en": "cannot read the password file {path}: {reason}"},
+    "import.tls_failed": {"zh": "无法使用 [mqtt.tls] 的证书: {reason}",
+                          "en": "cannot use the [mqtt.tls] certificates: {reason}"},
+    "import.summary": {"zh": "{rows} 行待核对 (标准输出), {notes} 条提示 (见上)。请补全空着的"
+                             "位置列 (community, compound, building, grid…), 核对类型, "
+                             "再加入设备清单并运行 sentinel check",
+                       "en": "{rows} row(s) to review (on stdout), {notes} note(s) (above). "
+                             "Fill in the empty place columns (community, compound, building, "
+                             "grid…), check each kind, then add the rows to the inventory "
+                             "and run sentinel check"},
+    "import.note.z2m_row": {"zh": "{id}: 猜测为{kind} (暴露 {property}); {model}, 网关名称 {name}",
+                            "en": "{id}: guessed {kind} (exposes {property}); {model}, named "
+                                  "{name} on the bridge"},
+    "import.note.ha_row": {"zh": "{id}: 猜测为{kind} (device_class {device_class}); {model}, "
+                                 "状态主题 {state_topic}",
+                           "en": "{id}: guessed {kind} (device_class {device_class}); {model}, "
+                                 "state topic {state_topic}"},
+    "import.note.ha_row_no_profile": {
+        "zh": "{id}: 猜测为{kind} (device_class {device_class}); {model}。状态主题 "
+              "{state_topic} 不属于已知的设备协议: 请在 profile 列填写能解析它的设备协议 "
+              "(没有则编写一个)",
+        "en": "{id}: guessed {kind} (device_class {device_class}); {model}. No known profile "
+              "for its state topic {state_topic}: put the profile that reads it in the "
+              "profile column (write one if none does)"},
+    "import.note.unsupported": {"zh": "未导入 {name}, {model}: 其能力 {exposes} 不对应 "
+                                      "sentinel 的任何设备类型",
+                                "en": "not imported: {name}, {model}, exposes {exposes}, "
+                                      "which match no sentinel kind"},
+    "import.note.no_definition": {"zh": "未导入 {name}: Zigbee2MQTT 不认识该型号 "
+                                        "(supported: false), 无法判断类型",
+                                  "en": "not imported: {name} is a model Zigbee2MQTT "
+                                        "does not support (no definition): its kind cannot "
+                                        "be guessed"},
+    "import.note.interview": {"zh": "未导入 {name}: 入网问询 (interview) 尚未完成, "
+                                    "请等待或重新配对",
+                              "en": "not imported: {name} has not finished its "
+                                    "interview; wait, or pair it again"},
+    "import.note.disabled": {"zh": "未导入 {name}: 已在 Zigbee2MQTT 中停用",
+                             "en": "not imported: {name} is disabled in Zigbee2MQTT"},
+    "import.note.ha_unsupported": {"zh": "未导入 {name}, {model}: 其实体 {entities} "
+                                         "不对应 sentinel 的任何设备类型",
+                                   "en": "not imported: {name}, {model}, has entities "
+                                         "{entities}, which match no sentinel kind"},
+    "import.note.air_pressure": {"zh": "未导入 {name}, {model}: 压力单位 {unit} 多用于大气压, "
+                                       "不按消火栓水压导入",
+                                 "en": "not imported: {name}, {model}, reports pressure in "
+                                       "{unit}, a unit of air pressure: not taken as hydrant "
+                                       "pressure"},
+    "import.note.bad_discovery": {"zh": "已跳过 {topic}: {reason}",
+                                  "en": "skipped {topic}: {reason}"},
 }
+
+
+# Display names from the loaded configuration, by catalogue key ("kind.fire_lane",
+# "incident.fire_lane_blocked", "field.h2s_ppm"), and the canonical units of fields that
+# the code's own tables do not know. Replaced as a whole at each load (see loading.py).
+_CONFIGURED: dict[str, dict[Language, str]] = {}
+_FIELD_UNITS: dict[str, str] = {}
+
+
+def configure_labels(labels: Mapping[str, Label],
+                     field_units: Mapping[str, str] | None = None) -> None:
+    """Lay the configuration's display names over the catalogue (replacing earlier ones).
+
+    `labels` is keyed like the catalogue: ``kind.<kind>``, ``incident.<incident>``,
+    ``field.<field>``; `field_units` gives the canonical unit of fields by name.
+    """
+    _CONFIGURED.clear()
+    _CONFIGURED.update({key: label.texts() for key, label in labels.items()})
+    _FIELD_UNITS.clear()
+    _FIELD_UNITS.update(field_units or {})
+
+
+def _entry(key: str) -> dict[Language, str] | None:
+    return _CONFIGURED.get(key) or _MESSAGES.get(key)
+
+
+def entry(key: str) -> dict[Language, str]:
+    """The catalogue's texts of `key` (not the configured ones); KeyError if none."""
+    return dict(_MESSAGES[key])
 
 
 def t(key: str, lang: Language = "zh", **values: object) -> str:
@@ -283,7 +418,7 @@ def t(key: str, lang: Language = "zh", **values: object) -> str:
 
 
 def kind_name(kind: str, lang: Language = "zh") -> str:
-    entry = _MESSAGES.get(f"kind.{kind}")
+    entry = _entry(f"kind.{kind}")
     return entry[lang] if entry else kind
 
 
@@ -293,8 +428,19 @@ def role_name(role: str, lang: Language = "zh") -> str:
 
 
 def incident_title(name: str, lang: Language = "zh") -> str:
-    entry = _MESSAGES.get(f"incident.{name}")
+    entry = _entry(f"incident.{name}")
     return entry[lang] if entry else name.replace("_", " ")
+
+
+def field_label(name: str, lang: Language = "zh") -> str | None:
+    """A field's configured display name (a kind file's `label`), if it has one."""
+    entry = _CONFIGURED.get(f"field.{name}")
+    return entry[lang] if entry else None
+
+
+def field_unit(name: str) -> str | None:
+    """The canonical unit of a field from a kind file, if it has one."""
+    return _FIELD_UNITS.get(name)
 
 
 def event_name(event_type: str, lang: Language = "zh") -> str:
@@ -303,5 +449,7 @@ def event_name(event_type: str, lang: Language = "zh") -> str:
 
 
 def catalog(prefixes: tuple[str, ...], lang: Language = "zh") -> dict[str, str]:
-    """Every message whose key starts with one of `prefixes`, in `lang` (for a page)."""
-    return {k: v.get(lang, v["en"]) for k, v in _MESSAGES.items() if k.startswith(prefixes)}
+    """Every message whose key starts with one of `prefixes`, in `lang` (for a page),
+    configured display names included."""
+    merged = {**_MESSAGES, **_CONFIGURED}
+    return {k: v.get(lang, v["en"]) for k, v in merged.items() if k.startswith(prefixes)}

@@ -28,9 +28,10 @@ from sentinel.clock import Clock, SystemClock
 from sentinel.decode.decoder import Decoder, ItemsRejected
 from sentinel.errors import DecodeError
 from sentinel.log import RejectLogger
+from sentinel.stamps import ReceiveStamps
 from sentinel.store import ReadingSink
 from sentinel.store.reserve import DiskGuard, is_disk_full
-from sentinel.types import DeadLetter, IngestStats, RawMessage, Reading, RejectReason
+from sentinel.types import DeadLetter, IngestStats, RawMessage, Reading, Receipt, RejectReason
 
 log = structlog.get_logger("sentinel.ingest")
 
@@ -58,16 +59,19 @@ class ReadingGate(Protocol):
     async def process(self, readings: Sequence[Reading]) -> None: ...
 
 
-_Decoded = tuple[list[RawMessage], list[Reading], list[DeadLetter]]
+_Decoded = tuple[list[RawMessage], list[Reading], list[DeadLetter], list[Receipt]]
 
 
 class Ingestor:
     def __init__(self, source: MessageSource, decoder: Decoder, sink: ReadingSink,
                  batch_max: int, listeners: Sequence[ReadingListener] = (),
                  gate: ReadingGate | None = None, disk: DiskGuard | None = None,
-                 ahead: int = 5000, clock: Clock | None = None) -> None:
+                 ahead: int = 5000, clock: Clock | None = None,
+                 stamps: ReceiveStamps | None = None) -> None:
         self._source = source
         self._decoder = decoder
+        # Times for readings without a device time; load the sink's receipts into it.
+        self._stamps = stamps if stamps is not None else ReceiveStamps()
         self._sink = sink
         self._batch_max = batch_max
         self._listeners = list(listeners)
@@ -99,10 +103,10 @@ class Ingestor:
             while not (self._stopping and self._source.pending() == 0):
                 messages = await self._source.batch(self._batch_max)
                 if messages:
-                    readings, dead = self._decode(messages)
+                    readings, dead, receipts = self._decode(messages)
                     await self._pass_gate(readings)
                     await self._take_room(len(messages))
-                    queue.put_nowait((messages, readings, dead))
+                    queue.put_nowait((messages, readings, dead, receipts))
             queue.put_nowait(None)
 
     async def _take_room(self, count: int) -> None:
@@ -118,7 +122,8 @@ class Ingestor:
             # Batches that passed the gate while the store was busy are written together,
             # in one transaction and one acknowledgement write: a store that pauses does
             # not leave a queue of small batches, each paying a commit of its own.
-            messages, readings, dead = list(item[0]), list(item[1]), list(item[2])
+            messages, readings, dead, receipts = (list(item[0]), list(item[1]), list(item[2]),
+                                                  list(item[3]))
             while len(messages) < self._write_max and not queue.empty():
                 more = queue.get_nowait()
                 if more is None:
@@ -127,16 +132,17 @@ class Ingestor:
                 messages += more[0]
                 readings += more[1]
                 dead += more[2]
-            await self._finish(messages, readings, dead)
+                receipts += more[3]
+            await self._finish(messages, readings, dead, receipts)
             async with self._written:
                 self._ahead -= len(messages)
                 self._written.notify_all()
 
     async def process(self, messages: list[RawMessage]) -> None:
         """Take one batch through every step, in order (used by tests and tools)."""
-        readings, dead = self._decode(messages)
+        readings, dead, receipts = self._decode(messages)
         await self._pass_gate(readings)
-        await self._finish(messages, readings, dead)
+        await self._finish(messages, readings, dead, receipts)
 
     async def _pass_gate(self, readings: list[Reading]) -> None:
         gate = self._gate
@@ -145,8 +151,8 @@ class Ingestor:
                                  self.stats, self.clock)
 
     async def _finish(self, messages: list[RawMessage], readings: list[Reading],
-                      dead: list[DeadLetter]) -> None:
-        await self._write(readings, dead)
+                      dead: list[DeadLetter], receipts: list[Receipt]) -> None:
+        await self._write(readings, dead, receipts)
         self._source.ack(messages)
         stats = self.stats
         stats.last_commit = self.clock.monotonic()
@@ -159,26 +165,37 @@ class Ingestor:
             for listener in self._listeners:
                 await listener.put(readings)
 
-    def _decode(self, messages: list[RawMessage]) -> tuple[list[Reading], list[DeadLetter]]:
+    def _decode(self, messages: list[RawMessage]
+                ) -> tuple[list[Reading], list[DeadLetter], list[Receipt]]:
         decode = self._decoder.decode
+        stamp = self._stamps.stamp
         readings: list[Reading] = []
         dead: list[DeadLetter] = []
+        receipts: list[Receipt] = []
         for msg in messages:
             try:
                 found = decode(msg)
                 if not found:  # a topic every matching profile excludes
                     self.stats.ignored_topic += 1
-                readings += found
+                    continue
             except ItemsRejected as exc:  # a batch: the other items are kept
-                readings += exc.readings
+                found = exc.readings
                 dead += [self._reject(msg, e.reason, e.detail, e.device_id) for e in exc.errors]
             except DecodeError as exc:
                 dead.append(self._reject(msg, exc.reason, exc.detail, exc.device_id))
+                continue
             except Exception as exc:  # a decoder defect must cost one message, not the daemon
                 log.exception("decoder_defect", topic=msg.topic[:200])
                 dead.append(self._reject(msg, RejectReason.DECODER_ERROR,
                                          f"{exc.__class__.__name__}: {exc}"[:300], None))
-        return readings, dead
+                continue
+            if len(found) == 1 and found[0].timed:
+                readings.append(found[0])
+            elif found:
+                stamped, given = stamp(msg, found)
+                readings += stamped
+                receipts += given
+        return readings, dead, receipts
 
     def _reject(self, msg: RawMessage, reason: RejectReason, detail: str,
                 device_id: str | None) -> DeadLetter:
@@ -186,10 +203,12 @@ class Ingestor:
         self._rejects.reject(reason.value, detail, msg.topic, msg.payload, device_id)
         return DeadLetter(msg.topic, msg.payload, reason, detail, msg.received_at, device_id)
 
-    async def _write(self, readings: list[Reading], dead: list[DeadLetter]) -> None:
+    async def _write(self, readings: list[Reading], dead: list[DeadLetter],
+                     receipts: list[Receipt]) -> None:
         disk = self._disk
+        write = self._sink.write
         if disk is None:
-            await _retry_forever("store_write", lambda: self._sink.write(readings, dead),
+            await _retry_forever("store_write", lambda: write(readings, dead, receipts),
                                  len(readings), self.stats, self.clock)
             return
         # A full disk is not retried: holding the acknowledgements would stop the broker
@@ -197,7 +216,7 @@ class Ingestor:
         # readings meant (using the reserve); their telemetry is dropped and counted.
         if disk.telemetry_allowed():
             try:
-                await _retry_forever("store_write", lambda: self._sink.write(readings, dead),
+                await _retry_forever("store_write", lambda: write(readings, dead, receipts),
                                      len(readings), self.stats, self.clock,
                                      give_up=is_disk_full)
                 if self._dropping:

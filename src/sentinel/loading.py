@@ -36,8 +36,9 @@ from sentinel.config.yamlfile import parse_yaml
 from sentinel.decode.decoder import profile_problems
 from sentinel.errors import ConfigError, Problem
 from sentinel.escalation.model import OncallConfig, PolicyConfig, Role
+from sentinel.i18n import configure_labels
 from sentinel.incidents.windows import Vocabulary
-from sentinel.kinds import BUILTIN_KINDS, KindRegistry, load_kind_file
+from sentinel.kinds import BUILTIN_KINDS, KindRegistry, KindSpec, load_kind_file
 from sentinel.rules.engine import effective_rules
 from sentinel.rules.model import (
     RulesConfig,
@@ -66,6 +67,8 @@ class Loaded:
 
 def _load_kinds(settings: Settings, problems: list[Problem]) -> KindRegistry:
     registry = KindRegistry(BUILTIN_KINDS)
+    # Read every file first: a kind may extend one defined in a file read after it.
+    found: list[tuple[Path, KindSpec]] = []
     for folder in settings.devices.kind_dirs:
         if not folder.is_dir():
             problems.append(Problem(str(folder), "", "kind folder not found"))
@@ -74,16 +77,20 @@ def _load_kinds(settings: Settings, problems: list[Problem]) -> KindRegistry:
             if path.suffix not in (".toml", ".yaml", ".yml"):
                 continue
             try:
-                registry.add(load_kind_file(path))
+                found.append((path, load_kind_file(path)))
             except (OSError, ValueError) as exc:
                 problems.append(Problem(str(path), "", str(exc)))
+    files = {id(spec): path for path, spec in found}
+    for refused in registry.add_all(spec for _, spec in found):
+        problems.append(Problem(str(files[id(refused.spec)]), "", str(refused)))
     return registry
 
 
 def check_profile(profile: ProfileSpec, kinds: KindRegistry, file: str) -> list[Problem]:
     """Problems of one profile against the known kinds (fields, units, paths)."""
     problems: list[Problem] = []
-    served = list(profile.kinds) or kinds.names()
+    # A profile serving a kind serves the kinds that extend it.
+    served = list(kinds.expand(profile.kinds)) if profile.kinds else kinds.names()
     for kind in profile.kinds:
         if kind not in kinds:
             problems.append(Problem(file, "kinds", f"unknown kind {kind!r}"))
@@ -132,7 +139,7 @@ def _profile_problems(kind: str, profile_name: str, numbers: Mapping[str, float 
     if profile is None:
         return [f"profile {profile_name!r} does not exist"]
     problems: list[str] = []
-    if profile.kinds and kind not in profile.kinds:
+    if profile.kinds and not kinds.is_a(kind, profile.kinds):
         problems.append(f"profile {profile.name!r} does not serve kind {kind!r}")
     for name, mapping in profile.fields_for(kind).items():
         if name not in kinds[kind].fields:
@@ -200,9 +207,11 @@ def _load_rules(settings: Settings, kinds: KindRegistry, inventory: Inventory,
                                                   "setting"))
         if isinstance(rule, StillRule):
             after = next(r for r in config.rule if r.name == rule.after)
-            if not set(rule.kinds) <= set(after.kinds):
+            if not all(kinds.is_a(k, after.kinds) for k in rule.kinds):
                 problems.append(Problem(where, entry, f"'after' rule {after.name} does not "
                                                       f"apply to every kind of this rule"))
+    # Rules of a kind apply to the kinds that extend it.
+    config = config.with_kinds(kinds.expand)
     # Overrides are applied per device; a bad `set` shows up here, not at 3 a.m.
     seen: set[str] = set()
     for device in _one_per_override_match(config, inventory):
@@ -339,6 +348,19 @@ def window_vocabulary(loaded: Loaded) -> Vocabulary:
     return replace(vocabulary, kinds=vocabulary.kinds | set(loaded.kinds.names()))
 
 
+def _retention_warnings(settings: Settings, config_path: Path) -> list[Problem]:
+    """Readings the embedded store would delete as soon as ingest accepts them."""
+    store = settings.store
+    max_age = settings.ingest.max_age
+    if store.backend != "sqlite" or store.sqlite.retention_days * 86400 >= max_age:
+        return []
+    return [Problem(str(config_path), "store.sqlite.retention_days",
+                    f"{store.sqlite.retention_days:g} days is shorter than [ingest] max_age "
+                    f"({max_age / 86400:g} days): readings accepted as up to max_age old "
+                    "are deleted by the next retention pass; raise retention_days or lower "
+                    "max_age")]
+
+
 def load_all(config_path: Path, environ: Mapping[str, str] | None = None) -> Loaded:
     """Load and cross-check everything; raise ConfigError listing every problem found."""
     with collector_paused():
@@ -360,9 +382,13 @@ def _load_all(config_path: Path, environ: Mapping[str, str] | None) -> Loaded:
     if not inventory and not inventory_problems:
         problems.append(Problem(files, "", "the inventory lists no device"))
     rules = _load_rules(settings, kinds, inventory, problems)
-    warnings: list[Problem] = []
+    warnings: list[Problem] = _retention_warnings(settings, config_path)
     oncall, policies = _load_escalation(settings, inventory, rules, problems, warnings)
+    policies = policies.with_kinds(kinds.expand)
     if problems:
         raise ConfigError(problems)
+    labels, field_units = kinds.display()
+    configure_labels({**labels, **{f"incident.{name}": label
+                                   for name, label in rules.labels().items()}}, field_units)
     return Loaded(settings, kinds, inventory, profiles, config_path, rules, oncall, policies,
                   warnings)

@@ -23,6 +23,10 @@ class RawMessage:
     retain: bool
     received_at: float
     token: object = None
+    # The broker's redelivery mark and packet identifier (0 for QoS 0): a message our ack
+    # never reached comes back with DUP set and its original identifier.
+    dup: bool = False
+    mid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +43,37 @@ class Reading:
     ts: float
     received_at: float
     values: Mapping[str, Value]
+    # False when the device sent no time and `ts` is the receive time (see sentinel.stamps).
+    timed: bool = True
 
     @property
     def ts_ms(self) -> int:
         return round(self.ts * 1000)
+
+
+# (topic, packet identifier, payload digest): one QoS 1 message, across redeliveries.
+Fingerprint = tuple[str, int, bytes]
+
+
+# Receipts kept (sentinel.stamps): far above the unacknowledged messages that can exist at
+# once (`[ingest] queue_max`, 5,000 by default, plus the broker's in-flight window), and
+# small (about 100 bytes a row).
+RECEIPTS_KEPT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The time given to one untimed reading of a QoS 1 message."""
+
+    topic: str
+    mid: int
+    digest: bytes
+    device_id: str
+    ts_ms: int
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return (self.topic, self.mid, self.digest)
 
 
 class RejectReason(enum.StrEnum):

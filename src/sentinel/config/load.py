@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from sentinel.config.model import Settings
@@ -19,14 +20,33 @@ ENV_PREFIX = "SENTINEL_"
 _NOT_SETTINGS = frozenset({"SENTINEL_CONFIG", "SENTINEL_LANG"})
 
 
+def _env_path(name: str) -> list[str]:
+    return [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+
+
+def foreign_env_variables(environ: Mapping[str, str]) -> list[str]:
+    """The SENTINEL_* variables that name no top-level setting or section, sorted.
+
+    Other tools share the prefix (a CI's SENTINEL_CHECKOUT): such a variable is not ours
+    and is ignored. A variable that does name a section stays a setting, so a mistyped key
+    inside it (SENTINEL_MQTT__PROT) is still an error.
+    """
+    return sorted(name for name in environ
+                  if name.startswith(ENV_PREFIX) and name not in _NOT_SETTINGS
+                  and _env_path(name)[0] not in Settings.model_fields)
+
+
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Turn SENTINEL_A__B__C=value variables into a nested {"a": {"b": {"c": value}}}."""
+    """Turn SENTINEL_A__B__C=value variables into a nested {"a": {"b": {"c": value}}}.
+
+    Variables that name no setting or section (see `foreign_env_variables`) are left out.
+    """
     tree: dict[str, Any] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
-        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
-        if not all(path):
+        path = _env_path(name)
+        if not all(path) or path[0] not in Settings.model_fields:
             continue
         node = tree
         for part in path[:-1]:
@@ -151,6 +171,13 @@ def load_settings_lenient(
     """
     environ = os.environ if environ is None else environ
     data = _read_toml(path)
+    foreign = foreign_env_variables(environ)
+    if foreign:
+        # Looked up at call time: a logger cached at import would keep the set-up that was
+        # in force before `sentinel run` configures logging from these very settings.
+        structlog.get_logger("sentinel.config").warning(
+            "environment_variables_ignored", variables=foreign,
+            reason=f"{ENV_PREFIX}* but no setting or section of that name")
     env_tree = env_overrides(environ)
     merged = _merge(data, env_tree)
     problems: list[Problem] = []

@@ -64,6 +64,8 @@ class Operations:
         self.readings = readings
         self._offline_names = offline_incident_names(loaded.rules)
         self._vocabulary = window_vocabulary(loaded)
+        # A window naming a kind mutes the kinds that extend it, as in the policy file.
+        self._expand_kinds = loaded.kinds.expand
         self._zone = loaded.oncall.timezone
         self._clock = clock if clock is not None else SystemClock()
         self.started_at = self._clock.now()
@@ -134,6 +136,8 @@ class Operations:
         problems = self._vocabulary.problems(window)
         if problems:
             raise WindowRefused("; ".join(problems))
+        if window.kinds:
+            window = replace(window, kinds=self._expand_kinds(window.kinds))
         if window.every is not None and window.every.zone != self._zone:
             window = replace(window, every=replace(window.every, zone=self._zone))
         return window_json(await self._incidents.add_window(window))

@@ -52,9 +52,6 @@ _TOPIC_CACHE_MAX = 200_000
 _TOPIC_CACHE_KEY_MAX = 256
 # Integers beyond ±2**53 are not exact as floats (and beyond 2**63 fit no store).
 _EXACT_INT = 2.0 ** 53
-# Readings of one device from one message without a device time are this far apart, so
-# that they never share a timestamp (the stores keep one row per device and time).
-UNTIMED_STEP = 1e-6
 # Dead letters one batch message may cause: a 64 KiB payload of empty items would otherwise
 # become 20,000 dead letters, each keeping the payload. The last one counts the rest.
 MAX_ITEM_REJECTS = 50
@@ -481,7 +478,7 @@ class Decoder:
                 doc = doc[1:].strip()
         if profile.items is None:
             device = self._device(profile, levels, doc, doc, None)
-            return [self._reading(profile, device, levels, doc, doc, None, msg, None)]
+            return [self._reading(profile, device, levels, doc, doc, None, msg)]
         return self._decode_batch(profile, levels, doc, msg)
 
     def _decode_batch(self, profile: CompiledProfile, levels: list[str], doc: Any,
@@ -492,12 +489,10 @@ class Decoder:
             raise DecodeError(R.MISSING_FIELD, f"no items at {show(profile.spec.each)}")
         readings: list[Reading] = []
         errors: list[DecodeError] = []
-        untimed: dict[str, int] = {}
         for key, item in items:
             try:
                 device = self._device(profile, levels, item, doc, key)
-                readings.append(self._reading(profile, device, levels, item, doc, key, msg,
-                                              untimed))
+                readings.append(self._reading(profile, device, levels, item, doc, key, msg))
             except DecodeError as exc:
                 errors.append(exc)
         if errors:
@@ -512,16 +507,9 @@ class Decoder:
         return readings
 
     def _reading(self, profile: CompiledProfile, device: Device, levels: list[str], item: Any,
-                 root: Any, key: str | int | None, msg: RawMessage,
-                 untimed: dict[str, int] | None) -> Reading:
+                 root: Any, key: str | int | None, msg: RawMessage) -> Reading:
         readers = profile.readers(device.kind)
         ts = self._timestamp(profile, item, root, key, msg.received_at, device.id)
-        if ts is None:
-            ts = msg.received_at
-            if untimed is not None:  # several readings of one device in one message
-                n = untimed.get(device.id, 0)
-                untimed[device.id] = n + 1
-                ts += n * UNTIMED_STEP
         values: dict[str, Value] = {}
         if profile.is_json:
             for reader in readers.item:
@@ -563,6 +551,9 @@ class Decoder:
                                   device.id)
         if not values:
             raise DecodeError(R.MISSING_FIELD, f"no {device.kind} field in the payload", device.id)
+        if ts is None:  # no device time: the receive time, made distinct by sentinel.stamps
+            return Reading(device.id, device.kind, msg.received_at, msg.received_at, values,
+                           False)
         return Reading(device.id, device.kind, ts, msg.received_at, values)
 
     def _lookup(self, profile: CompiledProfile, found: str) -> Device | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import tomllib
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -56,7 +57,8 @@ class Contact(_Model):
     # They may hold secrets (bot keys, passwords): never logged, only their scheme.
     channels: tuple[str, ...] = Field(min_length=1)
     language: Literal["zh", "en"] = "zh"
-    # Devices (elderly watches) whose wearer this person looks after (role elder_contact).
+    # Devices (elderly watches, help buttons) of the residents this person looks after
+    # (role elder_contact).
     elders: tuple[str, ...] = ()
 
 
@@ -153,6 +155,7 @@ class Match(_Model):
     """Which incidents a policy takes; every key given must match (empty: all)."""
 
     incidents: tuple[str, ...] = ()
+    # A kind names the kinds that extend it too (widened at load: PolicyConfig.with_kinds).
     kinds: tuple[str, ...] = ()
     severities: tuple[SeverityField, ...] = ()
     min_severity: SeverityField | None = None
@@ -300,6 +303,19 @@ class PolicyConfig(_Model):
         if dupes:
             raise ValueError(f"duplicate maintenance name(s): {', '.join(dupes)}")
         return self
+
+    def with_kinds(self, expand: Callable[[Iterable[str]], tuple[str, ...]]) -> PolicyConfig:
+        """This file with the kinds of policies and maintenance windows widened by `expand`
+        (to the kinds that extend them: `KindRegistry.expand`): a policy for `gas` takes a
+        `septic_gas` incident, a maintenance window muting `gas` mutes `septic_gas`."""
+        policies = tuple(
+            p.model_copy(update={"match": p.match.model_copy(
+                update={"kinds": expand(p.match.kinds)})}) if p.match.kinds else p
+            for p in self.policy)
+        maintenance = tuple(
+            m.model_copy(update={"kinds": expand(m.kinds)}) if m.kinds else m
+            for m in self.maintenance)
+        return self.model_copy(update={"policy": policies, "maintenance": maintenance})
 
     def maintenance_windows(self, zone: str) -> list[Window]:
         return [m.window(i, zone) for i, m in enumerate(self.maintenance, start=1)]

@@ -20,7 +20,7 @@ from datetime import date, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from sentinel.i18n import Language, incident_title, t
+from sentinel.i18n import Language, field_label, field_unit, incident_title, t
 from sentinel.incidents.model import Incident
 from sentinel.incidents.windows import Window
 from sentinel.types import Value
@@ -153,7 +153,8 @@ _OUTCOMES: dict[str, dict[Language, str]] = {
     "with_group": {"zh": "随所属事件组一并解决", "en": "resolved with its group"},
 }
 
-# Canonical fields (see sentinel.kinds): label and the unit a person reads.
+# Canonical fields of the built-in kinds (see sentinel.kinds): label and the unit a person
+# reads. Fields of kind files show their `label` and canonical unit (i18n.field_label).
 _FIELDS: dict[str, tuple[str, str, str]] = {
     "pressure": ("水压", "pressure", "MPa"),
     "level": ("液位", "level", "m"),
@@ -165,6 +166,7 @@ _FIELDS: dict[str, tuple[str, str, str]] = {
     "heart_rate": ("心率", "heart rate", "次/分"),
     "steps": ("步数", "steps", ""),
     "battery": ("电量", "battery", "%"),
+    "battery_low": ("低电量", "low battery", ""),
     "battery_voltage": ("电池电压", "battery voltage", "V"),
     "signal": ("信号强度", "signal", "dBm"),
     "snr": ("信噪比", "SNR", "dB"),
@@ -190,7 +192,16 @@ _FLAGS: dict[str, dict[bool, tuple[str, str]]] = {
     "fall": {True: ("检测到跌倒", "fall detected")},
     "worn": {True: ("已佩戴", "worn"), False: ("未佩戴", "not worn")},
     "valve_closed": {True: ("阀门已关闭", "valve closed"), False: ("阀门未关闭", "valve open")},
+    "battery_low": {True: ("设备报低电量", "device reports low battery")},
+    # Fields of the shipped kind files (devices/kinds).
+    "occupied": {True: ("消防通道被占用", "fire lane blocked"),
+                 False: ("消防通道已畅通", "fire lane clear")},
+    "help": {True: ("一键呼救已按下", "help button pressed")},
+    "help_cancel": {True: ("呼救已取消", "help cancelled")},
 }
+
+# Canonical units as people read them.
+_UNITS = {"degC": "°C", "1": ""}
 
 # Lines of a notice kept in a summary (the "what" line repeats the title, so it is left out).
 _SUMMARY_KEYS = ("status.", "line.note", "line.place", "line.since", "line.lasted", "line.ack_url",
@@ -243,10 +254,12 @@ def _quantity(value: Value | None, unit: str) -> str:
 
 
 def _field(name: str, lang: Language) -> tuple[str, str]:
-    """(label, unit) of a canonical field; unknown fields keep their name."""
+    """(label, unit) of a canonical field; a field of a kind file shows its configured
+    label (else its name) and canonical unit."""
     entry = _FIELDS.get(name)
     if entry is None:
-        return name.replace("_", " "), ""
+        unit = field_unit(name) or ""
+        return (field_label(name, lang) or name.replace("_", " ")), _UNITS.get(unit, unit)
     return (entry[0] if lang == "zh" else entry[1]), entry[2]
 
 
@@ -471,8 +484,20 @@ _STATUS_PREFIXES = tuple(text for key, by_lang in _TEXT.items() if key.startswit
                          for text in by_lang.values())
 
 
+def _digest_bracket(title: str) -> str | None:
+    """The bracket of a daily digest's title ("maintenance digest"), or None."""
+    for code in ("zh", "en"):
+        head = _prefix("digest.title", code)
+        if title.startswith(head):
+            return head.strip().strip("【】[]")
+    return None
+
+
 def _topic(title: str) -> str:
     """What a title of `_title` is about: the incident type, without marks and place."""
+    digest = _digest_bracket(title)
+    if digest is not None:
+        return digest
     rest = _LEADING_BRACKETS.sub("", title)
     for prefix in _STATUS_PREFIXES:
         if rest.startswith(prefix):
@@ -504,7 +529,11 @@ def render_summary(items: Sequence[Rendered], lang: Language) -> Rendered:
     for number, item in enumerate(items, start=1):
         lines.append("")
         lines.append(f"{number}. {item.title}")
-        lines += [f"   {line}" for line in _summary_lines(item.body, lang)]
+        # A digest is already a list made to be read whole (two digests for one person
+        # at 09:00 are sent together): it keeps every line.
+        kept = (item.body.splitlines() if _digest_bracket(item.title) is not None
+                else _summary_lines(item.body, lang))
+        lines += [f"   {line}" for line in kept]
     return Rendered(title, "\n".join(lines))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from sentinel.i18n import Label
 from sentinel.types import Severity, Value
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*"
@@ -66,12 +67,17 @@ class _Model(BaseModel):
 
 class _RuleBase(_Model):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    # One kind or several (tamper, battery and offline rules apply to most kinds).
+    # One kind or several (tamper, battery and offline rules apply to most kinds). A kind
+    # names every kind that extends it too (rules of `gas` watch `septic_gas` devices);
+    # loading widens this to them (`RulesConfig.with_kinds`).
     kind: str | tuple[str, ...]
     # Rules with the same `incident` on one device feed one incident (e.g. a gas detector's
     # own alarm flag and its %LEL reading describe the same leak).
     incident: str | None = None
     description: str = ""
+    # The incident's title for people (zh/en); without it, the built-in catalogue's, else
+    # the incident name. Rules feeding one incident must not give it two labels.
+    label: Label | None = None
     life_safety: bool = False
     # "manual": the condition clearing is recorded, but a person must resolve.
     resolve: ResolveMode = "auto"
@@ -348,6 +354,7 @@ class GroupCorrelation(_Model):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     type: Literal["group"]
     description: str = ""
+    label: Label | None = None
     rules: tuple[str, ...] = Field(min_length=1)
     scope: Scope = "building"
     window: Duration = Field(gt=0)
@@ -449,7 +456,41 @@ class RulesConfig(_Model):
             if ov.match.group is not None and ov.match.group not in self.groups:
                 raise ValueError(f"override for rule {ov.rule}: unknown group "
                                  f"{ov.match.group!r}")
+        self.labels()
         return self
+
+    def labels(self) -> dict[str, Label]:
+        """Incident name → its title from a rule's or group's `label`.
+
+        Raises ValueError when the rules of one incident label it differently (which title
+        people read would depend on which rule fired first).
+        """
+        out: dict[str, Label] = {}
+        owner: dict[str, str] = {}
+        named: list[tuple[str, str, Label | None]] = [
+            (r.incident_name, r.name, r.label) for r in self.rule]
+        named += [(c.name, c.name, c.label) for c in self.correlation
+                  if isinstance(c, GroupCorrelation)]
+        for incident, source, label in named:
+            if label is None:
+                continue
+            if incident in out and out[incident] != label:
+                raise ValueError(f"rules {owner[incident]} and {source} give incident "
+                                 f"{incident!r} different labels; label it once or alike")
+            out.setdefault(incident, label)
+            owner.setdefault(incident, source)
+        return out
+
+    def with_kinds(self, expand: Callable[[Iterable[str]], tuple[str, ...]]) -> RulesConfig:
+        """This configuration with each rule's kinds widened by `expand` (to the kinds that
+        extend them: `KindRegistry.expand`), so that matching a device's kind stays a
+        membership test on the hot path and every stage sees the same answer."""
+        rules = []
+        for rule in self.rule:
+            kinds = expand(rule.kinds)
+            rules.append(rule if kinds == rule.kinds else
+                         rule.model_copy(update={"kind": kinds}))
+        return self.model_copy(update={"rule": tuple(rules)})
 
 
 def load_rules_file(path: Path) -> dict[str, Any]:

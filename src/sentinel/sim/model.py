@@ -26,7 +26,7 @@ from typing import ClassVar, Final
 
 from sentinel.config.inventory import Device
 from sentinel.config.profiles import ProfileSpec
-from sentinel.kinds import KindRegistry
+from sentinel.kinds import CompiledField, KindRegistry
 from sentinel.types import Value
 
 __all__ = [
@@ -570,9 +570,59 @@ _MODELS: Final[Mapping[str, type[DeviceModel]]] = {
 
 def model_for(device: Device, profile: ProfileSpec | None, kinds: KindRegistry, seed: int,
               start: float) -> DeviceModel:
-    """The behaviour model of one device."""
-    cls = _MODELS.get(device.kind, GenericModel)
-    return cls(device, profile, kinds, seed, start)
+    """The behaviour model of one device: its kind's, else that of the nearest kind it
+    extends (a septic-tank monitor reads methane like a gas detector), else generic."""
+    for kind in kinds.lineage(device.kind):
+        cls = _MODELS.get(kind)
+        if cls is None:
+            continue
+        if kind == device.kind:
+            return cls(device, profile, kinds, seed, start)
+        return _extension_of(cls)(device, profile, kinds, seed, start)
+    return GenericModel(device, profile, kinds, seed, start)
+
+
+def _quiet_value(spec: CompiledField, rng: random.Random) -> Value | None:
+    """A value of a field the model knows nothing about that trips no rule: booleans off,
+    numbers near the bottom of their range (a gas concentration, a count)."""
+    if spec.type == "bool":
+        return False
+    if spec.type == "string":
+        return sorted(spec.choices)[0] if spec.choices else None
+    lo = spec.lo if math.isfinite(spec.lo) else 0.0
+    hi = spec.hi if math.isfinite(spec.hi) else lo + 100.0
+    value = lo + (hi - lo) * rng.uniform(0.0, 0.0002)
+    return int(value) if spec.type == "integer" else round(value, 3)
+
+
+_EXTENSIONS: dict[type[DeviceModel], type[DeviceModel]] = {}
+
+
+def _extension_of(base: type[DeviceModel]) -> type[DeviceModel]:
+    """The base kind's model, plus quiet values for the fields the extension adds."""
+    made = _EXTENSIONS.get(base)
+    if made is not None:
+        return made
+
+    class Extension(base):  # type: ignore[valid-type,misc]
+        def values(self, t: float, dt: float) -> dict[str, Value]:
+            out: dict[str, Value] = super().values(t, dt)
+            for name in self._added:
+                value = _quiet_value(self._compiled[name], self.rng)
+                if value is not None:
+                    out[name] = value
+            return out
+
+        def __init__(self, device: Device, profile: ProfileSpec | None, kinds: KindRegistry,
+                     seed: int, start: float) -> None:
+            super().__init__(device, profile, kinds, seed, start)
+            self._compiled = kinds.compiled(device.kind)
+            common = {"battery", "battery_voltage", "signal", "snr", "battery_low"}
+            self._added = sorted(self.carries - base.produces - common)
+
+    Extension.__name__ = f"{base.__name__}Extension"
+    _EXTENSIONS[base] = Extension
+    return Extension
 
 
 # ---------------------------------------------------------------------------------------

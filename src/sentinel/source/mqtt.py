@@ -505,7 +505,8 @@ class MqttSource:
                 except UnicodeDecodeError:
                     topic = publish.topic.decode("utf-8", "replace")
                 queue.append(RawMessage(topic, publish.payload, publish.qos, publish.retain,
-                                        received_at, _AckToken(generation, publish.mid)))
+                                        received_at, _AckToken(generation, publish.mid),
+                                        publish.dup, publish.mid))
                 self._queued_bytes += len(publish.payload)
         except ProtocolError as exc:
             log.error("mqtt_protocol_error", error=str(exc),
@@ -588,7 +589,8 @@ class MqttSource:
             topic = bytes(message._topic).decode("utf-8", "replace")
         # Only what read_publish leaves to paho arrives here (QoS 2, topic aliases).
         self._queue.append(RawMessage(topic, bytes(message.payload), message.qos, message.retain,
-                                      self._now(), _AckToken(self._generation, message.mid)))
+                                      self._now(), _AckToken(self._generation, message.mid),
+                                      bool(message.dup), message.mid))
         self._queued_bytes += len(message.payload)
 
 

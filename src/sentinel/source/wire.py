@@ -36,6 +36,7 @@ class Publish:
     qos: int
     retain: bool
     mid: int  # packet identifier; 0 for QoS 0
+    dup: bool = False  # a redelivery of a message whose ack the broker never got
 
 
 class PacketReader:
@@ -132,7 +133,8 @@ def read_publish(packet: bytes, body: int, v5: bool) -> Publish | None:
         pos += length
         if pos > end:
             raise ProtocolError("PUBLISH properties run past the packet")
-    return Publish(packet[body + 2:topic_end], packet[pos:], qos, bool(first & 0x01), mid)
+    return Publish(packet[body + 2:topic_end], packet[pos:], qos, bool(first & 0x01), mid,
+                   bool(first & 0x08))
 
 
 def puback(mid: int) -> bytes:

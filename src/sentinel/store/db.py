@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from sentinel.types import DeadLetter
+from sentinel.types import RECEIPTS_KEPT, DeadLetter, Receipt
 
 T = TypeVar("T")
 
@@ -26,6 +26,19 @@ CREATE TABLE IF NOT EXISTS deadletter (
     device_id TEXT
 );
 CREATE INDEX IF NOT EXISTS deadletter_received ON deadletter(received_ms);
+"""
+
+# The times given to untimed readings of QoS 1 messages (sentinel.stamps), so that a message
+# redelivered after a crash is stored under its first copy's time.
+RECEIPTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS receipts (
+    seq INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    mid INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    device_id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL
+);
 """
 
 # Dead letters keep at most this much of a payload; the original size is recorded beside it.
@@ -89,6 +102,24 @@ def insert_deadletters(conn: sqlite3.Connection, dead: Sequence[DeadLetter]) -> 
         " device_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [(round(d.received_at * 1000), d.topic, d.payload[:DEADLETTER_PAYLOAD_MAX],
           len(d.payload), d.reason.value, d.detail, d.device_id) for d in dead])
+
+
+def insert_receipts(conn: sqlite3.Connection, receipts: Sequence[Receipt],
+                    keep: int = RECEIPTS_KEPT) -> None:
+    """Record receipts and forget all but the newest `keep` (inside the caller's
+    transaction)."""
+    conn.executemany(
+        "INSERT INTO receipts (topic, mid, digest, device_id, ts_ms) VALUES (?, ?, ?, ?, ?)",
+        [(r.topic, r.mid, r.digest, r.device_id, r.ts_ms) for r in receipts])
+    last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+    conn.execute("DELETE FROM receipts WHERE seq <= ?", (last - keep,))
+
+
+def load_receipts(conn: sqlite3.Connection) -> list[Receipt]:
+    """Every kept receipt, oldest first."""
+    return [Receipt(topic, mid, bytes(digest), device_id, ts_ms) for topic, mid, digest,
+            device_id, ts_ms in conn.execute(
+                "SELECT topic, mid, digest, device_id, ts_ms FROM receipts ORDER BY seq")]
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:

@@ -23,9 +23,17 @@ import structlog
 
 from sentinel.config.model import InfluxSettings, SpoolSettings
 from sentinel.stats import LatencyHistogram
-from sentinel.store.db import DEADLETTER_SCHEMA, SqliteDb, insert_deadletters, transaction
+from sentinel.store.db import (
+    DEADLETTER_SCHEMA,
+    RECEIPTS_SCHEMA,
+    SqliteDb,
+    insert_deadletters,
+    insert_receipts,
+    load_receipts,
+    transaction,
+)
 from sentinel.store.lineproto import tag_string, to_line
-from sentinel.types import DeadLetter, Reading, RejectReason
+from sentinel.types import DeadLetter, Reading, Receipt, RejectReason
 
 log = structlog.get_logger("sentinel.store")
 
@@ -35,7 +43,7 @@ CREATE TABLE IF NOT EXISTS spool (
     line TEXT NOT NULL,  -- lines of line protocol, joined by newlines
     lines INTEGER NOT NULL DEFAULT 1
 );
-""" + DEADLETTER_SCHEMA
+""" + DEADLETTER_SCHEMA + RECEIPTS_SCHEMA
 
 
 def _add_lines_column(conn: sqlite3.Connection) -> None:
@@ -121,7 +129,8 @@ class SpoolingSink:
 
     # -- writing ------------------------------------------------------------------------
 
-    async def write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> None:
+    async def write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter],
+                    receipts: Sequence[Receipt] = ()) -> None:
         # Full: wait for the forwarder. The caller holds its messages unacknowledged, so the
         # broker keeps everything else; memory does not grow.
         while not self._has_room.is_set():
@@ -152,6 +161,8 @@ class SpoolingSink:
                     last_seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
                 if dead:
                     insert_deadletters(conn, dead)
+                if receipts:
+                    insert_receipts(conn, receipts)
             return int(last_seq)
 
         started = time.perf_counter()
@@ -165,6 +176,9 @@ class SpoolingSink:
             self._bytes += size
             self._has_rows.set()
             self._update_marks()
+
+    async def receipts(self) -> list[Receipt]:
+        return await self._db.call(load_receipts)
 
     def _update_marks(self) -> None:
         limit = self._settings.max_bytes

@@ -16,12 +16,15 @@ from sentinel.config.model import SqliteSettings
 from sentinel.stats import LatencyHistogram
 from sentinel.store.db import (
     DEADLETTER_SCHEMA,
+    RECEIPTS_SCHEMA,
     SqliteDb,
     insert_deadletters,
+    insert_receipts,
+    load_receipts,
     open_readonly,
     transaction,
 )
-from sentinel.types import DeadLetter, Reading
+from sentinel.types import DeadLetter, Reading, Receipt
 
 log = structlog.get_logger("sentinel.store")
 
@@ -35,7 +38,7 @@ CREATE TABLE IF NOT EXISTS readings (
     PRIMARY KEY (device_id, ts_ms)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS readings_ts ON readings(ts_ms);
-""" + DEADLETTER_SCHEMA
+""" + DEADLETTER_SCHEMA + RECEIPTS_SCHEMA
 
 # A redelivered message rewrites the same row; two messages of one device at one instant
 # (one quantity per topic) merge their fields, as InfluxDB merges fields of one point.
@@ -70,7 +73,8 @@ class SqliteReadingStore:
     async def __aexit__(self, *exc: object) -> None:
         await self._db.close()
 
-    async def write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter]) -> None:
+    async def write(self, readings: Sequence[Reading], dead: Sequence[DeadLetter],
+                    receipts: Sequence[Receipt] = ()) -> None:
         rows = [(r.device_id, round(r.ts * 1000), r.kind, round(r.received_at * 1000),
                  orjson.dumps(r.values).decode()) for r in readings]
 
@@ -80,6 +84,8 @@ class SqliteReadingStore:
                     conn.executemany(_UPSERT, rows)
                 if dead:
                     insert_deadletters(conn, dead)
+                if receipts:
+                    insert_receipts(conn, receipts)
 
         started = time.perf_counter()
         await self._db.call(commit)
@@ -87,6 +93,9 @@ class SqliteReadingStore:
         self.last_write_ms = elapsed * 1000
         self.write_seconds.observe(elapsed)
         self.stored += len(rows)
+
+    async def receipts(self) -> list[Receipt]:
+        return await self._db.call(load_receipts)
 
     async def run(self) -> None:
         while True:

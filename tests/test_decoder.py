@@ -694,18 +694,25 @@ def test_shipped_zigbee2mqtt_profiles() -> None:
         "id": "Z-SMK-1", "kind": "smoke", "community": "c", "compound": "x", "grid": "g",
         "profile": "zigbee2mqtt", "aliases": "1栋/3楼/烟感"}).device()
     button = DeviceRecord.model_validate({
-        "id": "Z-SOS-1", "kind": "elderly_watch", "community": "c", "compound": "x",
+        "id": "Z-SOS-1", "kind": "help_button", "community": "c", "compound": "x",
         "grid": "g", "profile": "zigbee2mqtt|zigbee2mqtt-action",
         "aliases": ["Smoke RIGHT"]}).device()
     decoder = Decoder(profiles, Inventory([smoke, button]), LOADED.kinds, LOADED.settings.ingest)
-    reading = decode("zigbee2mqtt/1栋/3楼/烟感", b'{"smoke": true, "battery": 83}',
-                     decoder=decoder)
-    assert reading.device_id == "Z-SMK-1" and reading.values == {"alarm": True, "battery": 83}
+    reading = decode("zigbee2mqtt/1栋/3楼/烟感",
+                     b'{"smoke": true, "battery": 83, "battery_low": false}', decoder=decoder)
+    assert reading.device_id == "Z-SMK-1"
+    assert reading.values == {"alarm": True, "battery": 83, "battery_low": False}
+    state = decode("zigbee2mqtt/Smoke RIGHT", b'{"action": "", "battery": 100}',
+                   decoder=decoder)
+    assert state.device_id == "Z-SOS-1" and state.values == {"battery": 100}
+    state = decode("zigbee2mqtt/Smoke RIGHT", b'{"action": "emergency", "battery": 100}',
+                   decoder=decoder)
+    assert state.values == {"help": True, "battery": 100}
     for topic in ("zigbee2mqtt/bridge/state", "zigbee2mqtt/bridge/devices",
                   "zigbee2mqtt/1栋/3楼/烟感/availability", "zigbee2mqtt/Smoke RIGHT/set"):
         assert decode_all(topic, b'{"state": "online"}', decoder=decoder) == []
     press = decode("zigbee2mqtt/Smoke RIGHT/action", b"emergency", decoder=decoder)
-    assert press.device_id == "Z-SOS-1" and press.values == {"sos": True}
+    assert press.device_id == "Z-SOS-1" and press.values == {"help": True}
     with pytest.raises(DecodeError) as info:
         decode("zigbee2mqtt/Smoke RIGHT/action", b"single", decoder=decoder)
     assert info.value.reason is R.WRONG_TYPE

@@ -237,7 +237,8 @@ def load_world(lab_dir: Path | None) -> Loaded:
         "SENTINEL_DEVICES__PROFILE_DIRS": json.dumps(
             [str(p) for p in shipped.settings.devices.profile_dirs]
             + [str(lab_dir / "profiles")]),
-        "SENTINEL_DEVICES__KIND_DIRS": json.dumps([str(lab_dir / "kinds")]),
+        "SENTINEL_DEVICES__KIND_DIRS": json.dumps(
+            [str(p) for p in shipped.settings.devices.kind_dirs] + [str(lab_dir / "kinds")]),
     }
     return load_all(SHIPPED_CONFIG, env)
 
@@ -1210,15 +1211,19 @@ def _check_batch(report: Report, oracle: Oracle, decoder: TimedDecoder, sink: Re
             mode["accepted"] += 1
             case["accepted"] += 1
             stored = next(readings, None)
-            if stored is not outcome:
+            # An untimed reading reaches the store with the time sentinel.stamps gave it.
+            if stored is None or (stored is not outcome and (
+                    outcome.timed or stored.device_id != outcome.device_id
+                    or stored.values != outcome.values)):
                 _record(report, "ingest", "accepted reading not handed to the store", sample, "")
-            refused = sink.refused.get(id(outcome))
+                stored = outcome
+            refused = sink.refused.get(id(stored))
             if refused is not None:
                 _record(report, "violation", "the store refused an accepted reading "
                         "(the daemon would retry the batch for ever)", sample,
                         f"{refused}; values {outcome.values!r}"[:500])
             else:
-                keys.add((outcome.device_id, round(outcome.ts * 1000)))
+                keys.add((stored.device_id, stored.ts_ms))
         else:
             report.rejected += 1
             mode["rejected"] += 1

@@ -361,7 +361,7 @@ def test_long_topics_do_not_grow_the_topic_cache() -> None:
 
 
 @pytest.mark.parametrize(("profile", "values"), [
-    ("lab-ms", {"steps": 1200, "heart_rate": 71.5, "sos": True, "latitude": 22.57,
+    ("lab-ms", {"steps": 1200, "heart_rate": 71.0, "sos": True, "latitude": 22.57,
                 "longitude": 114.12}),
     ("lab-acme", {"level": 1.75, "battery": 80.0, "tamper": True}),
 ])

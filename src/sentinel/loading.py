@@ -33,7 +33,7 @@ from sentinel.config.load import load_settings_lenient
 from sentinel.config.model import Settings
 from sentinel.config.profiles import ProfileSpec, load_profiles
 from sentinel.config.yamlfile import parse_yaml
-from sentinel.decode.decoder import profile_problems
+from sentinel.decode.checks import profile_problems
 from sentinel.errors import ConfigError, Problem
 from sentinel.escalation.model import OncallConfig, PolicyConfig, Role
 from sentinel.i18n import configure_labels

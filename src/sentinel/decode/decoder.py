@@ -13,35 +13,18 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
-
-from sentinel import units
 from sentinel.config.inventory import Device, Inventory
 from sentinel.config.model import IngestSettings
-from sentinel.config.profiles import FieldMapping, ProfileSpec
+from sentinel.config.profiles import ProfileSpec
+from sentinel.decode.fields import ITEM, KEY, FieldReader, compile_source, make_reader, show
 from sentinel.decode.jsontext import JsonTextError, loads_strict
-from sentinel.decode.numbers import NumberTextError, parse_number_text, split_number_unit
-from sentinel.decode.paths import (
-    KEY_REF,
-    MISSING,
-    Getter,
-    PathError,
-    compile_getter,
-    compile_matcher,
-    is_key_ref,
-    path_has_wildcard,
-    path_is_rooted,
-)
+from sentinel.decode.numbers import NumberTextError, parse_number_text
+from sentinel.decode.paths import MISSING, compile_getter, compile_matcher, path_has_wildcard
 from sentinel.errors import DecodeError
-from sentinel.kinds import CompiledField, KindRegistry
+from sentinel.kinds import KindRegistry
 from sentinel.types import RawMessage, Reading, RejectReason, Value
 
 R = RejectReason
-
-STANDARD_TRUE: frozenset[object] = frozenset(
-    {"true", "on", "yes", "y", "1", "alarm", "detected", "active"})
-STANDARD_FALSE: frozenset[object] = frozenset(
-    {"false", "off", "no", "n", "0", "normal", "clear", "ok", "inactive", "idle"})
 
 # Epoch values above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
 _MS_THRESHOLD = 1e11
@@ -50,16 +33,9 @@ _MS_THRESHOLD = 1e11
 # bound (200,000 × 64 KiB); longer topics are matched each time, which is cheap.
 _TOPIC_CACHE_MAX = 200_000
 _TOPIC_CACHE_KEY_MAX = 256
-# Integers beyond ±2**53 are not exact as floats (and beyond 2**63 fit no store).
-_EXACT_INT = 2.0 ** 53
 # Dead letters one batch message may cause: a 64 KiB payload of empty items would otherwise
 # become 20,000 dead letters, each keeping the payload. The last one counts the rest.
 MAX_ITEM_REJECTS = 50
-
-# Where a path reads from (`each` profiles): the item, the message root (`$.`), or the key
-# the last `*` of `each` matched (`@key`).
-ITEM, ROOT, KEY = 0, 1, 2
-
 
 class ItemsRejected(DecodeError):
     """Some items of a batch message were refused. `readings` holds the items kept,
@@ -87,200 +63,13 @@ def topic_matches(filter_levels: list[str], topic_levels: list[str]) -> bool:
     return n == len(topic_levels)
 
 
-def _norm_word(value: str | float | bool) -> str:
-    if isinstance(value, str):
-        return value.strip().lower()
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def show(value: object, limit: int = 40) -> str:
-    """A value as a reject detail shows it: text in double quotes (so that an empty text
-    reads `""`, and control characters are escaped), clipped. Never str() of a JSON
-    container: it can be 1,000 levels deep (RecursionError) or 64 KiB long."""
-    if type(value) is str:
-        text = value if len(value) <= limit else value[:limit] + "…"
-        try:
-            return orjson.dumps(text).decode()
-        except orjson.JSONEncodeError:  # a lone surrogate from a topic level
-            return repr(text)
-    if value is None:
-        return "null"
-    if value is True or value is False:
-        return "true" if value else "false"
-    if type(value) is dict or type(value) is list:
-        return f"<{'object' if type(value) is dict else 'array'} of {len(value)}>"
-    text = str(value)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-@dataclass(frozen=True, slots=True)
-class _FieldReader:
-    """One profile field mapping joined with its canonical field spec, ready to run."""
-
-    name: str
-    getter: Getter | None
-    source: int  # ITEM, ROOT or KEY: what `getter` is applied to
-    quantity: str | None
-    spec: CompiledField
-    factor: float
-    scale: float
-    offset: float
-    from_distance: bool
-    percent_of_setting: str | None
-    true_words: frozenset[object]
-    false_words: frozenset[object]
-    mapping: Mapping[str, str]
-    default: str | None
-    absent: frozenset[str]
-    required: bool
-    # Numeric fields: text holding a number is read (value payloads always are text), and
-    # with units_in_text a unit may follow the number.
-    text_ok: bool
-    units_in_text: bool
-    # The unit text values convert into (the canonical unit, or metres for
-    # percent_of_setting), and the factors found so far per unit text.
-    text_target: str | None
-    text_factors: dict[str, float]
-    open_range: bool  # the field lacks min or max, so the range check lets infinity through
-
-    def is_absent(self, raw: Any) -> bool:
-        """A vendor word meaning "no value" (`absent`)."""
-        return type(raw) is not dict and type(raw) is not list and _norm_word(raw) in self.absent
-
-    def convert(self, raw: Any, device: Device) -> Value:
-        spec = self.spec
-        kind = spec.type
-        if kind == "number" or kind == "integer":
-            return self._number(raw, device)
-        if kind == "bool":
-            if raw is True or raw is False:
-                return raw
-            if not isinstance(raw, str | int | float):
-                raise DecodeError(R.WRONG_TYPE, f"{self.name}: expected a boolean, got "
-                                  f"{show(raw)}", device.id)
-            word = _norm_word(raw)
-            if word in self.true_words:
-                return True
-            if word in self.false_words:
-                return False
-            raise DecodeError(R.WRONG_TYPE, f"{self.name}: {show(raw)} is not a boolean",
-                              device.id)
-        # string
-        if not isinstance(raw, str | int) or isinstance(raw, bool):
-            raise DecodeError(R.WRONG_TYPE, f"{self.name}: expected text, got {show(raw)}",
-                              device.id)
-        word = raw if type(raw) is str else str(raw)
-        text = self.mapping.get(word)
-        if text is None:
-            default = self.default
-            text = default if default is not None and (
-                spec.choices is None or word not in spec.choices) else word
-        if spec.choices is not None and text not in spec.choices:
-            raise DecodeError(R.IMPOSSIBLE_VALUE, f"{self.name}: {show(text)} is not one of "
-                              f"{sorted(spec.choices)}", device.id)
-        if not text:
-            raise DecodeError(R.IMPOSSIBLE_VALUE, f"{self.name}: \"\" is empty", device.id)
-        return text
-
-    def _number(self, raw: Any, device: Device) -> float:
-        if type(raw) is float or type(raw) is int:
-            value = float(raw)
-            factor = self.factor
-        elif type(raw) is str:
-            value, factor = self._from_text(raw, device)
-        else:
-            raise DecodeError(R.WRONG_TYPE, f"{self.name}: expected a number, got "
-                              f"{show(raw)}", device.id)
-        value = (value * self.scale + self.offset) * factor
-        settings = device.settings
-        if self.from_distance:
-            mount = settings.mount_height_m
-            if mount is None:
-                raise DecodeError(R.IMPOSSIBLE_VALUE, f"{self.name}: device has no "
-                                  "mount_height_m to turn a distance into a level", device.id)
-            value = mount - value
-        if self.percent_of_setting is not None:
-            base = settings.number(self.percent_of_setting)
-            if not base:
-                raise DecodeError(R.IMPOSSIBLE_VALUE, f"{self.name}: device has no "
-                                  f"{self.percent_of_setting}", device.id)
-            value = value / base * 100.0
-        spec = self.spec
-        if spec.precision is not None and spec.type == "number" and math.isfinite(value):
-            # Conversions leave float noise (0.32000000000000006): keep the decimals the
-            # field means, before the range check so that 100.00000000000001 % is 100 %.
-            value = round(value, spec.precision) + 0.0  # and no -0.0
-        # scale, offset and unit factors can overflow a finite raw value to infinity (or
-        # inf - inf to NaN): a field without min or max must check that itself.
-        if not spec.lo <= value <= spec.hi or (self.open_range and not math.isfinite(value)):
-            where = f"outside [{spec.lo:g}, {spec.hi:g}]" if math.isfinite(value) else \
-                "after scale and unit conversion"
-            raise DecodeError(R.IMPOSSIBLE_VALUE, f"{self.name}: {value:g} {where}", device.id)
-        if spec.max_setting is not None:
-            cap = settings.number(spec.max_setting)
-            if cap is not None and value > cap:
-                raise DecodeError(R.IMPOSSIBLE_VALUE, f"{self.name}: {value:g} above "
-                                  f"{spec.max_setting} {cap:g}", device.id)
-        if spec.type == "integer":
-            if not value.is_integer():
-                raise DecodeError(R.WRONG_TYPE, f"{self.name}: {value:g} is not an integer",
-                                  device.id)
-            if not -_EXACT_INT <= value <= _EXACT_INT:
-                raise DecodeError(R.IMPOSSIBLE_VALUE, f"{self.name}: {value:g} beyond the "
-                                  "exact integer range ±2**53", device.id)
-            return int(value)
-        return value
-
-    def _from_text(self, raw: str, device: Device) -> tuple[float, float]:
-        """The number a text holds and the factor to the canonical unit (the text's own
-        unit's if it names one)."""
-        if not self.text_ok:
-            raise DecodeError(R.WRONG_TYPE, f"{self.name}: {show(raw)} is text, not a number "
-                              "(a profile reads numbers written as text with from_text: true)",
-                              device.id)
-        try:
-            if not self.units_in_text:
-                return parse_number_text(raw), self.factor
-            value, unit = split_number_unit(raw)
-        except NumberTextError as exc:
-            raise DecodeError(R.WRONG_TYPE, f"{self.name}: {exc.reason}", device.id) from None
-        if unit is None:
-            return value, self.factor
-        factor = self.text_factors.get(unit)
-        if factor is None:
-            target = self.text_target
-            try:
-                if target is None:
-                    raise units.UnitError("the field has no unit")
-                factor = units.factor(unit, target)
-            except units.UnitError:
-                raise DecodeError(R.WRONG_TYPE, f"{self.name}: unit {show(unit)} in "
-                                  f"{show(raw)} does not convert to "
-                                  f"{target or 'this unitless field'}", device.id) from None
-            if len(self.text_factors) < 64:  # vendor unit spellings are few; text is not
-                self.text_factors[unit] = factor
-        return value, factor
-
-
 @dataclass(frozen=True, slots=True)
 class _KindReaders:
     """The readers of one profile for one kind, by what they read from."""
 
-    item: tuple[_FieldReader, ...]  # the message (or the batch item)
-    other: tuple[_FieldReader, ...]  # `$.` paths and `@key` in a batch
-    value: tuple[_FieldReader, ...]  # every reader, in mapping order (value profiles)
-
-
-def compile_source(path: str, batch: bool) -> tuple[Getter | None, int]:
-    """The getter of a profile path and what it applies to (ITEM, ROOT or KEY). Outside a
-    batch the root is the item. Raises PathError."""
-    if is_key_ref(path):
-        return None, KEY
-    return compile_getter(path), ROOT if batch and path_is_rooted(path) else ITEM
+    item: tuple[FieldReader, ...]  # the message (or the batch item)
+    other: tuple[FieldReader, ...]  # `$.` paths and `@key` in a batch
+    value: tuple[FieldReader, ...]  # every reader, in mapping order (value profiles)
 
 
 class CompiledProfile:
@@ -334,7 +123,7 @@ class CompiledProfile:
             spec = fields.get(name)
             if spec is None:  # a multi-kind profile field this kind does not have
                 continue
-            out.append(_make_reader(name, mapping, spec, kind_spec.fields[name].unit,
+            out.append(make_reader(name, mapping, spec, kind_spec.fields[name].unit,
                                     self.batch, not self.is_json))
         return _KindReaders(item=tuple(r for r in out if r.source == ITEM),
                             other=tuple(r for r in out if r.source != ITEM), value=tuple(out))
@@ -356,41 +145,6 @@ def _items_of(path: str) -> Callable[[Any], list[tuple[str | int | None, Any]]]:
         return [(None, found)]
 
     return items
-
-
-def _make_reader(name: str, m: FieldMapping, spec: CompiledField,
-                 canonical_unit: str | None, batch: bool, value_format: bool) -> _FieldReader:
-    factor = 1.0
-    target = "m" if m.percent_of_setting else canonical_unit
-    if m.unit is not None and canonical_unit is not None and not m.percent_of_setting:
-        factor = units.factor(m.unit, canonical_unit)
-    elif m.unit is not None and m.percent_of_setting:
-        # percent_of_setting divides by a setting in metres; convert the raw value to metres.
-        factor = units.factor(m.unit, "m")
-    getter, source = compile_source(m.path, batch) if m.path else (None, ITEM)
-    return _FieldReader(
-        name=name,
-        getter=getter,
-        source=source,
-        quantity=m.quantity,
-        spec=spec,
-        factor=factor,
-        scale=m.scale,
-        offset=m.offset,
-        from_distance=m.from_distance,
-        percent_of_setting=m.percent_of_setting,
-        true_words=STANDARD_TRUE | {_norm_word(w) for w in m.true_values},
-        false_words=STANDARD_FALSE | {_norm_word(w) for w in m.false_values},
-        mapping=dict(m.map),
-        default=m.default,
-        absent=frozenset(_norm_word(w) for w in m.absent),
-        required=m.required,
-        text_ok=m.from_text or value_format,
-        units_in_text=m.from_text,
-        text_target=target,
-        text_factors={},
-        open_range=not (math.isfinite(spec.lo) and math.isfinite(spec.hi)),
-    )
 
 
 class Decoder:
@@ -629,93 +383,6 @@ class Decoder:
         if ts < received_at - self._max_age:
             raise DecodeError(R.TIMESTAMP_TOO_OLD, f"{received_at - ts:.0f} s old", device_id)
         return ts
-
-
-def profile_problems(profile: ProfileSpec, kinds: KindRegistry) -> list[tuple[str, str]]:
-    """(where, problem) for what `check` refuses in a profile beyond its model: paths that
-    do not parse or can never match, `exclude` filters that exclude nothing or everything,
-    mapping keys that cannot apply to the field's type."""
-    problems: list[tuple[str, str]] = []
-    batch = profile.each is not None
-    keyed = False
-    if profile.each is not None:
-        try:
-            keyed = path_has_wildcard(profile.each)
-        except PathError as exc:
-            problems.append(("each", str(exc)))
-    paths: list[tuple[str, str | None]] = [
-        (f"{where}.path", m.path) for where, m in profile.all_mappings() if m.path]
-    paths += [("device_id.path", profile.device_id.path),
-              ("timestamp.path", profile.timestamp.path if profile.timestamp else None)]
-    for where, path in paths:
-        if path is None:
-            continue
-        if is_key_ref(path):
-            if not keyed:
-                problems.append((where, f"{KEY_REF} is the key a `*` of `each` matched; "
-                                        "this profile's `each` has no `*`" if batch else
-                                        f"{KEY_REF} needs `each` with a `*`"))
-            continue
-        try:
-            compile_source(path, batch)
-        except PathError as exc:
-            problems.append((where, str(exc)))
-    if profile.each is not None and is_key_ref(profile.each):
-        problems.append(("each", f"{KEY_REF} is no path to the items"))
-    match = [f.split("/") for f in profile.match]
-    for item in profile.exclude:
-        levels = item.split("/")
-        if not any(filters_overlap(levels, m) for m in match):
-            problems.append(("exclude", f"{item!r} excludes no topic that `match` takes"))
-    if profile.exclude and all(any(filter_covers(e.split("/"), m) for e in profile.exclude)
-                               for m in match):
-        problems.append(("exclude", "every topic of `match` is excluded: the profile never "
-                                    "takes a message"))
-    served = list(profile.kinds) or kinds.names()
-    for where, m in profile.all_mappings():
-        name = where.rsplit(".", 1)[1]
-        kinds_here = [where.split(".")[1]] if where.startswith("by_kind.") else served
-        specs = [kinds[k].fields[name] for k in kinds_here
-                 if k in kinds and name in kinds[k].fields]
-        types = {spec.type for spec in specs}
-        if m.from_text and not types & {"number", "integer"}:
-            problems.append((where, "from_text applies to numeric fields"))
-        if m.default is not None:
-            if types and "string" not in types:
-                problems.append((where, "default applies to string fields"))
-            for spec in specs:
-                if spec.choices is not None and m.default not in spec.choices:
-                    problems.append((where, f"default {m.default!r} is not one of "
-                                            f"{list(spec.choices)}"))
-                    break
-    return problems
-
-
-def filters_overlap(a: list[str], b: list[str]) -> bool:
-    """Whether some topic matches both filters (split into levels)."""
-    for i in range(max(len(a), len(b))):
-        x = a[i] if i < len(a) else None
-        y = b[i] if i < len(b) else None
-        if x == "#" or y == "#":
-            return True  # `a/#` also matches `a`
-        if x is None or y is None:
-            return False
-        if x != "+" and y != "+" and x != y:
-            return False
-    return True
-
-
-def filter_covers(a: list[str], b: list[str]) -> bool:
-    """Whether every topic filter `b` matches, filter `a` matches too."""
-    for i, x in enumerate(a):
-        if x == "#":
-            return True
-        if i >= len(b):
-            return False
-        y = b[i]
-        if y == "#" or (x != "+" and (y == "+" or x != y)):
-            return False
-    return len(a) == len(b)
 
 
 def _device_id(profile: CompiledProfile, found: str) -> str:

@@ -351,7 +351,8 @@ class Decoder:
         found = from_payload if from_payload is not None else from_topic
         if not found:
             raise DecodeError(R.MISSING_DEVICE_ID, "no device id in topic or payload")
-        device = self._lookup(profile, found)
+        device = self._lookup(profile, found) if self._by_alias is not None else \
+            self._inventory.get(_device_id(profile, found))
         if device is None:
             raise DecodeError(R.UNKNOWN_DEVICE, f"device {show(_device_id(profile, found))} is "
                               "not in the inventory")

@@ -105,6 +105,7 @@ class FieldReader:
     text_target: str | None
     text_factors: dict[str, float]
     open_range: bool  # the field lacks min or max, so the range check lets infinity through
+    precision: int | None  # decimals a `number` field keeps (round(inf) is inf: no check)
 
     def is_absent(self, raw: Any) -> bool:
         """A vendor word meaning "no value" (`absent`)."""
@@ -169,10 +170,11 @@ class FieldReader:
                                   f"{self.percent_of_setting}", device.id)
             value = value / base * 100.0
         spec = self.spec
-        if spec.precision is not None and spec.type == "number" and math.isfinite(value):
+        precision = self.precision
+        if precision is not None:
             # Conversions leave float noise (0.32000000000000006): keep the decimals the
             # field means, before the range check so that 100.00000000000001 % is 100 %.
-            value = round(value, spec.precision) + 0.0  # and no -0.0
+            value = round(value, precision) + 0.0  # and no -0.0
         # scale, offset and unit factors can overflow a finite raw value to infinity (or
         # inf - inf to NaN): a field without min or max must check that itself.
         if not spec.lo <= value <= spec.hi or (self.open_range and not math.isfinite(value)):
@@ -257,4 +259,5 @@ def make_reader(name: str, m: FieldMapping, spec: CompiledField,
         text_target=target,
         text_factors={},
         open_range=not (math.isfinite(spec.lo) and math.isfinite(spec.hi)),
+        precision=spec.precision if spec.type == "number" else None,
     )

@@ -33,6 +33,7 @@ from sentinel.config.profiles import ProfileSpec
 from sentinel.decode import Decoder
 from sentinel.decode.decoder import MAX_ITEM_REJECTS, ItemsRejected
 from sentinel.decode.encode import encode
+from sentinel.decode.fields import round_decimals
 from sentinel.errors import DecodeError
 from sentinel.types import RawMessage, Reading, RejectReason
 
@@ -513,3 +514,17 @@ def test_absent_words_in_any_case_drop_the_field(word: Any) -> None:
     readings, errors = _decode_batch(orjson.dumps(
         {"items": [{"id": "HQ-2", "p": 100, "b": word}]}))
     assert errors == [] and [dict(r.values) for r in readings] == [{"pressure": 0.1}]
+
+
+@settings(max_examples=20_000, deadline=None, derandomize=True)
+@given(value=st.floats(allow_nan=True, allow_infinity=True)
+       | st.integers(-10 ** 9, 10 ** 9).map(lambda n: n / 1000)
+       | st.integers(-10 ** 6, 10 ** 6).map(lambda n: n / 200),  # ties: x.xx5
+       decimals=st.integers(0, 12))
+def test_fast_rounding_is_round(value: float, decimals: int) -> None:
+    """The decoder's fast rounding to a field's precision gives exactly round()'s double
+    (ties, huge and non-finite values included), and never -0.0."""
+    got = round_decimals(value, decimals, 10.0 ** decimals)
+    want = round(value, decimals) + 0.0
+    assert (got == want or (math.isnan(got) and math.isnan(want)))
+    assert math.copysign(1.0, got) == math.copysign(1.0, want)

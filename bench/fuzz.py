@@ -214,6 +214,8 @@ devices:
      profile: lab-ms}
   - {id: LAB-CNT-01, kind: lab_meter, community: lab, compound: lab, grid: LAB,
      profile: lab-count}
+  - {id: LAB-SOS-01, kind: elderly_watch, community: lab, compound: lab, grid: LAB,
+     profile: zigbee2mqtt-action, aliases: ["Lab SOS/按钮 1"]}
 """
 
 
@@ -235,7 +237,8 @@ def load_world(lab_dir: Path | None) -> Loaded:
         "SENTINEL_DEVICES__PROFILE_DIRS": json.dumps(
             [str(p) for p in shipped.settings.devices.profile_dirs]
             + [str(lab_dir / "profiles")]),
-        "SENTINEL_DEVICES__KIND_DIRS": json.dumps([str(lab_dir / "kinds")]),
+        "SENTINEL_DEVICES__KIND_DIRS": json.dumps(
+            [str(p) for p in shipped.settings.devices.kind_dirs] + [str(lab_dir / "kinds")]),
     }
     return load_all(SHIPPED_CONFIG, env)
 
@@ -265,7 +268,8 @@ class Case:
 def build_cases(world: Loaded) -> list[Case]:
     by_pk: dict[tuple[str, str], list[Device]] = {}
     for device in world.inventory.values():
-        by_pk.setdefault((device.profile, device.kind), []).append(device)
+        for name in device.profiles:
+            by_pk.setdefault((name, device.kind), []).append(device)
     cases = []
     for (pname, kind), devices in sorted(by_pk.items()):
         profile = world.profiles[pname]
@@ -307,8 +311,9 @@ def valid_values(world: Loaded, case: Case, device: Device, rng: random.Random
                 hi = min(hi, cap) if cap is not None else hi
             if spec.type == "integer":
                 out[name] = rng.randint(int(lo), int(min(hi, 1e6)))
-            else:
-                out[name] = round(rng.uniform(lo, hi), 6)
+            else:  # the decoder keeps a field's precision
+                out[name] = round(rng.uniform(lo, hi),
+                                  6 if spec.precision is None else spec.precision)
     return out
 
 
@@ -846,8 +851,8 @@ class Oracle:
         if r.kind != device.kind:
             problems.append(f"kind {r.kind} but the device is a {device.kind}")
         levels = sample.topic.split("/")
-        if not any(topic_matches(f, levels) for f in self.filters[device.profile]):
-            problems.append(f"topic does not match the device's profile {device.profile}")
+        if not any(topic_matches(f, levels) for p in device.profiles for f in self.filters[p]):
+            problems.append(f"topic does not match the device's profiles {device.profiles}")
         if not r.values:
             problems.append("reading without values")
         fields = self.world.kinds.compiled(device.kind)
@@ -914,20 +919,23 @@ class TimedDecoder:
         self.calls = 0
         self.in_call = False
 
-    def decode(self, msg: RawMessage) -> Reading:
+    def decode(self, msg: RawMessage) -> list[Reading]:
         self.current = msg
         self.calls += 1
         self.in_call = True
         started = time.perf_counter()
         try:
-            reading = self.decoder.decode(msg)
+            readings = self.decoder.decode(msg)
         except Exception as exc:
             self.outcomes.append((time.perf_counter() - started, exc))
             raise
         finally:
             self.in_call = False
-        self.outcomes.append((time.perf_counter() - started, reading))
-        return reading
+        # The fuzzed profiles carry one reading per message (no `each`): anything else is
+        # a finding ("decode returned neither").
+        outcome = readings[0] if len(readings) == 1 else readings
+        self.outcomes.append((time.perf_counter() - started, outcome))
+        return readings
 
 
 class ListSource:
@@ -1203,15 +1211,19 @@ def _check_batch(report: Report, oracle: Oracle, decoder: TimedDecoder, sink: Re
             mode["accepted"] += 1
             case["accepted"] += 1
             stored = next(readings, None)
-            if stored is not outcome:
+            # An untimed reading reaches the store with the time sentinel.stamps gave it.
+            if stored is None or (stored is not outcome and (
+                    outcome.timed or stored.device_id != outcome.device_id
+                    or stored.values != outcome.values)):
                 _record(report, "ingest", "accepted reading not handed to the store", sample, "")
-            refused = sink.refused.get(id(outcome))
+                stored = outcome
+            refused = sink.refused.get(id(stored))
             if refused is not None:
                 _record(report, "violation", "the store refused an accepted reading "
                         "(the daemon would retry the batch for ever)", sample,
                         f"{refused}; values {outcome.values!r}"[:500])
             else:
-                keys.add((outcome.device_id, round(outcome.ts * 1000)))
+                keys.add((stored.device_id, stored.ts_ms))
         else:
             report.rejected += 1
             mode["rejected"] += 1

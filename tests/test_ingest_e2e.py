@@ -162,7 +162,7 @@ BAD_MESSAGES: list[tuple[str, bytes, str]] = [
     ("sentinel/v1/SB-SMK-0001/telemetry", b'{"id":"SB-SMK-0001","battery":150}',
      "impossible_value"),
     ("sentinel/v1/SB-SMK-0001/telemetry", b'{"id":"SB-SMK-0001","battery":"NaN"}',
-     "impossible_value"),
+     "wrong_type"),  # text in a numeric field the profile does not read from_text
     ("sentinel/v1/SB-SMK-0001/telemetry", b'{"id":"SB-SMK-0001","battery":Infinity}',
      "invalid_json"),
     ("sentinel/v1/GHOST-1/telemetry", b'{"id":"GHOST-1","alarm":true}', "unknown_device"),

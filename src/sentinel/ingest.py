@@ -25,7 +25,7 @@ import structlog
 
 from sentinel.backoff import Backoff
 from sentinel.clock import Clock, SystemClock
-from sentinel.decode.decoder import Decoder
+from sentinel.decode.decoder import Decoder, ItemsRejected
 from sentinel.errors import DecodeError
 from sentinel.log import RejectLogger
 from sentinel.stamps import ReceiveStamps
@@ -174,19 +174,27 @@ class Ingestor:
         receipts: list[Receipt] = []
         for msg in messages:
             try:
-                found = [decode(msg)]
-                if found[0].timed:
-                    readings += found
-                else:
-                    stamped, given = stamp(msg, found)
-                    readings += stamped
-                    receipts += given
+                found = decode(msg)
+                if not found:  # a topic every matching profile excludes
+                    self.stats.ignored_topic += 1
+                    continue
+            except ItemsRejected as exc:  # a batch: the other items are kept
+                found = exc.readings
+                dead += [self._reject(msg, e.reason, e.detail, e.device_id) for e in exc.errors]
             except DecodeError as exc:
                 dead.append(self._reject(msg, exc.reason, exc.detail, exc.device_id))
+                continue
             except Exception as exc:  # a decoder defect must cost one message, not the daemon
                 log.exception("decoder_defect", topic=msg.topic[:200])
                 dead.append(self._reject(msg, RejectReason.DECODER_ERROR,
                                          f"{exc.__class__.__name__}: {exc}"[:300], None))
+                continue
+            if len(found) == 1 and found[0].timed:
+                readings.append(found[0])
+            elif found:
+                stamped, given = stamp(msg, found)
+                readings += stamped
+                receipts += given
         return readings, dead, receipts
 
     def _reject(self, msg: RawMessage, reason: RejectReason, detail: str,

@@ -214,6 +214,8 @@ devices:
      profile: lab-ms}
   - {id: LAB-CNT-01, kind: lab_meter, community: lab, compound: lab, grid: LAB,
      profile: lab-count}
+  - {id: LAB-SOS-01, kind: elderly_watch, community: lab, compound: lab, grid: LAB,
+     profile: zigbee2mqtt-action, aliases: ["Lab SOS/按钮 1"]}
 """
 
 
@@ -265,7 +267,8 @@ class Case:
 def build_cases(world: Loaded) -> list[Case]:
     by_pk: dict[tuple[str, str], list[Device]] = {}
     for device in world.inventory.values():
-        by_pk.setdefault((device.profile, device.kind), []).append(device)
+        for name in device.profiles:
+            by_pk.setdefault((name, device.kind), []).append(device)
     cases = []
     for (pname, kind), devices in sorted(by_pk.items()):
         profile = world.profiles[pname]
@@ -307,8 +310,9 @@ def valid_values(world: Loaded, case: Case, device: Device, rng: random.Random
                 hi = min(hi, cap) if cap is not None else hi
             if spec.type == "integer":
                 out[name] = rng.randint(int(lo), int(min(hi, 1e6)))
-            else:
-                out[name] = round(rng.uniform(lo, hi), 6)
+            else:  # the decoder keeps a field's precision
+                out[name] = round(rng.uniform(lo, hi),
+                                  6 if spec.precision is None else spec.precision)
     return out
 
 
@@ -846,8 +850,8 @@ class Oracle:
         if r.kind != device.kind:
             problems.append(f"kind {r.kind} but the device is a {device.kind}")
         levels = sample.topic.split("/")
-        if not any(topic_matches(f, levels) for f in self.filters[device.profile]):
-            problems.append(f"topic does not match the device's profile {device.profile}")
+        if not any(topic_matches(f, levels) for p in device.profiles for f in self.filters[p]):
+            problems.append(f"topic does not match the device's profiles {device.profiles}")
         if not r.values:
             problems.append("reading without values")
         fields = self.world.kinds.compiled(device.kind)
@@ -914,20 +918,23 @@ class TimedDecoder:
         self.calls = 0
         self.in_call = False
 
-    def decode(self, msg: RawMessage) -> Reading:
+    def decode(self, msg: RawMessage) -> list[Reading]:
         self.current = msg
         self.calls += 1
         self.in_call = True
         started = time.perf_counter()
         try:
-            reading = self.decoder.decode(msg)
+            readings = self.decoder.decode(msg)
         except Exception as exc:
             self.outcomes.append((time.perf_counter() - started, exc))
             raise
         finally:
             self.in_call = False
-        self.outcomes.append((time.perf_counter() - started, reading))
-        return reading
+        # The fuzzed profiles carry one reading per message (no `each`): anything else is
+        # a finding ("decode returned neither").
+        outcome = readings[0] if len(readings) == 1 else readings
+        self.outcomes.append((time.perf_counter() - started, outcome))
+        return readings
 
 
 class ListSource:

@@ -147,7 +147,7 @@ def build_backlog(n: int, publishers: int) -> Backlog:
             raise RuntimeError(f"{device.id}: expected one message per reading, got {len(msgs)}")
         topic, payload = msgs[0]
         if device.id not in checked:  # every device's messages must decode cleanly
-            reading = decoder.decode(RawMessage(topic, payload, 1, False, now, None))
+            reading, = decoder.decode(RawMessage(topic, payload, 1, False, now, None))
             if reading.device_id != device.id or round(reading.ts * 1000) != ts_ms:
                 raise RuntimeError(f"{device.id}: round trip mismatch: {reading}")
             checked.add(device.id)

@@ -163,3 +163,59 @@ def test_extra_kind_from_a_file_needs_no_code(tmp_path: Path) -> None:
     loaded = load_all(config, {})
     assert "fire_lane" in loaded.kinds
     assert loaded.inventory["SB-FL-0001"].kind == "fire_lane"
+
+
+def test_inventory_aliases_and_several_profiles(tmp_path: Path) -> None:
+    """CSV cells hold several aliases and profiles separated by |, YAML and TOML lists; an
+    alias that is another device's id or alias is a problem with the device's place."""
+    (tmp_path / "a.csv").write_text(
+        "id,kind,community,compound,grid,profile,aliases\n"
+        "Z-1,smoke,c,x,g,zigbee2mqtt|zigbee2mqtt-action, Smoke RIGHT | 1栋/3楼/烟感 \n"
+        "Z-2,smoke,c,x,g,zigbee2mqtt,Z-1\n"
+        "Z-3,smoke,c,x,g,zigbee2mqtt,Smoke RIGHT\n"
+        "Z-4,smoke,c,x,g,zigbee2mqtt,a||b\n", encoding="utf-8")
+    (tmp_path / "b.yaml").write_text(
+        "devices:\n"
+        "  - {id: Y-1, kind: smoke, community: c, compound: x, grid: g,\n"
+        "     profile: [zigbee2mqtt, zigbee2mqtt-action], aliases: [厨房 烟感]}\n",
+        encoding="utf-8")
+    (tmp_path / "c.toml").write_text(
+        '[[devices]]\nid = "T-1"\nkind = "smoke"\ncommunity = "c"\ncompound = "x"\n'
+        'grid = "g"\nprofile = "zigbee2mqtt"\naliases = ["客厅/烟感"]\n', encoding="utf-8")
+    inventory, problems = load_inventory([tmp_path / "a.csv", tmp_path / "b.yaml",
+                                          tmp_path / "c.toml"])
+    z1 = inventory["Z-1"]
+    assert z1.profile == "zigbee2mqtt" and z1.profiles == ("zigbee2mqtt", "zigbee2mqtt-action")
+    assert z1.aliases == ("Smoke RIGHT", "1栋/3楼/烟感")
+    assert inventory.by_alias("1栋/3楼/烟感") is z1 and inventory.by_alias("Smoke RIGHT") is z1
+    assert inventory["Y-1"].profiles == ("zigbee2mqtt", "zigbee2mqtt-action")
+    assert inventory.by_alias("客厅/烟感") is inventory["T-1"]
+    text = "\n".join(map(str, problems))
+    assert "line 3 (id Z-2)" in text and "alias 'Z-1' is the id of device Z-1" in text
+    assert "line 4 (id Z-3)" in text and "also an alias of device Z-1" in text
+    assert "line 5 (id Z-4)" in text and "empty alias" in text
+    assert len(problems) == 3, text
+
+
+def test_check_refuses_profiles_that_never_match(tmp_path: Path) -> None:
+    """`sentinel check` lists paths that can never match, @key without a `*` in `each`,
+    an exclude that excludes nothing, and a device naming a profile that does not exist
+    among its several."""
+    config = copy_deployment(tmp_path)
+    (tmp_path / "devices" / "profiles" / "broken.yaml").write_text(
+        "name: broken\nmatch: ['acme/+/up']\nexclude: ['other/#']\n"
+        "device_id: {path: '@key'}\n"
+        "fields:\n  alarm: {path: 'a[x=1][y=2]'}\n  battery: {path: 'b.*'}\n",
+        encoding="utf-8")
+    with (tmp_path / "devices" / "shuibei.csv").open("a", encoding="utf-8") as fh:
+        fh.write("SB-X-0001,smoke,水贝社区,水贝花园,1栋,,,SB-G01,,"
+                 "zigbee2mqtt|acme-v9,,,\n")
+    result = sentinel("check", "-c", str(config), "--lang", "en", env=_clean_env())
+    assert result.returncode != 0
+    err = result.stderr
+    assert "use a[x=1,y=2]" in err
+    assert "a wildcard yields several values; use `each`" in err
+    assert "@key needs `each` with a `*`" in err
+    assert "'other/#' excludes no topic that `match` takes" in err
+    assert "profile 'acme-v9' does not exist" in err
+    assert "5 problem(s)" in err, err

@@ -28,7 +28,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sentinel.config.inventory import DeviceRecord, Inventory
+from sentinel.config.profiles import ProfileSpec
 from sentinel.decode import Decoder
+from sentinel.decode.decoder import MAX_ITEM_REJECTS, ItemsRejected
 from sentinel.decode.encode import encode
 from sentinel.errors import DecodeError
 from sentinel.types import RawMessage, Reading, RejectReason
@@ -81,7 +84,7 @@ def outcome_of(topic: str, payload: bytes, sample: Any = None) -> Reading | Deco
     msg = RawMessage(topic, payload, 1, False, received)
     started = time.perf_counter()
     try:
-        out: Reading | DecodeError = DECODER.decode(msg)
+        out: Reading | DecodeError = _one(DECODER.decode(msg))
     except DecodeError as exc:
         out = exc
     elapsed = time.perf_counter() - started
@@ -92,6 +95,12 @@ def outcome_of(topic: str, payload: bytes, sample: Any = None) -> Reading | Deco
     problems = ORACLE.check(sample, received, out)
     assert not problems, (problems, topic[:200], payload[:300])
     return out
+
+
+def _one(readings: list[Reading]) -> Reading:
+    """The fuzzed profiles carry one reading per message (no `each`)."""
+    reading, = readings
+    return reading
 
 
 # -- strategies ------------------------------------------------------------------------------
@@ -365,3 +374,142 @@ def test_top_level_arrays_and_negative_indexes_encode(profile: str,
     (topic, payload), = encode(case.profile, device, values, round(time.time(), 3), WORLD.kinds)
     sample = fuzz.Sample("valid", case.name, topic, payload, values, device.id)
     assert isinstance(outcome_of(topic, payload, sample), Reading)
+
+
+# -- batches, numbers as text, absent words (issue 15) ---------------------------------------
+
+BATCH_PROFILES = {
+    "batch": {
+        "name": "batch", "match": ["hq/+/batch"], "each": "items[*]",
+        "device_id": {"path": "id"}, "timestamp": {"path": "$.ts", "format": "epoch_s"},
+        "fields": {"pressure": {"path": "p", "unit": "kPa"},
+                   "battery": {"path": "b", "unit": "%", "absent": ["", "unknown", -1]}},
+    },
+    "texty": {
+        "name": "texty", "match": ["hq/+/text"], "device_id": {"topic_segment": 1},
+        "fields": {"pressure": {"path": "p", "unit": "kPa", "from_text": True},
+                   "battery_voltage": {"path": "v", "unit": "mV", "from_text": True}},
+    },
+    "plain": {
+        "name": "plain", "match": ["hq/+/plain"], "device_id": {"topic_segment": 1},
+        "fields": {"pressure": {"path": "p", "unit": "kPa"},
+                   "battery_voltage": {"path": "v", "unit": "mV"}},
+    },
+}
+BATCH_DEVICES = [f"HQ-{i}" for i in range(4)]
+
+
+def _batch_world() -> Decoder:
+    profiles = {n: ProfileSpec.model_validate(p) for n, p in BATCH_PROFILES.items()}
+    inventory = Inventory(
+        DeviceRecord.model_validate({"id": d, "kind": "hydrant_pressure", "community": "c",
+                                     "compound": "x", "grid": "g",
+                                     "profile": "batch|texty|plain"}).device()
+        for d in BATCH_DEVICES)
+    return Decoder(profiles, inventory, WORLD.kinds, WORLD.settings.ingest)
+
+
+BATCH = _batch_world()
+GOOD_ITEM = st.fixed_dictionaries({"id": st.sampled_from(BATCH_DEVICES),
+                                   "p": st.integers(0, 10_000)})
+BAD_ITEM = st.one_of(
+    st.fixed_dictionaries({"id": st.text(max_size=6).filter(lambda t: t not in BATCH_DEVICES),
+                           "p": st.integers(0, 100)}),                       # unknown device
+    st.fixed_dictionaries({"id": st.sampled_from(BATCH_DEVICES),
+                           "p": st.integers(10_001, 10 ** 6)}),              # over 10 MPa
+    st.fixed_dictionaries({"id": st.sampled_from(BATCH_DEVICES),
+                           "p": st.text(max_size=5)}),                       # text, no from_text
+    st.fixed_dictionaries({"p": st.integers(0, 100)}),                        # no id
+    st.sampled_from([[], 3, "x", None, {}]),
+)
+
+
+def _decode_batch(payload: bytes) -> tuple[list[Reading], list[DecodeError]]:
+    msg = RawMessage("hq/gw/batch", payload, 1, False, BASE_TIME)
+    try:
+        return BATCH.decode(msg), []
+    except ItemsRejected as exc:
+        return exc.readings, exc.errors
+
+
+@FUZZ
+@given(items=st.lists(st.tuples(st.booleans(), st.data()), min_size=1, max_size=40))
+def test_a_batch_keeps_exactly_its_good_items(items: list[tuple[bool, st.DataObject]]
+                                             ) -> None:
+    """Good and bad items mixed in any order: every good item is a reading (in order, its
+    own device and value, the batch's time), every bad one an error of its own."""
+    drawn = [(good, data.draw(GOOD_ITEM if good else BAD_ITEM)) for good, data in items]
+    payload = orjson.dumps({"ts": BASE_TIME - 5, "items": [item for _, item in drawn]})
+    readings, errors = _decode_batch(payload)
+    good = [item for ok, item in drawn if ok]
+    assert [(r.device_id, r.values["pressure"], r.ts) for r in readings] == [
+        (item["id"], pytest.approx(item["p"] / 1000), BASE_TIME - 5) for item in good]
+    assert len(errors) == len(drawn) - len(good)
+    assert all(e.reason in DECODER_REASONS_ITEM for e in errors)
+
+
+DECODER_REASONS_ITEM = {R.UNKNOWN_DEVICE, R.IMPOSSIBLE_VALUE, R.WRONG_TYPE,
+                        R.MISSING_DEVICE_ID, R.MISSING_FIELD}
+
+
+@FUZZ
+@given(doc=HOSTILE, where=st.sampled_from(["items", "ts", "root"]))
+def test_hostile_batches_never_escape(doc: Any, where: str) -> None:
+    """Whatever the batch holds: readings, a DecodeError, or ItemsRejected with at most
+    MAX_ITEM_REJECTS errors — never another exception."""
+    body: Any = {"ts": BASE_TIME, "items": doc} if where == "items" else (
+        {"ts": doc, "items": [{"id": "HQ-1", "p": 1}]} if where == "ts" else doc)
+    try:
+        readings, errors = _decode_batch(orjson.dumps(body))
+    except DecodeError:
+        return
+    assert len(errors) <= MAX_ITEM_REJECTS
+    for r in readings:
+        assert r.device_id in BATCH_DEVICES and 0 <= r.values.get("pressure", 0) <= 10
+
+
+UNITS = st.sampled_from([("kPa", 1e-3), ("Pa", 1e-6), ("bar", 0.1), ("MPa", 1.0)])
+
+
+@FUZZ
+@given(number=st.floats(0, 1e4, allow_nan=False) | st.integers(0, 10 ** 4),
+       unit=UNITS, space=st.sampled_from(["", " ", "  "]),
+       pad=st.sampled_from(["", " ", "\t"]))
+def test_number_with_unit_text_equals_the_number(number: float, unit: tuple[str, float],
+                                                 space: str, pad: str) -> None:
+    """"<x> <unit>" through from_text is the number x sent with that unit: the same
+    reading, or the same refusal."""
+    name, _ = unit
+    text = f"{pad}{number!r}{space}{name}{pad}"
+    as_text = _outcome("hq/HQ-1/text", {"p": text})
+    spec = BATCH_PROFILES["plain"]
+    as_number = _outcome_with_unit("hq/HQ-1/plain", {"p": number}, spec, name)
+    assert as_text == as_number
+
+
+def _outcome(topic: str, body: dict[str, Any], decoder: Decoder = BATCH) -> object:
+    try:
+        return [dict(r.values) for r in decoder.decode(
+            RawMessage(topic, orjson.dumps(body), 1, False, BASE_TIME))]
+    except DecodeError as exc:
+        return exc.reason
+
+
+def _outcome_with_unit(topic: str, body: dict[str, Any], spec: dict[str, Any],
+                       unit: str) -> object:
+    fields = {**spec["fields"], "pressure": {**spec["fields"]["pressure"], "unit": unit}}
+    profile = ProfileSpec.model_validate({**spec, "fields": fields})
+    inventory = BATCH._inventory
+    return _outcome(topic, body, Decoder({"plain": profile}, inventory, WORLD.kinds,
+                                         WORLD.settings.ingest))
+
+
+@FUZZ
+@given(word=st.sampled_from(["", "unknown", -1, -1.0]).flatmap(
+    lambda w: st.just(w) if not isinstance(w, str) else st.sampled_from(
+        [w, w.upper(), f" {w} ", w.title()])))
+def test_absent_words_in_any_case_drop_the_field(word: Any) -> None:
+    """Absent words match like boolean words (trimmed, any case; -1 also as -1.0)."""
+    readings, errors = _decode_batch(orjson.dumps(
+        {"items": [{"id": "HQ-2", "p": 100, "b": word}]}))
+    assert errors == [] and [dict(r.values) for r in readings] == [{"pressure": 0.1}]

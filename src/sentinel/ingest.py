@@ -25,7 +25,7 @@ import structlog
 
 from sentinel.backoff import Backoff
 from sentinel.clock import Clock, SystemClock
-from sentinel.decode.decoder import Decoder
+from sentinel.decode.decoder import Decoder, ItemsRejected
 from sentinel.errors import DecodeError
 from sentinel.log import RejectLogger
 from sentinel.store import ReadingSink
@@ -165,7 +165,13 @@ class Ingestor:
         dead: list[DeadLetter] = []
         for msg in messages:
             try:
-                readings.append(decode(msg))
+                found = decode(msg)
+                if not found:  # a topic every matching profile excludes
+                    self.stats.ignored_topic += 1
+                readings += found
+            except ItemsRejected as exc:  # a batch: the other items are kept
+                readings += exc.readings
+                dead += [self._reject(msg, e.reason, e.detail, e.device_id) for e in exc.errors]
             except DecodeError as exc:
                 dead.append(self._reject(msg, exc.reason, exc.detail, exc.device_id))
             except Exception as exc:  # a decoder defect must cost one message, not the daemon

@@ -36,6 +36,8 @@ class FieldSpec(BaseModel):
     # The per-device setting that caps this field (e.g. level cannot exceed tank height).
     max_setting: str | None = None
     description: str = ""
+    # Decimals a stored value keeps (None: as converted).
+    precision: int | None = None
 
     @model_validator(mode="after")
     def _unit_known(self) -> FieldSpec:
@@ -136,6 +138,7 @@ class CompiledField:
     hi: float
     choices: frozenset[str] | None
     max_setting: str | None
+    precision: int | None = None
 
 
 class KindRegistry:
@@ -158,6 +161,7 @@ class KindRegistry:
                 hi=math.inf if spec.max is None else spec.max,
                 choices=frozenset(spec.choices) if spec.choices else None,
                 max_setting=spec.max_setting,
+                precision=spec.precision,
             )
             for name, spec in kind.fields.items()
         }

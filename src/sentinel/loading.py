@@ -33,7 +33,7 @@ from sentinel.config.load import load_settings_lenient
 from sentinel.config.model import Settings
 from sentinel.config.profiles import ProfileSpec, load_profiles
 from sentinel.config.yamlfile import parse_yaml
-from sentinel.decode.paths import PathError, parse_path
+from sentinel.decode.decoder import profile_problems
 from sentinel.errors import ConfigError, Problem
 from sentinel.escalation.model import OncallConfig, PolicyConfig, Role
 from sentinel.incidents.windows import Vocabulary
@@ -99,11 +99,6 @@ def check_profile(profile: ProfileSpec, kinds: KindRegistry, file: str) -> list[
             problems.append(Problem(file, where, f"{name!r} is not a field of "
                                                  f"{', '.join(kinds_here)}"))
             continue
-        if mapping.path is not None:
-            try:
-                parse_path(mapping.path)
-            except PathError as exc:
-                problems.append(Problem(file, f"{where}.path", str(exc)))
         if mapping.unit is not None:
             target = "m" if mapping.percent_of_setting else specs[0].unit
             try:
@@ -116,21 +111,23 @@ def check_profile(profile: ProfileSpec, kinds: KindRegistry, file: str) -> list[
         if (mapping.from_distance or mapping.percent_of_setting) and specs[0].type != "number":
             problems.append(Problem(file, where, "from_distance/percent_of_setting need a "
                                                  "numeric field"))
-    for path in filter(None, [profile.device_id.path,
-                              profile.timestamp.path if profile.timestamp else None]):
-        try:
-            parse_path(path)
-        except PathError as exc:
-            problems.append(Problem(file, "device_id/timestamp path", str(exc)))
+    problems += [Problem(file, where, text) for where, text in profile_problems(profile, kinds)]
     return problems
 
 
-def _device_problems(kind: str, profile_name: str, numbers: Mapping[str, float | None],
-                     kinds: KindRegistry, profiles: Mapping[str, ProfileSpec]) -> list[str]:
-    """What is wrong with a device of this kind and profile whose number settings are these
-    (any id, any place)."""
+def _device_problems(kind: str, profile_names: tuple[str, ...],
+                     numbers: Mapping[str, float | None], kinds: KindRegistry,
+                     profiles: Mapping[str, ProfileSpec]) -> list[str]:
+    """What is wrong with a device of this kind and profiles whose number settings are
+    these (any id, any place)."""
     if kind not in kinds:
         return [f"unknown kind {kind!r} (known: {', '.join(kinds.names())})"]
+    return [text for name in profile_names
+            for text in _profile_problems(kind, name, numbers, kinds, profiles)]
+
+
+def _profile_problems(kind: str, profile_name: str, numbers: Mapping[str, float | None],
+                      kinds: KindRegistry, profiles: Mapping[str, ProfileSpec]) -> list[str]:
     profile = profiles.get(profile_name)
     if profile is None:
         return [f"profile {profile_name!r} does not exist"]
@@ -150,7 +147,7 @@ def _device_problems(kind: str, profile_name: str, numbers: Mapping[str, float |
 
 
 # What the findings about a device depend on.
-_FACTS = operator.attrgetter("kind", "profile", *(f"settings.{n}" for n in NUMBER_SETTINGS))
+_FACTS = operator.attrgetter("kind", "profiles", *(f"settings.{n}" for n in NUMBER_SETTINGS))
 
 
 def _check_inventory(inventory: Inventory, kinds: KindRegistry,

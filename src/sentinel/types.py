@@ -63,6 +63,9 @@ class RejectReason(enum.StrEnum):
     INVALID_TIMESTAMP = "invalid_timestamp"
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     TIMESTAMP_TOO_OLD = "timestamp_too_old"
+    # The same member name twice in one JSON object: parsers disagree on which one counts,
+    # so a payload could name one device to a gateway's check and another to us.
+    DUPLICATE_KEY = "duplicate_key"
     STORE_REJECTED = "store_rejected"
     # A decoder defect met this input; kept so the input can reproduce it.
     DECODER_ERROR = "decoder_error"
@@ -87,6 +90,9 @@ class IngestStats:
     received: int = 0
     stored: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    # Messages on topics that every matching profile excludes (a bridge's own topics):
+    # acknowledged and dropped on purpose, neither read nor dead-lettered.
+    ignored_topic: int = 0
     # Accepted but not stored, by cause (disk_full: telemetry given up so alarms flow).
     dropped: dict[str, int] = field(default_factory=dict)
     stored_by_kind: dict[str, int] = field(default_factory=dict)

@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sentinel.config.yamlfile import parse_yaml
 from sentinel.errors import Problem
@@ -59,12 +66,24 @@ class Device(NamedTuple):
     community: str
     compound: str
     grid: str
+    # The first profile the device speaks (the simulator publishes in it).
     profile: str
     building: str = ""
     floor: str = ""
     unit: str = ""
     location: str = ""
     settings: DeviceSettings = DeviceSettings()
+    # Further profiles, for a device that speaks several formats (Zigbee2MQTT: a JSON state
+    # and a plain `action` value on another topic).
+    more_profiles: tuple[str, ...] = ()
+    # Names the device has on the wire besides its id (a bridge's friendly name, which may
+    # hold spaces, slashes or Chinese): the decoder looks these up first.
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        """Every profile the device speaks, the first one first."""
+        return (self.profile, *self.more_profiles) if self.more_profiles else (self.profile,)
 
     def tags(self) -> dict[str, str]:
         """The tags stored with every reading of this device."""
@@ -81,6 +100,10 @@ class Device(NamedTuple):
         data = self._asdict()
         data["settings"] = self.settings._asdict()
         return data
+
+
+# The text fields of Device, in order: the CSV fast path reads them from every row.
+_TEXT_FIELDS = Device._fields[:Device._fields.index("settings")]
 
 
 SETTING_NAMES: tuple[str, ...] = DeviceSettings._fields
@@ -127,19 +150,52 @@ class DeviceRecord(BaseModel):
     unit: str = ""
     grid: str = Field(min_length=1)
     location: str = ""
-    profile: str = Field(min_length=1)
+    # One profile name, several as a list, or several in one text separated by `|`
+    # (`zigbee2mqtt|zigbee2mqtt-action`, as a CSV cell holds them).
+    profile: tuple[str, ...] = Field(min_length=1)
+    # Wire names: a list, or one text (a CSV cell is split on `|` before it comes here).
+    aliases: tuple[str, ...] = ()
     settings: SettingsRecord = Field(default_factory=SettingsRecord)
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _profiles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split("|")
+        if isinstance(value, list | tuple):
+            names = [v.strip() if isinstance(v, str) else v for v in value]
+            if any(name == "" for name in names):
+                raise ValueError("empty profile name")
+            if len(set(names)) != len(names):
+                raise ValueError("a profile is named twice")
+            return names
+        return value
+
+    @field_validator("aliases", mode="before")
+    @classmethod
+    def _aliases(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            names = [v.strip() if isinstance(v, str) else v for v in value]
+            if any(name == "" for name in names):
+                raise ValueError("empty alias")
+            return list(dict.fromkeys(names))  # a repeated alias is said once
+        return value
 
     def device(self) -> Device:
         settings = DeviceSettings(**self.settings.model_dump())
-        return Device(**self.model_dump(exclude={"settings"}),
+        data = self.model_dump(exclude={"settings", "profile"})
+        return Device(**data, profile=self.profile[0], more_profiles=self.profile[1:],
                       settings=NO_SETTINGS if settings == NO_SETTINGS else settings)
 
 
 _DEVICE_COLUMNS = frozenset(DeviceRecord.model_fields) - {"settings"}
 _SETTING_COLUMNS = frozenset(SettingsRecord.model_fields)
-# The runtime records hold exactly what the models validate (settings last).
-assert set(Device._fields) == _DEVICE_COLUMNS | {"settings"} and Device._fields[-1] == "settings"
+# The runtime records hold exactly what the models validate (`profile` holds the first of
+# the record's profiles, `more_profiles` the others).
+assert set(Device._fields) == _DEVICE_COLUMNS | {"settings", "more_profiles"}
+assert set(_TEXT_FIELDS) == _DEVICE_COLUMNS - {"aliases"}
 assert set(SETTING_NAMES) == _SETTING_COLUMNS
 
 
@@ -148,6 +204,36 @@ class Inventory(Mapping[str, Device]):
 
     def __init__(self, devices: Iterable[Device] = ()) -> None:
         self._devices: dict[str, Device] = {d.id: d for d in devices}
+        self._aliases: dict[str, Device] = {}
+        self.index_aliases()
+
+    def index_aliases(self) -> list[tuple[Device, str]]:
+        """Build the wire-name table; return each (device, problem) of an alias that names
+        another device's id or another device's alias (the first owner keeps it)."""
+        table: dict[str, Device] = {}
+        conflicts: list[tuple[Device, str]] = []
+        for device in self._devices.values():
+            for alias in device.aliases:
+                if alias == device.id:
+                    continue
+                other = self._devices.get(alias)
+                if other is not None:
+                    conflicts.append((device, f"alias {alias!r} is the id of device {other.id}"))
+                    continue
+                owner = table.setdefault(alias, device)
+                if owner is not device:
+                    conflicts.append((device, f"alias {alias!r} is also an alias of device "
+                                              f"{owner.id}"))
+        self._aliases = table
+        return conflicts
+
+    def by_alias(self, name: str) -> Device | None:
+        """The device whose alias (wire name) this is, exactly as written."""
+        return self._aliases.get(name)
+
+    @property
+    def has_aliases(self) -> bool:
+        return bool(self._aliases)
 
     def __getitem__(self, device_id: str) -> Device:
         return self._devices[device_id]
@@ -205,17 +291,21 @@ class _CsvColumns:
         self.device_columns = [(index[c], c) for c in header if c in _DEVICE_COLUMNS]
         self.setting_columns = [(index[c], c) for c in header if c in _SETTING_COLUMNS]
         self._setting_indices = [i for i, _ in self.setting_columns]
-        # The cells of Device's fields but settings, in their order. The fast path needs
-        # every device column (a file without some is small anyway).
-        self._device_cells = (operator.itemgetter(*(index[f] for f in Device._fields[:-1]))
-                              if index.keys() >= _DEVICE_COLUMNS else None)
+        # The cells of Device's text fields, in their order. The fast path needs every one
+        # of those columns (a file without some is small anyway); `aliases` may be absent.
+        self._device_cells = (operator.itemgetter(*(index[f] for f in _TEXT_FIELDS))
+                              if index.keys() >= set(_TEXT_FIELDS) else None)
+        self._aliases_at = index.get("aliases")
         # Cells repeated over the fleet (kind, compound, grid, floor...) are kept once.
         self._shared: dict[str, str] = {}
+        self._shared_profiles: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def record(self, cells: list[str]) -> dict[str, Any]:
         """The row as the models take it: every device column, the non-empty settings."""
         record: dict[str, Any] = {c: cells[i].strip() for i, c in self.device_columns}
         record["settings"] = {c: v for i, c in self.setting_columns if (v := cells[i].strip())}
+        aliases = record.get("aliases")
+        record["aliases"] = aliases.split("|") if aliases else []
         return record
 
     def device(self, cells: list[str]) -> Device | None:
@@ -227,6 +317,19 @@ class _CsvColumns:
         if not (kind and community and compound and grid and profile) or \
                 _PLAIN_ID.fullmatch(id_) is None:
             return None
+        more_profiles: tuple[str, ...] = ()
+        if "|" in profile:
+            profile, *others = (p.strip() for p in profile.split("|"))
+            more_profiles = tuple(others)
+            if not all(more_profiles) or not profile or \
+                    len(set(more_profiles) | {profile}) != len(more_profiles) + 1:
+                return None
+            more_profiles = self._shared_profiles.setdefault(more_profiles, more_profiles)
+        aliases: tuple[str, ...] = ()
+        if self._aliases_at is not None and (cell := cells[self._aliases_at].strip()):
+            aliases = tuple(dict.fromkeys(a.strip() for a in cell.split("|")))
+            if not all(aliases):
+                return None
         settings = NO_SETTINGS
         if any(map(cells.__getitem__, self._setting_indices)):
             given = {c: v for i, c in self.setting_columns if (v := cells[i].strip())}
@@ -239,7 +342,7 @@ class _CsvColumns:
                       compound=same(compound, compound), grid=same(grid, grid),
                       profile=same(profile, profile), building=same(building, building),
                       floor=same(floor, floor), unit=same(unit, unit), location=location,
-                      settings=settings)
+                      settings=settings, more_profiles=more_profiles, aliases=aliases)
 
 
 def _plain_settings(cells: Mapping[str, str]) -> DeviceSettings | None:
@@ -405,4 +508,8 @@ def _load_inventory(paths: Iterable[Path]) -> tuple[Inventory, list[Problem]]:
             inventory._devices.update((d.id, d) for d in devices)
             continue
         origins.pop()  # its ids do not count: none of its devices was taken
+    for device, text in inventory.index_aliases():
+        file, place = next(((file, place(positions[device.id])) for file, place, positions
+                            in origins if device.id in positions), ("", ""))
+        problems.append(Problem(file, f"{place} (id {device.id})", text))
     return inventory, problems

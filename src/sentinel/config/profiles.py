@@ -37,21 +37,59 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DeviceIdSpec(_Strict):
-    """Where the device id is: a topic level, a payload path, or both (then they must agree)."""
+_SLICE = r"^\s*-?[0-9]*\s*:\s*-?[0-9]*\s*$"
 
-    topic_segment: int | None = Field(default=None, ge=0)
+
+def parse_slice(text: str) -> slice:
+    """`"1:"`, `"1:-1"`, `":3"` → a Python slice over topic levels (step 1)."""
+    start, _, stop = text.partition(":")
+    return slice(int(start) if start.strip() else None, int(stop) if stop.strip() else None)
+
+
+def filter_levels_for(levels: list[str], index: int) -> bool:
+    """Whether topic level `index` (negative: from the end) exists in every topic the filter
+    (split into levels) matches, and is not part of a `#`."""
+    if "#" in levels:
+        # Counted from the end, a level lies somewhere in the `#`: unknown until a topic comes.
+        return 0 <= index < levels.index("#") or index < 0
+    return -len(levels) <= index < len(levels)
+
+
+class DeviceIdSpec(_Strict):
+    """Where the device id is: a topic level (or several), a payload path, or both (then
+    they must agree)."""
+
+    # 0-based; negative counts from the end (-1: the last level).
+    topic_segment: int | None = None
+    # Several levels joined with "/", as a Python slice: "1:" (from level 1 to the end),
+    # "1:-1" (all but the first and the last): names that contain slashes.
+    topic_segments: str | None = Field(default=None, pattern=_SLICE)
     path: str | None = None
-    # Prepended to the id found, when inventory ids carry a vendor prefix.
+    # Prepended to the id found, when inventory ids carry a prefix the device does not send.
     prefix: str = ""
     # Some networks force a case on ids (The Things Stack: lower case); inventory ids keep theirs.
     case: Literal["preserve", "upper", "lower"] = "preserve"
 
     @model_validator(mode="after")
     def _somewhere(self) -> DeviceIdSpec:
-        if self.topic_segment is None and self.path is None:
-            raise ValueError("device_id needs topic_segment, path or both")
+        if self.topic_segment is None and self.topic_segments is None and self.path is None:
+            raise ValueError("device_id needs topic_segment (or topic_segments), path or both")
+        if self.topic_segment is not None and self.topic_segments is not None:
+            raise ValueError("device_id takes topic_segment or topic_segments, not both")
         return self
+
+    @property
+    def in_topic(self) -> bool:
+        return self.topic_segment is not None or self.topic_segments is not None
+
+    def topic_slice(self) -> slice | None:
+        """The topic levels holding the id, as a slice (None: the id is not in the topic)."""
+        if self.topic_segments is not None:
+            return parse_slice(self.topic_segments)
+        if self.topic_segment is not None:
+            i = self.topic_segment
+            return slice(i, i + 1 if i != -1 else None)
+        return None
 
 
 class TimestampSpec(_Strict):
@@ -84,6 +122,15 @@ class FieldMapping(_Strict):
     map: dict[str, str] = Field(default_factory=dict)
     # A message of this profile must carry this field.
     required: bool = False
+    # Numeric fields: also read a number written as text, with an optional unit after it
+    # ("1234 mm", "3.305 V"); without it, text in a numeric field is wrong_type.
+    from_text: bool = False
+    # Vendor words (or numbers) meaning "no value": the field is left out, the message kept.
+    # `null` always is.
+    absent: tuple[str | int | float | bool, ...] = ()
+    # String fields: what a word becomes that `map` does not name and that is not one of the
+    # field's choices (instead of refusing the message).
+    default: str | None = None
 
 
 class ProfileSpec(_Strict):
@@ -94,10 +141,15 @@ class ProfileSpec(_Strict):
     # Device kinds this profile serves; empty = any kind.
     kinds: tuple[str, ...] = ()
     match: tuple[str, ...] = Field(min_length=1)
+    # Topics this profile does not take although `match` fits them (a bridge's own topics).
+    exclude: tuple[str, ...] = ()
     format: Literal["json", "value"] = "json"
     device_id: DeviceIdSpec
-    # Plain-value payloads: which topic level names the quantity.
-    quantity_segment: int | None = Field(default=None, ge=0)
+    # JSON payloads carrying several readings (a gateway's batch): the path of the items
+    # (a list, one object, or a `*` path); the other paths are read relative to each item.
+    each: str | None = None
+    # Plain-value payloads: which topic level names the quantity (negative: from the end).
+    quantity_segment: int | None = None
     timestamp: TimestampSpec | None = None
     # Topic a simulated device of this profile publishes to, e.g. "v3/app@t/devices/{device_id}/up";
     # {device_id}, {quantity} and any inventory field ({community}, {grid}...) are filled in.
@@ -118,7 +170,7 @@ class ProfileSpec(_Strict):
             out.extend((f"by_kind.{kind}.{n}", m) for n, m in mappings.items())
         return out
 
-    @field_validator("match")
+    @field_validator("match", "exclude")
     @classmethod
     def _filters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for item in value:
@@ -135,10 +187,18 @@ class ProfileSpec(_Strict):
                 if kind not in self.kinds:
                     raise ValueError(f"by_kind.{kind}: not one of this profile's kinds")
         if self.format == "value":
-            if self.quantity_segment is None and len(mappings) != 1:
-                raise ValueError("a value profile needs quantity_segment unless it maps one field")
+            # Without a quantity level every value goes to the one field a device's kind
+            # has here (one in `fields`, or one per `by_kind` entry).
+            groups = [self.fields_for(k) for k in self.by_kind]
+            if self.fields or not groups:
+                groups.append(self.fields)
+            if self.quantity_segment is None and any(len(g) != 1 for g in groups):
+                raise ValueError("a value profile needs quantity_segment unless it maps one "
+                                 "field (per kind)")
             if self.device_id.path is not None:
                 raise ValueError("a value profile takes the device id from the topic only")
+            if self.each is not None:
+                raise ValueError("`each` applies to JSON profiles only")
             if self.timestamp is not None:
                 raise ValueError("a value profile has no payload timestamp")
             for where, mapping in mappings:
@@ -152,11 +212,17 @@ class ProfileSpec(_Strict):
             for where, mapping in mappings:
                 if mapping.path is None:
                     raise ValueError(f"{where}: JSON profiles need `path`")
+        id_slice = self.device_id.topic_slice()
         for item in self.match:
             levels = item.split("/")
-            for seg in (self.device_id.topic_segment, self.quantity_segment):
-                if seg is not None and (seg >= len(levels) or levels[seg] == "#"):
-                    raise ValueError(f"topic level {seg} does not exist in {item!r}")
+            for what, seg in (("device_id.topic_segment", self.device_id.topic_segment),
+                              ("quantity_segment", self.quantity_segment)):
+                if seg is not None and not filter_levels_for(levels, seg):
+                    raise ValueError(f"{what}: topic level {seg} does not exist in {item!r}")
+            if self.device_id.topic_segments is not None and id_slice is not None and \
+                    "#" not in levels and not levels[id_slice]:
+                raise ValueError(f"device_id.topic_segments {self.device_id.topic_segments!r} "
+                                 f"selects no level of {item!r}")
         return self
 
 

@@ -15,7 +15,13 @@ import orjson
 from sentinel import units
 from sentinel.config.inventory import Device
 from sentinel.config.profiles import FieldMapping, ProfileSpec
-from sentinel.decode.paths import parse_path, set_path
+from sentinel.decode.paths import (
+    is_key_ref,
+    parse_path,
+    path_has_wildcard,
+    path_is_rooted,
+    set_path,
+)
 from sentinel.kinds import KindRegistry
 from sentinel.types import Value
 
@@ -25,7 +31,10 @@ class EncodeError(ValueError):
 
 
 def device_id_on_wire(profile: ProfileSpec, device: Device) -> str:
-    """The id as the device's network writes it (prefix removed, case as the network forces)."""
+    """The id as the device's network writes it: its first alias (a bridge's name for it),
+    else the id with the prefix removed and the case the network forces."""
+    if device.aliases:
+        return device.aliases[0]
     spec = profile.device_id
     wire = device.id[len(spec.prefix):] if spec.prefix else device.id
     # A network that upper-cases ids received lower-case ones, and the reverse.
@@ -43,10 +52,17 @@ def _topic_for(profile: ProfileSpec, device: Device, quantity: str | None) -> st
         fields.update(device_id=device_part, quantity=quantity or "")
         return profile.publish_topic.format(**fields)
     levels = profile.match[0].split("/")
-    if profile.device_id.topic_segment is not None:
-        levels[profile.device_id.topic_segment] = device_part
+    id_slice = profile.device_id.topic_slice()
+    counted_from_end = (profile.quantity_segment or 0) < 0 or (id_slice is not None and (
+        (id_slice.start or 0) < 0 or (id_slice.stop or 0) < 0))
+    if "#" in levels and counted_from_end:  # where the end is, only a real topic says
+        raise EncodeError(f"profile {profile.name!r} needs publish_topic to publish")
     if profile.quantity_segment is not None and quantity is not None:
         levels[profile.quantity_segment] = quantity
+    # The id last: a name with slashes (topic_segments) shifts the levels after it.
+    if id_slice is not None:  # "1:" over "zigbee2mqtt/#" replaces the "#"
+        start, stop, _ = id_slice.indices(len(levels))
+        levels[start:max(stop, start + 1)] = [device_part]
     if "+" in levels or "#" in levels:
         raise EncodeError(f"profile {profile.name!r} needs publish_topic to publish")
     return "/".join(levels)
@@ -119,17 +135,57 @@ def encode(profile: ProfileSpec, device: Device, values: Mapping[str, Value], ts
                 repr(raw) if isinstance(raw, float) else str(raw))
             out.append((_topic_for(profile, device, mapping.quantity), text.encode()))
         return out
-    paths = [m.path for m in mappings.values() if m.path is not None]
-    paths += [p.path for p in (profile.device_id, profile.timestamp) if p and p.path]
-    # A profile whose paths start with [i] (or a selector) reads a top-level array.
-    doc: dict[str, Any] | list[Any] = (
-        [] if any(parse_path(p)[0][0] != "key" for p in paths) else {})
+    wire_id = device_id_on_wire(profile, device)
+    # What goes where: (path, value); a batch's item paths are relative to the item, `$.`
+    # paths to the message, and `@key` is the key the item is filed under.
+    writes: list[tuple[str, Any]] = []
     if profile.device_id.path is not None:
-        set_path(doc, profile.device_id.path, device_id_on_wire(profile, device))
+        writes.append((profile.device_id.path, wire_id))
     if profile.timestamp is not None and ts is not None:
-        set_path(doc, profile.timestamp.path, _timestamp(profile, ts))
+        writes.append((profile.timestamp.path, _timestamp(profile, ts)))
     for name, mapping in mappings.items():
         if name in values and name in kind.fields and mapping.path is not None:
-            set_path(doc, mapping.path,
-                     _raw_value(name, mapping, values[name], device, kind.fields[name].unit))
+            writes.append((mapping.path, _raw_value(name, mapping, values[name], device,
+                                                    kind.fields[name].unit)))
+    doc: Any
+    if profile.each is None:
+        doc = _document([w for w in writes if not is_key_ref(w[0])])
+    else:
+        doc = _batch_of_one(profile, writes)
     return [(_topic_for(profile, device, None), orjson.dumps(doc))]
+
+
+def _document(writes: list[tuple[str, Any]]) -> dict[str, Any] | list[Any]:
+    # A document whose paths start with [i] (or a selector) is a top-level array.
+    doc: dict[str, Any] | list[Any] = (
+        [] if any(parse_path(p)[0][0] != "key" for p, _ in writes) else {})
+    for path, value in writes:
+        set_path(doc, path, value)
+    return doc
+
+
+def _batch_of_one(profile: ProfileSpec, writes: list[tuple[str, Any]]) -> Any:
+    """A batch message holding one item: the item's paths relative to it, `$.` paths from
+    the root, the item filed where `each` finds it (at a `*`: under the `@key` value when
+    that is text, else as element 0)."""
+    each = profile.each
+    assert each is not None
+    key: Any = next((v for p, v in writes if is_key_ref(p)), None)
+    item = _document([w for w in writes if not is_key_ref(w[0]) and not path_is_rooted(w[0])])
+    rooted = [w for w in writes if path_is_rooted(w[0])]
+    steps = parse_path(each)
+    first = steps[0][0]
+    doc: Any = [] if first in ("index", "select") or (
+        first == "wildcard" and not isinstance(key, str)) else {}
+    if len(steps) == 1 and first == "wildcard":  # `*` alone: the message is the batch
+        if rooted:
+            raise EncodeError(f"profile {profile.name!r}: a batch at the root has no room "
+                              "for `$.` paths")
+        return {key: item} if isinstance(key, str) else [item]
+    for path, value in rooted:
+        set_path(doc, path, value)
+    if path_has_wildcard(each):
+        set_path(doc, each, item, wildcard_key=key if isinstance(key, str) else 0)
+    else:
+        set_path(doc, each, [item])
+    return doc

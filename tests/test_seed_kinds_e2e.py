@@ -153,9 +153,15 @@ class Rig:
         return await asyncio.to_thread(self.hooks.wait_for, count, within)
 
     async def skip(self, seconds: float) -> None:
-        """Move the daemon's clock forward and let its timers see it (two ticks)."""
+        """Move the daemon's clock forward and wait until its timers have seen it: a rules
+        tick at the new time, then two escalation passes (the second sees the events the
+        tick made). Waiting on the daemon, not on the wall clock, holds on a loaded CI."""
         self.clock.advance(seconds)
-        await asyncio.sleep(0.6)
+        target = self.clock.now()
+        await eventually(lambda: self.daemon.incidents.ticked_at >= target, "a rules tick")
+        passes = self.daemon.escalation.passes
+        await eventually(lambda: self.daemon.escalation.passes >= passes + 2,
+                         "two escalation passes")
 
 
 def sent_to(requests: list[ReceivedRequest], *paths: str) -> list[ReceivedRequest]:
@@ -329,7 +335,7 @@ async def test_smoke_alarm_battery_and_fault_signals_go_to_the_daily_digest(
     # Started after today's digest time: the first pass marks the day (the first digest
     # is the next one), as a daemon running since the day before would have.
     async with rig_at(local(-1, 9, 30)) as rig:
-        await asyncio.sleep(0.6)
+        await rig.skip(0)
         await rig.publish("TF-SMK-0001", alarm=False, battery_low=True, fault=True,
                           battery=15.0)
         low = await rig.incident("battery_low", "TF-SMK-0001")

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import dataclasses
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -77,6 +78,7 @@ class IncidentService:
         self._inventory = inventory
         self._store = store
         self._clock = clock
+        self.ticked_at = -math.inf
         self._settings = settings
         self._lock = asyncio.Lock()
         # Shared with the escalation stage, which asks it whether a step is muted.
@@ -199,6 +201,8 @@ class IncidentService:
             if book.has_changes or engine.has_significant_changes or soft_due \
                     or self._pending_events:
                 await self._commit(joined=True)
+            # The clock time the timers last saw (status views; tests that move the clock).
+            self.ticked_at = now
 
     async def close(self) -> None:
         """Write everything still in memory (used at shutdown)."""

@@ -103,7 +103,7 @@ from sentinel.config.inventory import Device
 from sentinel.config.model import SqliteSettings
 from sentinel.config.profiles import ProfileSpec
 from sentinel.decode import Decoder
-from sentinel.decode.decoder import topic_matches
+from sentinel.decode.decoder import NoValue, topic_matches
 from sentinel.decode.encode import device_id_on_wire, encode
 from sentinel.decode.paths import parse_path, set_path
 from sentinel.errors import DecodeError
@@ -295,6 +295,12 @@ def valid_values(world: Loaded, case: Case, device: Device, rng: random.Random
     names = [n for n in mappings if n in kind.fields and n != "level_percent"]
     required = [n for n in names if mappings[n].required]
     chosen = set(rng.sample(names, rng.randint(1, len(names)))) | set(required)
+    # Fields read from one place (Traccar's `alarm` word is `sos` or `fall`) cannot be set
+    # apart: one of them per place.
+    by_place: dict[str | None, str] = {}
+    for name in sorted(chosen, key=lambda n: (n not in required, n)):
+        by_place.setdefault(mappings[name].path or mappings[name].quantity or name, name)
+    chosen = set(by_place.values())
     out: dict[str, Value] = {}
     for name in sorted(chosen):
         spec = kind.fields[name]
@@ -791,6 +797,16 @@ class Oracle:
         self.max_future = ingest.max_future_skew
         self.filters = {name: [f.split("/") for f in p.match]
                         for name, p in world.profiles.items()}
+        self.excludes = {name: [f.split("/") for f in p.exclude]
+                         for name, p in world.profiles.items()}
+
+    def excluded(self, topic: str) -> bool:
+        """Every profile whose filters match the topic excludes it (and one matches)."""
+        levels = topic.split("/")
+        matching = [name for name, filters in self.filters.items()
+                    if any(topic_matches(f, levels) for f in filters)]
+        return bool(matching) and all(any(topic_matches(f, levels) for f in self.excludes[n])
+                                      for n in matching)
 
     def forced_reason(self, topic: str, payload: bytes) -> RejectReason | None:
         """The reason the input alone forces, before any profile is read."""
@@ -839,6 +855,18 @@ class Oracle:
             if outcome.device_id is not None and outcome.device_id not in self.world.inventory:
                 problems.append(("dead letter names a device not in the inventory",
                                  f"{outcome.reason}: {str(outcome.device_id)[:60]!r}"))
+        elif isinstance(outcome, NoValue):
+            if forced is not None or sample.expect_reason is not None:
+                problems.append(("no value, but the input forces a reason",
+                                 str(forced or sample.expect_reason)))
+            if sample.expect_values is not None:
+                problems.append(("no value, expected a reading", str(sample.expect_values)))
+            if outcome.device_id not in self.world.inventory:
+                problems.append(("no value of a device not in the inventory",
+                                 str(outcome.device_id)[:60]))
+        elif outcome == []:
+            if not self.excluded(sample.topic):
+                problems.append(("ignored a topic no profile excludes", sample.topic[:120]))
         elif not isinstance(outcome, Exception):  # other exceptions are counted as crashes
             problems.append(("decode returned neither", type(outcome).__name__))
         return problems
@@ -1013,6 +1041,9 @@ class Report:
     payloads: int = 0
     accepted: int = 0
     rejected: int = 0
+    # Acknowledged with neither a reading nor a dead letter: an excluded topic, or a message
+    # whose every field is an `absent` word (NoValue).
+    unstored: int = 0
     crashes: int = 0
     hangs: int = 0
     slow_retimed: int = 0
@@ -1182,7 +1213,8 @@ def _check_batch(report: Report, oracle: Oracle, decoder: TimedDecoder, sink: Re
         return
     dead = iter(sink.dead)
     readings = iter(sink.readings)
-    if len(sink.dead) + len(sink.readings) != len(samples):
+    unstored = sum(1 for _, outcome in outcomes if _unstored(outcome))
+    if len(sink.dead) + len(sink.readings) + unstored != len(samples):
         report.violations += 1
         report.finding_kinds["ingest: readings + dead letters != messages"] = 1
     for sample, msg, (elapsed, outcome) in zip(samples, messages, outcomes, strict=True):
@@ -1206,6 +1238,9 @@ def _check_batch(report: Report, oracle: Oracle, decoder: TimedDecoder, sink: Re
             report.max_decode_ms = elapsed * 1000
             report.slowest = {"ms": round(elapsed * 1000, 3), "mode": sample.mode,
                               "case": sample.case, "size": len(sample.payload)}
+        if _unstored(outcome):
+            report.unstored += 1
+            continue
         if isinstance(outcome, Reading):
             report.accepted += 1
             mode["accepted"] += 1
@@ -1246,6 +1281,11 @@ def _check_batch(report: Report, oracle: Oracle, decoder: TimedDecoder, sink: Re
                 report.dead_letters += 1
         for category, detail in oracle.check(sample, received_at, outcome):
             _record(report, "violation", category, sample, detail)
+
+
+def _unstored(outcome: object) -> bool:
+    """Acknowledged without a reading or a dead letter (an excluded topic, NoValue)."""
+    return isinstance(outcome, NoValue) or outcome == []
 
 
 def _timed(decoder: Decoder, msg: RawMessage) -> float:

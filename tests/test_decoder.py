@@ -24,7 +24,7 @@ from sentinel.config.profiles import DeviceIdSpec, ProfileSpec
 from sentinel.config.yamlfile import parse_yaml
 from sentinel.decode import Decoder
 from sentinel.decode.checks import profile_problems
-from sentinel.decode.decoder import MAX_ITEM_REJECTS, ItemsRejected, parse_timestamp
+from sentinel.decode.decoder import MAX_ITEM_REJECTS, ItemsRejected, NoValue, parse_timestamp
 from sentinel.decode.encode import encode
 from sentinel.errors import DecodeError
 from sentinel.ingest import Ingestor
@@ -466,13 +466,19 @@ def test_levels_counted_from_the_end() -> None:
 
 def test_absent_words_drop_the_field_and_keep_the_message() -> None:
     """Vendor words for "no value" (any case, numbers too) leave the field out; the rest
-    of the message is kept. A message of nothing but absent values is missing_field."""
+    of the message is kept. A message of nothing but absent values says its device has no
+    value now (NoValue: acknowledged, nothing stored, nothing dead-lettered); a message
+    with no field at all is still missing_field."""
     for word in ("", "unknown", "UNKNOWN", " N/A "):
         assert lab_one("zb/LAB-G2", {"ok": word, "battery": 80}) == {"battery": 80.0}
     assert lab_one("zb/LAB-G2", {"ok": True, "battery": 255}) == {"ok": True}
     assert lab_one("zb/LAB-G2", {"ok": True, "battery": -1.0}) == {"ok": True}
-    assert lab_reason("zb/LAB-G2", {"ok": "n/a", "battery": 255}).reason is R.MISSING_FIELD
-    assert lab_reason("zb/LAB-G1/action", b" ").reason is R.MISSING_FIELD
+    for topic, payload in (("zb/LAB-G2", {"ok": "n/a", "battery": 255}),
+                           ("zb/LAB-G1/action", b" ")):
+        with pytest.raises(NoValue) as info:
+            lab(topic, payload)
+        assert info.value.device_id in ("LAB-G1", "LAB-G2")
+    assert lab_reason("zb/LAB-G2", {"other": 1}).reason is R.MISSING_FIELD
 
 
 def test_enum_default_replaces_unknown_words() -> None:

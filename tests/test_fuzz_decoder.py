@@ -25,13 +25,14 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sentinel.config.inventory import DeviceRecord, Inventory
 from sentinel.config.profiles import ProfileSpec
 from sentinel.decode import Decoder
-from sentinel.decode.decoder import MAX_ITEM_REJECTS, ItemsRejected
+from sentinel.decode.decoder import MAX_ITEM_REJECTS, ItemsRejected, NoValue
 from sentinel.decode.encode import encode
 from sentinel.decode.fields import round_decimals
 from sentinel.errors import DecodeError
@@ -69,24 +70,31 @@ FUZZ = settings(max_examples=1500, deadline=None, derandomize=True,
 
 
 def test_every_shipped_profile_and_kind_is_fuzzed() -> None:
-    """The cases cover every (profile, kind) of the shipped inventory, plus the lab's."""
-    shipped = {(d.profile, d.kind) for d in WORLD.inventory.values()
-               if not d.profile.startswith("lab-")}
+    """The cases cover every (profile, kind) of the shipped inventory, plus the lab's. The
+    vendor profiles no pilot device uses are proven on real messages instead
+    (devices/examples, tests/test_examples.py): every shipped profile is one or the other."""
+    shipped = {(p, d.kind) for d in WORLD.inventory.values() for p in d.profiles
+               if not p.startswith("lab-")}
     assert {f"{p}/{k}" for p, k in shipped} <= set(CASE_BY_NAME)
+    examples = {yaml.safe_load(f.read_text(encoding="utf-8"))["profile"]
+                for f in (ROOT / "devices" / "examples").glob("[0-9]*.yaml")}
     assert {p.stem for p in (ROOT / "devices" / "profiles").glob("*.yaml")} \
-        == {p for p, _ in shipped}
+        == {p for p, _ in shipped} | examples
     assert any(c.profile.format == "value" and c.profile.quantity_segment is None
                for c in CASES)
 
 
-def outcome_of(topic: str, payload: bytes, sample: Any = None) -> Reading | DecodeError:
-    """Decode once; anything but a reading or DecodeError fails the test (a crash)."""
+def outcome_of(topic: str, payload: bytes, sample: Any = None
+               ) -> Reading | DecodeError | NoValue | list[Reading]:
+    """Decode once; anything but a reading, a DecodeError, NoValue or an ignored topic ([])
+    fails the test (a crash)."""
     received = time.time()
     msg = RawMessage(topic, payload, 1, False, received)
     started = time.perf_counter()
     try:
-        out: Reading | DecodeError = _one(DECODER.decode(msg))
-    except DecodeError as exc:
+        found = DECODER.decode(msg)
+        out: Reading | DecodeError | NoValue | list[Reading] = _one(found) if found else found
+    except (DecodeError, NoValue) as exc:
         out = exc
     elapsed = time.perf_counter() - started
     if elapsed > HANG_S:  # re-time alone before calling it a hang

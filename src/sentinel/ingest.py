@@ -25,7 +25,7 @@ import structlog
 
 from sentinel.backoff import Backoff
 from sentinel.clock import Clock, SystemClock
-from sentinel.decode.decoder import Decoder, ItemsRejected
+from sentinel.decode.decoder import Decoder, ItemsRejected, NoValue
 from sentinel.errors import DecodeError
 from sentinel.log import RejectLogger
 from sentinel.stamps import ReceiveStamps
@@ -178,6 +178,9 @@ class Ingestor:
                 if not found:  # a topic every matching profile excludes
                     self.stats.ignored_topic += 1
                     continue
+            except NoValue:
+                self.stats.no_value += 1
+                continue
             except ItemsRejected as exc:  # a batch: the other items are kept
                 found = exc.readings
                 dead += [self._reject(msg, e.reason, e.detail, e.device_id) for e in exc.errors]

@@ -144,6 +144,11 @@ class _Collector:
             rejected[RejectReason.STORE_REJECTED.value] += sink.rejected
         yield _counter("sentinel_messages_rejected_total",
                        "Messages and readings dead-lettered, by reason.", "reason", rejected)
+        yield _counter("sentinel_messages_ignored_total",
+                       "Messages acknowledged without a reading or a dead letter, by cause "
+                       "(excluded_topic: a topic every matching profile excludes; no_value: "
+                       "every field an `absent` word).", "cause",
+                       {"excluded_topic": stats.ignored_topic, "no_value": stats.no_value})
         yield _counter("sentinel_readings_accepted_total",
                        "Readings decoded, committed and acknowledged, by device kind.",
                        "kind", stats.stored_by_kind)

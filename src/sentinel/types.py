@@ -124,6 +124,9 @@ class IngestStats:
     # Messages on topics that every matching profile excludes (a bridge's own topics):
     # acknowledged and dropped on purpose, neither read nor dead-lettered.
     ignored_topic: int = 0
+    # Messages that only say "no value now" (every field an `absent` word): acknowledged,
+    # nothing stored, nothing dead-lettered.
+    no_value: int = 0
     # Accepted but not stored, by cause (disk_full: telemetry given up so alarms flow).
     dropped: dict[str, int] = field(default_factory=dict)
     stored_by_kind: dict[str, int] = field(default_factory=dict)

@@ -37,6 +37,17 @@ _TOPIC_CACHE_KEY_MAX = 256
 # become 20,000 dead letters, each keeping the payload. The last one counts the rest.
 MAX_ITEM_REJECTS = 50
 
+
+class NoValue(Exception):  # an outcome, not an error
+    """The message says its device has no value now (every field it carries is one of its
+    mapping's `absent` words: ESPHome's "nan", a warming-up sensor's "unknown"). Nothing to
+    store and nothing wrong: the message is acknowledged and counted, not dead-lettered."""
+
+    def __init__(self, device_id: str) -> None:
+        super().__init__(device_id)
+        self.device_id = device_id
+
+
 class ItemsRejected(DecodeError):
     """Some items of a batch message were refused. `readings` holds the items kept,
     `errors` one DecodeError per refused item, each with its own reason; the exception's
@@ -185,7 +196,7 @@ class Decoder:
     def decode(self, msg: RawMessage) -> list[Reading]:
         """Return the readings the message carries (none: a topic its profiles exclude, to
         be ignored); raise DecodeError if it must be rejected, ItemsRejected if some items
-        of a batch must."""
+        of a batch must, NoValue if it only says its device has no value now."""
         payload = msg.payload
         if len(payload) > self._max_payload:
             raise DecodeError(R.PAYLOAD_TOO_LARGE,
@@ -243,12 +254,17 @@ class Decoder:
             raise DecodeError(R.MISSING_FIELD, f"no items at {show(profile.spec.each)}")
         readings: list[Reading] = []
         errors: list[DecodeError] = []
+        said_absent: NoValue | None = None
         for key, item in items:
             try:
                 device = self._device(profile, levels, item, doc, key)
                 readings.append(self._reading(profile, device, levels, item, doc, key, msg))
+            except NoValue as exc:  # this item's device has no value now; the others may
+                said_absent = exc
             except DecodeError as exc:
                 errors.append(exc)
+        if not readings and not errors and said_absent is not None:
+            raise said_absent
         if errors:
             if len(errors) > MAX_ITEM_REJECTS:
                 last = errors[MAX_ITEM_REJECTS - 1]
@@ -265,12 +281,14 @@ class Decoder:
         readers = profile.readers(device.kind)
         ts = self._timestamp(profile, item, root, key, msg.received_at, device.id)
         values: dict[str, Value] = {}
+        said_absent = False  # a field carried one of its `absent` words
         if profile.is_json:
             for reader in readers.item:
                 raw = reader.getter(item) if reader.getter is not None else MISSING
                 if raw is MISSING or raw is None or (reader.absent and reader.is_absent(raw)):
                     if reader.required:
                         raise DecodeError(R.MISSING_FIELD, f"{reader.name} is missing", device.id)
+                    said_absent = said_absent or (raw is not MISSING and raw is not None)
                     continue
                 values[reader.name] = reader.convert(raw, device)
             for reader in readers.other:
@@ -281,6 +299,7 @@ class Decoder:
                 if raw is MISSING or raw is None or (reader.absent and reader.is_absent(raw)):
                     if reader.required:
                         raise DecodeError(R.MISSING_FIELD, f"{reader.name} is missing", device.id)
+                    said_absent = said_absent or (raw is not MISSING and raw is not None)
                     continue
                 values[reader.name] = reader.convert(raw, device)
         else:
@@ -297,6 +316,7 @@ class Decoder:
                         if reader.required:
                             raise DecodeError(R.MISSING_FIELD, f"{reader.name} is missing",
                                               device.id)
+                        said_absent = True
                         continue
                     values[reader.name] = reader.convert(item, device)
             if not values and quantity is not None and \
@@ -304,6 +324,8 @@ class Decoder:
                 raise DecodeError(R.MISSING_FIELD, f"no field maps quantity {show(quantity)}",
                                   device.id)
         if not values:
+            if said_absent:
+                raise NoValue(device.id)
             raise DecodeError(R.MISSING_FIELD, f"no {device.kind} field in the payload", device.id)
         if ts is None:  # no device time: the receive time, made distinct by sentinel.stamps
             return Reading(device.id, device.kind, msg.received_at, msg.received_at, values,

@@ -808,3 +808,18 @@ def test_ingest_keeps_a_batch_and_dead_letters_each_refused_item() -> None:
     assert (stats.received, stats.stored, stats.ignored_topic) == (3, 2, 1)
     assert stats.rejected == {"impossible_value": 1, "unknown_device": 1}
     assert source.acked == 3
+
+
+def test_only_profiles_a_device_speaks_are_subscribed_and_tried() -> None:
+    """The shipped vendor profiles that no device of the inventory names (they are proven
+    on devices/examples) neither widen the subscription nor read any message."""
+    decoder = Decoder(LOADED.profiles, LOADED.inventory, LOADED.kinds, LOADED.settings.ingest)
+    used = {p for d in LOADED.inventory.values() for p in d.profiles}
+    assert {"tasmota-zigbee", "traccar", "chirpstack-milesight"}.isdisjoint(used)
+    assert set(decoder.topic_filters()) == {
+        f for name in used for f in LOADED.profiles[name].match}
+    assert "tele/+/SENSOR" not in decoder.topic_filters()
+    with pytest.raises(DecodeError) as info:
+        decoder.decode(RawMessage("tele/tasmota_zigbee/SENSOR", b'{"ZbReceived": {}}', 1,
+                                  False, NOW))
+    assert info.value.reason is R.NO_PROFILE

@@ -163,7 +163,11 @@ class Decoder:
 
     def __init__(self, profiles: Mapping[str, ProfileSpec], inventory: Inventory,
                  kinds: KindRegistry, settings: IngestSettings) -> None:
-        self._profiles = [CompiledProfile(p, kinds) for p in profiles.values()]
+        # Only profiles some device speaks: the shipped vendor profiles (devices/examples)
+        # must not widen what the daemon subscribes to, nor be tried on every message.
+        used = {name for device in inventory.values() for name in device.profiles}
+        self._profiles = [CompiledProfile(p, kinds) for p in profiles.values()
+                          if p.name in used]
         self._inventory = inventory
         # Wire names are looked up first, exactly; most fleets have none.
         self._by_alias = inventory.by_alias if inventory.has_aliases else None
@@ -173,7 +177,7 @@ class Decoder:
         self._topic_cache: dict[str, tuple[tuple[CompiledProfile, ...], bool]] = {}
 
     def topic_filters(self) -> list[str]:
-        """Every topic filter of every profile, for subscribing."""
+        """Every topic filter of every profile a device speaks, for subscribing."""
         seen: dict[str, None] = {}
         for p in self._profiles:
             for f in p.spec.match:

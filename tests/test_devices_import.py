@@ -190,13 +190,11 @@ def test_rows_are_inventory_csv_that_the_inventory_loads(tmp_path: Path) -> None
     assert rows[0]["aliases"] == "1栋/3楼/烟感" and rows[0]["grid"] == "SB-G01"
     two = inventory_csv([Candidate("x", "smoke", "p", ("a b", "1栋/烟感"), Note("z2m_row"))])
     assert rows_of(two)[0]["aliases"] == "a b|1栋/烟感"
-    # The aliases column is loaded once the decoder's alias support is in the inventory
-    # (issue 15 §2); until then the rest of each row is checked here.
     path = tmp_path / "imported.csv"
-    path.write_text("\n".join(",".join(line.split(",")[:-1]) for line in text.splitlines()),
-                    encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     inventory, problems = load_inventory([path])
     assert problems == []
+    assert inventory[SMOKE_SLASHES].aliases == ("1栋/3楼/烟感",)
     assert inventory[SMOKE_SLASHES].kind == "smoke" and inventory[GAS].compound == "水贝花园"
 
 

@@ -113,7 +113,7 @@ from sentinel.log import RejectLogger
 from sentinel.store.sqlite import SqliteReadingStore
 from sentinel.types import DeadLetter, RawMessage, Reading, Receipt, RejectReason, Value
 
-from helpers import SHIPPED_CONFIG
+from helpers import SHIPPED_CONFIG, CountingSource
 
 R = RejectReason
 # Reasons the decoder itself may give; `decoder_error` means it crashed.
@@ -966,25 +966,6 @@ class TimedDecoder:
         return readings
 
 
-class ListSource:
-    """MessageSource for Ingestor.process(): nothing to wait for, acks counted."""
-
-    acked = 0
-
-    async def batch(self, max_items: int) -> list[RawMessage]:
-        return []
-
-    def ack(self, messages: Sequence[RawMessage]) -> int:
-        self.acked += len(messages)
-        return len(messages)
-
-    def pending(self) -> int:
-        return 0
-
-    def wake(self) -> None:
-        pass
-
-
 class RecordingSink:
     """Keeps the last batch written, then hands it to the real store (if any).
 
@@ -1144,7 +1125,7 @@ async def run_fuzz(world: Loaded, payloads: int, seed: int, *, store_dir: Path |
     if store_dir is not None:
         store = SqliteReadingStore(SqliteSettings(path=store_dir / "readings.sqlite3"), 30.0)
     sink = RecordingSink(store)
-    source = ListSource()
+    source = CountingSource()
     ingestor = Ingestor(source, decoder, sink, batch_max=batch)  # type: ignore[arg-type]
     counting = CountingLog()
     ingestor._rejects = RejectLogger(counting, per_minute=1 << 62)

@@ -32,7 +32,7 @@ from sentinel.kinds import BUILTIN_KINDS, FieldSpec, KindRegistry, KindSpec
 from sentinel.loading import Loaded, load_all
 from sentinel.types import DeadLetter, RawMessage, Reading, Receipt, RejectReason
 
-from helpers import SHIPPED_CONFIG
+from helpers import SHIPPED_CONFIG, CountingSource
 
 R = RejectReason
 
@@ -599,7 +599,7 @@ def test_untimed_readings_of_one_device_never_share_a_time() -> None:
         ("LAB-L1", NOW, False), ("LAB-L2", NOW, False), ("LAB-L1", NOW, False),
         ("LAB-L1", round(NOW) - 5, True), ("LAB-L1", NOW, False)]
     sink = _Sink()
-    ingestor = Ingestor(_Source(), LAB, sink, batch_max=10)
+    ingestor = Ingestor(CountingSource(), LAB, sink, batch_max=10)
     payload = orjson.dumps({"devices": [{"id": "l1", "v": v / 10} for v in range(20)]})
     asyncio.run(ingestor.process([RawMessage("gwl/gw-7/-/batch", payload, 1, False, NOW)]))
     stamps = [r.ts_ms for r in sink.readings]
@@ -750,25 +750,6 @@ def test_the_simulator_encodes_the_new_keys(device_id: str, profile: str,
     assert decoded == values
 
 
-class _Source:
-    """MessageSource for Ingestor.process(): nothing to wait for, acks counted."""
-
-    acked = 0
-
-    async def batch(self, max_items: int) -> list[RawMessage]:
-        return []
-
-    def ack(self, messages: Sequence[RawMessage]) -> int:
-        self.acked += len(messages)
-        return len(messages)
-
-    def pending(self) -> int:
-        return 0
-
-    def wake(self) -> None:
-        pass
-
-
 class _Sink:
     """ReadingSink keeping what it is given."""
 
@@ -792,7 +773,7 @@ def test_ingest_keeps_a_batch_and_dead_letters_each_refused_item() -> None:
     """Through the ingest stage: a batch's good items are stored, each refused item is a
     dead letter of its own (reason, device, the message's payload), an excluded topic is
     counted as ignored and neither stored nor dead-lettered."""
-    source, sink = _Source(), _Sink()
+    source, sink = CountingSource(), _Sink()
     ingestor = Ingestor(source, LAB, sink, batch_max=10)
     batch = orjson.dumps({"ts": round(NOW), "LwDecoded": {
         "0x4EA0": {"p": 350}, "0x4EA1": {"p": -1}, "nobody": {"p": 1}}})

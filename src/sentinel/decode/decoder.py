@@ -19,7 +19,13 @@ from sentinel.config.profiles import ProfileSpec
 from sentinel.decode.fields import ITEM, KEY, FieldReader, compile_source, make_reader, show
 from sentinel.decode.jsontext import JsonTextError, loads_strict
 from sentinel.decode.numbers import NumberTextError, parse_number_text
-from sentinel.decode.paths import MISSING, compile_getter, compile_matcher, path_has_wildcard
+from sentinel.decode.paths import (
+    MISSING,
+    Getter,
+    compile_getter,
+    compile_matcher,
+    path_has_wildcard,
+)
 from sentinel.errors import DecodeError
 from sentinel.kinds import KindRegistry
 from sentinel.types import RawMessage, Reading, RejectReason, Value
@@ -355,12 +361,7 @@ class Decoder:
             from_topic = "/".join(levels[profile.id_slice])
         from_payload: str | None = None
         if profile.id_in_payload:
-            source = profile.id_source
-            if source == KEY:
-                raw: Any = key if key is not None else MISSING
-            else:
-                assert profile.id_getter is not None
-                raw = profile.id_getter(item if source == ITEM else root)
+            raw = _read(profile.id_source, profile.id_getter, item, root, key)
             if isinstance(raw, str | int) and not isinstance(raw, bool) and str(raw):
                 from_payload = str(raw)
             elif raw is not MISSING and raw is not None:
@@ -393,12 +394,7 @@ class Decoder:
         """The device's time, checked against the receive time; None if it sends none."""
         if not profile.has_ts:
             return None
-        source = profile.ts_source
-        if source == KEY:
-            raw: Any = key if key is not None else MISSING
-        else:
-            assert profile.ts_getter is not None
-            raw = profile.ts_getter(item if source == ITEM else root)
+        raw = _read(profile.ts_source, profile.ts_getter, item, root, key)
         if raw is MISSING or raw is None:
             return None
         ts = parse_timestamp(raw, profile.ts_format, profile.naive_tz)
@@ -410,6 +406,16 @@ class Decoder:
         if ts < received_at - self._max_age:
             raise DecodeError(R.TIMESTAMP_TOO_OLD, f"{received_at - ts:.0f} s old", device_id)
         return ts
+
+
+def _read(source: int, getter: Getter | None, item: Any, root: Any,
+          key: str | int | None) -> Any:
+    """A value by where its path starts: the batch item, the message root (`$.`), or the
+    key the item was found under (`@key`)."""
+    if source == KEY:
+        return key if key is not None else MISSING
+    assert getter is not None
+    return getter(item if source == ITEM else root)
 
 
 def _device_id(profile: CompiledProfile, found: str) -> str:

@@ -293,19 +293,12 @@ class Decoder:
         values: dict[str, Value] = {}
         said_absent = False  # a field carried one of its `absent` words
         if profile.is_json:
-            for reader in readers.item:
-                raw = reader.getter(item) if reader.getter is not None else MISSING
-                if raw is MISSING or raw is None or (reader.absent and reader.is_absent(raw)):
-                    if reader.required:
-                        raise DecodeError(R.MISSING_FIELD, f"{reader.name} is missing", device.id)
-                    said_absent = said_absent or (raw is not MISSING and raw is not None)
-                    continue
-                values[reader.name] = reader.convert(raw, device)
-            for reader in readers.other:
-                if reader.source == KEY:
-                    raw = key if key is not None else MISSING
-                else:
-                    raw = reader.getter(root) if reader.getter is not None else MISSING
+            found = [(r, r.getter(item) if r.getter is not None else MISSING)
+                     for r in readers.item]
+            if readers.other:  # paths from the message root (`$.`) or the batch key (`@key`)
+                found += [(r, _read(r.source, r.getter, item, root, key))
+                          for r in readers.other]
+            for reader, raw in found:
                 if raw is MISSING or raw is None or (reader.absent and reader.is_absent(raw)):
                     if reader.required:
                         raise DecodeError(R.MISSING_FIELD, f"{reader.name} is missing", device.id)

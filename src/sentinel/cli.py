@@ -664,6 +664,12 @@ def cmd_board(args: argparse.Namespace) -> int:
     try:
         answer = client.board_link(body)
     except ControlError as exc:
+        if exc.kind == "not_found" and args.person:
+            print(t("board.no_person", lang, id=args.person), file=sys.stderr)
+            return EXIT_PROBLEMS
+        if exc.status == 502 and args.send:
+            print(t("board.send_failed", lang, detail=exc.message), file=sys.stderr)
+            return EXIT_PROBLEMS
         return _report_control_error(exc, lang)
     minutes = round(float(answer["expires_in"]) / 60)
     role = t(f"board.role.{answer['role']}", lang)

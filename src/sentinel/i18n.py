@@ -395,6 +395,10 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                          "valid {minutes} min"},
     "board.send_needs_person": {"zh": "--send 需要与 --person 一起使用 (发给谁)",
                                 "en": "--send needs --person (whom to send it to)"},
+    "board.no_person": {"zh": "值班表中没有联系人 {id} (见 sentinel oncall)",
+                        "en": "no contact {id} in the on-call file (see sentinel oncall)"},
+    "board.send_failed": {"zh": "登录链接未能发出: {detail}",
+                          "en": "the login link could not be sent: {detail}"},
     "board.sent_title": {"zh": "一屏可视登录链接", "en": "Board login link"},
     "board.sent_body": {"zh": "{name}: 这是你的个人看板登录链接, 仅可使用一次, {minutes} 分钟内"
                               "有效, 在看板上的操作记在你名下。请勿转发。\n{url}",

@@ -461,7 +461,8 @@ class BoardSessions:
             errors.append(f"{label}: {result.error}")
             _log.warning("board_login_link_send_failed", person=contact.id, channel=label,
                          error=result.error)
-        raise ApiError(502, "send_failed", "no channel took the link: " + "; ".join(errors))
+        # The reasons only (the error code says what failed): the CLI words it per language.
+        raise ApiError(502, "send_failed", "; ".join(errors))
 
 
 # -- throttling -----------------------------------------------------------------------------

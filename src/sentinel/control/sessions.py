@@ -173,6 +173,8 @@ class MemoryBook:
             del self._used[key]
         if nonce in self._used:
             return False
+        while len(self._used) >= _MAX_TRACKED:  # bounded memory, whatever a client does
+            del self._used[next(iter(self._used))]
         self._used[nonce] = (kind, expires)
         return True
 
@@ -202,7 +204,7 @@ class StateBook:
     async def active(self, kind: str, now: float) -> dict[str, float]:
         def read(conn: sqlite3.Connection) -> dict[str, float]:
             rows = conn.execute("SELECT nonce, expires FROM board_tokens WHERE kind = ?"
-                                " AND expires > ? ORDER BY expires LIMIT ?",
+                                " AND expires > ? ORDER BY expires DESC LIMIT ?",
                                 (kind, now, _MAX_TRACKED))
             return {str(n): float(e) for n, e in rows}
         return await self._db.call(read)

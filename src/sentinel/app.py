@@ -12,12 +12,13 @@ import structlog
 
 from sentinel.clock import Clock, SystemClock
 from sentinel.config.load import read_secret
-from sentinel.control.board import BoardSessions, add_board_routes
+from sentinel.control.board import add_board_routes
 from sentinel.control.feed import ReadingFeed
 from sentinel.control.http import ControlServer
 from sentinel.control.links import LinkSigner
 from sentinel.control.operations import Operations
 from sentinel.control.secrets import control_token, link_key
+from sentinel.control.sessions import BoardSessions, StateBook
 from sentinel.decode import Decoder
 from sentinel.escalation.service import EscalationService
 from sentinel.incidents.publish import IncidentPublisher
@@ -168,7 +169,16 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
                     operations = Operations(loaded, incidents, escalation, state, sink, source,
                                             readings, clock)
                     token = control_token(settings)
-                    sessions = BoardSessions(link_key(settings), clock=clock)
+                    # Used login links and logouts are kept in the state database: a
+                    # restart does not make a used link good again.
+                    book = StateBook(state)
+                    await book.start()
+                    sessions = BoardSessions(
+                        link_key(settings), clock=clock, book=book,
+                        people=escalation.contacts, sender=sender,
+                        public_url=settings.control.public_url,
+                        login_delay_max=settings.control.login_delay_max)
+                    await sessions.start()
                     control = await stack.enter_async_context(ControlServer(
                         settings.control.host if settings.control.http else None,
                         settings.control.port, token, signer, operations, clock,

@@ -652,17 +652,37 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_board(args: argparse.Namespace) -> int:
-    from sentinel.control.board import LOGIN_TTL
-
     lang = _lang(args)
+    if args.send and not args.person:
+        print(t("board.send_needs_person", lang), file=sys.stderr)
+        return EXIT_CONFIG  # argparse's code for a usage error
     client = _control_client(args, lang)
     if isinstance(client, int):
         return client
+    body: dict[str, Any] = {"person": args.person, "send": args.send} if args.person else \
+        {"name": args.name, "viewer": args.viewer}
     try:
-        url = client.board_login_link(args.name)
+        answer = client.board_link(body)
     except ControlError as exc:
+        if exc.kind == "not_found" and args.person:
+            print(t("board.no_person", lang, id=args.person), file=sys.stderr)
+            return EXIT_PROBLEMS
+        if exc.status == 502 and args.send:
+            print(t("board.send_failed", lang, detail=exc.message), file=sys.stderr)
+            return EXIT_PROBLEMS
         return _report_control_error(exc, lang)
-    print(t("board.link", lang, minutes=round(LOGIN_TTL / 60), url=url))
+    minutes = round(float(answer["expires_in"]) / 60)
+    role = t(f"board.role.{answer['role']}", lang)
+    if answer.get("sent"):
+        print(t("board.sent", lang, name=answer["name"], channel=answer["channel"],
+                minutes=minutes, role=role))
+    elif args.person:
+        print(t("board.person_link", lang, name=answer["name"], minutes=minutes, role=role,
+                url=answer["url"]))
+    elif args.viewer:
+        print(t("board.viewer_link", lang, minutes=minutes, url=answer["url"]))
+    else:
+        print(t("board.link", lang, minutes=minutes, url=answer["url"]))
     return EXIT_OK
 
 
@@ -888,6 +908,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print a one-time login link to the web board")
     p.add_argument("--name", default=actor, help="who logs in (default: $USER); actions on "
                                                  "the board are recorded as board:NAME")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--viewer", action="store_true",
+                     help="a view-only login: the board is shown, nothing can be changed")
+    who.add_argument("--person", metavar="ID",
+                     help="a personal login for a contact of the on-call file: actions are "
+                          "recorded under the contact id, with the contact's board_role")
+    p.add_argument("--send", action="store_true",
+                   help="with --person: send the link to the person's channel instead of "
+                        "printing it (valid 60 minutes)")
     p.set_defaults(func=cmd_board)
 
     p = sub.add_parser("deadletter", help="rejected messages")

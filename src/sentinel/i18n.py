@@ -379,6 +379,32 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                                        "pressure"},
     "import.note.bad_discovery": {"zh": "已跳过 {topic}: {reason}",
                                   "en": "skipped {topic}: {reason}"},
+    # H5 (logins): sentinel board --person/--viewer/--send, and the personal link message
+    "board.role.operator": {"zh": "可操作", "en": "operator"},
+    "board.role.viewer": {"zh": "只读", "en": "view only"},
+    "board.person_link": {"zh": "{name} 的个人看板登录链接 ({role}, 一次性, {minutes} 分钟内"
+                                "有效, 操作记在本人名下): {url}",
+                          "en": "personal board login link for {name} ({role}, one use, "
+                                "valid {minutes} min, acts as that person): {url}"},
+    "board.viewer_link": {"zh": "看板只读登录链接 (一次性, {minutes} 分钟内有效): {url}",
+                          "en": "view-only board login link (one use, valid {minutes} min): "
+                                "{url}"},
+    "board.sent": {"zh": "已把 {name} 的个人看板登录链接 ({role}) 发送到 {channel}, "
+                         "{minutes} 分钟内有效",
+                   "en": "sent {name} their personal board login link ({role}) on {channel}, "
+                         "valid {minutes} min"},
+    "board.send_needs_person": {"zh": "--send 需要与 --person 一起使用 (发给谁)",
+                                "en": "--send needs --person (whom to send it to)"},
+    "board.no_person": {"zh": "值班表中没有联系人 {id} (见 sentinel oncall)",
+                        "en": "no contact {id} in the on-call file (see sentinel oncall)"},
+    "board.send_failed": {"zh": "登录链接未能发出: {detail}",
+                          "en": "the login link could not be sent: {detail}"},
+    "board.sent_title": {"zh": "一屏可视登录链接", "en": "Board login link"},
+    "board.sent_body": {"zh": "{name}: 这是你的个人看板登录链接, 仅可使用一次, {minutes} 分钟内"
+                              "有效, 在看板上的操作记在你名下。请勿转发。\n{url}",
+                        "en": "{name}: your personal board login link. It works once, for "
+                              "{minutes} minutes; what you do on the board is recorded under "
+                              "your name. Do not forward it.\n{url}"},
 }
 
 

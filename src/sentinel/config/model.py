@@ -203,6 +203,9 @@ class ControlSettings(_Section):
     # (usually a reverse proxy); empty: http://<host>:<port>.
     public_url: str = ""
     link_ttl: float = Field(default=24 * 3600.0, gt=0)
+    # The board answers a client's wrong logins after a growing delay, at most this long
+    # (seconds); the right token is never refused or delayed.
+    login_delay_max: float = Field(default=5.0, ge=0, le=60)
 
     @model_validator(mode="after")
     def _one_token_source(self) -> ControlSettings:

@@ -5,268 +5,30 @@ external fonts or CDN: the edge box is offline). The page's script reads the JSO
 (`/api/status`, `/api/incidents`, `/api/events`) and follows `/api/stream` (server-sent
 events); its buttons post to `/api/incidents/{id}/ack|resolve`.
 
-Who may look and act: a person with a board session, a signed cookie this module issues
-after a login with the control token (form) or with a one-time login link (`login_path`,
-printed by `sentinel board` and the demo). The API's middleware asks `BoardSessions` whether
-a request carries a valid session (`session_actor`) and, for a POST, whether it also carries
-the session's CSRF token in `X-CSRF-Token` from the same origin (`csrf_ok`).
-
-Tokens are `base64url(payload) "." base64url(HMAC-SHA256(key, context payload))`, like the
-acknowledgement links, with their own context strings so that neither kind of token ever
-verifies as the other. Nothing secret is logged: not the control token, not a cookie, not a
-login link (it sits in the path; log lines name the route pattern only).
+Who may look and act: a person with a board session (sentinel.control.sessions: logins,
+login links, roles, throttling). The API's middleware asks `BoardSessions` whether a request
+carries a valid session (`session_actor`) and, for a POST, whether it also carries the
+session's CSRF token in `X-CSRF-Token` from the same origin (`csrf_ok`).
 """
 
 from __future__ import annotations
 
-import hmac
 import html
 import json
-import secrets
-from collections.abc import Callable
 from importlib import resources
-from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
 
 from sentinel import i18n
-from sentinel.clock import Clock, SystemClock
-from sentinel.control import tokens
+from sentinel.control.sessions import CSRF_FIELD, MAX_NAME, BoardSessions, add_login_routes
 from sentinel.i18n import Language
 
 _log = structlog.get_logger("sentinel.control.board")
 
-COOKIE = "sentinel_board"
-CSRF_HEADER = "X-CSRF-Token"
-CSRF_FIELD = "csrf"
-LOGIN_TTL = 600.0
-MAX_NAME = 64
-# Failed logins allowed per remote address within the window, then 429 until it passes.
-LOGIN_FAILURES = 10
-LOGIN_WINDOW = 300.0
-
-_SESSION_CONTEXT = b"sentinel-board-session-v1."
-_LOGIN_CONTEXT = b"sentinel-board-login-v1."
-_CSRF_CONTEXT = b"sentinel-board-csrf-v1."
-_MAX_TRACKED = 10_000  # used login nonces, revoked sessions, throttled addresses
-
 # A tile's colour: no open incident, offline devices only, or the worst severity open there.
 WORST = ("ok", "offline", "maintenance", "info", "warning", "critical", "emergency")
 ASSETS = {"board.js": "text/javascript", "board.css": "text/css", "icon.svg": "image/svg+xml"}
-
-
-def valid_name(name: object) -> str | None:
-    """The trimmed display name of a board user, or None when it is not acceptable."""
-    if not isinstance(name, str):
-        return None
-    name = name.strip()
-    if not name or len(name) > MAX_NAME:
-        return None
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return None
-    return name
-
-
-def same_origin(request: web.Request) -> bool:
-    """False when the browser says the request comes from another site.
-
-    `Sec-Fetch-Site`, when present, must be `same-origin` (or `none`: typed by the person).
-    `Origin`, when present, must name this host (host and port; the scheme is not compared,
-    so a TLS-terminating proxy that keeps the Host header works). `Origin: null` is what a
-    browser sends for a form posted from a page with `Referrer-Policy: no-referrer` (ours),
-    and also from sandboxed frames: it passes only with `Sec-Fetch-Site: same-origin`.
-    """
-    site = request.headers.get("Sec-Fetch-Site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
-    origin = request.headers.get("Origin")
-    if origin == "null":
-        return site == "same-origin"
-    if origin is not None:
-        try:
-            parts = urlsplit(origin)
-        except ValueError:
-            return False
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return False
-        if parts.netloc.lower() != (request.host or "").lower():
-            return False
-    return True
-
-
-class BoardSessions:
-    """Signed session cookies for the board; HMAC with a key (bytes) the daemon passes.
-
-    Stateless but for two small in-memory sets: used one-time login nonces (until they
-    expire) and sessions logged out before their expiry. A restart forgets both: a login
-    link could then be used once more within its 10 minutes, and a logged-out cookie would
-    work again until it expires. Rotating the key ends every session.
-    """
-
-    def __init__(self, key: bytes, ttl: float = 12 * 3600,
-                 clock: Clock | None = None) -> None:
-        tokens.check_key(key, "board")
-        if ttl <= 0:
-            raise ValueError("the session ttl must be positive")
-        self._key = key
-        self.ttl = ttl
-        self.clock: Clock = clock if clock is not None else SystemClock()
-        self._clock = self.clock.now
-        self._used_logins: dict[str, float] = {}   # nonce -> expiry
-        self._revoked: dict[str, float] = {}       # session id -> expiry
-
-    def __repr__(self) -> str:
-        # Never the key, not even in a traceback's locals.
-        return f"BoardSessions(ttl={self.ttl})"
-
-    # -- tokens -------------------------------------------------------------------------
-
-    def _sign(self, context: bytes, claims: dict[str, Any]) -> str:
-        return tokens.sign(self._key, context, claims)
-
-    def _verify(self, context: bytes, token: str | None) -> dict[str, Any] | None:
-        """The claims of an authentic, unexpired token with a valid name; None otherwise."""
-        try:
-            claims = tokens.verify(self._key, context, token)
-        except tokens.TokenError:
-            return None
-        try:
-            expires = float(claims["e"])
-            nonce = claims["j"]
-        except (ValueError, KeyError, TypeError):
-            return None
-        if valid_name(claims.get("n")) != claims.get("n"):
-            return None
-        if not isinstance(nonce, str) or not nonce or self._clock() >= expires:
-            return None
-        return claims
-
-    @staticmethod
-    def _prune(table: dict[str, float], now: float) -> None:
-        for k in [k for k, expiry in table.items() if expiry <= now]:
-            del table[k]
-        while len(table) >= _MAX_TRACKED:  # bounded memory, whatever a client does
-            del table[next(iter(table))]
-
-    # -- one-time login links -----------------------------------------------------------
-
-    def login_path(self, name: str) -> str:
-        """A one-time login path, "/board/login/<token>", valid for 10 minutes, for `name`."""
-        checked = valid_name(name)
-        if checked is None:
-            raise ValueError(f"a board user name is 1 to {MAX_NAME} characters, "
-                             "without control characters")
-        expires = self._clock() + LOGIN_TTL
-        token = self._sign(_LOGIN_CONTEXT, {"n": checked, "e": round(expires, 3),
-                                            "j": secrets.token_urlsafe(12)})
-        return f"/board/login/{token}"
-
-    def redeem_login(self, token: str) -> str | None:
-        """The name of a valid, unused login token, now marked used; None otherwise."""
-        claims = self._verify(_LOGIN_CONTEXT, token)
-        if claims is None:
-            return None
-        now = self._clock()
-        self._prune(self._used_logins, now)
-        if claims["j"] in self._used_logins:
-            return None
-        self._used_logins[claims["j"]] = float(claims["e"])
-        return str(claims["n"])
-
-    # -- sessions -----------------------------------------------------------------------
-
-    def new_session(self, name: str) -> str:
-        """The cookie value of a new session for `name`."""
-        checked = valid_name(name)
-        if checked is None:
-            raise ValueError("not a valid board user name")
-        expires = self._clock() + self.ttl
-        return self._sign(_SESSION_CONTEXT, {"n": checked, "e": round(expires, 3),
-                                             "j": secrets.token_urlsafe(16)})
-
-    def _session(self, request: web.Request) -> dict[str, Any] | None:
-        claims = self._verify(_SESSION_CONTEXT, request.cookies.get(COOKIE))
-        if claims is None or claims["j"] in self._revoked:
-            return None
-        return claims
-
-    def session_name(self, request: web.Request) -> str | None:
-        claims = self._session(request)
-        return None if claims is None else str(claims["n"])
-
-    def session_actor(self, request: web.Request) -> str | None:
-        """"board:<name>" for a request with a valid session cookie, else None."""
-        name = self.session_name(request)
-        return None if name is None else f"board:{name}"
-
-    def _csrf_for(self, session_id: str) -> str:
-        return tokens.mac(self._key, _CSRF_CONTEXT, tokens.b64encode(session_id.encode()))
-
-    def csrf_token(self, request: web.Request) -> str | None:
-        """The CSRF token of the request's session (None without a session)."""
-        claims = self._session(request)
-        return None if claims is None else self._csrf_for(str(claims["j"]))
-
-    def csrf_value_ok(self, request: web.Request, given: str | None) -> bool:
-        """`given` is the session's CSRF token, and the request is from this origin."""
-        expected = self.csrf_token(request)
-        if expected is None or not given:
-            return False
-        if not hmac.compare_digest(expected.encode("ascii"),
-                                   given.encode("utf-8", "surrogateescape")):
-            return False
-        return same_origin(request)
-
-    def csrf_ok(self, request: web.Request) -> bool:
-        """X-CSRF-Token matches the session's CSRF token, and Origin (if any) is this host."""
-        return self.csrf_value_ok(request, request.headers.get(CSRF_HEADER))
-
-    def revoke(self, request: web.Request) -> None:
-        """End the request's session (logout) until its own expiry, in this process."""
-        claims = self._session(request)
-        if claims is not None:
-            self._prune(self._revoked, self._clock())
-            self._revoked[str(claims["j"])] = float(claims["e"])
-
-    def set_cookie(self, response: web.StreamResponse, request: web.Request,
-                   value: str) -> None:
-        response.set_cookie(COOKIE, value, max_age=int(self.ttl), path="/", httponly=True,
-                            samesite="Strict", secure=request.secure)
-
-    @staticmethod
-    def clear_cookie(response: web.StreamResponse, request: web.Request) -> None:
-        response.del_cookie(COOKIE, path="/", httponly=True, samesite="Strict",
-                            secure=request.secure)
-
-
-class _Throttle:
-    """At most LOGIN_FAILURES failed logins per remote address in LOGIN_WINDOW seconds."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._failures: dict[str, list[float]] = {}
-
-    def _recent(self, remote: str) -> list[float]:
-        now = self._clock()
-        kept = [ts for ts in self._failures.get(remote, []) if ts > now - LOGIN_WINDOW]
-        if kept:
-            self._failures[remote] = kept
-        else:
-            self._failures.pop(remote, None)
-        return kept
-
-    def blocked(self, remote: str) -> bool:
-        return len(self._recent(remote)) >= LOGIN_FAILURES
-
-    def failed(self, remote: str) -> None:
-        if len(self._failures) >= _MAX_TRACKED and remote not in self._failures:
-            del self._failures[next(iter(self._failures))]
-        self._failures.setdefault(remote, []).append(self._clock())
-
-    def succeeded(self, remote: str) -> None:
-        self._failures.pop(remote, None)
 
 
 # -- text -------------------------------------------------------------------------------
@@ -532,83 +294,16 @@ def _asset(name: str) -> bytes:
 
 def add_board_routes(app: web.Application, sessions: BoardSessions, api_token: bytes) -> None:
     """The board's pages on `app`: /board, /board/login[/<token>], /board/logout, assets."""
-    if not api_token:
-        raise ValueError("the control token must not be empty")
-    # Failed logins are counted on the sessions' (the daemon's) clock.
-    throttle = _Throttle(sessions.clock.monotonic)
+    add_login_routes(app, sessions, api_token, render_login, _redirect)
     assets = {name: (_asset(name), ctype) for name, ctype in ASSETS.items()}
 
     async def board(request: web.Request) -> web.StreamResponse:
         lang = _lang(request)
-        name = sessions.session_name(request)
+        session = sessions.session(request)
         csrf = sessions.csrf_token(request)
-        if name is None or csrf is None:
+        if session is None or csrf is None:
             return _redirect(f"/board/login{_lang_query(lang)}")
-        return render_board(lang, csrf, f"board:{name}", name)
-
-    async def login_form(request: web.Request) -> web.StreamResponse:
-        lang = _lang(request)
-        if sessions.session_name(request) is not None:
-            return _redirect(f"/board{_lang_query(lang)}")
-        return render_login(lang)
-
-    async def login_post(request: web.Request) -> web.StreamResponse:
-        lang = _lang(request)
-        remote = request.remote or "-"
-        if not same_origin(request):
-            _log.warning("board_login_refused", reason="cross_site", remote=remote)
-            return render_login(lang, "login.refused", 403)
-        if throttle.blocked(remote):
-            _log.warning("board_login_refused", reason="throttled", remote=remote)
-            response = render_login(lang, "login.throttled", 429)
-            response.headers["Retry-After"] = str(int(LOGIN_WINDOW))
-            return response
-        form = await request.post()
-        raw_name, raw_token = form.get("name"), form.get("token")
-        name = valid_name(raw_name)
-        token = raw_token.encode("utf-8", "surrogateescape") \
-            if isinstance(raw_token, str) else b""
-        # Compared whatever the name, so a bad name takes as long as a bad token.
-        token_ok = hmac.compare_digest(token, api_token)
-        if name is None or not token_ok:
-            throttle.failed(remote)
-            _log.warning("board_login_failed", remote=remote, name_ok=name is not None)
-            shown = raw_name if isinstance(raw_name, str) else ""
-            return render_login(lang, "login.failed", 401, shown[:MAX_NAME])
-        throttle.succeeded(remote)
-        _log.info("board_login", actor=f"board:{name}", via="form", remote=remote)
-        response = _redirect(f"/board{_lang_query(lang)}")
-        sessions.set_cookie(response, request, sessions.new_session(name))
-        return response
-
-    async def login_link(request: web.Request) -> web.StreamResponse:
-        lang = _lang(request)
-        name = sessions.redeem_login(request.match_info["token"])
-        if name is None:
-            _log.info("board_login_refused", reason="bad_link", remote=request.remote)
-            return render_login(lang, "login.link_invalid", 403)
-        _log.info("board_login", actor=f"board:{name}", via="link", remote=request.remote)
-        response = _redirect(f"/board{_lang_query(lang)}")
-        sessions.set_cookie(response, request, sessions.new_session(name))
-        return response
-
-    async def logout(request: web.Request) -> web.StreamResponse:
-        given = request.headers.get(CSRF_HEADER)
-        if given is None:
-            form = await request.post()
-            field = form.get(CSRF_FIELD)
-            given = field if isinstance(field, str) else None
-        if not sessions.csrf_value_ok(request, given):
-            # Whatever went wrong, the person wanted out: drop the cookie on this browser,
-            # but a forged request cannot end a session (nothing is revoked).
-            response = _redirect("/board/login")
-            sessions.clear_cookie(response, request)
-            return response
-        _log.info("board_logout", actor=sessions.session_actor(request))
-        sessions.revoke(request)
-        response = _redirect("/board/login")
-        sessions.clear_cookie(response, request)
-        return response
+        return render_board(lang, csrf, session.actor, session.name)
 
     async def static(request: web.Request) -> web.StreamResponse:
         found = assets.get(request.match_info["name"])
@@ -624,8 +319,4 @@ def add_board_routes(app: web.Application, sessions: BoardSessions, api_token: b
 
     app.router.add_get("/board", board)
     app.router.add_get("/board/", board)
-    app.router.add_get("/board/login", login_form)
-    app.router.add_post("/board/login", login_post)
-    app.router.add_get("/board/login/{token}", login_link)
-    app.router.add_post("/board/logout", logout)
     app.router.add_get("/board/static/{name}", static)

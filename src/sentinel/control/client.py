@@ -169,6 +169,11 @@ class ControlClient:
         """A one-time login URL for the board (the daemon's own HTTP address)."""
         return str(self._request("POST", "/api/board/login-link", {"name": name})["url"])
 
+    def board_link(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A board login link as the API answers it: shared, view-only or personal, printed
+        or sent (see sentinel.control.sessions.BoardSessions.issue_link)."""
+        return self._request("POST", "/api/board/login-link", body)
+
     def stream(self, after: int | None, filters: Sequence[tuple[str, str]] = (),
                readings: bool = False) -> Iterator[StreamItem]:
         """Server-sent events until the connection ends (ControlError if it cannot start)."""

@@ -163,13 +163,17 @@ class Observer(Protocol):
 
 
 class Sessions(Protocol):
-    """Signed browser sessions of the board (sentinel.control.board)."""
+    """Signed browser sessions of the board (sentinel.control.sessions)."""
 
     def session_actor(self, request: web.Request) -> str | None: ...
+
+    def session_role(self, request: web.Request) -> str | None: ...
 
     def csrf_ok(self, request: web.Request) -> bool: ...
 
     def login_path(self, name: str) -> str: ...
+
+    async def issue_link(self, data: dict[str, Any], local_url: str) -> dict[str, Any]: ...
 
 
 # -- the server -------------------------------------------------------------------------
@@ -367,6 +371,9 @@ class ControlServer:
                 _log.warning("control_csrf_refused", route=route, remote=request.remote)
                 raise ApiError(403, "forbidden", "missing or wrong X-CSRF-Token; reload "
                                                   "the board")
+            if request.method not in ("GET", "HEAD") and self._sessions is not None and \
+                    self._sessions.session_role(request) == "viewer":
+                raise ApiError(403, "forbidden", "a view-only board login cannot act")
             request[SESSION_ACTOR] = actor
             return
         _log.warning("control_unauthorized", route=route, remote=request.remote)
@@ -523,15 +530,9 @@ class ControlServer:
             raise ApiError(403, "forbidden", "a board session cannot issue login links")
         if self._sessions is None or self.host is None:
             raise ApiError(409, "unavailable", "the board needs [control] http = true")
-        data = await read_object(request)
-        check_keys(data, ("name",))
-        name = actor_of(request, {"actor": data.get("name")})
-        try:
-            path = self._sessions.login_path(name)
-        except ValueError as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
-        _log.info("board_login_link_issued", name=name)
-        return json_response({"path": path, "url": self.url + path})
+        # Shared, view-only or personal (printed or sent): sentinel.control.sessions.
+        return json_response(await self._sessions.issue_link(await read_object(request),
+                                                             self.url))
 
     async def _remove_window(self, request: web.Request) -> web.Response:
         type_ = window_type(request)

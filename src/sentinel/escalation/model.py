@@ -60,6 +60,8 @@ class Contact(_Model):
     # Devices (elderly watches, help buttons) of the residents this person looks after
     # (role elder_contact).
     elders: tuple[str, ...] = ()
+    # What their personal board login may do: operator (act) or viewer (look only).
+    board_role: Literal["operator", "viewer"] = "operator"
 
 
 class Shift(_Model):

@@ -3,15 +3,16 @@
 `FakeBoardApi` serves the JSON API shapes the board's script reads (status, incidents,
 events, the event stream, ack and resolve) behind the rules the daemon's middleware applies
 to board sessions: a session cookie for GETs, and the session's CSRF token from the same
-origin for POSTs, acting as "board:<name>". The browser tests use it too, with the closed loop's shapes (assign, note, the timeline,
-contacts) and the site plan drawn by the real `sentinel.control.siteplan` route.
+origin for POSTs, acting as "board:<name>". The browser tests use it too, with the closed
+loop's shapes (assign, note, the timeline, contacts) and the site plan drawn by the real
+`sentinel.control.siteplan` route.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable

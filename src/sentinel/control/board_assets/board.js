@@ -531,8 +531,10 @@
   function feedText(ev) {
     var who = ev.contact_name || (ev.contact ? contactName(ev.contact) : actorName(ev.actor));
     switch (ev.type) {
-      case "notification_sent": return t("feed.notified", { who: who, channel: ev.channel || "-" });
-      case "notification_failed": return t("feed.failed", { who: who, channel: ev.channel || "-" });
+      case "notification_sent":
+        return t("feed.notified", { who: who, channel: ev.channel_label || ev.channel || "-" });
+      case "notification_failed":
+        return t("feed.failed", { who: who, channel: ev.channel_label || ev.channel || "-" });
       case "acknowledged": return t("feed.acknowledged", { who: actorName(ev.actor) });
       case "resolved":
         return t("feed.resolved", { who: actorName(ev.actor), outcome: outcomeText(ev.outcome) });

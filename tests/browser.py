@@ -61,9 +61,11 @@ def require_chromium() -> None:
 
 @contextlib.contextmanager
 def chromium(width: int = 1280, height: int = 900, lang: str = "zh-CN",
-             mobile: bool = False) -> Iterator[WebDriver]:
+             mobile: bool = False, autoplay: bool = False) -> Iterator[WebDriver]:
     """A headless Chromium WebDriver with a fresh profile; quit, and the profile removed,
-    afterwards. `mobile` emulates a phone of `width` x `height` CSS pixels."""
+    afterwards. `mobile` emulates a phone of `width` x `height` CSS pixels. `autoplay`
+    lets pages play sound without a click first, as a wall screen's browser is set up
+    (the board's alarm)."""
     require_chromium()
     # Selenium's driver manager must not phone home (statistics) or fetch anything.
     os.environ.setdefault("SE_AVOID_STATS", "true")
@@ -76,6 +78,8 @@ def chromium(width: int = 1280, height: int = 900, lang: str = "zh-CN",
     options.add_argument(f"--user-data-dir={profile}")
     options.add_argument(f"--window-size={width},{height}")
     options.add_argument(f"--lang={lang}")
+    if autoplay:
+        options.add_argument("--autoplay-policy=no-user-gesture-required")
     if mobile:
         options.add_experimental_option("mobileEmulation", {
             "deviceMetrics": {"width": width, "height": height, "pixelRatio": 2.0},
@@ -100,3 +104,14 @@ def console_errors(driver: WebDriver) -> list[str]:
     """Severe console messages since the last call (script errors, CSP violations)."""
     entries = driver.get_log("browser")
     return [str(e.get("message")) for e in entries if e.get("level") == "SEVERE"]
+
+
+def set_viewport(driver: WebDriver, width: int, height: int) -> None:
+    """Make the page's own viewport `width` x `height` CSS pixels: `--window-size` sizes
+    the window, whose frame takes some of it even when headless."""
+    inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+    outer = driver.get_window_size()
+    driver.set_window_size(outer["width"] + width - inner[0],
+                           outer["height"] + height - inner[1])
+    inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+    assert inner == [width, height], f"the viewport is {inner}, not {width}x{height}"

@@ -3,13 +3,16 @@
 `FakeBoardApi` serves the JSON API shapes the board's script reads (status, incidents,
 events, the event stream, ack and resolve) behind the rules the daemon's middleware applies
 to board sessions: a session cookie for GETs, and the session's CSRF token from the same
-origin for POSTs, acting as "board:<name>". The browser tests use it too.
+origin for POSTs, acting as "board:<name>". The browser tests use it too, with the closed
+loop's shapes (assign, note, the timeline, contacts) and the site plan drawn by the real
+`sentinel.control.siteplan` route.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,8 +27,12 @@ from aiohttp.test_utils import make_mocked_request
 
 from sentinel import i18n
 from sentinel.clock import FakeClock
-from sentinel.control.board import BoardSessions, add_board_routes
+from sentinel.config.inventory import Device, DeviceSettings
+from sentinel.control.board import BoardSessions, add_board_routes, render_board
 from sentinel.control.sessions import COOKIE, CSRF_HEADER
+from sentinel.control.siteplan import SitePlan, WatchPositions
+from sentinel.incidents.model import Incident, Status
+from sentinel.types import Severity
 
 KEY = b"board-key-for-tests-0123456789"
 TOKEN = "control-token-0123456789"
@@ -55,6 +62,36 @@ def incident_json(incident_id: str, name: str = "smoke_alarm", severity: str = "
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+CONTACTS = [{"id": "zhang_wei", "name": "张伟", "roles": ["grid_worker"], "grids": ["SB-G01"]},
+            {"id": "li_na", "name": "李娜", "roles": ["property"], "grids": []}]
+
+
+def plan_device(device_id: str, compound: str, building: str, x: float, y: float,
+                kind: str = "smoke", **settings: Any) -> Device:
+    """A device of a site-plan inventory, at plan metres (x, y)."""
+    return Device(id=device_id, kind=kind, community="水贝社区", compound=compound,
+                  grid="SB-G01", profile="sentinel-json", building=building,
+                  settings=DeviceSettings(x=x, y=y, **settings))
+
+
+# The stand-in's site plan: the buildings of status() at plan metres, two of them also in
+# degrees, so the watches' degrees land on the plan.
+PLAN_DEVICES = [
+    plan_device("P-1", "水贝花园", "1栋", 0, 0, lat=22.5700, lon=114.1200),
+    plan_device("P-2", "水贝花园", "2栋", 60, 0, lat=22.5700, lon=114.1200 + 60 / 102_800),
+    plan_device("P-10", "水贝花园", "10栋", 120, 0),
+    plan_device("P-3", "水贝新村", "1栋", 0, 100),
+    plan_device("P-4", "水贝新村", "2栋", 60, 100),
+]
+
+
+def incident_object(data: dict[str, Any]) -> Incident:
+    """The model incident of a stand-in incident (what the site plan draws from)."""
+    return Incident(id=data["id"], key=data["key"], name=data["name"], target=data["target"],
+                    kind=data["kind"], severity=Severity.parse(data["severity"]),
+                    opened_at=data["opened_at"], place=dict(data["place"]),
+                    device_id=data["device_id"], status=Status(data["status"]))
+
 
 @dataclass
 class FakeBoardApi:
@@ -66,18 +103,40 @@ class FakeBoardApi:
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    watches: WatchPositions = field(default_factory=WatchPositions)
+    # Delivery attempts by incident, as the audit lists them.
+    attempts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _streams: list[asyncio.Queue[dict[str, Any]]] = field(default_factory=list)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
-        add_board_routes(app, self.sessions, self.token.encode())
+
+        async def open_incidents() -> list[Incident]:
+            return [incident_object(i) for i in self.incidents.values()
+                    if i["status"] != "resolved"]
+
+        plan = SitePlan.of({d.id: d for d in PLAN_DEVICES}, open_incidents, self.watches)
+        add_board_routes(app, self.sessions, self.token.encode(), plan)
         app.router.add_get("/api/status", self._status)
         app.router.add_get("/api/incidents", self._incidents)
+        app.router.add_get("/api/incidents/{id}", self._show)
+        app.router.add_get("/api/contacts", self._contacts)
         app.router.add_get("/api/events", self._events)
         app.router.add_get("/api/stream", self._stream)
         app.router.add_post("/api/incidents/{id}/ack", self._ack)
         app.router.add_post("/api/incidents/{id}/resolve", self._resolve)
+        app.router.add_post("/api/incidents/{id}/assign", self._assign)
+        app.router.add_post("/api/incidents/{id}/note", self._note)
+        # The page as a viewer gets it (a viewer's login is H5's sessions; the page's
+        # part, no buttons, is the board's).
+        app.router.add_get("/board-viewer", self._viewer_board)
         return app
+
+    async def _viewer_board(self, request: web.Request) -> web.StreamResponse:
+        name = self.sessions.session_name(request)
+        csrf = self.sessions.csrf_token(request)
+        assert name is not None and csrf is not None
+        return render_board("zh", csrf, f"board:{name}", name, "viewer")
 
     # The rules the daemon's middleware applies to a board session.
     @web.middleware
@@ -173,6 +232,30 @@ class FakeBoardApi:
         finally:
             self._streams.remove(queue)
 
+    async def _contacts(self, request: web.Request) -> web.Response:
+        return web.json_response({"contacts": CONTACTS})
+
+    async def _show(self, request: web.Request) -> web.Response:
+        inc = self.incidents.get(request.match_info["id"])
+        if inc is None:
+            return web.json_response({"error": "not_found"}, status=404)
+        # The contract's shape: events with their data nested, the audit flat.
+        mine = [e for e in self.events if e["incident"] == inc["id"]]
+        events = [{k: e[k] for k in ("seq", "type", "ts", "actor", "severity", "status")}
+                  | {"data": {k: v for k, v in e.items() if k not in (
+                      "seq", "type", "ts", "actor", "severity", "status", "incident", "name",
+                      "place")}} for e in mine]
+        audit = sorted([*mine, *self.attempts.get(inc["id"], [])], key=lambda e: e["ts"])
+        return web.json_response({"incident": inc, "audit": audit, "events": events,
+                                  "latency": {"first_notification": 1.2,
+                                              "first_notification_limit": 10.0,
+                                              "forward": 0.4, "forward_limit": 3.0}})
+
+    def _group_of(self, inc: dict[str, Any]) -> list[dict[str, Any]]:
+        """The incident and, for a group, its open members: acting on a group acts on them."""
+        members = [self.incidents[m] for m in inc.get("members", []) if m in self.incidents]
+        return [inc, *(m for m in members if m["status"] != "resolved")]
+
     async def _act(self, request: web.Request, kind: str) -> web.Response:
         inc = self.incidents.get(request.match_info["id"])
         body = await request.json()
@@ -180,18 +263,34 @@ class FakeBoardApi:
             return web.json_response({"error": "not_found", "message": "no open incident"},
                                      status=404)
         actor = self.sessions.session_actor(request)
-        assert isinstance(body.get("actor"), str) and body["actor"], "actor is required"
-        if kind == "ack":
-            if inc["status"] == "firing":
-                inc.update(status="acknowledged", acknowledged_by=actor,
-                           acknowledged_at=time.time())
-                self.emit("acknowledged", inc["id"], actor=actor, note=body.get("note"))
-        else:
-            assert body["outcome"] in ("handled", "false_alarm", "referred")
-            inc.update(status="resolved", resolved_by=actor, resolved_at=time.time(),
-                       outcome=body["outcome"])
-            self.emit("resolved", inc["id"], actor=actor, outcome=body["outcome"])
+        if kind in ("ack", "resolve"):
+            assert isinstance(body.get("actor"), str) and body["actor"], "actor is required"
+        for one in self._group_of(inc):
+            if kind == "ack":
+                if one["status"] == "firing":
+                    one.update(status="acknowledged", acknowledged_by=actor,
+                               acknowledged_at=time.time())
+                    self.emit("acknowledged", one["id"], actor=actor, note=body.get("note"))
+            elif kind == "assign":
+                assert set(body) == {"person"} and body["person"] in {c["id"] for c in CONTACTS}
+                one.update(assigned_to=body["person"], assigned_at=time.time())
+                self.emit("assigned", one["id"], actor=actor, person=body["person"], by=actor)
+            elif kind == "note":
+                assert set(body) == {"text"} and body["text"]
+                if one is inc:  # a note belongs to the incident it was written on
+                    self.emit("noted", one["id"], actor=actor, text=body["text"])
+            else:
+                assert body["outcome"] in ("handled", "false_alarm", "referred")
+                one.update(status="resolved", resolved_by=actor, resolved_at=time.time(),
+                           outcome=body["outcome"])
+                self.emit("resolved", one["id"], actor=actor, outcome=body["outcome"])
         return web.json_response({"incident": inc})
+
+    async def _assign(self, request: web.Request) -> web.Response:
+        return await self._act(request, "assign")
+
+    async def _note(self, request: web.Request) -> web.Response:
+        return await self._act(request, "note")
 
     async def _ack(self, request: web.Request) -> web.Response:
         return await self._act(request, "ack")
@@ -444,3 +543,173 @@ async def test_api_accepts_the_session_and_its_csrf_token(h: Harness) -> None:
     async with h.http.post(url, json=body, headers={CSRF_HEADER: csrf, "Origin": h.url}) as r:
         assert r.status == 200
         assert (await r.json())["incident"]["acknowledged_by"] == "board:王网格员"
+
+
+# -- the alarm sound --------------------------------------------------------------------
+
+def test_alarm_sound_is_what_the_committed_script_makes(tmp_path: Any) -> None:
+    """The shipped siren is exactly the script's output: a 1.6 s mono 16-bit WAV."""
+    import importlib.util
+    import wave
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("make_alarm_sound",
+                                                  root / "scripts/make_alarm_sound.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    made = tmp_path / "alarm.wav"
+    script.write(made)
+    shipped = root / "src/sentinel/control/board_assets/alarm.wav"
+    assert made.read_bytes() == shipped.read_bytes()
+    with wave.open(str(shipped)) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth()) == (1, 2)
+        assert abs(wav.getnframes() / wav.getframerate() - 1.6) < 0.01
+
+
+async def test_alarm_sound_is_served_to_a_session(h: Harness) -> None:
+    async with h.http.get(h.url + "/board/static/alarm.wav") as r:
+        assert r.status == 200 and r.content_type == "audio/wav"
+        assert (await r.read())[:4] == b"RIFF"
+    await h.login()
+    _, page, r = await h.get("/board")
+    assert "media-src 'self'" in r.headers["Content-Security-Policy"]
+    assert 'src="/board/static/alarm.wav"' in page and " loop" in page
+
+
+# -- inventory positions and the site plan ----------------------------------------------
+
+def test_inventory_reads_positions_in_pairs(tmp_path: Any) -> None:
+    """x/y and lat/lon are optional columns, read alike by the CSV fast path and the
+    models (negative numbers, YAML), and each pair is given whole or not at all."""
+    from sentinel.config.inventory import load_inventory
+
+    head = "id,kind,community,compound,building,grid,profile,x,y,lat,lon\n"
+    (tmp_path / "a.csv").write_text(
+        head + "A1,smoke,c,k,1栋,g,p,10.5,20,,\n"
+               "A2,smoke,c,k,1栋,g,p,-10,20,,\n"
+               "A3,smoke,c,k,2栋,g,p,,,22.57,114.12\n"
+               "A4,smoke,c,k,2栋,g,p,5,,,\n"
+               "A5,smoke,c,k,2栋,g,p,,,91,114\n", encoding="utf-8")
+    (tmp_path / "b.yaml").write_text(
+        "- {id: B1, kind: smoke, community: c, compound: k, grid: g, profile: p,\n"
+        "   settings: {lat: -33.9, lon: 151.2}}\n", encoding="utf-8")
+    inventory, problems = load_inventory([tmp_path / "a.csv", tmp_path / "b.yaml"])
+    assert (inventory["A1"].settings.x, inventory["A1"].settings.y) == (10.5, 20.0)
+    assert inventory["A2"].settings.x == -10.0
+    assert (inventory["A3"].settings.lat, inventory["A3"].settings.lon) == (22.57, 114.12)
+    assert inventory["B1"].settings.lat == -33.9
+    assert sorted(p.entry for p in problems) == ["line 5 (id A4)", "line 6 (id A5)"]
+    assert "x and y go together" in " ".join(p.reason for p in problems)
+
+
+def parse_svg(text: str) -> Any:
+    import xml.etree.ElementTree as ET
+    return ET.fromstring(text)
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def test_site_plan_from_plan_metres_marks_alarmed_buildings() -> None:
+    """Buildings stand where the inventory puts them (north up); an open critical incident
+    makes its building an alarm, a warning colours it; texts are escaped."""
+    from sentinel.control.siteplan import layout, render
+
+    devices = [plan_device("A", "<b>&园", "1栋", 0, 0), plan_device("B", "<b>&园", "1栋", 0, 20),
+               plan_device("C", "<b>&园", "2栋", 100, 10), plan_device("D", "村", "9栋", 50, 200)]
+    plan = layout(devices)
+    assert [(b.building, b.x, b.y) for b in plan.buildings] == \
+        [("1栋", 0.0, 10.0), ("2栋", 100.0, 10.0), ("9栋", 50.0, 200.0)]
+    fire = incident_object(incident_json("F", place={**PLACE, "compound": "<b>&园",
+                                                      "building": "2栋"}))
+    tank = incident_object(incident_json("T", "tank_level_falling", "warning",
+                                         place={**PLACE, "compound": "村", "building": "9栋"}))
+    svg = parse_svg(render(plan, [fire, tank], [], "zh", str))
+    groups = {g.get("data-building"): g for g in svg.iter(f"{SVG}g")
+              if "building" in (g.get("class") or "").split()}
+    assert groups["2栋"].get("class") == "building w-critical alarm"
+    assert groups["9栋"].get("class") == "building w-warning"
+    assert groups["1栋"].get("class") == "building w-ok"
+    assert groups["2栋"].get("data-compound") == "<b>&园"
+    # North up: the building at y = 200 is drawn above (smaller SVG y) those at y = 10.
+    def top(g: Any) -> float:
+        return float(g.find(f"{SVG}rect").get("y"))
+    assert top(groups["9栋"]) < top(groups["1栋"])
+    assert svg.get("data-buildings") == "3"
+
+
+def test_site_plan_from_degrees_shows_watches() -> None:
+    """Degrees only: a local projection in metres; a watch's last position is drawn, in
+    alarm while its SOS or fall is open; an older reading never moves it back."""
+    from sentinel.control.siteplan import layout, render
+    from sentinel.types import Reading
+
+    def geo(device_id: str, building: str, lat: float, lon: float) -> Device:
+        return Device(id=device_id, kind="smoke", community="c", compound="园", grid="g",
+                      profile="p", building=building,
+                      settings=DeviceSettings(lat=lat, lon=lon))
+
+    plan = layout([geo("A", "1栋", 22.5700, 114.1200), geo("B", "2栋", 22.5710, 114.1200)])
+    a, b = plan.buildings
+    assert abs(math.dist((a.x, a.y), (b.x, b.y)) - 110.6) < 0.5, "0.001° of latitude"
+    watches = WatchPositions()
+
+    def reading(ts: float, lat: float) -> Reading:
+        return Reading("W-1", "elderly_watch", ts, ts, {"latitude": lat, "longitude": 114.12,
+                                                         "heart_rate": 70.0})
+    asyncio.run(watches.put([reading(NOW, 22.5705), reading(NOW - 60, 22.5)]))
+    assert watches.last["W-1"].lat == 22.5705
+    sos = incident_object(incident_json("S", "sos", place={**PLACE, "kind": "elderly_watch",
+                                                            "device": "W-1"}))
+    sos.kind = "elderly_watch"
+    text = render(plan, [sos], watches.last.values(), "zh", lambda ts: "08:00:00")
+    watch = next(g for g in parse_svg(text).iter(f"{SVG}g") if g.get("data-device") == "W-1")
+    assert watch.get("class") == "watch alarm"
+    assert "长者手表 W-1" in (watch.find(f"{SVG}title").text or "")
+
+
+def test_site_plan_fits_degrees_onto_plan_metres() -> None:
+    """Two or more buildings in both: degrees map onto the (rotated) plan within a metre."""
+    from sentinel.control.siteplan import Projection, layout
+
+    angle = math.radians(30)
+    base = Projection(22.57, 114.12)
+
+    def plan_of(lat: float, lon: float) -> tuple[float, float]:
+        z = base.local(lat, lon) * complex(math.cos(angle), math.sin(angle)) + complex(500, -20)
+        return z.real, z.imag
+
+    points = [(22.5700, 114.1200), (22.5712, 114.1203), (22.5705, 114.1221)]
+    devices = [plan_device(f"D{i}", "园", f"{i}栋", *plan_of(*g), lat=g[0], lon=g[1])
+               for i, g in enumerate(points)]
+    plan = layout(devices)
+    assert plan.projection is not None
+    x, y = plan.projection(22.5709, 114.1210)
+    ex, ey = plan_of(22.5709, 114.1210)
+    assert math.dist((x, y), (ex, ey)) < 1.0
+    assert layout([plan_device("X", "园", "1栋", 0, 0)]).projection is None
+
+
+async def test_site_plan_route_needs_a_session_and_draws_the_plan(h: Harness) -> None:
+    async with h.http.get(h.url + "/api/siteplan") as r:
+        assert r.status == 401
+    await h.login()
+    status, text, r = await h.get("/api/siteplan")
+    assert status == 200 and r.content_type == "image/svg+xml"
+    svg = parse_svg(text)
+    assert svg.get("data-buildings") == str(len(PLAN_DEVICES))
+    alarmed = [g.get("data-building") for g in svg.iter(f"{SVG}g")
+               if "alarm" in (g.get("class") or "").split()]
+    assert alarmed == ["1栋"], "the open smoke alarm in 水贝花园 1栋"
+
+
+async def test_viewer_page_says_view_only(h: Harness) -> None:
+    await h.login()
+    _, page, _ = await h.get("/board-viewer")
+    pill = '<span data-i18n="board.viewer">只读</span>'
+    assert '<meta name="board-role" content="viewer">' in page and pill in page
+    _, page, _ = await h.get("/board")
+    assert '<meta name="board-role" content="operator">' in page and pill not in page
+    assert '<meta name="board-zone" content="Asia/Shanghai">' in page

@@ -32,7 +32,7 @@ from sentinel.config.inventory import Device
 from sentinel.control.board import BoardSessions
 from sentinel.decode.encode import encode
 
-from browser import artifact_dir, chromium, console_errors
+from browser import artifact_dir, chromium, console_errors, set_viewport
 from daemon import LOADED, DaemonProcess, Publisher, wait_until
 from servers import Mosquitto
 from test_board import KEY, FakeBoardApi, incident_json
@@ -44,7 +44,7 @@ SHIPPED_RULES = str(Path(LOADED.config_path).parent / "rules.toml")
 def wait_for(driver: WebDriver, predicate: Callable[[WebDriver], T], timeout: float = 15,
              what: str = "") -> T:
     try:
-        return WebDriverWait(driver, timeout, ignored_exceptions=(
+        return WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=(
             StaleElementReferenceException,)).until(predicate)
     except TimeoutException:
         shot = artifact_dir() / f"timeout-{int(time.time())}.png"
@@ -63,8 +63,9 @@ def card_status(driver: WebDriver, incident_id: str) -> str | None:
     return None if found is None else found.get_attribute("data-status")
 
 
-def no_page_errors(driver: WebDriver) -> None:
-    errors = [e for e in console_errors(driver) if "favicon" not in e]
+def no_page_errors(driver: WebDriver, allowed: tuple[str, ...] = ()) -> None:
+    errors = [e for e in console_errors(driver)
+              if "favicon" not in e and not any(a in e for a in allowed)]
     assert not errors, f"the page logged errors (script or CSP): {errors}"
 
 
@@ -111,10 +112,22 @@ class StandIn:
             await self._runner.cleanup()
 
 
-@pytest.fixture
-def stand_in() -> Iterator[StandIn]:
+@pytest.fixture(scope="module")
+def stand_in_server() -> Iterator[StandIn]:
+    """One stand-in server for the module (its event numbers keep growing across tests)."""
     with StandIn() as server:
         yield server
+
+
+@pytest.fixture
+def stand_in(stand_in_server: StandIn) -> StandIn:
+    """The module's stand-in, with no incident and no event (each test has its own browser,
+    so event numbers may start again)."""
+    api = stand_in_server.api
+    stand_in_server.run(lambda: (api.incidents.clear(), api.events.clear(),
+                                 api.attempts.clear(), api.watches.last.clear(),
+                                 api.refused.clear()))
+    return stand_in_server
 
 
 def test_board_on_a_phone_with_english_and_resolve(stand_in: StandIn) -> None:
@@ -174,7 +187,7 @@ def test_board_on_a_phone_with_english_and_resolve(stand_in: StandIn) -> None:
         wait_for(driver, lambda d: card(d, "B-2") is None, what="the resolved card to go")
         assert api.incidents["B-2"]["outcome"] == "false_alarm"
         assert api.incidents["B-2"]["resolved_by"] == "board:手机用户"
-        wait_for(driver, lambda d: "resolved by board:手机用户: false alarm"
+        wait_for(driver, lambda d: "resolved by 手机用户 (board): false alarm"
                  in d.find_element(By.ID, "feed").text, what="the feed line")
         driver.save_screenshot(str(artifact_dir() / "board-phone-en.png"))
         no_page_errors(driver)
@@ -274,10 +287,10 @@ def test_smoke_alarm_appears_live_and_is_acknowledged_with_a_click(
         item.find_element(By.CSS_SELECTOR, "button[data-action=ack]").click()
         wait_for(driver, lambda d: card_status(d, incident_id) == "acknowledged",
                  what="the acknowledged state")
-        wait_for(driver, lambda d: "board:值班员小李" in card(d, incident_id).text,
+        wait_for(driver, lambda d: "值班员小李 (值班屏)" in card(d, incident_id).text,
                  what="who acknowledged")
         assert "已确认" in card(driver, incident_id).text
-        wait_for(driver, lambda d: "board:值班员小李 已确认" in
+        wait_for(driver, lambda d: "值班员小李 (值班屏) 已确认" in
                  d.find_element(By.ID, "feed").text, what="the acknowledgement in the feed")
         # The per-alert record against GB 50440 on the card, once a page was accepted.
         wait_for(driver, lambda d: re.search(r"首条通知 \d+\.\d+ s（限 10 s）", " ".join(
@@ -285,9 +298,243 @@ def test_smoke_alarm_appears_live_and_is_acknowledged_with_a_click(
                 By.CSS_SELECTOR, "[data-role=latency]"))),
                  what="the alarm's first-notification time on its card")
         driver.save_screenshot(str(artifact_dir() / "board-daemon-acknowledged.png"))
-        no_page_errors(driver)
+        # /api/contacts comes with the closed loop's API (branch i16-loop); until it is
+        # merged the board shows contact ids as they are, and the browser logs the 404.
+        no_page_errors(driver, allowed=("/api/contacts - Failed to load resource",))
 
     found = api_get(daemon, f"/api/incidents/{incident_id}")["incident"]
     assert found["status"] == "acknowledged"
     assert found["acknowledged_by"] == "board:值班员小李"
     assert wait_until(lambda: daemon.alive, 1)
+
+
+# -- the Shuibei story at its peak, on a 1920x1080 wall screen ---------------------------
+
+def place_at(compound: str, building: str, kind: str, device: str, where: str) -> dict[str, str]:
+    return {"community": "水贝社区", "compound": compound, "building": building, "floor": "1",
+            "unit": "", "grid": "SB-G01", "location": f"{compound}{building}{where}",
+            "kind": kind, "device": device}
+
+
+def peak(now: float) -> list[dict[str, Any]]:
+    """A confirmed fire (two smoke alarms and a tank drawn down, folded under it), a gas
+    leak, a fall raised to emergency (the oldest), an SOS, and 30 newer tank warnings."""
+    fire_place = place_at("水贝花园", "1栋", "smoke", "SB-SMK-0001", "3楼")
+    incidents = [
+        incident_json("FALL", "fall", "emergency", now - 900,
+                      place_at("水贝新村", "2栋", "elderly_watch", "SB-WCH-0001", "5楼502"),
+                      kind="elderly_watch"),
+        incident_json("S1", "smoke_alarm", "critical", now - 300, fire_place, groups=["FIRE"]),
+        incident_json("S2", "smoke_alarm", "critical", now - 290,
+                      place_at("水贝花园", "1栋", "smoke", "SB-SMK-0002", "11楼走廊"),
+                      groups=["FIRE"]),
+        incident_json("T1", "tank_level_falling", "warning", now - 200,
+                      place_at("水贝花园", "1栋", "water_level", "SB-TNK-0001", "屋顶水箱"),
+                      attached_to="FIRE"),
+        incident_json("FIRE", "fire_confirmed", "critical", now - 289, fire_place,
+                      members=["S1", "S2", "T1"], device_id=None,
+                      timing={"received": now - 289, "accepted": now - 287.8}),
+        incident_json("GAS", "gas_leak", "critical", now - 250,
+                      place_at("水贝新村", "1栋", "gas", "SB-GAS-0001", "1楼101厨房")),
+        incident_json("SOS", "sos", "critical", now - 240,
+                      place_at("水贝花园", "2栋", "elderly_watch", "SB-WCH-0002", "7楼"),
+                      kind="elderly_watch"),
+    ]
+    buildings = [("水贝花园", "2栋"), ("水贝花园", "10栋"), ("水贝新村", "1栋"),
+                 ("水贝新村", "2栋")]
+    for i in range(30):
+        compound, building = buildings[i % len(buildings)]
+        incidents.append(incident_json(
+            f"TANK-{i:02d}", "tank_level_falling", "warning", now - 100 + i,
+            place_at(compound, building, "water_level", f"SB-TNK-{i + 10:04d}", "水箱")))
+    return incidents
+
+
+def card_ids(driver: WebDriver) -> list[str]:
+    return [li.get_attribute("data-id") or ""
+            for li in driver.find_elements(By.CSS_SELECTOR, "#incidents > li.incident")]
+
+
+def alarm_state(driver: WebDriver) -> tuple[str | None, bool]:
+    """(the page's alarm state, whether the siren is playing)."""
+    found = driver.execute_script(
+        "var a = document.getElementById('alarm-sound');"
+        "return [document.body.getAttribute('data-alarm'), !a.paused && a.currentTime > 0];")
+    return found[0], bool(found[1])
+
+
+def js_click(driver: WebDriver, css: str, value: str | None = None,
+             select: str | None = None) -> None:
+    """Click what `css` finds, in one step of the page's own event loop: the board
+    re-renders on every event, so an element found in one WebDriver call may be gone in
+    the next. With `select` and `value`, first choose `value` in that <select>."""
+    done = driver.execute_script(
+        "var s = arguments[1] && document.querySelector(arguments[1]);"
+        "if (s) { s.value = arguments[2]; s.dispatchEvent(new Event('change')); }"
+        "var b = document.querySelector(arguments[0]);"
+        "if (!b || b.disabled) { return false; }"
+        "b.scrollIntoView({block: 'center'}); b.click(); return true;", css, select, value)
+    assert done, f"nothing to click at {css}"
+
+
+def click_action(driver: WebDriver, incident_id: str, action: str) -> None:
+    js_click(driver, f'#incidents li[data-id="{incident_id}"] > .actions '
+                     f"[data-action={action}]")
+
+
+# Words of the code that must never reach a person reading the board in Chinese.
+INTERNAL_WORDS = re.compile(
+    r"\b(firing|acknowledged|resolved|assigned|noted|attempt|board|link|sentinel|"
+    r"false_alarm|with_group|member_added|fire_confirmed|smoke_alarm|opened|grid|"
+    r"compound|operator|viewer|null|undefined|NaN)\b", re.I)
+
+
+def english_words(text: str) -> list[str]:
+    """Latin words in a Chinese page, other than ids (they hold digits or hyphens), names
+    written in Latin in Chinese too (MQTT, SOS), units and the link to English."""
+    return [w for w in re.findall(r"[A-Za-z_][A-Za-z0-9_\-.:]*", text)
+            if not re.search(r"[\d\-]", w) and w not in ("MQTT", "SOS", "English", "s", "V")]
+
+
+def test_peak_of_the_shuibei_story_on_a_wall_screen(stand_in: StandIn) -> None:
+    """At 1920x1080: the emergency and the confirmed fire are the first two cards, the fire's
+    alarms folded under it, and the page does not scroll (its panels do). The siren plays
+    while a critical incident is unacknowledged; acknowledging (the fire's one button acts
+    on its alarms too) stops it; a new critical starts it again, a mute silences it with a
+    banner, and a newer critical ends the mute. The timeline shows deliveries and the
+    latency record; assign, a note and resolving with an outcome act from it."""
+    from sentinel.types import Reading
+
+    api = stand_in.api
+    now = time.time()
+    stand_in.run(lambda: [api.open(inc) for inc in peak(now)])
+    stand_in.run(lambda: api.emit("escalation_step", "FIRE", step=0, roles=["grid_worker"]))
+    api.attempts["FIRE"] = [{"type": "attempt", "id": 1, "outbox_id": 1, "step": 0,
+                             "contact_id": "zhang_wei", "channel": "wecom",
+                             "channel_label": "企业微信", "ts": now - 288, "ok": True,
+                             "error": None, "elapsed": 0.3}]
+    stand_in.run(lambda: api.watches.put([Reading(
+        "SB-WCH-0002", "elderly_watch", now, now,
+        {"latitude": 22.5700, "longitude": 114.1203})]))
+    with chromium(1920, 1080, autoplay=True) as driver:
+        set_viewport(driver, 1920, 1080)
+        driver.get(stand_in.url + stand_in.sessions.login_path("值班员小李"))
+        wait_for(driver, lambda d: len(card_ids(d)) == 34, what="34 cards (3 folded)")
+        ids = card_ids(driver)
+        assert ids[:2] == ["FALL", "FIRE"], ids[:6]
+        assert ids[2:4] == ["SOS", "GAS"], "critical, newest first"
+        assert not {"S1", "S2", "T1"} & set(ids), "the fire's alarms are folded under it"
+        fire = card(driver, "FIRE")
+        assert [li.get_attribute("data-id") for li in fire.find_elements(
+            By.CSS_SELECTOR, ".member-list li")] == ["S2", "S1", "T1"]
+        assert not fire.find_elements(By.CSS_SELECTOR, ".member-list button"), \
+            "one set of buttons, the group's"
+        page = driver.execute_script(
+            "var e = document.documentElement, l = document.getElementById('incidents');"
+            "return [e.scrollHeight, e.clientHeight, e.scrollWidth, e.clientWidth,"
+            " l.scrollHeight, l.clientHeight];")
+        assert page[0] <= page[1] and page[2] <= page[3], f"the page scrolls: {page}"
+        assert page[4] > page[5], "the incident panel scrolls inside itself"
+        # The site plan: the fire's, gas and SOS buildings stand out; the SOS watch shows.
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#siteplan svg .building"),
+                 what="the site plan")
+        alarmed = {(g.get_attribute("data-compound"), g.get_attribute("data-building"))
+                   for g in driver.find_elements(By.CSS_SELECTOR, "#siteplan .building.alarm")}
+        assert alarmed == {("水贝花园", "1栋"), ("水贝花园", "2栋"), ("水贝新村", "1栋"),
+                           ("水贝新村", "2栋")}
+        assert driver.find_elements(
+            By.CSS_SELECTOR, '#siteplan .watch.alarm[data-device="SB-WCH-0002"]')
+        wait_for(driver, lambda d: alarm_state(d) == ("sounding", True), what="the siren")
+        assert "报警: 4 起严重或紧急事件未确认" in driver.find_element(By.ID, "alarm").text
+        driver.save_screenshot(str(artifact_dir() / "board-1920-peak-zh.png"))
+        text = driver.find_element(By.TAG_NAME, "body").text
+        assert not INTERNAL_WORDS.findall(text) and not english_words(text), \
+            english_words(text)
+
+        # Acknowledge the four: the fire's button acknowledges its two smoke alarms too.
+        for incident_id in ("FALL", "FIRE", "SOS", "GAS"):
+            click_action(driver, incident_id, "ack")
+            wait_for(driver, lambda d, i=incident_id: card_status(d, i) == "acknowledged",
+                     what=f"{incident_id} acknowledged")
+        assert api.incidents["S1"]["status"] == api.incidents["S2"]["status"] == "acknowledged"
+        wait_for(driver, lambda d: alarm_state(d) == ("off", False), what="the siren to stop")
+        assert not driver.find_element(By.ID, "alarm").is_displayed()
+
+        # A new critical starts it; muting silences it with a banner saying until when.
+        stand_in.run(lambda: api.open(incident_json(
+            "NEW-1", opened_at=time.time(), place=place_at("水贝新村", "2栋", "smoke",
+                                                            "SB-SMK-0100", "2楼"))))
+        wait_for(driver, lambda d: alarm_state(d) == ("sounding", True),
+                 what="the siren for a new critical")
+        driver.find_element(By.CSS_SELECTOR, "#alarm .btn-mute[data-minutes='5']").click()
+        wait_for(driver, lambda d: alarm_state(d)[0] == "muted", what="the mute")
+        banner = driver.find_element(By.ID, "alarm")
+        assert banner.is_displayed() and "报警声已静音至" in banner.text
+        assert driver.execute_script("return document.getElementById('alarm-sound').paused")
+        driver.save_screenshot(str(artifact_dir() / "board-1920-muted-zh.png"))
+        # A newer critical is not covered by that mute: the siren sounds again.
+        stand_in.run(lambda: api.open(incident_json(
+            "NEW-2", opened_at=time.time(), place=place_at("水贝新村", "1栋", "smoke",
+                                                            "SB-SMK-0101", "4楼"))))
+        wait_for(driver, lambda d: alarm_state(d) == ("sounding", True),
+                 what="the siren for a newer critical")
+        click_action(driver, "NEW-2", "ack")
+        click_action(driver, "NEW-1", "ack")
+        wait_for(driver, lambda d: alarm_state(d) == ("off", False), what="silence again")
+
+        # The fire's timeline: events, the delivery, the latency record.
+        js_click(driver, '#incidents li[data-id="FIRE"] .inc-title')
+        timeline = driver.find_element(By.ID, "timeline")
+        wait_for(driver, lambda d: timeline.get_attribute("data-id") == "FIRE",
+                 what="the fire's timeline")
+        wait_for(driver, lambda d: "已送达 张伟 (企业微信)" in timeline.text, what="the delivery")
+        assert "值班员小李 (值班屏) 确认" in timeline.text
+        assert "首条通知 1.20 s（限 10 s）" in timeline.find_element(
+            By.CSS_SELECTOR, "[data-role=latency-record]").text
+
+        # Assign it, note what was found, resolve it with an outcome.
+        js_click(driver, "#timeline [data-action=assign]", "zhang_wei",
+                 "#timeline select.person")
+        wait_for(driver, lambda d: "负责人: 张伟" in card(d, "FIRE").text, what="the assignee")
+        wait_for(driver, lambda d: "值班员小李 (值班屏) 指派给 张伟" in
+                 d.find_element(By.ID, "timeline").text, what="the assignment line")
+        assert api.incidents["S1"]["assigned_to"] == "zhang_wei", "members too"
+        driver.find_element(By.CSS_SELECTOR, "#timeline .note-text").send_keys(
+            "已到现场, 3楼厨房起火已扑灭")
+        js_click(driver, "#timeline [data-action=note]")
+        wait_for(driver, lambda d: "值班员小李 (值班屏) 记录: 已到现场, 3楼厨房起火已扑灭" in
+                 d.find_element(By.ID, "timeline").text, what="the note in the timeline")
+        assert driver.find_element(By.CSS_SELECTOR, "#timeline .note-text") \
+            .get_attribute("value") == "", "the sent note leaves the box"
+        driver.save_screenshot(str(artifact_dir() / "board-1920-timeline-zh.png"))
+        text = driver.find_element(By.TAG_NAME, "body").text
+        assert not INTERNAL_WORDS.findall(text) and not english_words(text), \
+            english_words(text)
+
+        js_click(driver, "#timeline [data-action=resolve]", "handled",
+                 "#timeline select.outcome")
+        wait_for(driver, lambda d: card(d, "FIRE") is None, what="the fire resolved")
+        assert [api.incidents[i]["status"] for i in ("FIRE", "S1", "S2", "T1")] == \
+            ["resolved"] * 4
+        assert api.incidents["FIRE"]["outcome"] == "handled"
+        wait_for(driver, lambda d: "值班员小李 (值班屏) 关闭, 结果: 已处置" in
+                 d.find_element(By.ID, "timeline").text, what="the resolution line")
+        no_page_errors(driver)
+
+        # English on request, the same screen.
+        driver.get(stand_in.url + "/board?lang=en")
+        wait_for(driver, lambda d: "Site plan" in d.find_element(By.ID, "h-plan").text and
+                 card(d, "FALL") is not None and "fall" in card(d, "FALL").text.lower(),
+                 what="English")
+        assert card_ids(driver)[0] == "FALL"
+
+        # A viewer's page: the same board, no button to act with anywhere.
+        driver.get(stand_in.url + "/board-viewer")
+        wait_for(driver, lambda d: card(d, "FALL") is not None, what="the viewer's board")
+        js_click(driver, '#incidents li[data-id="FALL"] .inc-title')
+        wait_for(driver, lambda d: d.find_element(By.ID, "timeline").get_attribute(
+            "data-id") == "FALL", what="the viewer's timeline")
+        assert not driver.find_elements(By.CSS_SELECTOR, "[data-action]")
+        assert not driver.find_elements(By.CSS_SELECTOR, "#timeline textarea, #timeline select")
+        no_page_errors(driver)
+    assert not api.refused, api.refused

@@ -19,6 +19,7 @@ from sentinel.control.links import LinkSigner
 from sentinel.control.operations import Operations
 from sentinel.control.secrets import control_token, link_key
 from sentinel.control.sessions import BoardSessions, StateBook
+from sentinel.control.siteplan import SitePlan, WatchPositions
 from sentinel.decode import Decoder
 from sentinel.escalation.service import EscalationService
 from sentinel.incidents.publish import IncidentPublisher
@@ -158,6 +159,7 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
             # An alarm's first escalation step commits with the alarm itself (one fsync).
             incidents.same_commit = escalation.same_commit
             readings = ReadingFeed(loaded.inventory)
+            positions = WatchPositions()  # the site plan's watches
             async with contextlib.AsyncExitStack() as stack:
                 sink = await stack.enter_async_context(_sink(loaded, on_store_event))
                 source = await stack.enter_async_context(
@@ -183,11 +185,13 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
                         settings.control.host if settings.control.http else None,
                         settings.control.port, token, signer, operations, clock,
                         socket_path=settings.control.socket_path, sessions=sessions,
-                        routes=lambda app: add_board_routes(app, sessions, token.encode())))
+                        routes=lambda app: add_board_routes(
+                            app, sessions, token.encode(), SitePlan.of(
+                                loaded.inventory, operations.list_open, positions))))
                 if isinstance(sender, ProcessSender):
                     await sender.start()  # before the first message is read
-                return await _run(loaded, stop, [*listeners, readings], on_ready, sink,
-                                  source, incidents, state, decoder, topics, escalation,
+                return await _run(loaded, stop, [*listeners, readings, positions], on_ready,
+                                  sink, source, incidents, state, decoder, topics, escalation,
                                   control, disk, clock)
 
 

@@ -405,6 +405,53 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                         "en": "{name}: your personal board login link. It works once, for "
                               "{minutes} minutes; what you do on the board is recorded under "
                               "your name. Do not forward it.\n{url}"},
+    # -- H1 board (issue 16): the alarm sound, site plan, timeline and actions -----------
+    "board.alarm.sounding": {"zh": "报警: {n} 起严重或紧急事件未确认",
+                             "en": "ALARM: {n} critical or emergency incidents not "
+                                   "acknowledged"},
+    "board.alarm.mute": {"zh": "静音 {m} 分钟", "en": "Mute {m} min"},
+    "board.alarm.muted": {"zh": "报警声已静音至 {time} ({n} 起未确认; 新的严重报警会立即响起)",
+                          "en": "Alarm sound muted until {time} ({n} not acknowledged; a "
+                                "new critical alarm sounds at once)"},
+    "board.alarm.unmute": {"zh": "恢复声音", "en": "Sound on"},
+    "board.alarm.blocked": {"zh": "浏览器阻止了报警声音: 点此启用",
+                            "en": "The browser blocked the alarm sound: click to enable"},
+    "board.section.plan": {"zh": "平面图", "en": "Site plan"},
+    "board.plan.none": {"zh": "设备清单中没有楼栋坐标 (x、y 或 lat、lon 列), 无法绘制平面图",
+                        "en": "The inventory gives no building positions (x, y or lat, lon "
+                              "columns): no site plan"},
+    "board.section.timeline": {"zh": "事件经过", "en": "Incident timeline"},
+    "board.timeline.pick": {"zh": "点击一个事件, 查看经过并处理",
+                            "en": "Click an incident to see its timeline and act on it"},
+    "board.timeline.close": {"zh": "关闭", "en": "Close"},
+    "board.timeline.empty": {"zh": "暂无记录", "en": "Nothing recorded yet"},
+    "board.timeline.loading": {"zh": "加载中…", "en": "Loading…"},
+    "board.timeline.latency": {"zh": "报警时限记录", "en": "Latency record"},
+    "board.assigned": {"zh": "负责人: {who}", "en": "Assigned to {who}"},
+    "board.unassigned": {"zh": "未指派", "en": "not assigned"},
+    "board.btn.assign": {"zh": "指派", "en": "Assign"},
+    "board.assign.pick": {"zh": "选择负责人", "en": "Choose a person"},
+    "board.btn.note": {"zh": "添加记录", "en": "Add note"},
+    "board.note.placeholder": {"zh": "现场情况、处理进展…", "en": "What is happening on site…"},
+    "board.members": {"zh": "组内报警 {n} 起 (按钮作用于整组)",
+                      "en": "{n} alarms in this group (the buttons act on all of them)"},
+    "board.viewer": {"zh": "只读", "en": "view only"},
+    "board.actor.board": {"zh": "{name} (值班屏)", "en": "{name} (board)"},
+    "board.actor.cli": {"zh": "{name} (命令行)", "en": "{name} (command line)"},
+    "board.actor.system": {"zh": "系统", "en": "system"},
+    "board.tl.opened": {"zh": "发生: {title}", "en": "opened: {title}"},
+    "board.tl.acknowledged": {"zh": "{by} 确认", "en": "acknowledged by {by}"},
+    "board.tl.assigned": {"zh": "{by} 指派给 {who}", "en": "{by} assigned it to {who}"},
+    "board.tl.noted": {"zh": "{by} 记录: {text}", "en": "{by} noted: {text}"},
+    "board.tl.resolved": {"zh": "{by} 关闭, 结果: {outcome}", "en": "resolved by {by}: {outcome}"},
+    "board.tl.member_added": {"zh": "新增组内报警 {member}", "en": "alarm {member} joined"},
+    "board.tl.attempt_ok": {"zh": "已送达 {who} ({channel})",
+                            "en": "delivered to {who} ({channel})"},
+    "board.tl.attempt_failed": {"zh": "发送给 {who} 失败 ({channel})",
+                                "en": "sending to {who} failed ({channel})"},
+    "board.tl.ack_expired": {"zh": "确认已超时, 重新升级", "en": "acknowledgement expired"},
+    "board.tl.other": {"zh": "其他记录", "en": "other record"},
+    "board.tl.photo": {"zh": "现场照片", "en": "photo from the site"},
 }
 
 

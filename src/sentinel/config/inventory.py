@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import gc
+import math
 import operator
 import re
 import tomllib
@@ -49,6 +50,12 @@ class DeviceSettings(NamedTuple):
     resident: str | None = None
     # Overrides the kind's expected report interval (offline detection).
     report_interval_s: float | None = None
+    # Where the device's building stands, for the board's site plan: metres on the plan
+    # (x east, y north) or degrees (WGS 84). Optional; either pair, or both.
+    x: float | None = None
+    y: float | None = None
+    lat: float | None = None
+    lon: float | None = None
 
     def number(self, name: str) -> float | None:
         value = getattr(self, name, None) if name in SETTING_NAMES else None
@@ -109,6 +116,11 @@ _TEXT_FIELDS = Device._fields[:Device._fields.index("settings")]
 SETTING_NAMES: tuple[str, ...] = DeviceSettings._fields
 # The settings that hold numbers (the others hold text).
 NUMBER_SETTINGS = ("mount_height_m", "tank_height_m", "report_interval_s")
+# Numbers too, but only the site plan reads them: kept out of NUMBER_SETTINGS, whose
+# values are facts the configuration check groups devices by (a position per building
+# would make nearly every device a group of its own).
+POSITION_SETTINGS = ("x", "y", "lat", "lon")
+_POSITION_PAIRS = (("x", "y"), ("lat", "lon"))
 NO_SETTINGS = DeviceSettings()
 
 
@@ -124,6 +136,17 @@ class SettingsRecord(BaseModel):
     tank_height_m: float | None = Field(default=None, gt=0, le=100)
     resident: str | None = None
     report_interval_s: float | None = Field(default=None, gt=0)
+    x: float | None = Field(default=None, ge=-100_000, le=100_000)
+    y: float | None = Field(default=None, ge=-100_000, le=100_000)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+
+    @model_validator(mode="after")
+    def _positions_in_pairs(self) -> SettingsRecord:
+        for a, b in _POSITION_PAIRS:
+            if (getattr(self, a) is None) != (getattr(self, b) is None):
+                raise ValueError(f"{a} and {b} go together: give both or neither")
+        return self
 
     @model_validator(mode="after")
     def _mount_above_tank(self) -> SettingsRecord:
@@ -278,8 +301,11 @@ _PLAIN_NUMBER = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 # Settings read as numbers, with the bounds of SettingsRecord: greater than, at most.
 _NUMBER_BOUNDS: dict[str, tuple[float, float | None]] = {
     "mount_height_m": (0.0, 100.0), "tank_height_m": (0.0, 100.0),
-    "report_interval_s": (0.0, None)}
-assert set(_NUMBER_BOUNDS) == set(NUMBER_SETTINGS)
+    "report_interval_s": (0.0, None),
+    # The fast path sees only plain non-negative numbers; a negative one goes to the models.
+    "x": (-math.inf, 100_000.0), "y": (-math.inf, 100_000.0),
+    "lat": (-math.inf, 90.0), "lon": (-math.inf, 180.0)}
+assert set(_NUMBER_BOUNDS) == set(NUMBER_SETTINGS) | set(POSITION_SETTINGS)
 
 
 class _CsvColumns:
@@ -361,6 +387,9 @@ def _plain_settings(cells: Mapping[str, str]) -> DeviceSettings | None:
             return None
         values[name] = number
     settings = DeviceSettings(**values)
+    if any((getattr(settings, a) is None) != (getattr(settings, b) is None)
+           for a, b in _POSITION_PAIRS):
+        return None
     mount, tank = settings.mount_height_m, settings.tank_height_m
     if mount is not None and tank is not None and mount < tank:
         return None

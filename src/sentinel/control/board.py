@@ -16,19 +16,26 @@ from __future__ import annotations
 import html
 import json
 from importlib import resources
+from typing import Literal
 
 import structlog
 from aiohttp import web
 
-from sentinel import i18n
+from sentinel import i18n, zone
 from sentinel.control.sessions import CSRF_FIELD, MAX_NAME, BoardSessions, add_login_routes
+from sentinel.control.siteplan import SitePlan
 from sentinel.i18n import Language
 
 _log = structlog.get_logger("sentinel.control.board")
 
 # A tile's colour: no open incident, offline devices only, or the worst severity open there.
 WORST = ("ok", "offline", "maintenance", "info", "warning", "critical", "emergency")
-ASSETS = {"board.js": "text/javascript", "board.css": "text/css", "icon.svg": "image/svg+xml"}
+ASSETS = {"board.js": "text/javascript", "board.css": "text/css", "icon.svg": "image/svg+xml",
+          "alarm.wav": "audio/wav"}
+# Who may act from a board session: an operator acts, a viewer only looks.
+Role = Literal["operator", "viewer"]
+# The times a person can mute the alarm sound for, in minutes (the first is the button).
+MUTE_MINUTES = (5, 15)
 
 
 # -- text -------------------------------------------------------------------------------
@@ -124,7 +131,7 @@ UI: dict[str, dict[Language, str]] = {
 }
 
 _SHARED_PREFIXES = ("severity.", "kind.", "incident.", "outcome.", "event.", "role.",
-                    "latency.")
+                    "latency.", "board.")
 
 
 def _catalog(lang: Language) -> dict[str, str]:
@@ -134,6 +141,11 @@ def _catalog(lang: Language) -> dict[str, str]:
 
 def _ui(key: str, lang: Language, **values: object) -> str:
     return UI[key][lang].format(**values)
+
+
+def _text(key: str, lang: Language, **values: object) -> str:
+    """A board text: its own table first, then the shared catalogue (the `board.` keys)."""
+    return _ui(key, lang, **values) if key in UI else i18n.t(key, lang, **values)
 
 
 def _e(value: object) -> str:
@@ -160,6 +172,7 @@ def _json_script(data: object) -> str:
 
 # Only our own files: no inline script or style, so nothing injected could run.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "media-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 _HEADERS = {
@@ -191,21 +204,31 @@ def _document(lang: Language, title: str, head: str, body: str, status: int = 20
     return response
 
 
-def render_board(lang: Language, csrf: str, actor: str, name: str) -> web.Response:
-    """The board page; the script fills it in (texts from the embedded catalogue)."""
+def render_board(lang: Language, csrf: str, actor: str, name: str,
+                 role: Role = "operator") -> web.Response:
+    """The board page; the script fills it in (texts from the embedded catalogue).
+
+    A viewer's page has no action buttons (the API refuses a viewer's POSTs anyway)."""
     catalog = {"zh": _catalog("zh"), "en": _catalog("en")}
     head = (f'<meta name="csrf-token" content="{_e(csrf)}">'
             f'<meta name="board-actor" content="{_e(actor)}">'
+            f'<meta name="board-role" content="{_e(role)}">'
             f'<meta name="board-lang" content="{lang}">'
+            # The community's zone: the script formats every time in it, not the browser's.
+            f'<meta name="board-zone" content="{_e(zone.current().key)}">'
             f'<script id="board-i18n" type="application/json">{_json_script(catalog)}'
             "</script>"
             '<script src="/board/static/board.js" defer></script>')
 
     def tx(key: str, **values: object) -> str:
-        return f'<span data-i18n="{key}">{_e(_ui(key, lang, **values))}</span>'
+        return f'<span data-i18n="{key}">{_e(_text(key, lang, **values))}</span>'
 
     worst = "".join(f'<li class="w-{w}"><i></i>{tx("worst." + w)}</li>'
                     for w in WORST)
+    mutes = "".join(f'<button type="button" class="btn btn-mute" data-minutes="{m}">'
+                    f'{_e(_text("board.alarm.mute", lang, m=m))}</button>'
+                    for m in MUTE_MINUTES)
+    viewer = f' <span class="pill">{tx("board.viewer")}</span>' if role == "viewer" else ""
     body = (
         '<header class="top">'
         f'<h1><span id="community"></span> {tx("title")}</h1>'
@@ -218,7 +241,7 @@ def render_board(lang: Language, csrf: str, actor: str, name: str) -> web.Respon
         "</div>"
         '<div class="who">'
         f'<span class="muted" id="signed-in" data-name="{_e(name)}">'
-        f"{_e(_ui('signed_in', lang, name=name))}</span>"
+        f"{_e(_ui('signed_in', lang, name=name))}</span>{viewer}"
         f'<a id="lang-switch" href="/board?lang={"zh" if lang == "en" else "en"}"'
         f' data-i18n="lang_switch">{_e(_ui("lang_switch", lang))}</a>'
         '<form method="post" action="/board/logout" class="logout">'
@@ -226,22 +249,44 @@ def render_board(lang: Language, csrf: str, actor: str, name: str) -> web.Respon
         f'<button type="submit" data-i18n="logout">{_e(_ui("logout", lang))}</button></form>'
         "</div></header>"
         f'<noscript><p class="banner">{_e(_ui("noscript", lang))}</p></noscript>'
+        # The alarm: a banner while a critical or emergency incident is unacknowledged,
+        # saying whether the sound plays or is muted (and until when).
+        '<div id="alarm" class="alarm" role="alert" hidden>'
+        '<span id="alarm-text"></span>'
+        f'<span class="alarm-buttons">{mutes}'
+        f'<button type="button" class="btn" id="alarm-unmute" hidden>'
+        f'{tx("board.alarm.unmute")}</button>'
+        f'<button type="button" class="btn" id="alarm-enable" hidden>'
+        f'{tx("board.alarm.blocked")}</button></span></div>'
+        '<audio id="alarm-sound" src="/board/static/alarm.wav" preload="auto" loop></audio>'
         '<p id="banner" class="banner" hidden></p>'
         '<p id="silences" class="banner silences" hidden></p>'
         '<div id="severity-counts" class="counts"></div>'
-        # Two columns on a wide screen (what needs action | the community); one on a
-        # phone, in order of urgency: incidents, feed, devices, then the long map.
+        # Three columns on a wall screen, each panel scrolling inside itself so that the
+        # page never scrolls: what needs action | where and what happened | the fleet.
+        # One column on a phone, in order of urgency.
         '<main class="grid"><div class="col col-act">'
         '<section class="panel incidents" aria-labelledby="h-incidents">'
         f'<h2 id="h-incidents">{tx("section.incidents")} <span id="incident-count"'
         ' class="count"></span></h2>'
         '<p id="filter" class="filter" hidden></p>'
-        '<ol id="incidents" class="incident-list"></ol></section>'
+        '<ol id="incidents" class="incident-list scroll"></ol></section>'
+        '</div><div class="col col-mid">'
+        '<section class="panel timeline" id="timeline-panel" aria-labelledby="h-timeline">'
+        f'<h2 id="h-timeline">{tx("board.section.timeline")}'
+        '<button type="button" class="link close" id="timeline-close" hidden>'
+        f'{tx("board.timeline.close")}</button></h2>'
+        f'<div id="timeline" class="scroll"><p class="muted">{tx("board.timeline.pick")}</p>'
+        "</div></section>"
+        '<section class="panel plan" aria-labelledby="h-plan">'
+        f'<h2 id="h-plan">{tx("board.section.plan")}</h2>'
+        '<div id="siteplan" class="siteplan-box"></div></section>'
+        '</div><div class="col col-see">'
         '<section class="panel feed" aria-labelledby="h-feed">'
         f'<h2 id="h-feed">{tx("section.feed")}</h2>'
-        '<ol id="feed" class="feed-list"></ol></section>'
-        '</div><div class="col col-see">'
+        '<ol id="feed" class="feed-list scroll"></ol></section>'
         '<section class="panel devices" aria-labelledby="h-devices">'
+        '<div class="scroll">'
         f'<h2 id="h-devices">{tx("section.devices")}</h2>'
         '<table id="kinds"><thead><tr>'
         f'<th>{tx("col.kind")}</th><th>{tx("col.online")}</th>'
@@ -249,14 +294,14 @@ def render_board(lang: Language, csrf: str, actor: str, name: str) -> web.Respon
         f'<th>{tx("col.total")}</th>'
         "</tr></thead><tbody></tbody></table>"
         f'<h3>{tx("section.battery")}</h3><ul id="battery" class="battery"></ul>'
-        "</section>"
+        "</div></section>"
         '<section class="panel map" aria-labelledby="h-map">'
         f'<h2 id="h-map">{tx("section.map")}</h2>'
-        f'<ul class="legend">{worst}</ul>'
-        '<div id="compounds"></div></section>'
+        f'<div class="scroll"><ul class="legend">{worst}</ul>'
+        '<div id="compounds"></div></div></section>'
         "</div></main>"
     )
-    return _document(lang, _ui("title", lang), head, body, body_class="board")
+    return _document(lang, _ui("title", lang), head, body, body_class=f"board role-{role}")
 
 
 def render_login(lang: Language, error: str | None = None, status: int = 200,
@@ -292,8 +337,10 @@ def _asset(name: str) -> bytes:
     return resources.files("sentinel.control").joinpath("board_assets", name).read_bytes()
 
 
-def add_board_routes(app: web.Application, sessions: BoardSessions, api_token: bytes) -> None:
-    """The board's pages on `app`: /board, /board/login[/<token>], /board/logout, assets."""
+def add_board_routes(app: web.Application, sessions: BoardSessions, api_token: bytes,
+                     siteplan: SitePlan | None = None) -> None:
+    """The board's pages on `app`: /board, /board/login[/<token>], /board/logout, assets,
+    and `/api/siteplan` (behind the API's own authorization, like every /api/ route)."""
     add_login_routes(app, sessions, api_token, render_login, _redirect)
     assets = {name: (_asset(name), ctype) for name, ctype in ASSETS.items()}
 
@@ -303,7 +350,18 @@ def add_board_routes(app: web.Application, sessions: BoardSessions, api_token: b
         csrf = sessions.csrf_token(request)
         if session is None or csrf is None:
             return _redirect(f"/board/login{_lang_query(lang)}")
-        return render_board(lang, csrf, session.actor, session.name)
+        return render_board(lang, csrf, session.actor, session.name, session.role)
+
+    async def plan(request: web.Request) -> web.StreamResponse:
+        lang = _lang(request)
+        if siteplan is None:
+            text = ('<svg xmlns="http://www.w3.org/2000/svg" class="siteplan empty" '
+                    'viewBox="0 0 10 1" data-buildings="0"></svg>')
+        else:
+            text = await siteplan.svg(lang, zone.clock)
+        response = web.Response(text=text, content_type="image/svg+xml", charset="utf-8")
+        _secure(response)
+        return response
 
     async def static(request: web.Request) -> web.StreamResponse:
         found = assets.get(request.match_info["name"])
@@ -320,3 +378,4 @@ def add_board_routes(app: web.Application, sessions: BoardSessions, api_token: b
     app.router.add_get("/board", board)
     app.router.add_get("/board/", board)
     app.router.add_get("/board/static/{name}", static)
+    app.router.add_get("/api/siteplan", plan)

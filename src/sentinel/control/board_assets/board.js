@@ -1,5 +1,6 @@
-// The board (一屏可视): reads the control API, follows its event stream, acknowledges and
-// resolves. Plain JavaScript, no build step, no dependencies. Every text node is set with
+// The board (一屏可视): reads the control API, follows its event stream, sounds the alarm,
+// draws the site plan, shows an incident's timeline; operators acknowledge, assign, note and
+// resolve. Plain JavaScript, no build step, no dependencies. Every text node is set with
 // textContent (never innerHTML): device names, notes and actors cannot inject markup.
 (function () {
   "use strict";
@@ -11,7 +12,7 @@
     opened: true, severity_raised: true, acknowledged: true, resolved: true,
     notification_sent: true, notification_failed: true, escalation_step: true,
     nobody_on_duty: true, acknowledgement_expired: true, escalation_reminder: true,
-    tier_unreachable: true
+    tier_unreachable: true, assigned: true, noted: true
   };
   var FEED_MAX = 60;
   var REFRESH_DEBOUNCE = 250;
@@ -24,6 +25,12 @@
 
   var CSRF = meta("csrf-token");
   var ACTOR = meta("board-actor");
+  // A viewer gets no buttons at all (the API would refuse the POST anyway).
+  var OPERATOR = meta("board-role") !== "viewer";
+  var ZONE = meta("board-zone") || undefined;  // the community's, set by the daemon
+  var SEV_RANK = { emergency: 5, critical: 4, warning: 3, info: 2, maintenance: 1 };
+  var ALARM_SEVERITIES = { emergency: true, critical: true };
+  var MUTE_KEY = "sentinel.board.mute";
   var CATALOG = JSON.parse(document.getElementById("board-i18n").textContent);
   var $ = function (id) { return document.getElementById(id); };
 
@@ -63,11 +70,11 @@
   function formats() {
     var locale = lang === "zh" ? "zh-CN" : "en-GB";
     clockFormat = new Intl.DateTimeFormat(locale, {
-      timeZone: "Asia/Shanghai", hour: "2-digit", minute: "2-digit", second: "2-digit",
+      timeZone: ZONE, hour: "2-digit", minute: "2-digit", second: "2-digit",
       hour12: false
     });
     dayFormat = new Intl.DateTimeFormat(locale, {
-      timeZone: "Asia/Shanghai", month: "2-digit", day: "2-digit"
+      timeZone: ZONE, month: "2-digit", day: "2-digit"
     });
   }
   function when(ts) {
@@ -104,8 +111,32 @@
     chosen: {},        // incident id -> outcome picked in its select
     busy: {},          // incident id -> true while an action is posted
     conn: "connecting",
-    updatedAt: null
+    updatedAt: null,
+    contacts: {},      // contact id -> {id, name, roles, grids}
+    selected: null,    // the incident whose timeline is open
+    detail: null,      // GET /api/incidents/{selected}
+    drafts: {},        // incident id -> note being typed (kept across re-renders)
+    mute: null,        // {until: ms, covered: [incident ids]}
+    audioBlocked: false
   };
+
+  // -- who did it -----------------------------------------------------------------------
+
+  function contactName(id) {
+    var c = state.contacts[id];
+    return c && c.name ? c.name : id;
+  }
+
+  // Actors as people read them: never "board:" or "link:" prefixes or the word sentinel.
+  function actorName(actor) {
+    if (!actor) { return "-"; }
+    var s = String(actor);
+    if (s === "sentinel") { return t("board.actor.system"); }
+    if (s.indexOf("board:") === 0) { return t("board.actor.board", { name: s.slice(6) }); }
+    if (s.indexOf("cli:") === 0) { return t("board.actor.cli", { name: s.slice(4) }); }
+    if (s.indexOf("link:") === 0) { return contactName(s.slice(5)); }
+    return contactName(s);
+  }
 
   // -- rendering ------------------------------------------------------------------------
 
@@ -283,21 +314,54 @@
     }
     renderCompounds((state.status && state.status.compounds) || []);
     renderIncidents();
+    markPlan();
   }
 
-  function visibleIncidents() {
+  // -- ordering and groups --------------------------------------------------------------
+
+  function rank(inc) { return SEV_RANK[inc.severity] || 0; }
+  function unacked(inc) { return inc.status === "firing" ? 1 : 0; }
+  function isGroup(inc) { return inc.members && inc.members.length ? 1 : 0; }
+
+  // Severity first, then what nobody has acknowledged yet, then a group (a confirmed
+  // fire leads the alarms it gathered), then the newest.
+  function byUrgency(a, b) {
+    return (rank(b) - rank(a)) || (unacked(b) - unacked(a)) || (isGroup(b) - isGroup(a)) ||
+      ((b.opened_at || 0) - (a.opened_at || 0));
+  }
+
+  // The cards: open incidents except those folded under an open group shown with them.
+  function cards() {
+    var byId = {};
+    state.incidents.forEach(function (inc) { byId[inc.id] = inc; });
+    var folded = {};
+    state.incidents.forEach(function (inc) {
+      (inc.members || []).forEach(function (m) { if (byId[m] && m !== inc.id) { folded[m] = true; } });
+    });
+    return state.incidents.filter(function (inc) { return !folded[inc.id]; })
+      .map(function (inc) {
+        return { inc: inc, members: (inc.members || []).map(function (m) { return byId[m]; })
+          .filter(Boolean).sort(byUrgency) };
+      });
+  }
+
+  function inFilter(inc) {
     var f = state.filter;
-    return state.incidents.filter(function (inc) {
-      if (!f) { return true; }
-      var p = inc.place || {};
-      return p.compound === f.compound && (f.building === null || p.building === f.building);
-    }).sort(function (a, b) { return (b.opened_at || 0) - (a.opened_at || 0); });
+    if (!f) { return true; }
+    var p = inc.place || {};
+    return p.compound === f.compound && (f.building === null || p.building === f.building);
+  }
+
+  function visibleCards() {
+    return cards().filter(function (c) {
+      return inFilter(c.inc) || c.members.some(inFilter);
+    }).sort(function (a, b) { return byUrgency(a.inc, b.inc); });
   }
 
   function renderIncidents() {
     var list = $("incidents");
     clear(list);
-    var shown = visibleIncidents();
+    var shown = visibleCards();
     $("incident-count").textContent = String(state.incidents.length);
     var filter = $("filter");
     clear(filter);
@@ -313,23 +377,79 @@
     } else {
       filter.hidden = true;
     }
+    updateAlarm();
     if (!shown.length) {
       list.appendChild(el("li", "empty", t("no_incidents")));
       return;
     }
-    shown.forEach(function (inc) { list.appendChild(incidentCard(inc)); });
+    shown.forEach(function (c) { list.appendChild(incidentCard(c.inc, c.members)); });
   }
 
   function setFilterCleared() {
     renderCompounds((state.status && state.status.compounds) || []);
     renderIncidents();
+    markPlan();
   }
 
-  function incidentCard(inc) {
-    var li = el("li", "incident sev-" + inc.severity + " st-" + inc.status);
+  function button(className, text, action, onClick, busyId) {
+    var b = el("button", "btn " + className, text);
+    b.type = "button";
+    b.setAttribute("data-action", action);
+    b.disabled = !!state.busy[busyId];
+    b.addEventListener("click", function (e) { e.stopPropagation(); onClick(); });
+    return b;
+  }
+
+  function outcomeSelect(inc) {
+    var select = el("select", "outcome");
+    select.setAttribute("aria-label", t("outcome.label"));
+    OUTCOMES.forEach(function (o) {
+      var option = el("option", null, t("outcome." + o));
+      option.value = o;
+      select.appendChild(option);
+    });
+    select.value = state.chosen[inc.id] || "handled";
+    select.addEventListener("click", function (e) { e.stopPropagation(); });
+    select.addEventListener("change", function () { state.chosen[inc.id] = select.value; });
+    return select;
+  }
+
+  // Acknowledge and resolve (with its outcome): on a card and in the timeline.
+  function actionRow(inc) {
+    var actions = el("div", "actions");
+    if (inc.status === "firing") {
+      actions.appendChild(button("btn-ack", t("btn.ack"), "ack",
+        function () { acknowledge(inc.id); }, inc.id));
+    }
+    var select = outcomeSelect(inc);
+    actions.appendChild(select);
+    actions.appendChild(button("btn-resolve", t("btn.resolve"), "resolve",
+      function () { resolveIncident(inc.id, select.value); }, inc.id));
+    return actions;
+  }
+
+  function memberLine(m) {
+    var li = el("li", "member sev-" + m.severity + " st-" + m.status);
+    li.setAttribute("data-id", m.id);
+    li.setAttribute("data-status", m.status);
+    li.appendChild(el("span", "badge sev-" + m.severity, t("severity." + m.severity)));
+    li.appendChild(el("span", null, incidentTitle(m.name)));
+    li.appendChild(el("span", "muted", placeText(m.place)));
+    li.appendChild(el("span", "status status-" + m.status, t("status." + m.status)));
+    return li;
+  }
+
+  function incidentCard(inc, members) {
+    var li = el("li", "incident sev-" + inc.severity + " st-" + inc.status +
+      (members.length ? " group" : "") + (state.selected === inc.id ? " selected" : ""));
     li.setAttribute("data-id", inc.id);
     li.setAttribute("data-status", inc.status);
     li.setAttribute("data-name", inc.name);
+    li.setAttribute("tabindex", "0");
+    li.addEventListener("click", function () { select(inc.id); });
+    li.addEventListener("keydown", function (e) {
+      if ((e.key === "Enter" || e.key === " ") && e.target === li) { e.preventDefault(); select(inc.id); }
+    });
 
     var head = el("div", "inc-head");
     head.appendChild(el("span", "badge sev-" + inc.severity, t("severity." + inc.severity)));
@@ -338,58 +458,39 @@
     if (inc.silenced_by !== null && inc.silenced_by !== undefined) {
       head.appendChild(el("span", "badge silenced", t("silenced")));
     }
+    head.appendChild(el("span", "status status-" + inc.status, t("status." + inc.status)));
     li.appendChild(head);
 
     li.appendChild(el("div", "inc-place", placeText(inc.place)));
     var facts = el("div", "inc-facts muted");
     facts.appendChild(el("span", null, t("opened_at", { time: when(inc.opened_at) })));
     if (inc.device_id) { facts.appendChild(el("span", "mono", t("device", { id: inc.device_id }))); }
-    if (inc.members && inc.members.length) {
-      facts.appendChild(el("span", null, t("members", { n: inc.members.length })));
-    }
     if (inc.active === false) { facts.appendChild(el("span", null, t("cleared"))); }
-    facts.appendChild(el("span", "mono", inc.id));
+    if (inc.acknowledged_by) {
+      facts.appendChild(el("span", "ack-by", t("ack_by", {
+        by: actorName(inc.acknowledged_by), time: when(inc.acknowledged_at)
+      })));
+    }
+    if (inc.assigned_to) {
+      facts.appendChild(el("span", "assigned", t("board.assigned", { who: contactName(inc.assigned_to) })));
+    }
     li.appendChild(facts);
     var record = latencyText(inc);
     if (record) { li.appendChild(record); }
 
-    var status = el("div", "inc-status");
-    status.appendChild(el("span", "status status-" + inc.status, t("status." + inc.status)));
-    if (inc.acknowledged_by) {
-      status.appendChild(el("span", "muted ack-by", t("ack_by", {
-        by: inc.acknowledged_by, time: when(inc.acknowledged_at)
-      })));
+    if (members.length) {
+      // A confirmed fire with its alarms folded under it: one set of buttons, for all.
+      var box = el("details", "members");
+      box.open = members.length <= 4;
+      box.appendChild(el("summary", null, t("board.members", { n: members.length })));
+      box.addEventListener("click", function (e) { e.stopPropagation(); });
+      var ul = el("ul", "member-list");
+      members.forEach(function (m) { ul.appendChild(memberLine(m)); });
+      box.appendChild(ul);
+      li.appendChild(box);
     }
-    li.appendChild(status);
 
-    if (inc.status !== "resolved") {
-      var actions = el("div", "actions");
-      if (inc.status === "firing") {
-        var ack = el("button", "btn btn-ack", t("btn.ack"));
-        ack.type = "button";
-        ack.setAttribute("data-action", "ack");
-        ack.disabled = !!state.busy[inc.id];
-        ack.addEventListener("click", function () { acknowledge(inc.id); });
-        actions.appendChild(ack);
-      }
-      var select = el("select", "outcome");
-      select.setAttribute("aria-label", t("outcome.label"));
-      OUTCOMES.forEach(function (o) {
-        var option = el("option", null, t("outcome." + o));
-        option.value = o;
-        select.appendChild(option);
-      });
-      select.value = state.chosen[inc.id] || "handled";
-      select.addEventListener("change", function () { state.chosen[inc.id] = select.value; });
-      actions.appendChild(select);
-      var resolve = el("button", "btn btn-resolve", t("btn.resolve"));
-      resolve.type = "button";
-      resolve.setAttribute("data-action", "resolve");
-      resolve.disabled = !!state.busy[inc.id];
-      resolve.addEventListener("click", function () { resolveIncident(inc.id, select.value); });
-      actions.appendChild(resolve);
-      li.appendChild(actions);
-    }
+    if (OPERATOR && inc.status !== "resolved") { li.appendChild(actionRow(inc)); }
     return li;
   }
 
@@ -428,22 +529,22 @@
   }
 
   function feedText(ev) {
-    var who = ev.contact_name || ev.contact || ev.actor || "-";
+    var who = ev.contact_name || (ev.contact ? contactName(ev.contact) : actorName(ev.actor));
     switch (ev.type) {
-      case "notification_sent": return t("feed.notified", { who: who, channel: ev.channel || "-" });
-      case "notification_failed": return t("feed.failed", { who: who, channel: ev.channel || "-" });
-      case "acknowledged": return t("feed.acknowledged", { who: ev.actor || "-" });
+      case "notification_sent":
+        return t("feed.notified", { who: who, channel: ev.channel_label || ev.channel || "-" });
+      case "notification_failed":
+        return t("feed.failed", { who: who, channel: ev.channel_label || ev.channel || "-" });
+      case "acknowledged": return t("feed.acknowledged", { who: actorName(ev.actor) });
       case "resolved":
-        return t("feed.resolved", {
-          who: ev.actor || "-",
-          outcome: ev.outcome && has("outcome." + ev.outcome) ? t("outcome." + ev.outcome) : (ev.outcome || "-")
-        });
+        return t("feed.resolved", { who: actorName(ev.actor), outcome: outcomeText(ev.outcome) });
+      case "assigned": case "noted": return timelineText(ev);
       case "escalation_step":
         return t((ev.step || 0) > 0 ? "feed.escalated" : "feed.paging",
           { step: (ev.step || 0) + 1, roles: roleList(ev.roles) });
       case "nobody_on_duty": return t("feed.nobody");
       case "acknowledgement_expired": return t("feed.ack_expired");
-      default: return has("event." + ev.type) ? t("event." + ev.type) : ev.type;
+      default: return has("event." + ev.type) ? t("event." + ev.type) : t("board.tl.other");
     }
   }
 
@@ -470,6 +571,328 @@
     renderStatus();
     renderIncidents();
     renderFeed();
+    renderTimeline();
+  }
+
+  // -- the alarm sound ------------------------------------------------------------------
+
+  function loadMute() {
+    try {
+      var m = JSON.parse(window.localStorage.getItem(MUTE_KEY) || "null");
+      if (m && typeof m.until === "number" && m.covered instanceof Array) { return m; }
+    } catch (e) { /* private mode or garbage: not muted */ }
+    return null;
+  }
+  function storeMute() {
+    try {
+      if (state.mute) { window.localStorage.setItem(MUTE_KEY, JSON.stringify(state.mute)); }
+      else { window.localStorage.removeItem(MUTE_KEY); }
+    } catch (e) { /* private mode: the mute lasts for this page only */ }
+  }
+
+  // What sounds: a card (a group stands for its members) that is critical or emergency,
+  // not acknowledged, and not under a maintenance silence.
+  function alarming() {
+    return cards().map(function (c) { return c.inc; }).filter(function (inc) {
+      return ALARM_SEVERITIES[inc.severity] && inc.status === "firing" &&
+        (inc.silenced_by === null || inc.silenced_by === undefined);
+    }).map(function (inc) { return inc.id; });
+  }
+
+  function play(sound) {
+    if (!sound.paused) { return; }
+    var started = sound.play();
+    if (started && typeof started.then === "function") {
+      started.then(function () {
+        if (state.audioBlocked) { state.audioBlocked = false; updateAlarm(); }
+      }, function () {
+        // Autoplay refused until a person touches the page: say so, with a button.
+        if (!state.audioBlocked) { state.audioBlocked = true; updateAlarm(); }
+      });
+    }
+  }
+
+  // The sound repeats (the <audio> loops) until nothing alarming is left unacknowledged,
+  // or someone mutes this screen for a set time. A mute covers the incidents it was
+  // pressed for: a new critical or emergency incident ends it at once.
+  function updateAlarm() {
+    var ids = alarming();
+    var sound = $("alarm-sound");
+    var box = $("alarm");
+    var mute = state.mute;
+    if (mute && (Date.now() >= mute.until ||
+        ids.some(function (id) { return mute.covered.indexOf(id) < 0; }))) {
+      state.mute = mute = null;
+      storeMute();
+    }
+    document.body.setAttribute("data-alarm", !ids.length ? "off" : mute ? "muted" : "sounding");
+    if (!ids.length) {
+      box.hidden = true;
+      sound.pause();
+      sound.currentTime = 0;
+      return;
+    }
+    box.hidden = false;
+    box.className = "alarm" + (mute ? " muted" : "");
+    var mutes = box.querySelectorAll(".btn-mute");
+    for (var i = 0; i < mutes.length; i++) {
+      mutes[i].hidden = !!mute;
+      mutes[i].textContent = t("board.alarm.mute", { m: mutes[i].getAttribute("data-minutes") });
+    }
+    $("alarm-unmute").hidden = !mute;
+    $("alarm-unmute").textContent = t("board.alarm.unmute");
+    $("alarm-enable").hidden = !!mute || !state.audioBlocked;
+    $("alarm-enable").textContent = t("board.alarm.blocked");
+    if (mute) {
+      $("alarm-text").textContent = t("board.alarm.muted", {
+        n: ids.length, time: clockFormat.format(new Date(mute.until)) });
+      sound.pause();
+    } else {
+      $("alarm-text").textContent = t("board.alarm.sounding", { n: ids.length });
+      play(sound);
+    }
+  }
+
+  function muteFor(minutes) {
+    state.mute = { until: Date.now() + minutes * 60000, covered: alarming() };
+    storeMute();
+    updateAlarm();
+  }
+
+  // -- the site plan --------------------------------------------------------------------
+
+  var planRequest = 0;
+  function loadPlan() {
+    var mine = ++planRequest;
+    return fetch("/api/siteplan?lang=" + lang, {
+      credentials: "same-origin", cache: "no-store", headers: { Accept: "image/svg+xml" }
+    }).then(function (r) {
+      if (!r.ok) { throw new Error("HTTP " + r.status); }
+      return r.text();
+    }).then(function (text) {
+      if (mine !== planRequest) { return; }
+      // Parsed as a separate document and imported: markup, never script (the CSP
+      // forbids inline script anyway, and the server escapes every text in it).
+      var doc = new DOMParser().parseFromString(text, "image/svg+xml");
+      var svg = doc.documentElement;
+      var box = $("siteplan");
+      clear(box);
+      if (!svg || svg.nodeName !== "svg" || doc.getElementsByTagName("parsererror").length) {
+        return;
+      }
+      if (svg.getAttribute("data-buildings") === "0") {
+        box.appendChild(el("p", "muted", t("board.plan.none")));
+        box.parentNode.classList.add("no-plan");
+        return;
+      }
+      box.parentNode.classList.remove("no-plan");
+      var node = document.importNode(svg, true);
+      var buildings = node.querySelectorAll(".building");
+      for (var i = 0; i < buildings.length; i++) {
+        (function (g) {
+          g.addEventListener("click", function () {
+            setFilter(g.getAttribute("data-compound"), g.getAttribute("data-building"));
+          });
+        })(buildings[i]);
+      }
+      box.appendChild(node);
+      markPlan();
+    }).catch(function () { /* the next refresh tries again */ });
+  }
+
+  function markPlan() {
+    var f = state.filter;
+    var buildings = document.querySelectorAll("#siteplan .building");
+    for (var i = 0; i < buildings.length; i++) {
+      var g = buildings[i];
+      var on = !!f && g.getAttribute("data-compound") === f.compound &&
+        (f.building === null || g.getAttribute("data-building") === f.building);
+      g.classList.toggle("selected", on);
+    }
+  }
+
+  // -- the timeline ---------------------------------------------------------------------
+
+  function select(id) {
+    if (state.selected !== id) {
+      state.selected = id;
+      state.detail = null;
+      renderIncidents();
+      renderTimeline();
+    }
+    loadDetail();
+  }
+
+  function closeTimeline() {
+    state.selected = null;
+    state.detail = null;
+    renderIncidents();
+    renderTimeline();
+  }
+
+  var detailRequest = 0;
+  function loadDetail() {
+    var id = state.selected;
+    if (!id) { return Promise.resolve(); }
+    var mine = ++detailRequest;
+    return getJSON("/api/incidents/" + encodeURIComponent(id)).then(function (data) {
+      if (mine !== detailRequest || state.selected !== id) { return; }
+      state.detail = data;
+      renderTimeline();
+    }, function () { /* kept as it was; the next event or refresh tries again */ });
+  }
+
+  function outcomeText(outcome) {
+    return outcome && has("outcome." + outcome) ? t("outcome." + outcome) : (outcome || "-");
+  }
+
+  // Pages, deliveries, acknowledgements, assignment, notes: one line each, in order.
+  function timelineText(ev) {
+    var by = actorName(ev.by || ev.actor);
+    switch (ev.type) {
+      case "opened": return t("board.tl.opened", { title: incidentTitle(ev.name || "") });
+      case "acknowledged": return t("board.tl.acknowledged", { by: by });
+      case "assigned": return t("board.tl.assigned", { by: by, who: contactName(ev.person) });
+      case "noted": return t("board.tl.noted", { by: actorName(ev.actor), text: ev.text || "" });
+      case "resolved": return t("board.tl.resolved", { by: by, outcome: outcomeText(ev.outcome) });
+      case "member_added": return t("board.tl.member_added", { member: ev.member || "-" });
+      case "acknowledgement_expired": return t("board.tl.ack_expired");
+      case "attempt":
+        return t(ev.ok ? "board.tl.attempt_ok" : "board.tl.attempt_failed", {
+          who: contactName(ev.contact_id), channel: ev.channel_label || ev.channel || "-" });
+      case "notification_sent": case "notification_failed": case "escalation_step":
+      case "nobody_on_duty":
+        return feedText(ev);
+      default: return has("event." + ev.type) ? t("event." + ev.type) : t("board.tl.other");
+    }
+  }
+
+  function timelineEntries(detail) {
+    // `events` (the incident's own trail) when the daemon gives it; else the audit's
+    // events. Deliveries come from the audit either way.
+    var audit = (detail.audit || []).map(flatten);
+    var events = detail.events ? detail.events.map(flatten)
+      : audit.filter(function (e) { return e.type !== "attempt"; });
+    var attempts = audit.filter(function (e) { return e.type === "attempt"; });
+    var name = detail.incident && detail.incident.name;
+    return events.concat(attempts).map(function (e) {
+      if (!e.name && name) { e.name = name; }
+      return e;
+    }).sort(function (a, b) { return (a.ts || 0) - (b.ts || 0); });
+  }
+
+  function latencyRecord(detail) {
+    var box = el("div", "tl-latency");
+    box.setAttribute("data-role", "latency-record");
+    box.appendChild(el("h3", null, t("board.timeline.latency")));
+    var inc = detail.incident || {};
+    var line = latencyText(inc);
+    if (line) { box.appendChild(line); }
+    var timing = inc.timing || {};
+    var stages = ["device", "received", "committed", "handed", "accepted", "acknowledged"];
+    var list = el("ul", "stages");
+    stages.forEach(function (s) {
+      if (typeof timing[s] === "number") {
+        var li = el("li");
+        li.appendChild(el("span", "muted", t("latency.stage." + s)));
+        li.appendChild(el("time", null, when(timing[s])));
+        list.appendChild(li);
+      }
+    });
+    if (list.firstChild) { box.appendChild(list); }
+    return box;
+  }
+
+  function assignRow(inc) {
+    var row = el("div", "actions assign");
+    var pick = el("select", "person");
+    pick.setAttribute("aria-label", t("board.assign.pick"));
+    var none = el("option", null, t("board.assign.pick"));
+    none.value = "";
+    pick.appendChild(none);
+    Object.keys(state.contacts).map(function (id) { return state.contacts[id]; })
+      .sort(function (a, b) { return natural(a.name || a.id, b.name || b.id); })
+      .forEach(function (c) {
+        var option = el("option", null, (c.name || c.id) + " · " + roleList(c.roles));
+        option.value = c.id;
+        pick.appendChild(option);
+      });
+    if (inc.assigned_to) { pick.value = inc.assigned_to; }
+    row.appendChild(pick);
+    row.appendChild(button("btn-assign", t("board.btn.assign"), "assign", function () {
+      if (pick.value) { assign(inc.id, pick.value); }
+    }, inc.id));
+    return row;
+  }
+
+  function noteRow(inc) {
+    var row = el("div", "actions note");
+    var text = el("textarea", "note-text");
+    text.rows = 2;
+    text.maxLength = 2000;
+    text.setAttribute("placeholder", t("board.note.placeholder"));
+    text.setAttribute("aria-label", t("board.btn.note"));
+    text.value = state.drafts[inc.id] || "";
+    text.addEventListener("input", function () { state.drafts[inc.id] = text.value; });
+    row.appendChild(text);
+    row.appendChild(button("btn-note", t("board.btn.note"), "note", function () {
+      if (text.value.trim()) { addNote(inc.id, text.value.trim()); }
+    }, inc.id));
+    return row;
+  }
+
+  function renderTimeline() {
+    var root = $("timeline");
+    // Typing a note must survive the re-render that any event causes.
+    var focused = document.activeElement && document.activeElement.classList &&
+      document.activeElement.classList.contains("note-text");
+    clear(root);
+    $("timeline-close").hidden = !state.selected;
+    $("timeline-close").textContent = t("board.timeline.close");
+    if (!state.selected) {
+      root.appendChild(el("p", "muted", t("board.timeline.pick")));
+      return;
+    }
+    var detail = state.detail;
+    if (!detail) { root.appendChild(el("p", "muted", t("board.timeline.loading"))); return; }
+    var inc = detail.incident || {};
+    root.setAttribute("data-id", inc.id || "");
+    var head = el("div", "inc-head");
+    head.appendChild(el("span", "badge sev-" + inc.severity, t("severity." + inc.severity)));
+    head.appendChild(el("strong", "inc-title", incidentTitle(inc.name || "")));
+    head.appendChild(el("span", "status status-" + inc.status, t("status." + inc.status)));
+    root.appendChild(head);
+    root.appendChild(el("div", "inc-place", placeText(inc.place)));
+    root.appendChild(el("div", "muted assigned", inc.assigned_to
+      ? t("board.assigned", { who: contactName(inc.assigned_to) }) : t("board.unassigned")));
+    if (OPERATOR && inc.status && inc.status !== "resolved") {
+      root.appendChild(actionRow(inc));
+      root.appendChild(assignRow(inc));
+      root.appendChild(noteRow(inc));
+    }
+    root.appendChild(latencyRecord(detail));
+    var list = el("ol", "tl-list");
+    var entries = timelineEntries(detail);
+    if (!entries.length) { list.appendChild(el("li", "empty", t("board.timeline.empty"))); }
+    entries.forEach(function (ev) {
+      var li = el("li", "tl tl-" + ev.type);
+      li.setAttribute("data-type", ev.type);
+      li.appendChild(el("time", "muted", when(ev.ts)));
+      li.appendChild(el("span", null, timelineText(ev)));
+      if (ev.type === "noted" && ev.photo) {
+        var img = el("img", "photo");
+        img.alt = t("board.tl.photo");
+        img.src = "/api/incidents/" + encodeURIComponent(inc.id) + "/photo/" +
+          encodeURIComponent(ev.photo);
+        li.appendChild(img);
+      }
+      list.appendChild(li);
+    });
+    root.appendChild(list);
+    if (focused) {
+      var again = root.querySelector(".note-text");
+      if (again) { again.focus(); }
+    }
   }
 
   // -- data -----------------------------------------------------------------------------
@@ -532,6 +955,8 @@
         renderIncidents();
         renderFeed();
         renderConn();
+        loadPlan();
+        return loadDetail();
       }, function (err) {
         if (String(err && err.message) !== "unauthorized") {
           state.conn = "offline";
@@ -638,13 +1063,14 @@
     }
   }
 
-  function act(id, url, body) {
+  function act(id, url, body, done) {
     if (state.busy[id]) { return; }
     state.busy[id] = true;
     renderIncidents();
     post(url, body).then(function (data) {
       banner("");
       applied(data);
+      if (done) { done(); }
     }, function (err) {
       if (String(err && err.message) !== "unauthorized") {
         banner(t("action.failed", { message: err && err.message ? err.message : String(err) }));
@@ -652,6 +1078,7 @@
     }).then(function () {
       delete state.busy[id];
       renderIncidents();
+      renderTimeline();
       scheduleRefresh();
     });
   }
@@ -665,6 +1092,30 @@
       { actor: ACTOR, outcome: outcome, note: null });
   }
 
+  // Who acts is the session's actor, decided by the server: these bodies carry none.
+  function assign(id, person) {
+    act(id, "/api/incidents/" + encodeURIComponent(id) + "/assign", { person: person });
+  }
+
+  function addNote(id, text) {
+    if (state.busy[id]) { return; }
+    act(id, "/api/incidents/" + encodeURIComponent(id) + "/note", { text: text }, function () {
+      // The draft goes once the note is recorded; a failure keeps it to send again.
+      if (state.drafts[id] === text) { delete state.drafts[id]; }
+    });
+  }
+
+  function loadContacts() {
+    return getJSON("/api/contacts").then(function (data) {
+      var list = data instanceof Array ? data : (data.contacts || []);
+      state.contacts = {};
+      list.forEach(function (c) { if (c && c.id) { state.contacts[c.id] = c; } });
+      renderIncidents();
+      renderFeed();
+      renderTimeline();
+    }, function () { /* an older daemon: ids are shown as they are */ });
+  }
+
   // -- start ----------------------------------------------------------------------------
 
   $("lang-switch").addEventListener("click", function (e) {
@@ -675,9 +1126,35 @@
     url.searchParams.set("lang", lang);
     window.history.replaceState(null, "", url.pathname + url.search);
     renderAll();
+    loadPlan();
   });
 
+  var muteButtons = document.querySelectorAll("#alarm .btn-mute");
+  for (var mb = 0; mb < muteButtons.length; mb++) {
+    (function (b) {
+      b.addEventListener("click", function () {
+        muteFor(Number(b.getAttribute("data-minutes")) || 5);
+      });
+    })(muteButtons[mb]);
+  }
+  $("alarm-unmute").addEventListener("click", function () {
+    state.mute = null;
+    storeMute();
+    updateAlarm();
+  });
+  $("alarm-enable").addEventListener("click", function () {
+    // A click is the gesture the browser waits for before it lets a page make sound.
+    state.audioBlocked = false;
+    play($("alarm-sound"));
+    updateAlarm();
+  });
+  $("timeline-close").addEventListener("click", closeTimeline);
+  state.mute = loadMute();
+  // A mute ends on time even when nothing else happens on the screen.
+  window.setInterval(function () { if (state.mute) { updateAlarm(); } }, 1000);
+
   renderAll();
+  loadContacts();
   getJSON("/api/events?last=50").then(function (data) {
     (data.events || []).forEach(function (raw) { remember(flatten(raw)); });
     // Follow from the newest event, even when none of the last ones were listed.

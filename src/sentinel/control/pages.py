@@ -224,8 +224,8 @@ def _handling_forms(view: LinkView) -> str:
         f'<h3>{tx("note_title", lang)}</h3>'
         f'<textarea name="text" maxlength="2000" placeholder="{tx("note_hint", lang)}">'
         "</textarea>"
-        f'<input type="file" name="photo" accept="image/*" capture="environment"'
-        f' aria-label="{tx("photo", lang)}">'))
+        f'<label class="muted">{tx("photo", lang)}<br><input type="file" name="photo"'
+        ' accept="image/*" capture="environment"></label>'))
     choices = "".join(
         f'<label class="choice"><input type="radio" name="outcome" value="{o}"'
         f'{" checked" if o == "handled" else ""}> {_e(t("outcome." + o, lang))}</label>'
@@ -253,7 +253,7 @@ def link_page(view: LinkView, status: int = 200) -> web.Response:
     take = _form("take", tx("take_button", lang))
     if inc.assigned_to == view.contact_id:
         parts.append(f"<h2>{tx('yours', lang, name=view.name)}</h2>{_incident_card(inc, lang)}"
-                     f"{_handling_forms(view)}{_notes(view)}")
+                     f"{_notes(view)}{_handling_forms(view)}")
     elif inc.assigned_to is not None:
         who = actor_name(inc.assigned_to, view.people, lang)
         parts.append(f"<h2>{tx('handled_by', lang, by=who, when=when(inc.assigned_at))}</h2>"

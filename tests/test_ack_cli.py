@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import stat
@@ -108,23 +109,23 @@ def test_ack_zh(daemon: ServerThread, config: Path, tmp_path: Path) -> None:
 
 
 def test_ack_en_default_actor(daemon: ServerThread, config: Path, tmp_path: Path) -> None:
-    """In English, and the actor defaults to $USER."""
+    """In English, and the actor defaults to the OS account, marked cli: (never "operator")."""
     result = sentinel("ack", ID, "-c", str(config), "--lang", "en",
                       env=env_for(tmp_path, daemon.port))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"acknowledged {ID} smoke alarm (as tester)"
-    assert daemon.controller.incidents[ID].acknowledged_by == "tester"
+    assert result.stdout.strip() == f"acknowledged {ID} smoke alarm (as cli:tester)"
+    assert daemon.controller.incidents[ID].acknowledged_by == "cli:tester"
 
 
 def test_ack_already_acknowledged(daemon: ServerThread, config: Path, tmp_path: Path) -> None:
     """Acknowledging what someone else took on says who did, and succeeds."""
     daemon.controller.incidents[ID].status = Status.ACKNOWLEDGED
-    daemon.controller.incidents[ID].acknowledged_by = "link:wang"
+    daemon.controller.incidents[ID].acknowledged_by = "wang"
     daemon.controller.incidents[ID].acknowledged_at = 1_700_000_000.0
     result = sentinel("ack", ID, "-c", str(config), "--lang", "en",
                       env=env_for(tmp_path, daemon.port))
     assert result.returncode == 0, result.stderr
-    assert "already acknowledged by link:wang at 11-15 06:13:20" in result.stdout
+    assert "already acknowledged by wang at 11-15 06:13:20" in result.stdout
 
 
 def test_resolve_zh_and_en(daemon: ServerThread, config: Path, tmp_path: Path) -> None:
@@ -137,7 +138,7 @@ def test_resolve_zh_and_en(daemon: ServerThread, config: Path, tmp_path: Path) -
     result = sentinel("resolve", "20240501-0008", "-c", str(config), "--outcome", "referred",
                       "--note", "燃气公司已到场", "--lang", "en", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "resolved 20240501-0008 gas leak: referred (by tester)"
+    assert result.stdout.strip() == "resolved 20240501-0008 gas leak: referred (by cli:tester)"
     assert [c[3] for c in daemon.controller.calls] == ["false_alarm", "referred"]
 
 
@@ -198,6 +199,47 @@ def test_no_token_anywhere(daemon: ServerThread, config: Path, tmp_path: Path) -
     assert not (tmp_path / "state" / "control.token").exists()
     nobody = sentinel("ack", ID, "-c", str(config), env=env_for(tmp_path, free_port(), None))
     assert nobody.returncode == 1 and "守护进程未在" in nobody.stderr
+
+
+def test_assign_and_note(daemon: ServerThread, config: Path, tmp_path: Path) -> None:
+    """`assign` names the person; `note` sends text and a photo; both as cli:<user>."""
+    env = env_for(tmp_path, daemon.port)
+    result = sentinel("assign", ID, "wang", "-c", str(config), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (f"已将事件 {ID} 烟感报警 指派给 王网格员 (wang) "
+                                     "(操作人: cli:tester)")
+    photo = tmp_path / "site.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
+    result = sentinel("note", ID, "已到场, 无明火", "--photo", str(photo), "--lang", "en",
+                      "-c", str(config), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"noted on {ID} smoke alarm (by cli:tester), with a photo"
+    [(_, _, actor, text, photo_id)] = [c for c in daemon.controller.calls if c[0] == "note"]
+    assert (actor, text) == ("cli:tester", "已到场, 无明火") and photo_id.endswith(".png")
+    assert ("assign", ID, "wang", "cli:tester", False) in daemon.controller.calls
+    photo.write_text("not a picture")
+    result = sentinel("note", ID, "x", "--photo", str(photo), "-c", str(config), env=env)
+    assert result.returncode == 1 and "无法使用照片" in result.stderr
+    result = sentinel("assign", ID, "nobody", "-c", str(config), env=env)
+    assert result.returncode == 1 and "值班名单中没有联系人 nobody" in result.stderr
+
+
+def test_report_response_outputs(daemon: ServerThread, config: Path, tmp_path: Path) -> None:
+    """`report response` prints a table, or JSON/CSV to stdout, or writes an HTML file."""
+    env = env_for(tmp_path, daemon.port)
+    result = sentinel("report", "response", "--since", "2023-01-01", "-c", str(config),
+                      env=env)
+    assert result.returncode == 0, result.stderr
+    assert "事件 2 起" in result.stdout and "未指派 | 2 |" in result.stdout
+    result = sentinel("report", "response", "--since", "2023-01-01", "--json", "--by", "grid",
+                      "-c", str(config), env=env)
+    assert result.returncode == 0 and json.loads(result.stdout)["by"] == "grid"
+    page = tmp_path / "r.html"
+    result = sentinel("report", "response", "--since", "2023-01-01", "--csv", "--html",
+                      str(page), "--lang", "en", "-c", str(config), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("section,key,name,incidents")
+    assert "report written to" in result.stderr and "<table>" in page.read_text()
 
 
 # -- the secrets behind it ------------------------------------------------------------

@@ -298,9 +298,7 @@ def test_smoke_alarm_appears_live_and_is_acknowledged_with_a_click(
                 By.CSS_SELECTOR, "[data-role=latency]"))),
                  what="the alarm's first-notification time on its card")
         driver.save_screenshot(str(artifact_dir() / "board-daemon-acknowledged.png"))
-        # /api/contacts comes with the closed loop's API (branch i16-loop); until it is
-        # merged the board shows contact ids as they are, and the browser logs the 404.
-        no_page_errors(driver, allowed=("/api/contacts - Failed to load resource",))
+        no_page_errors(driver)
 
     found = api_get(daemon, f"/api/incidents/{incident_id}")["incident"]
     assert found["status"] == "acknowledged"

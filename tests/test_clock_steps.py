@@ -147,7 +147,7 @@ async def test_links_are_judged_by_the_daemons_clock(mosquitto: Mosquitto, tmp_p
                 async with http.post(url) as tapped:
                     assert tapped.status == 200, await tapped.text()
             await wait_for(lambda: any(i.id == incident.id and i.acknowledged_by
-                                       == f"link:{contact}" for i in read_incidents(db)), 10)
+                                       == contact for i in read_incidents(db)), 10)
             publisher.close()
         finally:
             stop.set()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import re
+import tempfile
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,9 +19,13 @@ from sentinel.clock import FakeClock
 from sentinel.config.model import LatencySettings
 from sentinel.control.http import ControlServer
 from sentinel.control.links import LinkClaims, LinkSigner
+from sentinel.control.operations import UnknownPerson
 from sentinel.i18n import Language
 from sentinel.incidents import latency
 from sentinel.incidents.model import Incident, Outcome, Status
+from sentinel.incidents.photos import PhotoStore
+from sentinel.reports import response
+from sentinel.reports.response import By
 from sentinel.types import Severity
 
 TOKEN = "test-token-0123456789"
@@ -46,7 +52,10 @@ class FakeController:
         self.incidents = {inc.id: inc for inc in incidents}
         default: dict[str, tuple[str, Language]] = {"wang": ("王网格员", "zh"),
                                                     "lee": ("Lee", "en")}
-        self.contacts = contacts if contacts is not None else default
+        self.people = contacts if contacts is not None else default
+        self.trail: dict[str, list[dict[str, Any]]] = {}
+        # The real photo store, in a folder of its own (removed with the process's tmp).
+        self.store = PhotoStore(Path(tempfile.mkdtemp(prefix="sentinel-photos-")))
         self.used: set[str] = set()
         self.calls: list[tuple[Any, ...]] = []
         self.now = NOW
@@ -98,7 +107,49 @@ class FakeController:
         return True
 
     def contact(self, contact_id: str) -> tuple[str, Language] | None:
-        return self.contacts.get(contact_id)
+        return self.people.get(contact_id)
+
+    def contacts(self) -> list[dict[str, Any]]:
+        return [{"id": k, "name": v[0], "roles": ["grid_worker"], "grids": ["SB-G01"],
+                 "compounds": []} for k, v in self.people.items()]
+
+    def _record(self, incident_id: str, type_: str, actor: str, **data: Any) -> None:
+        trail = self.trail.setdefault(incident_id, [])
+        trail.append({"seq": len(trail) + 1, "type": type_, "ts": self.now, "actor": actor,
+                      "severity": "critical", "status": "firing", "data": data})
+
+    async def assign(self, incident_id: str, person: str, actor: str,
+                     acknowledge: bool = False) -> Incident:
+        if person not in self.people:
+            raise UnknownPerson(person)
+        inc = self._open(incident_id)
+        self.calls.append(("assign", incident_id, person, actor, acknowledge))
+        if acknowledge and inc.status != Status.ACKNOWLEDGED:
+            await self.acknowledge(incident_id, actor, None)
+        inc.assigned_to, inc.assigned_at = person, self.now
+        self._record(incident_id, "assigned", actor, person=person, by=actor)
+        return inc
+
+    async def note(self, incident_id: str, actor: str, text: str,
+                   photo: bytes | None = None) -> Incident:
+        inc = self._open(incident_id)
+        photo_id = self.store.save(photo) if photo is not None else None
+        self.calls.append(("note", incident_id, actor, text, photo_id))
+        if inc.first_note_at is None:
+            inc.first_note_at = self.now
+        self._record(incident_id, "noted", actor, text=text,
+                     **({"photo": photo_id} if photo_id else {}))
+        return inc
+
+    async def events_of(self, incident_id: str) -> list[dict[str, Any]]:
+        return list(self.trail.get(incident_id, []))
+
+    async def photo(self, incident_id: str, photo_id: str) -> bytes | None:
+        named = any(e["data"].get("photo") == photo_id for e in self.trail.get(incident_id, []))
+        return self.store.read(photo_id) if named else None
+
+    async def response_report(self, since: float, by: By) -> dict[str, Any]:
+        return response.build(self.incidents.values(), [], {}, since, self.now, by)
 
     async def audit(self, incident_id: str) -> list[dict[str, Any]]:
         return [{"type": "opened", "ts": NOW - 60, "actor": "sentinel"}]
@@ -259,8 +310,10 @@ async def test_link_get_shows_confirmation_and_does_not_acknowledge(h: Harness) 
     assert '<html lang="zh-CN">' in text and 'name="viewport"' in text
     assert "王网格员" in text and "烟感报警" in text and "水贝花园1栋3楼306室卧室" in text
     assert "2023-11-15 06:12:20" in text  # opened, Asia/Shanghai
-    assert re.search(r'<form method="post"><button type="submit">确认接警</button>', text)
-    assert text.count("<button") == 1
+    assert re.search(r'<form method="post"><input type="hidden" name="action" value="take">'
+                     r'<button type="submit">我去处理</button>', text)
+    assert re.search(r'value="ack"><button type="submit" class="second">确认接警</button>', text)
+    assert text.count("<button") == 2
     assert h.controller.incidents["A"].status == Status.FIRING
     assert h.controller.calls == [], "a GET (prefetch) must neither claim nor acknowledge"
     assert response.headers["Referrer-Policy"] == "no-referrer"
@@ -276,19 +329,20 @@ async def test_link_page_in_english(h: Harness) -> None:
 
 
 async def test_link_post_acknowledges_as_the_contact(h: Harness) -> None:
-    """POST claims the link and acknowledges as link:<contact>, with a note."""
+    """A plain POST claims the link and acknowledges under the contact's id, with a note."""
     status, text, _ = await page(h, "POST", h.link("A", "wang"))
-    assert status == 200 and "已确认" in text and "王网格员" in text
+    assert status == 200 and "✓ 已确认" in text and "确认人: 王网格员" in text
+    assert "我去处理" in text, "acknowledged but nobody assigned: it can still be taken"
     inc = h.controller.incidents["A"]
-    assert inc.status == Status.ACKNOWLEDGED and inc.acknowledged_by == "link:wang"
-    assert ("acknowledge", "A", "link:wang", "one-tap link") in h.controller.calls
+    assert inc.status == Status.ACKNOWLEDGED and inc.acknowledged_by == "wang"
+    assert ("acknowledge", "A", "wang", "one-tap link") in h.controller.calls
     assert h.controller.incidents["B"].status == Status.FIRING
 
 
 async def test_link_post_in_english(h: Harness) -> None:
     """The confirmation after the tap is in the contact's language."""
     status, text, _ = await page(h, "POST", h.link("A", "lee"))
-    assert status == 200 and "Acknowledged by Lee" in text
+    assert status == 200 and "✓ Acknowledged" in text and "by Lee at" in text
 
 
 async def test_reused_link_is_410(h: Harness) -> None:
@@ -299,7 +353,7 @@ async def test_reused_link_is_410(h: Harness) -> None:
     assert status == 410 and "已使用" in text and "already been used" in text
     assert "你已于" in text, "the person who tapped twice learns that it worked"
     assert [c for c in h.controller.calls if c[0] == "acknowledge"] == [
-        ("acknowledge", "A", "link:wang", "one-tap link")]
+        ("acknowledge", "A", "wang", "one-tap link")]
 
 
 async def test_expired_link_is_410(h: Harness) -> None:
@@ -343,13 +397,15 @@ async def test_link_of_closed_incident_is_410(h: Harness) -> None:
 
 
 async def test_link_of_acknowledged_incident_says_by_whom(h: Harness) -> None:
-    """When someone else acknowledged first, the page says who, with 200, and changes nothing."""
-    await h.controller.acknowledge("A", "物业王", None)
+    """When someone else acknowledged first, the page says who, with 200, and changes nothing;
+    only "我去处理" is offered (nobody is assigned yet)."""
+    await h.controller.acknowledge("A", "board:物业王", None)
     status, text, _ = await page(h, "GET", h.link("A", "wang"))
-    assert status == 200 and "此事件已被确认" in text and "物业王" in text and "<button" not in text
+    assert status == 200 and "此事件已被确认" in text and "物业王 (看板)" in text
+    assert text.count("<button") == 1 and ">我去处理</button>" in text
     status, text, _ = await page(h, "POST", h.link("A", "lee"))
-    assert status == 200 and "Already acknowledged" in text and "物业王" in text
-    assert h.controller.incidents["A"].acknowledged_by == "物业王"
+    assert status == 200 and "Already acknowledged" in text and "物业王 (board)" in text
+    assert h.controller.incidents["A"].acknowledged_by == "board:物业王"
 
 
 async def test_link_of_removed_contact_is_403(h: Harness) -> None:
@@ -365,7 +421,7 @@ async def test_pages_escape_html(h: Harness) -> None:
     h.controller.incidents["X"] = make_incident(
         "X", name=evil, device_id='"><img src=x onerror=alert(2)>',
         place={"location": "<b onmouseover=alert(3)>1栋</b>"})
-    h.controller.contacts["evil"] = ("<i>王</i>", "zh")
+    h.controller.people["evil"] = ("<i>王</i>", "zh")
     for method in ("GET", "POST"):
         status, text, _ = await page(h, method, h.link("X", "evil"))
         assert status == 200
@@ -390,3 +446,123 @@ async def test_tokens_never_logged(h: Harness) -> None:
     assert logs, "the requests were logged"
     for secret in (link_token, link_token.split(".")[1], TOKEN, "guess-123"):
         assert secret not in text
+
+
+# -- the closed loop: assignment, notes, photos, contacts -----------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64  # the magic bytes are what the store checks
+
+
+async def test_assign_and_note_through_the_api(h: Harness) -> None:
+    """assign names a contact; a note carries text and a base64 photo; show has both events."""
+    status, body, _ = await call(h, "POST", "/api/incidents/A/assign",
+                                 {"person": "wang", "actor": "cli:root"})
+    assert status == 200 and body["incident"]["assigned_to"] == "wang"
+    status, body, _ = await call(h, "POST", "/api/incidents/A/note", {
+        "text": "已到场, 厨房油烟", "actor": "wang",
+        "photo": base64.b64encode(PNG).decode()})
+    assert status == 200 and body["incident"]["first_note_at"] == NOW
+    status, body, _ = await call(h, "GET", "/api/incidents/A")
+    assert [e["type"] for e in body["events"]] == ["assigned", "noted"]
+    assigned, noted = body["events"]
+    assert assigned["data"] == {"person": "wang", "by": "cli:root"}
+    assert set(assigned) == {"seq", "type", "ts", "actor", "severity", "status", "data"}
+    photo = noted["data"]["photo"]
+    assert noted["data"]["text"] == "已到场, 厨房油烟" and photo.endswith(".png")
+    async with h.http.get(f"{h.server.url}/api/incidents/A/photo/{photo}",
+                          headers=h.auth) as r:
+        assert r.status == 200 and r.content_type == "image/png" and await r.read() == PNG
+    async with h.http.get(f"{h.server.url}/api/incidents/A/photo/{photo}") as r:
+        assert r.status == 401, "photos are behind the API's credential"
+    status, _, _ = await call(h, "GET", f"/api/incidents/B/photo/{photo}")
+    assert status == 404, "a photo is only served with the incident it belongs to"
+
+
+@pytest.mark.parametrize(("path", "body", "status", "message"), [
+    ("/api/incidents/A/assign", {"person": "nobody", "actor": "x"}, 400, "no contact"),
+    ("/api/incidents/A/assign", {"actor": "x"}, 400, "person is required"),
+    ("/api/incidents/nope/assign", {"person": "wang", "actor": "x"}, 404, "nope"),
+    ("/api/incidents/A/note", {"actor": "x"}, 400, "needs text, a photo"),
+    ("/api/incidents/A/note", {"actor": "x", "text": "t", "photo": "@@"}, 400, "base64"),
+    ("/api/incidents/A/note", {"actor": "x", "photo": base64.b64encode(b"GIF00a").decode()},
+     400, "not a JPEG"),
+    ("/api/incidents/nope/note", {"actor": "x", "text": "t"}, 404, "nope"),
+])
+async def test_loop_bad_requests(h: Harness, path: str, body: dict[str, Any], status: int,
+                                 message: str) -> None:
+    """Unknown people and incidents, empty notes and non-images are refused, saying why."""
+    got, answer, _ = await call(h, "POST", path, body)
+    assert got == status and message in answer["message"]
+    assert not [c for c in h.controller.calls if c[0] in ("assign", "note")]
+
+
+async def test_contacts_for_the_assign_menu(h: Harness) -> None:
+    """/api/contacts lists id, name, roles and areas, and never a phone number."""
+    status, body, _ = await call(h, "GET", "/api/contacts")
+    assert status == 200 and body["contacts"][0] == {
+        "id": "wang", "name": "王网格员", "roles": ["grid_worker"], "grids": ["SB-G01"],
+        "compounds": []}
+    status, body, _ = await call(h, "GET", "/api/report/response?since=0&by=kind")
+    assert status == 200 and body["by"] == "kind" and body["incidents"] == 2
+    status, body, _ = await call(h, "GET", "/api/report/response?by=floor")
+    assert status == 400 and "worker, grid, kind" in body["message"]
+
+
+async def form(h: Harness, url: str, fields: dict[str, Any]) -> tuple[int, str]:
+    data = aiohttp.FormData()
+    for key, value in fields.items():
+        if isinstance(value, bytes):
+            data.add_field(key, value, filename="site.png", content_type="image/png")
+        else:
+            data.add_field(key, value)
+    async with h.http.post(url, data=data) as response:
+        return response.status, await response.text()
+
+
+async def test_link_take_note_and_resolve(h: Harness) -> None:
+    """我去处理 acknowledges and assigns to the link's contact; the page then offers a note
+    with a photo and closing with an outcome, which are recorded under the contact id."""
+    url = h.link("A", "wang")
+    status, text = await form(h, url, {"action": "take"})
+    assert status == 200 and "✓ 已确认, 由你处理" in text and "王网格员, 此事件由你处理" in text
+    assert 'name="photo" accept="image/*"' in text and 'value="false_alarm"' in text
+    inc = h.controller.incidents["A"]
+    assert (inc.status, inc.acknowledged_by, inc.assigned_to) == (
+        Status.ACKNOWLEDGED, "wang", "wang")
+    once = re.search(r'name="once" value="([^"]+)"', text)
+    assert once is not None
+    fields = {"action": "note", "once": once[1], "text": "已到场, 无明火", "photo": PNG}
+    for _ in range(2):  # a double tap: recorded once
+        status, text = await form(h, url, fields)
+        assert status == 200 and "✓ 反馈已记录" in text and "已到场, 无明火" in text
+    notes = [c for c in h.controller.calls if c[0] == "note"]
+    assert len(notes) == 1 and notes[0][2] == "wang" and notes[0][4].endswith(".png")
+    status, text = await form(h, url, {"action": "resolve", "outcome": "false_alarm",
+                                       "note": "厨房油烟"})
+    assert status == 200 and "事件已关闭" in text and "关闭人: 王网格员" in text
+    assert ("resolve", "A", "wang", Outcome.FALSE_ALARM, "厨房油烟") in h.controller.calls
+    status, text, _ = await page(h, "GET", url)
+    assert status == 200 and "事件已关闭" in text, "the closer can still read what happened"
+    status, text, _ = await page(h, "GET", h.link("A", "lee"))
+    assert status == 410
+
+
+async def test_link_of_someone_elses_incident(h: Harness) -> None:
+    """Taken by another: the page says who, offers nothing, and refuses notes and closing."""
+    await h.controller.assign("A", "lee", "lee", acknowledge=True)
+    url = h.link("A", "wang")
+    status, text, _ = await page(h, "GET", url)
+    assert status == 200 and "Lee 正在处理" in text and "<button" not in text
+    status, text = await form(h, url, {"action": "take"})
+    assert status == 200 and h.controller.incidents["A"].assigned_to == "lee"
+    for fields in ({"action": "note", "once": "x1", "text": "t"},
+                   {"action": "resolve", "outcome": "handled"}):
+        status, text = await form(h, url, fields)
+        assert status == 403 and "此事件不由你处理" in text
+    assert h.controller.incidents["A"].open
+
+
+async def test_link_page_in_english_offers_take(h: Harness) -> None:
+    """The English page has the same two choices."""
+    status, text, _ = await page(h, "GET", h.link("A", "lee"))
+    assert status == 200 and ">I&#x27;ll handle it</button>" in text

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from sentinel.clock import FakeClock
 from sentinel.config.model import RulesSettings
 from sentinel.incidents.model import Outcome
+from sentinel.incidents.photos import PhotoRefused, PhotoStore, content_type
 from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore, add_window, read_events, read_incidents
 from sentinel.incidents.windows import Window
@@ -181,3 +184,45 @@ async def test_an_alarm_commits_before_the_telemetry_of_its_batch_is_evaluated(
     assert service.evaluated == len(batch)
     assert [i.name for i in read_incidents(db, open_only=True)] == ["smoke_alarm"]
     await store.__aexit__()
+
+
+async def test_take_is_one_commit_and_survives_a_restart(tmp_path: Path) -> None:
+    """"我去处理" (acknowledge + assign) is committed at once; the assignee, the first note
+    and the audit events read back after a restart."""
+    db = tmp_path / "incidents.sqlite3"
+    clock = FakeClock(T0)
+    store, service = await started(db, clock)
+    await service.process([reading(SMOKE.id, "smoke", T0, alarm=True)])
+    [inc] = service.open_incidents()
+    commits = store.commits
+    clock.advance(40)
+    await service.assign(inc.id, "zhang_wei", "zhang_wei", acknowledge=True)
+    assert store.commits == commits + 1
+    clock.advance(260)
+    await service.note(inc.id, "zhang_wei", "已到场", photo="ab.jpg")
+    await store.__aexit__()
+    store, again = await started(db, clock)
+    [back] = again.open_incidents()
+    assert (back.status.value, back.acknowledged_by, back.assigned_to) == (
+        "acknowledged", "zhang_wei", "zhang_wei")
+    assert (back.assigned_at, back.first_note_at) == (T0 + 40, T0 + 300)
+    events = [e for e in read_events(db) if e.incident_id == inc.id]
+    assert [e.type for e in events] == ["opened", "acknowledged", "assigned", "noted"]
+    assert events[3].data == {"text": "已到场", "photo": "ab.jpg"}
+    await store.__aexit__()
+
+
+def test_photo_store_keeps_images_only_within_the_limit(tmp_path: Path) -> None:
+    """Photos are recognised by their bytes, stored once under their hash, size-limited;
+    anything else (or an id from outside) is refused."""
+    store = PhotoStore(tmp_path / "photos", max_bytes=1000)
+    jpeg = b"\xff\xd8\xff\xe0" + b"\x01" * 100
+    photo_id = store.save(jpeg)
+    assert photo_id.endswith(".jpg") and store.save(jpeg) == photo_id
+    assert store.read(photo_id) == jpeg and content_type(photo_id) == "image/jpeg"
+    assert [p.name for p in (tmp_path / "photos").iterdir()] == [photo_id]
+    for bad, why in ((b"", "empty"), (b"\xff\xd8\xff" + b"0" * 1000, "over the limit"),
+                     (b"<svg onload=alert(1)>", "not a JPEG")):
+        with pytest.raises(PhotoRefused, match=why):
+            store.save(bad)
+    assert store.read("../incidents.sqlite3") is None and store.read("0" * 64 + ".png") is None

@@ -395,6 +395,50 @@ def test_group_resolution_resolves_its_members() -> None:
     assert all(m.outcome == "with_group" for m in members)
 
 
+def test_acting_on_a_fire_acts_on_its_open_members() -> None:
+    """Acknowledging or assigning a confirmed fire does the same to each open member alarm,
+    once; a member closed before is left alone."""
+    compound, building = building_with({"smoke": 3})
+    w = World()
+    for i, d in enumerate(devices("smoke", compound=compound, building=building)[:3]):
+        w.send(d, T0 + i, alarm=True)
+    fire = w.open("fire_confirmed")[0]
+    first, *others = [w.book.by_id[m] for m in fire.members]
+    w.book.resolve(first.id, "board:王", T0 + 30, Outcome.FALSE_ALARM, None)
+    w.book.acknowledge(fire.id, "board:王", T0 + 60)
+    w.book.assign(fire.id, "zhang_wei", "board:王", T0 + 70)
+    w.book.assign(fire.id, "zhang_wei", "board:王", T0 + 80)  # again: nothing new
+    w.tick(T0 + 81)
+    for inc in (fire, *others):
+        assert (inc.status, inc.acknowledged_by) == (Status.ACKNOWLEDGED, "board:王")
+        assert (inc.assigned_to, inc.assigned_at) == ("zhang_wei", T0 + 70)
+        assigned = [e for e in w.events if e.incident_id == inc.id and e.type == "assigned"]
+        assert len(assigned) == 1 and assigned[0].actor == "board:王"
+        assert assigned[0].data["person"] == "zhang_wei" and assigned[0].data["by"] == "board:王"
+    assert all(e.data["group"] == fire.id for e in w.events if e.type == "assigned"
+               and e.incident_id != fire.id)
+    assert first.assigned_to is None and first.status == Status.RESOLVED
+
+
+def test_notes_record_text_photo_and_the_first_note_time() -> None:
+    """A note is an audit event with its text (and photo id); first_note_at keeps the first."""
+    w = World()
+    smoke = devices("smoke")[0]
+    w.send(smoke, T0, alarm=True)
+    inc = w.open("smoke_alarm")[0]
+    w.book.note(inc.id, "zhang_wei", T0 + 300, "已到场")
+    w.book.note(inc.id, "zhang_wei", T0 + 400, "", photo="ab.jpg")
+    w.tick(T0 + 401)
+    notes = [e for e in w.events if e.type == "noted"]
+    assert [dict(e.data) for e in notes] == [{"text": "已到场"},
+                                             {"text": "", "photo": "ab.jpg"}]
+    assert inc.first_note_at == T0 + 300
+    assert Incident.from_json(inc.to_json()).first_note_at == T0 + 300
+    w.book.resolve(inc.id, "zhang_wei", T0 + 500, Outcome.HANDLED)
+    with pytest.raises(KeyError):
+        w.book.note(inc.id, "zhang_wei", T0 + 600, "too late")
+
+
 def test_system_incident_for_sentinel_itself() -> None:
     """The spool crossing its mark opens a system incident; going below resolves it."""
     w = World()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import getpass
 import json
 import os
 import re
@@ -495,6 +496,88 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_assign(args: argparse.Namespace) -> int:
+    from sentinel.i18n import incident_title
+
+    lang = _lang(args)
+    client = _control_client(args, lang)
+    if isinstance(client, int):
+        return client
+    try:
+        inc = client.assign(args.id, args.person, args.actor)
+        names = {c["id"]: c["name"] for c in client.contacts()}
+    except ControlError as exc:
+        if exc.kind == "bad_request" and "on-call" in exc.message:
+            print(t("assign.unknown_person", lang, person=args.person), file=sys.stderr)
+            return EXIT_PROBLEMS
+        return _report_control_error(exc, lang, args.id)
+    person = f"{names[args.person]} ({args.person})" if args.person in names else args.person
+    print(t("assign.done", lang, id=inc["id"], title=incident_title(inc["name"], lang),
+            person=person, actor=args.actor))
+    return EXIT_OK
+
+
+def cmd_note(args: argparse.Namespace) -> int:
+    from sentinel.i18n import incident_title
+
+    lang = _lang(args)
+    photo = None
+    if args.photo:
+        try:
+            photo = Path(args.photo).read_bytes()
+        except OSError as exc:
+            print(t("note.bad_photo", lang, path=args.photo, reason=exc.strerror or exc),
+                  file=sys.stderr)
+            return EXIT_PROBLEMS
+    client = _control_client(args, lang)
+    if isinstance(client, int):
+        return client
+    try:
+        inc = client.note(args.id, args.actor, args.text, photo)
+    except ControlError as exc:
+        if exc.kind == "bad_request" and exc.message.startswith("photo"):
+            print(t("note.bad_photo", lang, path=args.photo, reason=exc.message),
+                  file=sys.stderr)
+            return EXIT_PROBLEMS
+        return _report_control_error(exc, lang, args.id)
+    print(t("note.done", lang, id=inc["id"], title=incident_title(inc["name"], lang),
+            actor=args.actor, photo=t("note.with_photo", lang) if photo else ""))
+    return EXIT_OK
+
+
+def cmd_report_response(args: argparse.Namespace) -> int:
+    from sentinel.reports import response
+
+    lang = _lang(args)
+    found = _since_and_client(args, lang)
+    if isinstance(found, int):
+        return found
+    since, client = found
+    try:
+        report = client.response_report(since, args.by)
+    except ControlError as exc:
+        return _report_control_error(exc, lang)
+    outputs: list[tuple[str | None, str]] = [
+        (args.json, "json"), (args.csv, "csv"), (args.html, "html")]
+    wrote = False
+    for target, form in outputs:
+        if target is None:
+            continue
+        wrote = True
+        rendered = (json.dumps(report, ensure_ascii=False, indent=1) + "\n" if form == "json"
+                    else response.csv_text(report, lang) if form == "csv"
+                    else response.html(report, lang))
+        if target == "-":
+            sys.stdout.write(rendered)
+        else:
+            Path(target).write_text(rendered, encoding="utf-8")
+            print(t("response.wrote", lang, path=target), file=sys.stderr)
+    if not wrote:
+        for line in response.text(report, lang):
+            print(line)
+    return EXIT_OK
+
+
 def _filter_args(args: argparse.Namespace, lang: Language) -> Filter | None:
     from sentinel.control.feed import Filter
     query: dict[str, str] = {k: ",".join(v) for k in ("kind", "compound", "building", "grid",
@@ -850,6 +933,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="language of messages (default zh, or $SENTINEL_LANG)")
     sub = parser.add_subparsers(dest="command", required=True)
     actor = os.environ.get("USER") or "operator"
+    # Who acts from the command line, as the audit trail records it: the OS account,
+    # marked as such (a contact id is a person of the on-call file; this is not one).
+    cli_actor = f"cli:{getpass.getuser()}"
 
     p = sub.add_parser("run", parents=[common], help="run the daemon")
     p.set_defaults(func=cmd_run)
@@ -946,6 +1032,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--since", default="7d", help="a duration back (24h, 7d) or an ISO time")
     q.add_argument("--json", action="store_true", help="one JSON object")
     q.set_defaults(func=cmd_report)
+    q = rep.add_parser("response", parents=[common],
+                       help="who answered how fast: times to acknowledge, arrive (first "
+                            "note) and resolve per worker, grid or kind; false alarms per "
+                            "device")
+    q.add_argument("--since", default="7d", help="a duration back (24h, 7d) or an ISO time")
+    q.add_argument("--by", choices=["worker", "grid", "kind"], default="worker")
+    q.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="the report as JSON (to FILE, or stdout)")
+    q.add_argument("--csv", nargs="?", const="-", metavar="FILE",
+                   help="one CSV table (to FILE, or stdout)")
+    q.add_argument("--html", metavar="FILE", help="a page with charts, readable offline")
+    q.set_defaults(func=cmd_report_response)
 
     p = sub.add_parser("oncall", parents=[common], help="who is on duty, per role and area")
     p.add_argument("--at", default="now", help="'now' or ISO time (Asia/Shanghai)")
@@ -955,7 +1053,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ack", parents=[common],
                        help="acknowledge an open incident (through the running daemon)")
     p.add_argument("id", help="incident id, e.g. 20240501-0007")
-    p.add_argument("--actor", default=actor, help="who takes it on (default: $USER)")
+    p.add_argument("--actor", default=cli_actor,
+                   help=f"who takes it on (default: {cli_actor}, the OS account)")
     p.add_argument("--note", help="free text recorded in the audit trail")
     p.set_defaults(func=cmd_ack)
 
@@ -966,8 +1065,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how it ended: handled, false_alarm, or referred (to the fire "
                         "brigade, utility, family...)")
     p.add_argument("--note", help="free text recorded in the audit trail")
-    p.add_argument("--actor", default=actor, help="who closes it (default: $USER)")
+    p.add_argument("--actor", default=cli_actor,
+                   help=f"who closes it (default: {cli_actor}, the OS account)")
     p.set_defaults(func=cmd_resolve)
+
+    p = sub.add_parser("assign", parents=[common],
+                       help="give an open incident to a person of the on-call file")
+    p.add_argument("id", help="incident id (a confirmed fire: its alarms follow it)")
+    p.add_argument("person", help="contact id from the on-call file (sentinel oncall)")
+    p.add_argument("--actor", default=cli_actor,
+                   help=f"who assigns it (default: {cli_actor}, the OS account)")
+    p.set_defaults(func=cmd_assign)
+
+    p = sub.add_parser("note", parents=[common],
+                       help="add a note (on-site feedback) to an open incident")
+    p.add_argument("id", help="incident id")
+    p.add_argument("text", help="what was found or done")
+    p.add_argument("--photo", metavar="FILE", help="a JPEG, PNG, WebP or GIF (at most 5 MB)")
+    p.add_argument("--actor", default=cli_actor,
+                   help=f"who writes it (default: {cli_actor}, the OS account)")
+    p.set_defaults(func=cmd_note)
 
     for window_type, text in (("silence", "silences (recorded, not notified)"),
                               ("drill", "drills (incidents marked as drills)")):

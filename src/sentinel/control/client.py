@@ -6,6 +6,7 @@ decide who may act; no token), else over HTTP with the bearer token.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import socket
@@ -112,7 +113,7 @@ class ControlClient:
         return self._request("GET", "/api/incidents" + _query(query))
 
     def get(self, incident_id: str) -> dict[str, Any]:
-        """{"incident": ..., "audit": [...]} of one incident."""
+        """{"incident", "audit", "latency", "events"} of one incident."""
         return self._request("GET", f"/api/incidents/{quote(incident_id, safe='')}")
 
     def ack(self, incident_id: str, actor: str, note: str | None = None) -> dict[str, Any]:
@@ -129,6 +130,34 @@ class ControlClient:
         answer = self._request("POST", path, {"actor": actor, "outcome": outcome, "note": note})
         incident: dict[str, Any] = answer["incident"]
         return incident
+
+    def assign(self, incident_id: str, person: str, actor: str) -> dict[str, Any]:
+        """Assign an open incident to a contact; the incident after it, as JSON."""
+        path = f"/api/incidents/{quote(incident_id, safe='')}/assign"
+        answer = self._request("POST", path, {"person": person, "actor": actor})
+        incident: dict[str, Any] = answer["incident"]
+        return incident
+
+    def note(self, incident_id: str, actor: str, text: str,
+             photo: bytes | None = None) -> dict[str, Any]:
+        """Add a note (and a photo) to an open incident; the incident after it, as JSON."""
+        path = f"/api/incidents/{quote(incident_id, safe='')}/note"
+        body: dict[str, Any] = {"text": text, "actor": actor}
+        if photo is not None:
+            body["photo"] = base64.b64encode(photo).decode("ascii")
+        answer = self._request("POST", path, body)
+        incident: dict[str, Any] = answer["incident"]
+        return incident
+
+    def contacts(self) -> list[dict[str, Any]]:
+        """The on-call file's people (id, name, roles, grids, compounds)."""
+        contacts: list[dict[str, Any]] = self._request("GET", "/api/contacts")["contacts"]
+        return contacts
+
+    def response_report(self, since: float, by: str) -> dict[str, Any]:
+        """Who answered how fast since `since`, per worker, grid or kind."""
+        return self._request("GET", "/api/report/response" + _query(
+            {"since": repr(since), "by": by}))
 
     def status(self) -> dict[str, Any]:
         return self._request("GET", "/api/status")

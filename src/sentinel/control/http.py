@@ -17,8 +17,12 @@ route pattern, never the path.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import dataclasses
 import hmac
+import json
 import math
 import os
 import socket
@@ -35,7 +39,12 @@ from sentinel.config.model import LatencySettings
 from sentinel.control import pages
 from sentinel.control.feed import Filter, ReadingFeed
 from sentinel.control.links import LinkClaims, LinkError, LinkSigner
-from sentinel.control.operations import HistoryUnavailable, WindowRefused, WindowType
+from sentinel.control.operations import (
+    HistoryUnavailable,
+    UnknownPerson,
+    WindowRefused,
+    WindowType,
+)
 from sentinel.control.requests import (
     MAX_BODY,
     SESSION_ACTOR,
@@ -54,14 +63,20 @@ from sentinel.control.requests import (
 from sentinel.control.stream import start_after, stream
 from sentinel.errors import ConfigError, Problem
 from sentinel.i18n import Language
-from sentinel.incidents import latency
+from sentinel.incidents import latency, photos
 from sentinel.incidents.model import Incident, Outcome, Status
+from sentinel.incidents.photos import PhotoRefused
 from sentinel.incidents.windows import Window
+from sentinel.reports.response import BY, By
 
 _log = structlog.get_logger("sentinel.control")
 # Unix socket paths are limited to 108 bytes with the terminating NUL (sockaddr_un).
 _MAX_SOCKET_PATH = 107
-
+# A note may carry one photo: its request may be that large (base64 in JSON: 4/3 of it).
+_PHOTO_BODY = photos.MAX_PHOTO_BYTES * 4 // 3 + 64 * 1024
+# At most this many photos per incident: a link is a credential until it expires, and
+# whoever holds it must not be able to fill the state disk.
+_MAX_PHOTOS = 20
 
 
 class Controller(Protocol):
@@ -74,6 +89,35 @@ class Controller(Protocol):
     async def resolve(self, incident_id: str, actor: str, outcome: Outcome,
                       note: str | None) -> Incident:
         """Close an open incident with an outcome; KeyError like `acknowledge`."""
+        ...
+
+    async def assign(self, incident_id: str, person: str, actor: str,
+                     acknowledge: bool = False) -> Incident:
+        """Assign an open incident (a group: its open members too) to a contact; with
+        `acknowledge` also acknowledge it if nobody has. KeyError: no such open incident;
+        UnknownPerson: no such contact."""
+        ...
+
+    async def note(self, incident_id: str, actor: str, text: str,
+                   photo: bytes | None = None) -> Incident:
+        """Add a note with an optional photo; KeyError like `assign`, PhotoRefused."""
+        ...
+
+    async def events_of(self, incident_id: str) -> list[dict[str, Any]]:
+        """The incident's own audit trail, oldest first: {seq, type, ts, actor, severity,
+        status, data}."""
+        ...
+
+    async def photo(self, incident_id: str, photo_id: str) -> bytes | None:
+        """A photo of one of the incident's notes; None when it has no such photo."""
+        ...
+
+    def contacts(self) -> list[dict[str, Any]]:
+        """The on-call file's people: id, name, roles, grids, compounds (no phones)."""
+        ...
+
+    async def response_report(self, since: float, by: By) -> dict[str, Any]:
+        """The closed loop's report (sentinel.reports.response) since `since`."""
         ...
 
     async def get_incident(self, incident_id: str) -> Incident | None:
@@ -257,6 +301,11 @@ class ControlServer:
         add.add_get("/api/incidents/{id}", self._show)
         add.add_post("/api/incidents/{id}/ack", self._ack)
         add.add_post("/api/incidents/{id}/resolve", self._resolve)
+        add.add_post("/api/incidents/{id}/assign", self._assign)
+        add.add_post("/api/incidents/{id}/note", self._note)
+        add.add_get("/api/incidents/{id}/photo/{photo}", self._photo)
+        add.add_get("/api/contacts", self._contacts)
+        add.add_get("/api/report/response", self._response_report)
         add.add_get("/api/events", self._events)
         add.add_get("/api/stream", self._stream)
         add.add_get("/api/status", self._status)
@@ -427,9 +476,10 @@ class ControlServer:
         if inc is None:
             raise ApiError(404, "not_found", f"no incident {incident_id}")
         audit = await self._controller.audit(incident_id)
+        events = await self._controller.events_of(incident_id)
         record = latency.summary_line(inc.timing, self._controller.latency_limits())
         return json_response({"incident": self._controller.incident_json(inc),
-                              "audit": audit, "latency": record})
+                              "audit": audit, "latency": record, "events": events})
 
     async def _ack(self, request: web.Request) -> web.Response:
         incident_id = request.match_info["id"]
@@ -455,6 +505,102 @@ class ControlServer:
         _log.info("incident_resolved", incident_id=incident_id, actor=actor,
                   outcome=outcome.value, via="api")
         return json_response({"incident": inc.to_json()})
+
+    async def _assign(self, request: web.Request) -> web.Response:
+        incident_id = request.match_info["id"]
+        data = await read_object(request)
+        check_keys(data, ("actor", "person"))
+        actor = actor_of(request, data)
+        person = data.get("person")
+        if not isinstance(person, str) or not person.strip():
+            raise ApiError(400, "bad_request", "person is required: a contact id of the "
+                                                "on-call file (GET /api/contacts)")
+        try:
+            inc = await self._controller.assign(incident_id, person.strip(), actor)
+        except UnknownPerson:
+            raise ApiError(400, "bad_request", f"no contact {person!r} in the on-call "
+                                                "file (GET /api/contacts)") from None
+        except KeyError:
+            raise ApiError(404, "not_found", f"no open incident {incident_id}") from None
+        _log.info("incident_assigned", incident_id=incident_id, person=person, actor=actor,
+                  via="api")
+        return json_response({"incident": inc.to_json()})
+
+    async def _note(self, request: web.Request) -> web.Response:
+        incident_id = request.match_info["id"]
+        try:
+            raw = await request.clone(client_max_size=_PHOTO_BODY).read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(413, "payload_too_large", "a note with its photo is at most "
+                                                      f"{_PHOTO_BODY} bytes") from None
+        try:
+            data = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "bad_request", "the body must be a JSON object")
+        check_keys(data, ("actor", "text", "photo"))
+        actor = actor_of(request, data)
+        text = note_of({"note": data.get("text")}) or ""
+        photo = None
+        if data.get("photo") is not None:
+            if not isinstance(data["photo"], str):
+                raise ApiError(400, "bad_request", "photo is the image's bytes in base64")
+            try:
+                photo = base64.b64decode(data["photo"], validate=True)
+            except (binascii.Error, ValueError):
+                raise ApiError(400, "bad_request", "photo is not valid base64") from None
+        if not text and not photo:
+            raise ApiError(400, "bad_request", "a note needs text, a photo, or both")
+        inc = await self._add_note(incident_id, actor, text, photo)
+        _log.info("incident_noted", incident_id=incident_id, actor=actor,
+                  photo=photo is not None, via="api")
+        return json_response({"incident": inc.to_json()})
+
+    async def _add_note(self, incident_id: str, actor: str, text: str,
+                        photo: bytes | None) -> Incident:
+        if photo:
+            events = await self._controller.events_of(incident_id)
+            if sum(1 for e in events if e["type"] == "noted" and e["data"].get("photo")) \
+                    >= _MAX_PHOTOS:
+                raise ApiError(409, "unavailable", f"this incident has {_MAX_PHOTOS} photos "
+                                                    "already")
+        try:
+            return await self._controller.note(incident_id, actor, text, photo)
+        except PhotoRefused as exc:
+            raise ApiError(400, "bad_request", f"photo: {exc}") from None
+        except KeyError:
+            raise ApiError(404, "not_found", f"no open incident {incident_id}") from None
+
+    async def _photo(self, request: web.Request) -> web.Response:
+        incident_id, photo_id = request.match_info["id"], request.match_info["photo"]
+        data = None
+        if photos.valid_id(photo_id):
+            data = await self._controller.photo(incident_id, photo_id)
+        if data is None:
+            raise ApiError(404, "not_found", f"no photo {photo_id} of incident {incident_id}")
+        response = web.Response(body=data, content_type=photos.content_type(photo_id))
+        # Private: never kept by a shared cache; the type is ours, never sniffed.
+        response.headers.update({"Cache-Control": "private, max-age=3600",
+                                 "X-Content-Type-Options": "nosniff",
+                                 "Content-Security-Policy": "default-src 'none'"})
+        return response
+
+    async def _contacts(self, request: web.Request) -> web.Response:
+        return json_response({"contacts": self._controller.contacts()})
+
+    async def _response_report(self, request: web.Request) -> web.Response:
+        try:
+            since = float(request.query.get("since", "0"))
+        except ValueError:
+            since = float("nan")
+        if not math.isfinite(since):
+            raise ApiError(400, "bad_request", "since must be epoch seconds")
+        by = request.query.get("by", "worker")
+        if by not in BY:
+            raise ApiError(400, "bad_request", f"by is one of: {', '.join(BY)}")
+        chosen: By = "grid" if by == "grid" else "kind" if by == "kind" else "worker"
+        return json_response(await self._controller.response_report(since, chosen))
 
     # -- the event stream -----------------------------------------------------------
 
@@ -562,28 +708,109 @@ class ControlServer:
             return pages.refusal("unknown_contact")
         return claims, who[0], who[1]
 
+    async def _link_view(self, claims: LinkClaims, name: str, lang: Language,
+                         inc: Incident, done: str | None = None) -> pages.LinkView:
+        events = await self._controller.events_of(inc.id)
+        notes = [{"ts": e["ts"], "actor": e["actor"], **e["data"]} for e in events
+                 if e["type"] == "noted"]
+        people = {c["id"]: c["name"] for c in self._controller.contacts()}
+        return pages.LinkView(inc, claims.contact_id, name, lang, people, notes, done)
+
     async def _link_get(self, request: web.Request) -> web.Response:
-        # GET only shows the incident and a button; it never acknowledges. Chat apps (WeChat,
+        # GET only shows the incident and buttons; it never acts. Chat apps (WeChat,
         # DingTalk), mail scanners and link previews fetch links before a person sees them:
         # if GET acknowledged, a prefetch would silently stop an escalation that nobody
-        # has taken on. Only a POST, from a tap on the button, acknowledges.
+        # has taken on. Only a POST, from a tap on a button, acts.
         found = self._claims(request)
         if isinstance(found, web.Response):
             return found
         claims, name, lang = found
         inc = await self._controller.get_incident(claims.incident_id)
-        if inc is None or not inc.open:
+        if inc is None or (not inc.open and inc.resolved_by != claims.contact_id):
             return pages.refusal("closed")
-        if inc.status == Status.ACKNOWLEDGED:
-            return pages.already_page(inc, lang)
-        return pages.confirm_page(inc, name, lang)
+        return pages.link_page(await self._link_view(claims, name, lang, inc))
 
     async def _link_post(self, request: web.Request) -> web.Response:
+        # The link acts as its contact (their contact id is the actor): "ack" once per
+        # link; "take" (ack + assign to the contact) once per link; "note" and "resolve"
+        # while the incident is assigned to the contact, each form once.
         found = self._claims(request)
         if isinstance(found, web.Response):
             return found
         claims, name, lang = found
-        actor = f"link:{claims.contact_id}"
+        try:
+            form = await request.clone(client_max_size=_PHOTO_BODY).post()
+        except web.HTTPRequestEntityTooLarge:
+            return pages.refusal("bad_form")
+        action = form.get("action") or "ack"
+        if action == "ack":
+            return await self._link_ack(claims, name, lang)
+        inc = await self._controller.get_incident(claims.incident_id)
+        if inc is None:
+            return pages.refusal("closed")
+        if not inc.open:
+            if inc.resolved_by == claims.contact_id:  # a double tap on "close"
+                return pages.link_page(await self._link_view(claims, name, lang, inc))
+            return pages.refusal("closed")
+        contact = claims.contact_id
+        if action == "take":
+            taken = dataclasses.replace(claims, nonce=f"{claims.nonce}:take")
+            if inc.assigned_to is None and await self._controller.claim_link(
+                    taken, self._clock.now()):
+                try:
+                    inc = await self._controller.assign(inc.id, contact, contact,
+                                                        acknowledge=True)
+                except (KeyError, UnknownPerson):
+                    return pages.refusal("closed")
+                _log.info("incident_taken", incident_id=inc.id, actor=contact, via="link")
+                return pages.link_page(await self._link_view(claims, name, lang, inc,
+                                                             "taken"))
+            return pages.link_page(await self._link_view(claims, name, lang, inc))
+        if action not in ("note", "resolve"):
+            return pages.refusal("bad_form")
+        if inc.assigned_to != contact:
+            return pages.refusal("not_assigned")
+        if action == "resolve":
+            outcome = form.get("outcome")
+            if not isinstance(outcome, str) or outcome not in pages.OUTCOMES:
+                return pages.refusal("bad_form")
+            try:
+                note = note_of({"note": form.get("note")})
+                inc = await self._controller.resolve(inc.id, contact, Outcome(outcome), note)
+            except ApiError:
+                return pages.refusal("bad_form")
+            except KeyError:
+                return pages.refusal("closed")
+            _log.info("incident_resolved", incident_id=inc.id, actor=contact,
+                      outcome=outcome, via="link")
+            return pages.link_page(await self._link_view(claims, name, lang, inc))
+        once, photo_field = form.get("once"), form.get("photo")
+        if not isinstance(once, str) or not 0 < len(once) <= 64:
+            return pages.refusal("bad_form")
+        photo = None
+        if isinstance(photo_field, web.FileField):
+            photo = photo_field.file.read(_PHOTO_BODY) or None
+        try:
+            text = note_of({"note": form.get("text")}) or ""
+        except ApiError:
+            return pages.refusal("bad_form")
+        if not text and not photo:
+            return pages.link_page(await self._link_view(claims, name, lang, inc))
+        once_claims = dataclasses.replace(claims, nonce=f"{claims.nonce}:note:{once}")
+        if not await self._controller.claim_link(once_claims, self._clock.now()):
+            # The same form twice (a double tap, a reload): recorded once.
+            return pages.link_page(await self._link_view(claims, name, lang, inc, "noted"))
+        try:
+            inc = await self._add_note(inc.id, contact, text, photo)
+        except ApiError:
+            return pages.refusal("bad_form")
+        _log.info("incident_noted", incident_id=inc.id, actor=contact,
+                  photo=photo is not None, via="link")
+        return pages.link_page(await self._link_view(claims, name, lang, inc, "noted"))
+
+    async def _link_ack(self, claims: LinkClaims, name: str, lang: Language
+                        ) -> web.Response:
+        actor = claims.contact_id
         if not await self._controller.claim_link(claims, self._clock.now()):
             _log.info("link_refused", reason="used", contact=claims.contact_id,
                       incident_id=claims.incident_id)
@@ -598,12 +825,12 @@ class ControlServer:
         if inc is None or not inc.open:
             return pages.refusal("closed")
         if inc.status == Status.ACKNOWLEDGED:
-            return pages.already_page(inc, lang)
+            return pages.link_page(await self._link_view(claims, name, lang, inc))
         try:
             inc = await self._controller.acknowledge(claims.incident_id, actor, "one-tap link")
         except KeyError:
             return pages.refusal("closed")
         if inc.acknowledged_by != actor:  # someone else was a moment faster
-            return pages.already_page(inc, lang)
+            return pages.link_page(await self._link_view(claims, name, lang, inc))
         _log.info("incident_acknowledged", incident_id=inc.id, actor=actor, via="link")
-        return pages.done_page(inc, name, lang)
+        return pages.link_page(await self._link_view(claims, name, lang, inc, "acknowledged"))

@@ -18,10 +18,12 @@ from sentinel.control.links import LinkClaims
 from sentinel.escalation.service import EscalationService
 from sentinel.incidents import latency
 from sentinel.incidents.model import Incident, Outcome
+from sentinel.incidents.photos import PhotoStore
 from sentinel.incidents.service import IncidentService
-from sentinel.incidents.store import StateStore, query_incidents
+from sentinel.incidents.store import StateStore, query_events, query_incidents
 from sentinel.incidents.windows import Window
 from sentinel.loading import Loaded, window_vocabulary
+from sentinel.reports import response
 from sentinel.store import ReadingSink
 from sentinel.store.db import list_deadletters
 from sentinel.store.sqlite import query_history
@@ -48,6 +50,10 @@ class WindowRefused(ValueError):
     """A window names places, devices, kinds or rules that do not exist."""
 
 
+class UnknownPerson(ValueError):
+    """An assignment names nobody of the on-call file."""
+
+
 class Operations:
     """Everything an operator can ask of or tell the running daemon."""
 
@@ -69,6 +75,7 @@ class Operations:
         self._zone = loaded.oncall.timezone
         self._clock = clock if clock is not None else SystemClock()
         self.started_at = self._clock.now()
+        self.photos = PhotoStore(loaded.settings.state_dir / "photos")
 
     # -- incidents --------------------------------------------------------------------
 
@@ -78,6 +85,63 @@ class Operations:
     async def resolve(self, incident_id: str, actor: str, outcome: Outcome,
                       note: str | None) -> Incident:
         return await self._escalation.resolve(incident_id, actor, outcome, note)
+
+    async def assign(self, incident_id: str, person: str, actor: str,
+                     acknowledge: bool = False) -> Incident:
+        """Assign to a contact of the on-call file (UnknownPerson if none); with
+        `acknowledge`, acknowledge too if nobody has ("我去处理")."""
+        if person not in self._escalation.contacts:
+            raise UnknownPerson(person)
+        return await self._incidents.assign(incident_id, person, actor, acknowledge)
+
+    async def note(self, incident_id: str, actor: str, text: str,
+                   photo: bytes | None = None) -> Incident:
+        """Add a note; a photo is stored first (PhotoRefused if it is not one we keep)."""
+        found = self._incidents.incident(incident_id)
+        if found is None or not found.open:
+            raise KeyError(incident_id)  # before a photo of a closed incident is stored
+        photo_id = await asyncio.to_thread(self.photos.save, photo) if photo else None
+        return await self._incidents.note(incident_id, actor, text, photo_id)
+
+    async def events_of(self, incident_id: str) -> list[dict[str, Any]]:
+        """The incident's own audit trail, oldest first, each event as the API gives it."""
+        events = await self._state.call(
+            lambda conn: query_events(conn, incident_id=incident_id, limit=100_000))
+        return [{"seq": e.seq, "type": e.type, "ts": e.ts, "actor": e.actor,
+                 "severity": e.severity.label, "status": e.status.value, "data": dict(e.data)}
+                for e in events]
+
+    async def photo(self, incident_id: str, photo_id: str) -> bytes | None:
+        """A photo of one of this incident's notes; None when it has no such photo."""
+        named = any(e["type"] == "noted" and e["data"].get("photo") == photo_id
+                    for e in await self.events_of(incident_id))
+        return await asyncio.to_thread(self.photos.read, photo_id) if named else None
+
+    def contacts(self) -> list[dict[str, Any]]:
+        """The people of the on-call file for an assign menu: roles and areas, no phones."""
+        out = []
+        for contact in self._loaded.oncall.contact:
+            roles = {contact.role.value}
+            grids: set[str] = set()
+            compounds: set[str] = set()
+            for roster in self._loaded.oncall.roster:
+                members = {m for shift in roster.shift for m in shift.members}
+                members |= {o.contact for o in roster.override}
+                if contact.id in members:
+                    roles.add(roster.role.value)
+                    grids.update(roster.grids)
+                    compounds.update(roster.compounds)
+            out.append({"id": contact.id, "name": contact.name, "roles": sorted(roles),
+                        "grids": sorted(grids), "compounds": sorted(compounds)})
+        return out
+
+    async def response_report(self, since: float, by: response.By) -> dict[str, Any]:
+        """The closed loop's report of incidents opened since `since` (reports.response)."""
+        until = self._clock.now()
+        incidents, events, groups = await self._state.call(
+            lambda conn: response.query(conn, since, until))
+        names = {c.id: c.name for c in self._loaded.oncall.contact}
+        return response.build(incidents, events, names, since, until, by, groups)
 
     async def get_incident(self, incident_id: str) -> Incident | None:
         return await self._escalation.get_incident(incident_id)

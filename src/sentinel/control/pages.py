@@ -1,5 +1,11 @@
-"""The pages behind one-tap acknowledgement links: a confirmation page, a result page, and
-the refusals (forged, expired, used...), in the contact's language.
+"""The pages behind one-tap links, in the contact's language, and the refusals (forged,
+expired, used...).
+
+One page shows an incident as the link's contact should see it now: firing — "我去处理"
+(take it on: acknowledge and be assigned) or only acknowledge; acknowledged by someone
+else — who, and "我去处理" while nobody is assigned; assigned to this contact — a note
+with an optional photo and closing it with an outcome; assigned to someone else — who
+handles it. Notes so far are listed, newest last.
 
 Pure rendering: no I/O. Every value is HTML-escaped; the style and script are fixed and
 allowed by hash in the Content-Security-Policy, so nothing else can run on these pages.
@@ -10,15 +16,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-from datetime import datetime
-from zoneinfo import ZoneInfo
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
+from sentinel import zone
 from sentinel.i18n import Language, incident_title, t
-from sentinel.incidents.model import Incident
+from sentinel.incidents.model import Incident, Status
 
-_TZ = ZoneInfo("Asia/Shanghai")
+# Outcomes the assigned person chooses from when closing (sentinel records the others).
+OUTCOMES = ("handled", "false_alarm", "referred")
 
 # Page text lives here rather than in sentinel.i18n: it is markup-adjacent and only the
 # pages use it. Refusals are shown in both languages (we may not know whose link it is).
@@ -40,24 +50,11 @@ _REFUSALS: dict[str, tuple[int, str, str, str, str]] = {
                         "The person it was sent to is no longer on the roster."),
     "closed": (410, "事件已关闭", "此事件已经关闭, 无需确认。",
                "This incident is closed", "Nothing left to acknowledge."),
-}
-
-_TEXT: dict[str, dict[Language, str]] = {
-    "greeting": {"zh": "{name}, 请确认接警", "en": "{name}, please acknowledge"},
-    "severity": {"zh": "级别", "en": "Severity"},
-    "place": {"zh": "地点", "en": "Place"},
-    "opened": {"zh": "发生时间", "en": "Opened"},
-    "device": {"zh": "设备", "en": "Device"},
-    "incident": {"zh": "事件编号", "en": "Incident"},
-    "drill": {"zh": "演练", "en": "Drill"},
-    "button": {"zh": "确认接警", "en": "Acknowledge"},
-    "hint": {"zh": "确认表示你已接手处理此事件, 值班同事会看到。",
-             "en": "Acknowledging tells the team that you are taking this on."},
-    "done": {"zh": "已确认", "en": "Acknowledged"},
-    "done_by": {"zh": "确认人: {name}", "en": "Acknowledged by {name}"},
-    "already": {"zh": "此事件已被确认", "en": "Already acknowledged"},
-    "already_by": {"zh": "确认人: {by}, 时间: {when}", "en": "by {by} at {when}"},
-    "you_did": {"zh": "你已于 {when} 确认此事件。", "en": "You acknowledged it at {when}."},
+    "not_assigned": (403, "此事件不由你处理", "只有被指派的处理人可以添加反馈或关闭事件。",
+                     "This incident is not assigned to you",
+                     "Only the person it is assigned to can add notes or close it."),
+    "bad_form": (400, "提交的内容无效", "请返回上一页重新填写。",
+                 "The form could not be used", "Go back and fill it in again."),
 }
 
 _STYLE = (
@@ -65,6 +62,7 @@ _STYLE = (
     "sans-serif;background:#f4f4f5;color:#18181b}"
     "main{max-width:32rem;margin:0 auto;padding:1.25rem}"
     "h1{font-size:1.5rem;margin:.5rem 0 1rem}h2{font-size:1.1rem;font-weight:normal}"
+    "h3{font-size:1.05rem;margin:0 0 .5rem}"
     ".card{background:#fff;border-radius:.75rem;padding:1rem 1.25rem;margin:1rem 0}"
     "dl{display:grid;grid-template-columns:auto 1fr;gap:.4rem 1rem;margin:0}"
     "dt{color:#52525b}dd{margin:0;font-weight:600}"
@@ -72,12 +70,21 @@ _STYLE = (
     "border-radius:.3rem}"
     "button{display:block;width:100%;min-height:4.5rem;font-size:1.5rem;font-weight:700;"
     "border:0;border-radius:.75rem;background:#dc2626;color:#fff;margin:1.5rem 0 .75rem}"
-    "button:disabled{background:#a1a1aa}"
+    "button.second{min-height:3rem;font-size:1.1rem;background:#52525b;margin-top:.5rem}"
+    "button.go{background:#15803d}button:disabled{background:#a1a1aa}"
+    "textarea{width:100%;box-sizing:border-box;min-height:5rem;font-size:1.05rem;"
+    "padding:.5rem;border:1px solid #a1a1aa;border-radius:.5rem}"
+    "input[type=file]{margin:.75rem 0;font-size:1rem}"
+    "label.choice{display:block;font-size:1.15rem;padding:.45rem 0}"
+    "ol.notes{padding-left:1.2rem;margin:0}ol.notes li{margin:.35rem 0}"
+    ".muted{color:#52525b;font-size:.9rem}"
     ".ok{color:#15803d}.no{color:#b91c1c}p{line-height:1.5}"
 )
-# One tap, one POST: the button greys out so a double tap does not post twice.
-_SCRIPT = ('document.querySelector("form").addEventListener("submit",function(){'
-           'var b=this.querySelector("button");setTimeout(function(){b.disabled=true},0)});')
+# One tap, one POST: the submitted form's button greys out so a double tap does not post
+# twice (the server also refuses a repeated form).
+_SCRIPT = ('document.querySelectorAll("form").forEach(function(f){'
+           'f.addEventListener("submit",function(){var b=f.querySelector("button");'
+           'setTimeout(function(){b.disabled=true},0)})});')
 
 
 def _csp_hash(source: str) -> str:
@@ -117,9 +124,7 @@ def page(title: str, body: str, status: int, lang: str = "zh-CN",
 
 
 def when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, _TZ).strftime("%Y-%m-%d %H:%M:%S")
+    return zone.stamp(ts)
 
 
 def _place(inc: Incident) -> str:
@@ -137,8 +142,22 @@ def refusal(reason: str, extra: str = "") -> web.Response:
 
 
 def tx(key: str, lang: Language, **values: object) -> str:
-    """Page text `key`, formatted with HTML-escaped `values`."""
-    return _e(_TEXT[key][lang]).format(**{k: _e(v) for k, v in values.items()})
+    """Link page text `link.<key>` (sentinel.i18n), formatted with HTML-escaped `values`."""
+    return _e(t(f"link.{key}", lang, **{k: str(v) for k, v in values.items()}))
+
+
+def actor_name(actor: str | None, people: Mapping[str, str], lang: Language) -> str:
+    """Who acted, for a person: a contact's name, a wall-screen or command-line user."""
+    if not actor:
+        return "-"
+    if actor in people:
+        return people[actor]
+    where, sep, who = actor.partition(":")
+    if sep and where in ("board", "cli", "link"):
+        return people.get(who, who) + t(f"link.via_{where}", lang)
+    if actor == "sentinel":
+        return t("link.via_sentinel", lang)
+    return actor
 
 
 def _incident_card(inc: Incident, lang: Language) -> str:
@@ -159,23 +178,96 @@ def _html_lang(lang: Language) -> str:
     return "zh-CN" if lang == "zh" else "en"
 
 
-def confirm_page(inc: Incident, name: str, lang: Language) -> web.Response:
-    body = (f"<h2>{tx('greeting', lang, name=name)}</h2>{_incident_card(inc, lang)}"
-            # No action attribute: the form posts back to this very URL, whatever prefix a
-            # reverse proxy puts in front of it.
-            f'<form method="post"><button type="submit">{tx("button", lang)}</button></form>'
-            f"<p>{tx('hint', lang)}</p>")
-    return page(incident_title(inc.name, lang), body, 200, _html_lang(lang), script=True)
+@dataclass(frozen=True, slots=True)
+class LinkView:
+    """What the link page of one contact shows about one incident now."""
+
+    inc: Incident
+    contact_id: str
+    name: str
+    lang: Language
+    # Contact id -> name, for who acknowledged or handles it.
+    people: Mapping[str, str] = field(default_factory=dict)
+    # The incident's notes, oldest first: {"ts", "actor", "text", "photo"?}.
+    notes: Sequence[Mapping[str, Any]] = ()
+    # What the tap that led here did (a key of link.*: "taken", "acknowledged", "noted").
+    done: str | None = None
 
 
-def already_page(inc: Incident, lang: Language) -> web.Response:
-    by = tx("already_by", lang, by=inc.acknowledged_by or "-", when=when(inc.acknowledged_at))
-    body = (f'<h1 class="ok">{tx("already", lang)}</h1><p>{by}</p>'
-            f"{_incident_card(inc, lang)}")
-    return page(_TEXT["already"][lang], body, 200, _html_lang(lang))
+def _form(action: str, button: str, css: str = "", inner: str = "",
+          multipart: bool = False) -> str:
+    # No action attribute: the form posts back to this very URL, whatever prefix a
+    # reverse proxy puts in front of it.
+    enctype = ' enctype="multipart/form-data"' if multipart else ""
+    klass = f' class="{css}"' if css else ""
+    return (f'<form method="post"{enctype}><input type="hidden" name="action" '
+            f'value="{action}">{inner}<button type="submit"{klass}>{button}</button></form>')
 
 
-def done_page(inc: Incident, name: str, lang: Language) -> web.Response:
-    body = (f'<h1 class="ok">✓ {tx("done", lang)}</h1><p>{tx("done_by", lang, name=name)}</p>'
-            f"{_incident_card(inc, lang)}")
-    return page(_TEXT["done"][lang], body, 200, _html_lang(lang))
+def _notes(view: LinkView) -> str:
+    if not view.notes:
+        return ""
+    lang = view.lang
+    items = "".join(
+        f"<li><span class=\"muted\">{_e(zone.short(n.get('ts')))} "
+        f"{_e(actor_name(n.get('actor'), view.people, lang))}</span><br>{_e(n.get('text') or '')}"
+        f"{(' ' + tx('photo_attached', lang)) if n.get('photo') else ''}</li>"
+        for n in view.notes)
+    return f'<div class="card"><h3>{tx("notes", lang)}</h3><ol class="notes">{items}</ol></div>'
+
+
+def _handling_forms(view: LinkView) -> str:
+    lang = view.lang
+    once = secrets.token_urlsafe(9)
+    note = _form("note", tx("note_button", lang), "go", multipart=True, inner=(
+        f'<input type="hidden" name="once" value="{once}">'
+        f'<h3>{tx("note_title", lang)}</h3>'
+        f'<textarea name="text" maxlength="2000" placeholder="{tx("note_hint", lang)}">'
+        "</textarea>"
+        f'<label class="muted">{tx("photo", lang)}<br><input type="file" name="photo"'
+        ' accept="image/*" capture="environment"></label>'))
+    choices = "".join(
+        f'<label class="choice"><input type="radio" name="outcome" value="{o}"'
+        f'{" checked" if o == "handled" else ""}> {_e(t("outcome." + o, lang))}</label>'
+        for o in OUTCOMES)
+    resolve = _form("resolve", tx("resolve_button", lang), "second", inner=(
+        f'<h3>{tx("resolve_title", lang)}</h3>{choices}'
+        f'<textarea name="note" maxlength="2000" placeholder="{tx("resolve_hint", lang)}">'
+        "</textarea>"))
+    return f'<div class="card">{note}</div><div class="card">{resolve}</div>'
+
+
+def link_page(view: LinkView, status: int = 200) -> web.Response:
+    """The link page for the incident's state now (see the module docstring)."""
+    inc, lang = view.inc, view.lang
+    parts: list[str] = []
+    if view.done is not None:
+        parts.append(f'<h1 class="ok">✓ {tx(view.done, lang)}</h1>')
+    title = incident_title(inc.name, lang)
+    if not inc.open:
+        by = actor_name(inc.resolved_by, view.people, lang)
+        parts.append(f'<h1 class="ok">{tx("closed", lang)}</h1>'
+                     f'<p>{tx("closed_by", lang, by=by, when=when(inc.resolved_at))}</p>'
+                     f"{_incident_card(inc, lang)}{_notes(view)}")
+        return page(title, "".join(parts), status, _html_lang(lang))
+    take = _form("take", tx("take_button", lang))
+    if inc.assigned_to == view.contact_id:
+        parts.append(f"<h2>{tx('yours', lang, name=view.name)}</h2>{_incident_card(inc, lang)}"
+                     f"{_notes(view)}{_handling_forms(view)}")
+    elif inc.assigned_to is not None:
+        who = actor_name(inc.assigned_to, view.people, lang)
+        parts.append(f"<h2>{tx('handled_by', lang, by=who, when=when(inc.assigned_at))}</h2>"
+                     f"{_incident_card(inc, lang)}{_notes(view)}")
+    elif inc.status == Status.ACKNOWLEDGED:
+        by = actor_name(inc.acknowledged_by, view.people, lang)
+        if view.done is None:
+            parts.append(f'<h1 class="ok">{tx("already", lang)}</h1>')
+        parts.append(f"<p>{tx('already_by', lang, by=by, when=when(inc.acknowledged_at))}</p>"
+                     f"{_incident_card(inc, lang)}{take}<p>{tx('take_hint', lang)}</p>"
+                     f"{_notes(view)}")
+    else:
+        parts.append(f"<h2>{tx('greeting', lang, name=view.name)}</h2>"
+                     f"{_incident_card(inc, lang)}{take}<p>{tx('take_hint', lang)}</p>"
+                     + _form("ack", tx("button", lang), "second")
+                     + f"<p>{tx('hint', lang)}</p>")
+    return page(title, "".join(parts), status, _html_lang(lang), script=True)

@@ -102,6 +102,11 @@ class Incident:
     resolved_by: str | None = None
     outcome: str | None = None
     note: str | None = None
+    # The closed loop: the contact (on-call file id) who took it on, since when, and when
+    # the first note (on-site feedback) came in: what the response report measures.
+    assigned_to: str | None = None
+    assigned_at: float | None = None
+    first_note_at: float | None = None
     # Stage -> epoch seconds it was reached (sentinel.incidents.latency: GB 50440 record).
     timing: dict[str, float] = field(default_factory=dict)
 
@@ -356,14 +361,57 @@ class IncidentBook:
 
     def acknowledge(self, incident_id: str, actor: str, now: float, note: str | None = None
                     ) -> Incident:
+        """Acknowledge an open incident, and the open members of a group with it."""
         inc = self._require(incident_id)
+        self._acknowledge(inc, actor, now, note)
+        for member in self._open_members(inc):
+            self._acknowledge(member, actor, now, note, group=inc.id)
+        return inc
+
+    def _acknowledge(self, inc: Incident, actor: str, now: float, note: str | None,
+                     **data: Any) -> None:
         if inc.status == Status.ACKNOWLEDGED:
-            return inc
+            return
         inc.status = Status.ACKNOWLEDGED
         inc.acknowledged_at = now
         inc.acknowledged_by = actor
-        self._event(inc, "acknowledged", now, actor=actor, note=note)
+        self._event(inc, "acknowledged", now, actor=actor, note=note, **data)
+
+    def assign(self, incident_id: str, person: str, actor: str, now: float) -> Incident:
+        """Give an open incident (and a group's open members) to `person`, a contact id.
+
+        Assigning to whom it is already assigned records nothing: a second tap on
+        "我去处理" is not a second assignment.
+        """
+        inc = self._require(incident_id)
+        self._assign(inc, person, actor, now)
+        for member in self._open_members(inc):
+            self._assign(member, person, actor, now, group=inc.id)
         return inc
+
+    def _assign(self, inc: Incident, person: str, actor: str, now: float, **data: Any) -> None:
+        if inc.assigned_to == person:
+            return
+        inc.assigned_to = person
+        inc.assigned_at = now
+        self._event(inc, "assigned", now, actor=actor, person=person, by=actor, **data)
+
+    def note(self, incident_id: str, actor: str, now: float, text: str,
+             photo: str | None = None) -> Incident:
+        """Add a note (on-site feedback) to an open incident; `photo` is a stored photo id."""
+        inc = self._require(incident_id)
+        if inc.first_note_at is None:
+            inc.first_note_at = now
+        data: dict[str, Any] = {"text": text}
+        if photo is not None:
+            data["photo"] = photo
+        self._event(inc, "noted", now, actor=actor, **data)
+        return inc
+
+    def _open_members(self, inc: Incident) -> list[Incident]:
+        # A confirmed fire is acted on as one: its member alarms follow the group.
+        found = (self.by_id.get(m) for m in inc.members)
+        return [m for m in found if m is not None and m.open]
 
     def expire_acknowledgement(self, incident_id: str, now: float, timeout: float
                                ) -> Incident | None:

@@ -359,13 +359,41 @@ class IncidentService:
 
     async def acknowledge(self, incident_id: str, actor: str, note: str | None = None
                           ) -> Incident:
+        """Acknowledge an open incident (a group: its open members too); KeyError if none."""
         _, book = self._require()
         async with self._lock:
             inc = book.acknowledge(incident_id, actor, self._clock.now(), note)
-            if inc.timing and inc.acknowledged_at is not None:
-                inc.timing.setdefault("acknowledged", inc.acknowledged_at)
+            self._stamp_acknowledged(inc)
             await self._commit()
             return inc
+
+    async def assign(self, incident_id: str, person: str, actor: str,
+                     acknowledge: bool = False) -> Incident:
+        """Assign an open incident to `person` (a contact id); with `acknowledge`, also
+        acknowledge it if nobody has ("我去处理"), in the same commit. A group's open
+        members follow it. KeyError when there is no open incident by that id."""
+        _, book = self._require()
+        async with self._lock:
+            now = self._clock.now()
+            if acknowledge:
+                book.acknowledge(incident_id, actor, now, None)
+            inc = book.assign(incident_id, person, actor, now)
+            self._stamp_acknowledged(inc)
+            await self._commit()
+            return inc
+
+    async def note(self, incident_id: str, actor: str, text: str,
+                   photo: str | None = None) -> Incident:
+        """Add a note (and the id of a stored photo) to an open incident; KeyError if none."""
+        _, book = self._require()
+        async with self._lock:
+            inc = book.note(incident_id, actor, self._clock.now(), text, photo)
+            await self._commit()
+            return inc
+
+    def _stamp_acknowledged(self, inc: Incident) -> None:
+        if inc.timing and inc.acknowledged_at is not None:
+            inc.timing.setdefault("acknowledged", inc.acknowledged_at)
 
     async def resolve(self, incident_id: str, actor: str, outcome: Outcome,
                       note: str | None = None) -> Incident:

@@ -1,0 +1,1 @@
+"""Reports computed from the stored incidents and their audit trail."""

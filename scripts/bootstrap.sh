@@ -9,6 +9,7 @@ _apt_install() {
         exit 1
     fi
     if [ "$_apt_updated" -eq 0 ]; then
+        echo "sentinel: apt-get update (refreshing the package lists)..." >&2
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
         _apt_updated=1
     fi
@@ -27,7 +28,7 @@ bootstrap_system() {
         esac
     done
     if [ "${#missing[@]}" -gt 0 ]; then
-        echo "sentinel: installing ${missing[*]}" >&2
+        echo "sentinel: installing ${missing[*]} (apt-get install)..." >&2
         _apt_install "${missing[@]}"
     fi
 }
@@ -41,10 +42,22 @@ bootstrap_venv() {
         exit 1
     fi
     if [ ! -x .venv/bin/python ]; then
+        echo "sentinel: creating .venv ($python -m venv) and upgrading pip in it..." >&2
         "$python" -m venv .venv
         .venv/bin/python -m pip install -q --upgrade pip
     fi
     local spec="."
     [ -n "$extras" ] && spec=".[$extras]"
+    # The install is editable: only a change of pyproject.toml (dependencies, entry
+    # points) or of the extras needs pip again, which took ~20 s silently on every run.
+    local stamp=".venv/.sentinel-installed" want
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1) $spec"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        echo "sentinel: .venv is up to date (pyproject.toml unchanged since the last install)" >&2
+        return
+    fi
+    echo "sentinel: installing sentinel and its Python dependencies into .venv" \
+         "(pip install -e '$spec'; about 20 s the first time)..." >&2
     .venv/bin/python -m pip install -q -e "$spec"
+    echo "$want" > "$stamp"
 }

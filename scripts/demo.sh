@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bootstrap.sh
+echo "sentinel: set-up: checking for python3-venv and mosquitto, then the project's .venv" >&2
 bootstrap_system python3-venv mosquitto
 bootstrap_venv ""
+echo "sentinel: starting the demo (.venv/bin/sentinel demo; its data in state/demo/)" >&2
 exec .venv/bin/sentinel demo -c config/sentinel.toml "$@"

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from sentinel.notify import outbox
 from sentinel.notify.outbox import OutboxRow
 from sentinel.notify.sender import DeliveryResult
 from sentinel.notify.stages import Delivery, Hold, MultiStage, Retry, hold_until
 
 T0 = 1_790_000_000.0
+T = TypeVar("T")
+
+
+class _Db:
+    """An empty outbox in memory (Hold looks there for notices still in their hold)."""
+
+    def __init__(self) -> None:
+        self.conn = sqlite3.connect(":memory:")
+        self.conn.executescript(outbox.SCHEMA)
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return fn(self.conn)
 
 
 @dataclass(frozen=True)
@@ -51,7 +67,7 @@ async def test_hold_sends_life_safety_alone_and_merges_the_rest_per_contact() ->
     one message."""
     rows = [row(1), row(2), row(3, life_safety=False), row(4, life_safety=False),
             row(5, "do", life_safety=False)]
-    out = await MultiStage(Hold()).exec([Delivery(rows)], T0)
+    out = await MultiStage(Hold(_Db(), _Storm())).exec([Delivery(rows)], T0)
     assert [[r.id for r in d.rows] for d in out] == [[1], [2], [3, 4], [5]]
 
 

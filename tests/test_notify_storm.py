@@ -29,6 +29,7 @@ from receivers import HttpReceiver, ReceivedRequest
 
 TZ = ZoneInfo("Asia/Shanghai")
 START = datetime(2026, 12, 1, 14, 0, tzinfo=TZ).timestamp()
+START_DAY = "20261201"
 SMOKE = next(d for d in LOADED.inventory.values() if d.kind == "smoke")
 
 
@@ -72,6 +73,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
                 {"name": "fire", "match": {"incidents": ["fire_confirmed"]},
                  "step": [{"after": 0, "notify": ["grid_worker", "duty_officer"]}]},
                 {"name": "smoke", "match": {"incidents": ["smoke_alarm"]},
+                 "step": [{"after": 0, "notify": ["grid_worker"]}]},
+                {"name": "tank", "match": {"kinds": ["water_level"]},
                  "step": [{"after": 0, "notify": ["grid_worker"]}]},
                 {"name": "maintenance", "match": {"severities": ["maintenance"]},
                  "mode": "digest", "digest_to": ["property"], "digest_at": "09:00"},
@@ -127,6 +130,32 @@ async def test_non_life_safety_notices_are_held_merged_and_rate_limited(rig: Rig
     await rig.at(632)
     assert len(rig.hooks.requests) == 3
     assert titles(rig.hooks.requests)[2].startswith("2 条通知")
+
+
+async def test_a_burst_over_three_seconds_reaches_the_grid_worker_as_one_summary(
+        rig: Rig) -> None:
+    """The demo's case: tank warnings for one grid worker opening over 3 s (each held 30 s
+    from its own start) leave as one summary, not four messages in three seconds; a smoke
+    alarm in the middle of it reaches the same person at once, alone."""
+    tanks = [d for d in LOADED.inventory.values() if d.kind == "water_level"][:4]
+    for i, tank in enumerate(tanks):
+        await rig.at(i)
+        height = tank.settings.tank_height_m or 4.0
+        await rig.incidents.process([Reading(tank.id, "water_level", START + i, START + i,
+                                             {"level": round(0.5 * height, 3)})])
+        if i == 2:
+            await rig.incidents.process([Reading(SMOKE.id, "smoke", START + i, START + i,
+                                                 {"alarm": True})])
+        await rig.settle()
+    assert [r.path for r in rig.hooks.requests] == ["/gw"], "the first page at once"
+    assert "烟感报警" in titles(rig.hooks.requests)[0]
+    for second in (29.5, 30, 31, 32, 33, 45):
+        await rig.at(second)
+    held = rig.hooks.requests[1:]
+    assert [r.path for r in held] == ["/gw"], titles(held)
+    assert titles(held)[0].startswith("4 条通知")
+    assert all(f"sentinel ack {START_DAY}-000{n}" in str(held[0].json["message"])
+               for n in (1, 2, 3, 5)), "the three tanks before the smoke alarm and the one after"
 
 
 async def test_life_safety_is_never_held_behind_a_storm(rig: Rig) -> None:

@@ -818,7 +818,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from sentinel.demo import DemoOptions, run_demo
     options = DemoOptions(state_dir=Path(args.state_dir), broker=args.broker,
-                          speed=args.speed, duration=args.duration, lang=lang)
+                          speed=args.speed, duration=args.duration, lang=lang,
+                          pace=args.pace)
     return run_demo(loaded, options)
 
 
@@ -1154,6 +1155,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "starting one")
     p.add_argument("--speed", type=float, default=60.0, help="simulated time compression")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--pace", type=float, default=1.0,
+                   help="scale the story's times (0.2: the whole story in about 20 s)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -544,6 +544,33 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "link.via_cli": {"zh": " (命令行)", "en": " (command line)"},
     "link.via_link": {"zh": " (通知链接)", "en": " (link)"},
     "link.via_sentinel": {"zh": "系统", "en": "sentinel"},
+    # H4 demo (issue 16): a fresh story each run, the status line, the summary.
+    "demo.fresh": {"zh": "已清除上次演示的数据库、收件箱和代理队列 ({state}), 本次从头演示",
+                   "en": "cleared the previous demo's databases, inbox and broker queue "
+                         "({state}): the story starts afresh"},
+    "demo.broker_starting": {"zh": "正在启动本地 MQTT 代理 (mosquitto)…",
+                             "en": "starting a local MQTT broker (mosquitto)…"},
+    "demo.daemon_starting": {"zh": "正在启动守护进程 (内置存储, {devices} 台设备的清单)…",
+                             "en": "starting the daemon (embedded store, an inventory of "
+                                   "{devices} devices)…"},
+    "demo.story": {"zh": "剧本 (开始后秒数): {offline} 一台燃气探测器离线 · "
+                         "{smoke_alarm} 水贝花园1栋火情 (4 个烟感) · "
+                         "{hydrant_drop} 旁边消火栓打开 · {fall} 老人跌倒 (不动则升为紧急) · "
+                         "{gas_leak} 燃气泄漏 · {sos} SOS",
+                   "en": "the story (seconds after the start): {offline} a gas detector "
+                         "goes offline · {smoke_alarm} fire in 水贝花园 1栋 (4 detectors) · "
+                         "{hydrant_drop} the hydrant beside it opened · {fall} a fall (raised "
+                         "to emergency if the wearer lies still) · {gas_leak} gas leak · "
+                         "{sos} SOS"},
+    "demo.status": {"zh": "⏱ {elapsed}  读数 {stored} ({rate}/秒)  拒收 {rejected}  "
+                          "事件 {incidents}  通知 {pages}  确认 {acks}",
+                    "en": "⏱ {elapsed}  readings {stored} ({rate}/s)  rejected {rejected}  "
+                          "incidents {incidents}  pages {pages}  acks {acks}"},
+    "demo.summary": {"zh": "演示结束: 读数 {stored} 条 (拒收 {rejected}), 事件 {incidents} 起 "
+                           "({severities}), 通知送达 {pages} 条, 确认 {acks} 次",
+                     "en": "demo over: {stored} readings ({rejected} rejected), {incidents} "
+                           "incidents ({severities}), {pages} pages delivered, {acks} "
+                           "acknowledgements"},
 }
 
 

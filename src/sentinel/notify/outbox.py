@@ -206,6 +206,19 @@ def due(conn: sqlite3.Connection, now: float, limit: int = 200,
         (now, *skip, limit))]
 
 
+def held_for(conn: sqlite3.Connection, contact_id: str, channel: int, until: float,
+             skip: Collection[int] = ()) -> list[OutboxRow]:
+    """Pending, unclaimed notices of non-life-safety incidents for one contact on one
+    channel that fall due by `until` (still in their storm hold), oldest first; rows whose
+    id is in `skip` are left out. What joins a summary leaving now (`stages.Hold`)."""
+    marks = ", ".join("?" * len(skip))
+    return [_row(r) for r in conn.execute(
+        f"SELECT {', '.join(_COLUMNS)} FROM outbox WHERE status = 'pending'"
+        " AND life_safety = 0 AND claimed_run IS NULL AND contact_id = ? AND channel = ?"
+        f" AND due <= ? AND id NOT IN ({marks}) ORDER BY due, id",
+        (contact_id, channel, until, *skip))]
+
+
 def pending_by_key(conn: sqlite3.Connection, keys: Sequence[str], claimed_by: int
                    ) -> list[OutboxRow]:
     """The rows with these keys that still wait to be sent, claimed by run `claimed_by`."""

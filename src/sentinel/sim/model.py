@@ -184,6 +184,9 @@ class DeviceModel:
         self.events: dict[str, float] = {}
         self.last_t: float | None = None
         self.last_ms = -1
+        # Seconds between this reading's timestamp and the previous one's (see `sample`).
+        self.stamped_dt = 0.0
+        self._last_ts: float | None = None
         self.start = start
         self.signal_base = self.rng.uniform(-104.0, -76.0)
         self.battery_pct = self.rng.uniform(60.0, 100.0)
@@ -259,6 +262,16 @@ class DeviceModel:
         if last is None or t > last:
             dt = 0.0 if last is None else t - last
             self.last_t = t
+        # A time-compressed run (the publisher, the demo) stamps readings with the wall
+        # clock, and rate rules measure change per second of those stamps: a drift such as
+        # a tank's draw must follow them, or at 60x every tank "falls" 60x too fast (the
+        # demo opened the tank-rate incident on 36 of 41 tanks).
+        stamp_at = t if ts is None else ts
+        if self._last_ts is None or stamp_at > self._last_ts:
+            self.stamped_dt = 0.0 if self._last_ts is None else stamp_at - self._last_ts
+            self._last_ts = stamp_at
+        else:
+            self.stamped_dt = 0.0
         values = self.values(t, dt)
         if self._filter:
             carries = self.carries
@@ -419,7 +432,10 @@ class TankModel(DeviceModel):
 
     def values(self, t: float, dt: float) -> dict[str, Value]:
         rng = self.rng
-        hours = dt / 3600.0
+        # Draw and refill are physical rates, per second of the readings' timestamps (the
+        # rate rule's clock), not of the simulated schedule; the scripted tank-low event
+        # below keeps the simulated time of the script.
+        hours = self.stamped_dt / 3600.0
         low = self.since("tank-low", t)
         if low is None:
             if self.refilling:

@@ -153,7 +153,11 @@ class EscalationEngine:
         esc = self.escalations.get(inc.id)
         kind = event.type
         if kind == "opened":
-            if esc is None:
+            # `inc` is the state after the commit: an alarm grouped into a confirmed fire
+            # (or attached to one) in the same commit that opened it is paged by its group.
+            # Starting its own climb would record a step whose notices are withdrawn
+            # unsent, and the audit trail and `tail` would show a page nobody received.
+            if esc is None and not inc.groups and not inc.attached_to:
                 self._start(inc, now, "opened", out)
         elif kind in ("severity_raised", "acknowledgement_expired"):
             if inc.open and inc.status == Status.FIRING and not inc.attached_to \

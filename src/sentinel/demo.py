@@ -16,12 +16,11 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from sentinel import zone
 from sentinel.app import run_daemon
 from sentinel.console import LiveView
 from sentinel.escalation.model import OncallConfig
@@ -29,8 +28,6 @@ from sentinel.i18n import Language, role_name, t
 from sentinel.loading import Loaded
 from sentinel.log import configure_logging
 from sentinel.runtime import Daemon
-
-_TZ = ZoneInfo("Asia/Shanghai")
 
 # Scripted incidents of the demo: (event, device selector, seconds after start).
 DEMO_SCRIPT: tuple[tuple[str, str, float], ...] = (
@@ -199,7 +196,7 @@ class LocalInbox:
                                     "title": title, "body": message.get("message")},
                                    ensure_ascii=False) + "\n")
         who = f"{role_name(contact.role.value, self._lang)} {contact.name}" if contact else "?"
-        when = datetime.now(_TZ).strftime("%H:%M:%S")
+        when = zone.now().strftime("%H:%M:%S")
         self._view.write(t("demo.inbox", self._lang, time=when, who=who, title=title))
         return web.Response(status=200)
 

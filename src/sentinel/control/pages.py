@@ -10,15 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from sentinel import zone
 from sentinel.i18n import Language, incident_title, t
 from sentinel.incidents.model import Incident
-
-_TZ = ZoneInfo("Asia/Shanghai")
 
 # Page text lives here rather than in sentinel.i18n: it is markup-adjacent and only the
 # pages use it. Refusals are shown in both languages (we may not know whose link it is).
@@ -117,9 +114,7 @@ def page(title: str, body: str, status: int, lang: str = "zh-CN",
 
 
 def when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, _TZ).strftime("%Y-%m-%d %H:%M:%S")
+    return zone.stamp(ts)
 
 
 def _place(inc: Incident) -> str:

@@ -4,7 +4,8 @@ Pure functions from incidents to a (title, body) pair. A title becomes a push ti
 e-mail subject, so it stays short: drill marker, severity, what, and where in one line
 (``【严重】烟感报警 · 水贝花园1栋``). The body answers, one line each, what happened and
 what state it is in, where, the reading against its threshold, since when, which device,
-the incident id, and how to acknowledge. Times are shown in Asia/Shanghai.
+the incident id, and how to acknowledge. Times are shown in the community's time zone
+(`sentinel.zone`, the top-level `timezone` setting).
 
 Summaries (storm control) are built from stored titles and bodies, not from incidents, so
 they read back the title format written here (see `_topic`).
@@ -16,10 +17,10 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Literal
-from zoneinfo import ZoneInfo
 
+from sentinel import zone
 from sentinel.i18n import Language, field_label, field_unit, incident_title, t
 from sentinel.incidents.model import Incident
 from sentinel.incidents.windows import Window
@@ -31,7 +32,6 @@ __all__ = ["NoticeKind", "Rendered", "mark_resent", "render_digest", "render_not
 NoticeKind = Literal["alert", "escalated", "repeat", "raised", "ack_expired", "resolved",
                      "unmuted"]
 
-_TZ = ZoneInfo("Asia/Shanghai")
 _MEMBER_LINES = 20   # members listed in one notice; the rest are counted
 _DIGEST_LINES = 50   # incidents listed in one digest; the rest are counted
 _SUMMARY_TOPICS = 3  # incident types named in a summary title
@@ -223,7 +223,7 @@ def _prefix(key: str, lang: Language) -> str:
 
 
 def _time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, _TZ).strftime("%Y-%m-%d %H:%M:%S")
+    return zone.stamp(ts)
 
 
 def _duration(seconds: float, lang: Language) -> str:
@@ -363,7 +363,7 @@ def _member_line(member: Incident, lang: Language) -> str:
     device = member.device_id or member.target
     what = incident_title(member.name, lang)
     where = _place(member.place, lang)
-    at = datetime.fromtimestamp(member.opened_at, _TZ).strftime("%H:%M:%S")
+    at = zone.clock(member.opened_at)
     return "  - " + " ".join(p for p in (device, what, where, at) if p)
 
 
@@ -553,7 +553,7 @@ def render_digest(incidents: Sequence[Incident], lang: Language, *, day: date,
     lines += ["", _("digest.list", lang)]
     ordered = sorted(incidents, key=lambda inc: (inc.opened_at, inc.id))
     for inc in ordered[:_DIGEST_LINES]:
-        opened = datetime.fromtimestamp(inc.opened_at, _TZ)
+        opened = zone.local(inc.opened_at)
         since = opened.strftime("%Y-%m-%d %H:%M")
         days = (day - opened.date()).days
         if days >= 1:

@@ -372,7 +372,7 @@ def cmd_window(args: argparse.Namespace) -> int:
             window = client.add_window(kind, body)
             print(t("window.added", lang, type=t(f"window.{kind}", lang), id=window["id"],
                     scope=_window_scope(window, lang), start=_when(window["start"]),
-                    end=_when(window["end"])))
+                    end=_window_end(window, lang)))
             if window.get("life_safety"):
                 print(t("window.life_safety_warning", lang), file=sys.stderr)
             return EXIT_OK
@@ -394,8 +394,18 @@ def cmd_window(args: argparse.Namespace) -> int:
         print(t("window.none", lang))
     for w in windows:
         print(f"{w.get('label') or '#' + str(w['id'])} | {_window_scope(w, lang)} | "
-              f"{_when(w['start'])} → {_when(w['end'])} | {w['author']} | {w['reason']}")
+              f"{_when(w['start'])} → {_window_end(w, lang)} | {w['author']} | {w['reason']}")
     return EXIT_OK
+
+
+def _window_end(window: dict[str, Any], lang: Language) -> str:
+    """When a window ends; a recurring one without an end runs until removed (its stored
+    end is the year 2100, which means nothing to a person)."""
+    from sentinel.incidents.windows import FOREVER
+    end = window.get("end")
+    if end is None or float(end) >= FOREVER:
+        return t("window.until_removed", lang)
+    return _when(float(end))
 
 
 def _window_scope(window: dict[str, Any], lang: Language) -> str:
@@ -463,6 +473,12 @@ def _report_control_error(exc: ControlError, lang: Language, incident_id: str = 
     return EXIT_PROBLEMS
 
 
+def _who(args: argparse.Namespace, actor: str, lang: Language) -> str:
+    """An actor as a person reads it: a contact's name for a contact id."""
+    from sentinel.timeline import actor_text
+    return actor_text(actor, lang, getattr(args, "contact_names", {}))
+
+
 def cmd_ack(args: argparse.Namespace) -> int:
     from sentinel.i18n import incident_title
 
@@ -476,10 +492,12 @@ def cmd_ack(args: argparse.Namespace) -> int:
         return _report_control_error(exc, lang, args.id)
     title = incident_title(inc["name"], lang)
     if inc.get("acknowledged_by") not in (None, args.actor):
-        print(t("ack.already", lang, id=inc["id"], title=title, by=inc["acknowledged_by"],
+        print(t("ack.already", lang, id=inc["id"], title=title,
+                by=_who(args, inc["acknowledged_by"], lang),
                 when=_when(inc.get("acknowledged_at"))))
     else:
-        print(t("ack.done", lang, id=inc["id"], title=title, actor=args.actor))
+        print(t("ack.done", lang, id=inc["id"], title=title, actor=_who(args, args.actor,
+                                                                           lang)))
     return EXIT_OK
 
 
@@ -495,7 +513,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     except ControlError as exc:
         return _report_control_error(exc, lang, args.id)
     print(t("resolve.done", lang, id=inc["id"], title=incident_title(inc["name"], lang),
-            outcome=t(f"outcome.{args.outcome}", lang), actor=args.actor))
+            outcome=t(f"outcome.{args.outcome}", lang), actor=_who(args, args.actor, lang)))
     return EXIT_OK
 
 

@@ -51,6 +51,9 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "kind.hydrant_pressure": {"zh": "消火栓水压", "en": "hydrant pressure"},
     "kind.water_level": {"zh": "消防水箱液位", "en": "tank level"},
     "kind.elderly_watch": {"zh": "长者手表", "en": "elderly watch"},
+    # Kinds of incidents that are no device's: a correlation group, sentinel itself.
+    "kind.group": {"zh": "关联事件", "en": "group"},
+    "kind.system": {"zh": "系统", "en": "system"},
     "live.header": {"zh": "水贝社区 实时接入  设备 {devices} 台  存储 {store}",
                     "en": "live ingestion  devices {devices}  store {store}"},
     "live.status": {"zh": "已接收 {received}  已存储 {stored}  拒收 {rejected}  "
@@ -335,7 +338,7 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "import.tls_failed": {"zh": "无法使用 [mqtt.tls] 的证书: {reason}",
                           "en": "cannot use the [mqtt.tls] certificates: {reason}"},
     "import.summary": {"zh": "{rows} 行待核对 (标准输出), {notes} 条提示 (见上)。请补全空着的"
-                             "位置列 (community, compound, building, grid…), 核对类型, "
+                             "位置列 (社区、小区、楼栋、网格等), 核对类型, "
                              "再加入设备清单并运行 sentinel check",
                        "en": "{rows} row(s) to review (on stdout), {notes} note(s) (above). "
                              "Fill in the empty place columns (community, compound, building, "
@@ -444,6 +447,7 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "timeline.error": {"zh": "错误: {error}", "en": "error: {error}"},
     "timeline.window": {"zh": "屏蔽窗口 #{id}", "en": "silence #{id}"},
     "timeline.by": {"zh": "({actor})", "en": "({actor})"},
+    "window.until_removed": {"zh": "直到移除", "en": "until removed"},
     # Display names of the built-in fields (a kind file's `label` is laid over them).
     "field.pressure": {"zh": "水压", "en": "pressure"},
     "field.level": {"zh": "液位", "en": "level"},

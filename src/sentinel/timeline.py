@@ -155,7 +155,8 @@ def event_detail(e: Mapping[str, Any], lang: Language,
         if not e.get("ok") and e.get("error"):
             parts.append(t("timeline.error", lang, error=e["error"]))
     note = e.get("note") if kind != "noted" else e.get("text")
-    if note:
+    if note and not (kind == "resolved" and e.get("outcome") == "with_group"):
+        # (closed with its group: the model's note only names the group, shown already)
         parts.append(t("timeline.note", lang, text=note))
     return "  ".join(p for p in parts if p)
 
@@ -201,7 +202,7 @@ def timeline_lines(found: Mapping[str, Any], lang: Language,
         lines.append(t("timeline.resolved", lang, at=zone.stamp(inc["resolved_at"]),
                        by=actor_text(inc.get("resolved_by"), lang, names),
                        outcome=outcome_word(inc.get("outcome"), lang)))
-    if inc.get("note"):
+    if inc.get("note") and inc.get("outcome") != "with_group":
         lines.append(t("timeline.note", lang, text=inc["note"]))
     if inc.get("members"):
         lines.append(t("timeline.members", lang, count=len(inc["members"]),

@@ -124,7 +124,7 @@ def test_ack_already_acknowledged(daemon: ServerThread, config: Path, tmp_path: 
     result = sentinel("ack", ID, "-c", str(config), "--lang", "en",
                       env=env_for(tmp_path, daemon.port))
     assert result.returncode == 0, result.stderr
-    assert "already acknowledged by link:wang at 11-15 06:13:20" in result.stdout
+    assert "already acknowledged by wang at 11-15 06:13:20" in result.stdout
 
 
 def test_resolve_zh_and_en(daemon: ServerThread, config: Path, tmp_path: Path) -> None:

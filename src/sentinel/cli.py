@@ -85,11 +85,34 @@ def cmd_check(args: argparse.Namespace) -> int:
             rosters=len(loaded.oncall.roster), policies=len(loaded.policies.policy)))
     if loaded.warnings:
         print(t("check.warnings", lang, count=len(loaded.warnings)))
-        for warning in loaded.warnings:
-            print(f"  {warning}")
+        for line in _warning_lines(loaded, lang):
+            print(f"  {line}")
         if args.strict:
             return EXIT_PROBLEMS
     return EXIT_OK
+
+
+def _warning_lines(loaded: Loaded, lang: Language) -> list[str]:
+    """`check`'s warnings; on-call coverage gaps in words (role, area, local weekday and
+    time), the rest as the loader wrote them."""
+    from sentinel.escalation.roster import coverage_gaps
+    from sentinel.i18n import role_name
+    if lang == "en" or not any(w.reason.startswith("nobody on duty") for w in loaded.warnings):
+        return [str(w) for w in loaded.warnings]
+    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+    def at(ts: float) -> str:
+        local = zone.local(ts)
+        return f"{t('weekday.' + days[local.weekday()], lang)} {local:%H:%M}"
+
+    gaps = [g for g in coverage_gaps(loaded.oncall, loaded.policies, loaded.inventory)
+            if g.role.value != "elder_contact"]
+    entries = {f"{g.role.value} {g.area}" for g in gaps}
+    lines = [str(w) for w in loaded.warnings if w.entry not in entries]
+    lines += [t("check.gap", lang, role=role_name(g.role.value, lang),
+                area=area_text(g.area, lang), start=at(g.start_at), end=at(g.end_at))
+              for g in gaps]
+    return lines
 
 
 def cmd_oncall(args: argparse.Namespace) -> int:

@@ -448,6 +448,8 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "timeline.window": {"zh": "屏蔽窗口 #{id}", "en": "silence #{id}"},
     "timeline.by": {"zh": "({actor})", "en": "({actor})"},
     "window.until_removed": {"zh": "直到移除", "en": "until removed"},
+    "check.gap": {"zh": "值班缺口: {role} | {area}: {start} 至 {end} 无人值班",
+                  "en": "{role} {area}: nobody on duty {start} – {end}"},
     # Display names of the built-in fields (a kind file's `label` is laid over them).
     "field.pressure": {"zh": "水压", "en": "pressure"},
     "field.level": {"zh": "液位", "en": "level"},

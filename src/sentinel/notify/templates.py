@@ -21,7 +21,7 @@ from datetime import date
 from typing import Literal
 
 from sentinel import zone
-from sentinel.i18n import Language, field_label, field_unit, incident_title, t
+from sentinel.i18n import Language, field_label, field_unit, incident_title, t, value_text
 from sentinel.incidents.model import Incident
 from sentinel.incidents.windows import Window
 from sentinel.types import Value
@@ -242,12 +242,13 @@ def _number(value: float) -> str:
     return f"{round(value, 3):g}"
 
 
-def _quantity(value: Value | None, unit: str) -> str:
+def _quantity(value: Value | None, unit: str, field: str = "") -> str:
     if value is None:
         return "—"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
-    text = _number(float(value))
+    # At the field's precision (its kind's), like everywhere else a value is shown.
+    text = value_text(field, float(value)) if field else _number(float(value))
     if not unit:
         return text
     return f"{text}{unit}" if unit.startswith("%") else f"{text} {unit}"
@@ -324,7 +325,7 @@ def _reading(inc: Incident, lang: Language) -> str | None:
     value = inc.value
 
     def q(v: Value | None) -> str:
-        return _quantity(v, unit)
+        return _quantity(v, unit, name)
 
     if "op" in d and "limit" in d:
         # The condition that set the incident's severity (IncidentBook keeps value, detail

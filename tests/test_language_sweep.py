@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import os
 import queue
 import re
 import subprocess
@@ -101,7 +102,7 @@ def leaks(text: str, data_words: frozenset[str] = frozenset()) -> list[str]:
         if word in data_words:
             continue
         if word in FORBIDDEN or ("_" in word.strip("_") and word.islower()):
-            line = next(line for line in text.splitlines() if word in line)
+            line = next((line for line in text.splitlines() if word in line), word)
             found.append(f"internal word {word!r} in: {line.strip()[:160]}")
     return found
 
@@ -176,7 +177,8 @@ CASES: tuple[Case, ...] = (
 )
 
 # Commands of `sentinel --help` the sweep does not run, with the reason.
-SHOW = bool(__import__("os").environ.get("SWEEP_SHOW"))
+# SWEEP_SHOW=1 (with pytest -s) prints what each command showed.
+SHOW = bool(os.environ.get("SWEEP_SHOW"))
 NOT_SWEPT = {
     "run": "the daemon itself: its output is the structured log, for administrators "
            "(the sweep runs against it)",

@@ -47,7 +47,7 @@ def test_check_reports_coverage_gaps_as_warnings_and_strict_fails(tmp_path: Path
              'rotation = "daily"\nrotation_start = "2026-01-05"\n')
     assert night in text
     oncall.write_text(text.replace(night, "", 1), encoding="utf-8")
-    done = sentinel("check", "-c", str(config))
+    done = sentinel("check", "-c", str(config), "--lang", "en")
     assert done.returncode == 0, done.stderr
     gaps = [line for line in done.stdout.splitlines() if "nobody on duty" in line]
     assert {g.split(": ")[1] for g in gaps} == {"grid_worker grid SB-G01",
@@ -56,6 +56,10 @@ def test_check_reports_coverage_gaps_as_warnings_and_strict_fails(tmp_path: Path
     # Every night of the week (the one running into Monday shows at both ends of the week).
     assert all(g.endswith(("08:00", "Mon 00:00")) for g in gaps) and len(gaps) == 3 * 8
     assert sentinel("check", "-c", str(config), "--strict").returncode == 1
+    # In Chinese, in words: role, area, weekday (no grid_worker, no "grid SB-G01").
+    zh = sentinel("check", "-c", str(config)).stdout
+    assert "值班缺口: 网格员 | 网格 SB-G01: 周一 20:00 至 周二 08:00 无人值班" in zh, zh
+    assert "grid_worker" not in zh and "nobody" not in zh
 
 
 def test_check_refuses_bad_channels_and_unknown_names_without_echoing_secrets(

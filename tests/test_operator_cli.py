@@ -115,7 +115,7 @@ def test_every_command_against_a_running_daemon(daemon: DaemonProcess,
     assert run(daemon, "history", "NO-SUCH-DEVICE").returncode == 1
 
     publish_raw(mosquitto.port, f"sentinel/v1/{SMOKE}/telemetry", b"{not json")
-    assert wait_until(lambda: "invalid_json" in run(daemon, "deadletter", "list").stdout, 10)
+    assert wait_until(lambda: "JSON 格式错误" in run(daemon, "deadletter", "list").stdout, 10)
     dead = [json.loads(line) for line in run(daemon, "deadletter", "list", "--json").stdout
             .splitlines()]
     assert dead[0]["payload"] == "{not json" and dead[0]["reason"] == "invalid_json"

@@ -17,18 +17,24 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
-from sentinel import __version__
+from sentinel import __version__, zone
 from sentinel.config.inventory import collector_paused
 from sentinel.control.client import ControlError
 from sentinel.errors import ConfigError
 from sentinel.i18n import Language, t
 from sentinel.loading import Loaded, load_all
 from sentinel.log import configure_logging, truncate
+from sentinel.timeline import (
+    area_text,
+    deadletter_detail,
+    reason_word,
+    status_word,
+    timeline_lines,
+    values_text,
+)
 
 if TYPE_CHECKING:
     from sentinel.config.discovery import Broker
@@ -38,7 +44,6 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_CONFIG = 2
-_TZ = ZoneInfo("Asia/Shanghai")
 
 
 def _default_config() -> str:
@@ -81,11 +86,34 @@ def cmd_check(args: argparse.Namespace) -> int:
             rosters=len(loaded.oncall.roster), policies=len(loaded.policies.policy)))
     if loaded.warnings:
         print(t("check.warnings", lang, count=len(loaded.warnings)))
-        for warning in loaded.warnings:
-            print(f"  {warning}")
+        for line in _warning_lines(loaded, lang):
+            print(f"  {line}")
         if args.strict:
             return EXIT_PROBLEMS
     return EXIT_OK
+
+
+def _warning_lines(loaded: Loaded, lang: Language) -> list[str]:
+    """`check`'s warnings; on-call coverage gaps in words (role, area, local weekday and
+    time), the rest as the loader wrote them."""
+    from sentinel.escalation.roster import coverage_gaps
+    from sentinel.i18n import role_name
+    if lang == "en" or not any(w.reason.startswith("nobody on duty") for w in loaded.warnings):
+        return [str(w) for w in loaded.warnings]
+    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+    def at(ts: float) -> str:
+        local = zone.local(ts)
+        return f"{t('weekday.' + days[local.weekday()], lang)} {local:%H:%M}"
+
+    gaps = [g for g in coverage_gaps(loaded.oncall, loaded.policies, loaded.inventory)
+            if g.role.value != "elder_contact"]
+    entries = {f"{g.role.value} {g.area}" for g in gaps}
+    lines = [str(w) for w in loaded.warnings if w.entry not in entries]
+    lines += [t("check.gap", lang, role=role_name(g.role.value, lang),
+                area=area_text(g.area, lang), start=at(g.start_at), end=at(g.end_at))
+              for g in gaps]
+    return lines
 
 
 def cmd_oncall(args: argparse.Namespace) -> int:
@@ -115,7 +143,8 @@ def cmd_oncall(args: argparse.Namespace) -> int:
         people = ", ".join(f"{c.name} ({c.phone})" if c.phone else c.name
                            for c in row.contacts) or nobody
         until = f"  → {_when(row.until)}" if row.until is not None else ""
-        print(f"{role_name(row.role.value, lang)} | {row.area} | {people}{until}")
+        print(f"{role_name(row.role.value, lang)} | {area_text(row.area, lang)} | "
+              f"{people}{until}")
     return EXIT_OK
 
 
@@ -167,16 +196,16 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(t("deadletter.header", lang))
     for row in rows:
-        when = datetime.fromtimestamp(row["received_ms"] / 1000, _TZ).strftime("%m-%d %H:%M:%S")
-        print(f"{when} | {row['reason']} | {row['device_id'] or '-'} | {row['topic']} | "
-              f"{row['detail']} | {truncate(row['payload'].encode(), 80)}")
+        when = zone.short(row["received_ms"] / 1000)
+        reason = str(row["reason"])
+        print(f"{when} | {reason_word(reason, lang)} | {row['device_id'] or '-'} | "
+              f"{row['topic']} | {deadletter_detail(reason, str(row['detail']), lang)} | "
+              f"{truncate(row['payload'].encode(), 80)}")
     return EXIT_OK
 
 
 def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, ZoneInfo("Asia/Shanghai")).strftime("%m-%d %H:%M:%S")
+    return zone.short(ts)
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
@@ -199,17 +228,11 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                               "latency": found.get("latency")},
                              ensure_ascii=False, default=str))
             return EXIT_OK
-        print(json.dumps(found["incident"], ensure_ascii=False, indent=2, default=str))
-        for line in _record_text(found["incident"].get("timing") or {},
-                                 found.get("latency") or {}, lang):
+        # A readable timeline; the machine form (epoch times, event names) is --json.
+        names = getattr(args, "contact_names", {})
+        for line in timeline_lines({**found, "events": found["audit"]}, lang, _record_text,
+                                   names):
             print(line)
-        for e in found["audit"]:
-            extra = {k: v for k, v in e.items()
-                     if k not in ("ts", "type", "actor", "severity", "status", "place", "seq")
-                     and v is not None}
-            detail = json.dumps(extra, ensure_ascii=False, default=str)
-            print(f"{_when(e['ts'])} | {e['type']} | {e.get('actor', '-')} | "
-                  f"{e.get('severity', '-')} | {detail}")
         return EXIT_OK
     try:
         incidents = client.incidents(include_closed=args.all, limit=args.limit)["incidents"]
@@ -226,9 +249,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     for inc in sorted(incidents, key=lambda i: i["opened_at"], reverse=True):
         place = " ".join(v for v in (inc["place"].get("compound"), inc["place"].get("building"))
                          if v)
-        flags = "".join([(" [演练]" if lang == "zh" else " [drill]") if inc["drill"] else "",
-                         " [silenced]" if inc["silenced_by"] else ""])
-        print(f"{inc['id']} | {t('severity.' + inc['severity'], lang)} | {inc['status']} | "
+        flags = "".join([f" [{t('drill', lang)}]" if inc["drill"] else "",
+                         f" [{t('silenced', lang)}]" if inc["silenced_by"] else ""])
+        print(f"{inc['id']} | {t('severity.' + inc['severity'], lang)} | "
+              f"{status_word(inc['status'], lang)} | "
               f"{incident_title(inc['name'], lang)}{flags} | {place or '-'} | "
               f"{inc['device_id'] or '-'} | {_when(inc['opened_at'])}")
     return EXIT_OK
@@ -325,10 +349,7 @@ def _parse_time(text: str) -> float:
     import time as _time
     if text == "now":
         return _time.time()
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=ZoneInfo("Asia/Shanghai"))
-    return value.timestamp()
+    return zone.parse_local(text).timestamp()
 
 
 def cmd_window(args: argparse.Namespace) -> int:
@@ -375,7 +396,7 @@ def cmd_window(args: argparse.Namespace) -> int:
             window = client.add_window(kind, body)
             print(t("window.added", lang, type=t(f"window.{kind}", lang), id=window["id"],
                     scope=_window_scope(window, lang), start=_when(window["start"]),
-                    end=_when(window["end"])))
+                    end=_window_end(window, lang)))
             if window.get("life_safety"):
                 print(t("window.life_safety_warning", lang), file=sys.stderr)
             return EXIT_OK
@@ -397,20 +418,34 @@ def cmd_window(args: argparse.Namespace) -> int:
         print(t("window.none", lang))
     for w in windows:
         print(f"{w.get('label') or '#' + str(w['id'])} | {_window_scope(w, lang)} | "
-              f"{_when(w['start'])} → {_when(w['end'])} | {w['author']} | {w['reason']}")
+              f"{_when(w['start'])} → {_window_end(w, lang)} | {w['author']} | {w['reason']}")
     return EXIT_OK
+
+
+def _window_end(window: dict[str, Any], lang: Language) -> str:
+    """When a window ends; a recurring one without an end runs until removed (its stored
+    end is the year 2100, which means nothing to a person)."""
+    from sentinel.incidents.windows import FOREVER
+    end = window.get("end")
+    if end is None or float(end) >= FOREVER:
+        return t("window.until_removed", lang)
+    return _when(float(end))
 
 
 def _window_scope(window: dict[str, Any], lang: Language) -> str:
     """What a window covers, in one line: place, kinds, rules, recurrence, life-safety."""
-    parts = [f"{k}={v}" for k, v in window.get("scope", {}).items()]
+    from sentinel.i18n import incident_title, kind_name
+    parts = [f"{t('scope.' + k, lang)}={v}" for k, v in window.get("scope", {}).items()]
     if window.get("kinds"):
-        parts.append(t("window.kinds", lang, kinds=",".join(window["kinds"])))
+        parts.append(t("window.kinds", lang,
+                       kinds=",".join(kind_name(k, lang) for k in window["kinds"])))
     if window.get("rules"):
-        parts.append(t("window.rules", lang, rules=",".join(window["rules"])))
+        parts.append(t("window.rules", lang,
+                       rules=",".join(incident_title(r, lang) for r in window["rules"])))
     every = window.get("every")
     if every:
-        parts.append(t("window.every", lang, days=",".join(every["days"]),
+        days = ",".join(t(f"weekday.{d}", lang) for d in every["days"])
+        parts.append(t("window.every", lang, days=days,
                        start=every["start"], end=every["end"]))
     if window.get("life_safety"):
         parts.append(t("window.life_safety", lang))
@@ -430,6 +465,8 @@ def _control_client(args: argparse.Namespace, lang: Language) -> ControlClient |
         return EXIT_CONFIG
     from sentinel.control.client import ControlClient, local_url
     from sentinel.control.secrets import control_token
+    # People are shown by name, not by contact id (the on-call file is at hand here).
+    args.contact_names = {c.id: c.name for c in loaded.oncall.contact}
     control = loaded.settings.control
     socket_path = control.socket_path
     if socket_path.exists() or not control.http:
@@ -460,6 +497,12 @@ def _report_control_error(exc: ControlError, lang: Language, incident_id: str = 
     return EXIT_PROBLEMS
 
 
+def _who(args: argparse.Namespace, actor: str, lang: Language) -> str:
+    """An actor as a person reads it: a contact's name for a contact id."""
+    from sentinel.timeline import actor_text
+    return actor_text(actor, lang, getattr(args, "contact_names", {}))
+
+
 def cmd_ack(args: argparse.Namespace) -> int:
     from sentinel.i18n import incident_title
 
@@ -473,10 +516,12 @@ def cmd_ack(args: argparse.Namespace) -> int:
         return _report_control_error(exc, lang, args.id)
     title = incident_title(inc["name"], lang)
     if inc.get("acknowledged_by") not in (None, args.actor):
-        print(t("ack.already", lang, id=inc["id"], title=title, by=inc["acknowledged_by"],
+        print(t("ack.already", lang, id=inc["id"], title=title,
+                by=_who(args, inc["acknowledged_by"], lang),
                 when=_when(inc.get("acknowledged_at"))))
     else:
-        print(t("ack.done", lang, id=inc["id"], title=title, actor=args.actor))
+        print(t("ack.done", lang, id=inc["id"], title=title, actor=_who(args, args.actor,
+                                                                           lang)))
     return EXIT_OK
 
 
@@ -492,7 +537,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     except ControlError as exc:
         return _report_control_error(exc, lang, args.id)
     print(t("resolve.done", lang, id=inc["id"], title=incident_title(inc["name"], lang),
-            outcome=t(f"outcome.{args.outcome}", lang), actor=args.actor))
+            outcome=t(f"outcome.{args.outcome}", lang), actor=_who(args, args.actor, lang)))
     return EXIT_OK
 
 
@@ -604,7 +649,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     color = not args.json and not args.no_color and sys.stdout.isatty() and \
         "NO_COLOR" not in os.environ
     options = TailOptions(filter=filter_, readings=args.readings, as_json=args.json,
-                          color=color, lang=lang, after=args.after)
+                          color=color, lang=lang, after=args.after,
+                          names=getattr(args, "contact_names", {}))
     stop = threading.Event()
 
     def terminate(*_: object) -> None:
@@ -718,11 +764,10 @@ def cmd_history(args: argparse.Namespace) -> int:
                 print(json.dumps({"device": args.device, "ts": ts, "kind": row["kind"],
                                   "values": row["values"]}, ensure_ascii=False))
             elif writer is not None:
-                writer.writerow([datetime.fromtimestamp(ts, _TZ).isoformat(), args.device,
+                writer.writerow([zone.local(ts).isoformat(), args.device,
                                  row["kind"], json.dumps(row["values"], ensure_ascii=False)])
             else:
-                values = " ".join(f"{k}={v}" for k, v in sorted(row["values"].items()))
-                print(f"{_when(ts)} | {values}")
+                print(f"{_when(ts)} | {values_text(row['values'], lang)}")
         written += len(page)
         if len(page) < _HISTORY_PAGE:
             break
@@ -1047,7 +1092,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_report_response)
 
     p = sub.add_parser("oncall", parents=[common], help="who is on duty, per role and area")
-    p.add_argument("--at", default="now", help="'now' or ISO time (Asia/Shanghai)")
+    p.add_argument("--at", default="now", help="'now' or ISO time (in the community's time zone)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_oncall)
 
@@ -1102,9 +1147,10 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--life-safety", action="store_true",
                            help="also mute life-safety incidents of the named --kind/--rule "
                                 "(the duty officer is still paged, labelled with this window)")
-        q.add_argument("--start", default="now", help="'now' or ISO time (Asia/Shanghai)")
+        q.add_argument("--start", default="now",
+                       help="'now' or ISO time (in the community's time zone)")
         when = q.add_mutually_exclusive_group()
-        when.add_argument("--end", help="ISO time (Asia/Shanghai)")
+        when.add_argument("--end", help="ISO time (in the community's time zone)")
         when.add_argument("--for", dest="duration", help="duration, e.g. 2h")
         q.add_argument("--every", help="recurring weekly on these days: tue, mon-fri, daily, "
                                        "weekend or mon,thu (with --from/--to)")

@@ -6,17 +6,16 @@ import asyncio
 import sys
 import time
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any, Protocol, TextIO
-from zoneinfo import ZoneInfo
 
+from sentinel import zone
 from sentinel.config.inventory import Inventory
 from sentinel.control.feed import event_json
 from sentinel.i18n import Language, event_name, incident_title, kind_name, role_name, t
 from sentinel.incidents.model import Incident, IncidentEvent
+from sentinel.timeline import actor_text, outcome_word, place_text
 from sentinel.types import IngestStats, Severity
 
-_TZ = ZoneInfo("Asia/Shanghai")
 _RED = "\x1b[31;1m"
 _RESET = "\x1b[0m"
 _COLORS = {Severity.EMERGENCY: "\x1b[41;97;1m", Severity.CRITICAL: "\x1b[31;1m",
@@ -27,7 +26,6 @@ _SHOWN = frozenset({"opened", "severity_raised", "condition_cleared", "condition
                     "acknowledged", "resolved", "grouped", "attached", "flapping",
                     "cancel_refused", "escalation_step", "notification_failed",
                     "nobody_on_duty", "tier_unreachable"})
-_OUTCOMES = frozenset({"handled", "false_alarm", "referred"})
 
 
 class IncidentSource(Protocol):
@@ -39,9 +37,11 @@ class IncidentSource(Protocol):
     def incident(self, incident_id: str) -> Incident | None: ...
 
 
-def event_line(data: Mapping[str, Any], lang: Language) -> str:
-    """One line about an incident event (as sentinel.control.feed.event_json makes it)."""
-    when = datetime.fromtimestamp(float(data["ts"]), _TZ).strftime("%H:%M:%S")
+def event_line(data: Mapping[str, Any], lang: Language,
+               names: Mapping[str, str] | None = None) -> str:
+    """One line about an incident event (as sentinel.control.feed.event_json makes it);
+    `names` shows contact ids as their names."""
+    when = zone.clock(float(data["ts"]))
     severity = t(f"severity.{data['severity']}", lang)
     kind = data["type"]
     verb = event_name(kind, lang)
@@ -53,23 +53,20 @@ def event_line(data: Mapping[str, Any], lang: Language) -> str:
     if kind in ("grouped", "attached"):
         text += f" → {incident_title(str(data.get('group_name')), lang)} #{data.get('group')}"
     elif kind == "resolved" and data.get("outcome"):
-        outcome = str(data["outcome"])
-        text += f" ({t('outcome.' + outcome, lang) if outcome in _OUTCOMES else outcome})"
+        text += f" ({outcome_word(str(data['outcome']), lang)})"
     elif kind in ("notification_sent", "notification_failed") and data.get("contact"):
         text += f" → {data.get('contact_name') or data['contact']} ({data.get('channel', '-')})"
     elif kind in ("escalation_step", "escalation_reminder") and data.get("roles"):
         text += " → " + ", ".join(role_name(str(r), lang) for r in data["roles"])
-    place = data.get("place") or {}
-    where = place.get("location") or " ".join(
-        v for v in (place.get("compound"), place.get("building")) if v)
+    where = place_text(data.get("place"))
     if where:
         text += f"  {where}"
     if data.get("device"):
         text += f"  {data['device']}"
-    if data.get("actor") and kind in ("acknowledged", "resolved"):
-        text += f"  ({data['actor']})"
+    if data.get("actor") and kind in ("acknowledged", "resolved", "assigned", "noted"):
+        text += f"  ({actor_text(str(data['actor']), lang, names)})"
     if data.get("drill"):
-        text += "  [演练]" if lang == "zh" else "  [drill]"
+        text += f"  [{t('drill', lang)}]"
     return text
 
 

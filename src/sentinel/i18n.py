@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sentinel import zone
+
 Language = Literal["zh", "en"]
 
 
@@ -49,6 +51,9 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "kind.hydrant_pressure": {"zh": "消火栓水压", "en": "hydrant pressure"},
     "kind.water_level": {"zh": "消防水箱液位", "en": "tank level"},
     "kind.elderly_watch": {"zh": "长者手表", "en": "elderly watch"},
+    # Kinds of incidents that are no device's: a correlation group, sentinel itself.
+    "kind.group": {"zh": "关联事件", "en": "group"},
+    "kind.system": {"zh": "系统", "en": "system"},
     "live.header": {"zh": "水贝社区 实时接入  设备 {devices} 台  存储 {store}",
                     "en": "live ingestion  devices {devices}  store {store}"},
     "live.status": {"zh": "已接收 {received}  已存储 {stored}  拒收 {rejected}  "
@@ -333,7 +338,7 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "import.tls_failed": {"zh": "无法使用 [mqtt.tls] 的证书: {reason}",
                           "en": "cannot use the [mqtt.tls] certificates: {reason}"},
     "import.summary": {"zh": "{rows} 行待核对 (标准输出), {notes} 条提示 (见上)。请补全空着的"
-                             "位置列 (community, compound, building, grid…), 核对类型, "
+                             "位置列 (社区、小区、楼栋、网格等), 核对类型, "
                              "再加入设备清单并运行 sentinel check",
                        "en": "{rows} row(s) to review (on stdout), {notes} note(s) (above). "
                              "Fill in the empty place columns (community, compound, building, "
@@ -571,6 +576,115 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                      "en": "demo over: {stored} readings ({rejected} rejected), {incidents} "
                            "incidents ({severities}), {pages} pages delivered, {acks} "
                            "acknowledgements"},
+    # Words people see for the model's internal values (status, outcomes, areas, reasons):
+    # in Chinese mode no internal English word reaches a person.
+    "status.firing": {"zh": "报警中", "en": "firing"},
+    "status.acknowledged": {"zh": "已确认", "en": "acknowledged"},
+    "status.resolved": {"zh": "已关闭", "en": "resolved"},
+    "outcome.cleared": {"zh": "已恢复正常", "en": "cleared"},
+    "outcome.cancelled": {"zh": "佩戴者已取消", "en": "cancelled by the wearer"},
+    "outcome.expired": {"zh": "已过期", "en": "expired"},
+    "outcome.with_group": {"zh": "随所属事件一并关闭", "en": "closed with its group"},
+    "event.member_added": {"zh": "新增关联报警", "en": "member added"},
+    "event.acknowledgement_expired": {"zh": "确认已超时", "en": "acknowledgement expired"},
+    "event.attempt": {"zh": "投递", "en": "delivery"},
+    "event.attempt_ok": {"zh": "投递成功", "en": "delivered"},
+    "event.attempt_failed": {"zh": "投递失败", "en": "delivery failed"},
+    "notice.alert": {"zh": "报警通知", "en": "alert"},
+    "notice.escalated": {"zh": "升级通知", "en": "escalation"},
+    "notice.repeat": {"zh": "再次提醒", "en": "reminder"},
+    "notice.raised": {"zh": "级别升高", "en": "severity raised"},
+    "notice.ack_expired": {"zh": "确认超时", "en": "acknowledgement expired"},
+    "notice.resolved": {"zh": "已关闭通知", "en": "resolution"},
+    "notice.unmuted": {"zh": "屏蔽结束", "en": "silence ended"},
+    "scope.device": {"zh": "设备", "en": "device"},
+    "scope.building": {"zh": "楼栋", "en": "building"},
+    "scope.compound": {"zh": "小区", "en": "compound"},
+    "scope.grid": {"zh": "网格", "en": "grid"},
+    "scope.community": {"zh": "社区", "en": "community"},
+    "weekday.mon": {"zh": "周一", "en": "mon"},
+    "weekday.tue": {"zh": "周二", "en": "tue"},
+    "weekday.wed": {"zh": "周三", "en": "wed"},
+    "weekday.thu": {"zh": "周四", "en": "thu"},
+    "weekday.fri": {"zh": "周五", "en": "fri"},
+    "weekday.sat": {"zh": "周六", "en": "sat"},
+    "weekday.sun": {"zh": "周日", "en": "sun"},
+    "area.grid": {"zh": "网格", "en": "grid"},
+    "area.compound": {"zh": "小区", "en": "compound"},
+    "area.building": {"zh": "楼栋", "en": "building"},
+    "area.community": {"zh": "全社区", "en": "community"},
+    "area.device": {"zh": "设备", "en": "device"},
+    "actor.sentinel": {"zh": "系统", "en": "sentinel"},
+    "drill": {"zh": "演练", "en": "drill"},
+    "silenced": {"zh": "已屏蔽", "en": "silenced"},
+    "timeline.title": {"zh": "事件 {id}  【{severity}】{title}  {status}",
+                       "en": "incident {id}  [{severity}] {title}  {status}"},
+    "timeline.place": {"zh": "地点: {place}", "en": "place: {place}"},
+    "timeline.device": {"zh": "设备: {device} ({kind})", "en": "device: {device} ({kind})"},
+    "timeline.value": {"zh": "读数: {value}", "en": "reading: {value}"},
+    "timeline.opened": {"zh": "发生: {at}", "en": "opened: {at}"},
+    "timeline.acknowledged": {"zh": "确认: {at} {by}", "en": "acknowledged: {at} by {by}"},
+    "timeline.assigned": {"zh": "处理人: {who} ({at})", "en": "assigned to: {who} ({at})"},
+    "timeline.resolved": {"zh": "关闭: {at} {by}, 结果: {outcome}",
+                          "en": "resolved: {at} by {by}: {outcome}"},
+    "timeline.note": {"zh": "备注: {text}", "en": "note: {text}"},
+    "timeline.members": {"zh": "关联报警 {count} 个: {ids}", "en": "{count} member(s): {ids}"},
+    "timeline.groups": {"zh": "归入: {ids}", "en": "part of: {ids}"},
+    "timeline.latency": {"zh": "时延记录:", "en": "latency record:"},
+    "timeline.events": {"zh": "经过 ({count} 条):", "en": "timeline ({count}):"},
+    "timeline.roles": {"zh": "通知 {roles}", "en": "paging {roles}"},
+    "timeline.to": {"zh": "→ {who} ({channel})", "en": "→ {who} ({channel})"},
+    "timeline.error": {"zh": "错误: {error}", "en": "error: {error}"},
+    "timeline.window": {"zh": "屏蔽窗口 #{id}", "en": "silence #{id}"},
+    "timeline.by": {"zh": "({actor})", "en": "({actor})"},
+    "window.until_removed": {"zh": "直到移除", "en": "until removed"},
+    "check.gap": {"zh": "值班缺口: {role} | {area}: {start} 至 {end} 无人值班",
+                  "en": "{role} {area}: nobody on duty {start} – {end}"},
+    # Display names of the built-in fields (a kind file's `label` is laid over them).
+    "field.pressure": {"zh": "水压", "en": "pressure"},
+    "field.level": {"zh": "液位", "en": "level"},
+    "field.level_percent": {"zh": "液位百分比", "en": "level %"},
+    "field.concentration_lel": {"zh": "燃气浓度", "en": "gas concentration"},
+    "field.concentration_ppm": {"zh": "气体浓度", "en": "gas concentration"},
+    "field.gas_type": {"zh": "气体种类", "en": "gas type"},
+    "field.obscuration": {"zh": "烟雾浓度", "en": "smoke obscuration"},
+    "field.temperature": {"zh": "温度", "en": "temperature"},
+    "field.heart_rate": {"zh": "心率", "en": "heart rate"},
+    "field.steps": {"zh": "步数", "en": "steps"},
+    "field.battery": {"zh": "电量", "en": "battery"},
+    "field.battery_low": {"zh": "低电量", "en": "low battery"},
+    "field.battery_voltage": {"zh": "电池电压", "en": "battery voltage"},
+    "field.signal": {"zh": "信号强度", "en": "signal"},
+    "field.snr": {"zh": "信噪比", "en": "SNR"},
+    "field.alarm": {"zh": "报警", "en": "alarm"},
+    "field.tamper": {"zh": "防拆", "en": "tamper"},
+    "field.fault": {"zh": "故障", "en": "fault"},
+    "field.self_test": {"zh": "自检", "en": "self-test"},
+    "field.sos": {"zh": "SOS", "en": "SOS"},
+    "field.sos_cancel": {"zh": "取消 SOS", "en": "SOS cancel"},
+    "field.fall": {"zh": "跌倒", "en": "fall"},
+    "field.worn": {"zh": "佩戴", "en": "worn"},
+    "field.valve_closed": {"zh": "阀门关闭", "en": "valve closed"},
+    "field.latitude": {"zh": "纬度", "en": "latitude"},
+    "field.longitude": {"zh": "经度", "en": "longitude"},
+    "reason.payload_too_large": {"zh": "报文过大", "en": "payload too large"},
+    "reason.empty_payload": {"zh": "空报文", "en": "empty payload"},
+    "reason.invalid_encoding": {"zh": "编码无效 (非 UTF-8)", "en": "invalid encoding"},
+    "reason.invalid_json": {"zh": "JSON 格式错误", "en": "invalid JSON"},
+    "reason.no_profile": {"zh": "无匹配的设备协议", "en": "no matching profile"},
+    "reason.missing_device_id": {"zh": "缺少设备编号", "en": "missing device id"},
+    "reason.unknown_device": {"zh": "设备不在清单中", "en": "unknown device"},
+    "reason.device_mismatch": {"zh": "主题与报文的设备编号不一致", "en": "device mismatch"},
+    "reason.profile_mismatch": {"zh": "设备协议不符", "en": "profile mismatch"},
+    "reason.missing_field": {"zh": "缺少字段", "en": "missing field"},
+    "reason.wrong_type": {"zh": "字段类型错误", "en": "wrong type"},
+    "reason.impossible_value": {"zh": "数值不可能", "en": "impossible value"},
+    "reason.invalid_timestamp": {"zh": "时间无法识别", "en": "invalid timestamp"},
+    "reason.timestamp_in_future": {"zh": "时间超前", "en": "timestamp in the future"},
+    "reason.timestamp_too_old": {"zh": "时间过旧", "en": "timestamp too old"},
+    "reason.duplicate_key": {"zh": "JSON 键重复", "en": "duplicate key"},
+    "reason.store_rejected": {"zh": "存储拒收", "en": "store rejected"},
+    "reason.decoder_error": {"zh": "解码程序错误", "en": "decoder error"},
 }
 
 
@@ -579,10 +693,14 @@ _MESSAGES: dict[str, dict[Language, str]] = {
 # the code's own tables do not know. Replaced as a whole at each load (see loading.py).
 _CONFIGURED: dict[str, dict[Language, str]] = {}
 _FIELD_UNITS: dict[str, str] = {}
+# Decimals each field keeps (its kind's precision), from the loaded kinds; a value is shown
+# at that precision wherever a person reads it.
+_FIELD_PRECISION: dict[str, int] = {}
 
 
 def configure_labels(labels: Mapping[str, Label],
-                     field_units: Mapping[str, str] | None = None) -> None:
+                     field_units: Mapping[str, str] | None = None,
+                     precisions: Mapping[str, int] | None = None) -> None:
     """Lay the configuration's display names over the catalogue (replacing earlier ones).
 
     `labels` is keyed like the catalogue: ``kind.<kind>``, ``incident.<incident>``,
@@ -592,6 +710,9 @@ def configure_labels(labels: Mapping[str, Label],
     _CONFIGURED.update({key: label.texts() for key, label in labels.items()})
     _FIELD_UNITS.clear()
     _FIELD_UNITS.update(field_units or {})
+    if precisions is not None:
+        _FIELD_PRECISION.clear()
+        _FIELD_PRECISION.update(precisions)
 
 
 def _entry(key: str) -> dict[Language, str] | None:
@@ -625,14 +746,30 @@ def incident_title(name: str, lang: Language = "zh") -> str:
 
 
 def field_label(name: str, lang: Language = "zh") -> str | None:
-    """A field's configured display name (a kind file's `label`), if it has one."""
-    entry = _CONFIGURED.get(f"field.{name}")
+    """A field's display name (a kind file's `label`, else the catalogue's), if it has one."""
+    entry = _entry(f"field.{name}")
     return entry[lang] if entry else None
 
 
 def field_unit(name: str) -> str | None:
     """The canonical unit of a field from a kind file, if it has one."""
     return _FIELD_UNITS.get(name)
+
+
+def value_text(field: str, value: object, lang: Language = "zh") -> str:
+    """A value as a person reads it: a number at its field's precision (trailing zeros
+    dropped: 0.3500 MPa reads 0.35), a flag as 是/否, anything else as it is."""
+    if isinstance(value, bool):
+        return ("是" if value else "否") if lang == "zh" else ("yes" if value else "no")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        decimals = _FIELD_PRECISION.get(field, 3)
+        text = f"{value:.{decimals}f}"
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return "0" if text == "-0" else text
+    return str(value)
 
 
 def event_name(event_type: str, lang: Language = "zh") -> str:
@@ -644,4 +781,7 @@ def catalog(prefixes: tuple[str, ...], lang: Language = "zh") -> dict[str, str]:
     """Every message whose key starts with one of `prefixes`, in `lang` (for a page),
     configured display names included."""
     merged = {**_MESSAGES, **_CONFIGURED}
-    return {k: v.get(lang, v["en"]) for k, v in merged.items() if k.startswith(prefixes)}
+    found = {k: v.get(lang, v["en"]) for k, v in merged.items() if k.startswith(prefixes)}
+    # A page formats times in the community's zone too (Intl.DateTimeFormat's timeZone).
+    found["zone"] = zone.current().key
+    return found

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from sentinel import units
+from sentinel import units, zone
 from sentinel.config.inventory import (
     NUMBER_SETTINGS,
     SETTING_NAMES,
@@ -285,6 +285,9 @@ def _load_escalation(settings: Settings, inventory: Inventory, rules: RulesConfi
             problems.append(Problem(str(path), "", f"cannot read: {exc}"))
             loaded.append(model())
     oncall, policies = loaded
+    if "timezone" not in oncall.model_fields_set:
+        # One setting holds the community's zone; the on-call file may still name its own.
+        oncall = oncall.model_copy(update={"timezone": settings.timezone})
     where = str(settings.escalation.oncall)
     grids = set(map(operator.attrgetter("grid"), inventory.values()))
     compounds = set(map(operator.attrgetter("compound"), inventory.values()))
@@ -370,6 +373,8 @@ def load_all(config_path: Path, environ: Mapping[str, str] | None = None) -> Loa
 def _load_all(config_path: Path, environ: Mapping[str, str] | None) -> Loaded:
     environ = os.environ if environ is None else environ
     settings, problems = load_settings_lenient(config_path, environ)
+    # Before anything reads local time (rules' daytime, on-call periods, messages).
+    zone.configure(settings.timezone)
     kinds = _load_kinds(settings, problems)
     profiles, profile_problems = load_profiles(settings.devices.profile_dirs)
     problems += profile_problems
@@ -388,7 +393,10 @@ def _load_all(config_path: Path, environ: Mapping[str, str] | None) -> Loaded:
     if problems:
         raise ConfigError(problems)
     labels, field_units = kinds.display()
+    precisions = {name: spec.precision for kind in kinds.names()
+                  for name, spec in kinds.compiled(kind).items() if spec.precision is not None}
     configure_labels({**labels, **{f"incident.{name}": label
-                                   for name, label in rules.labels().items()}}, field_units)
+                                   for name, label in rules.labels().items()}}, field_units,
+                     precisions)
     return Loaded(settings, kinds, inventory, profiles, config_path, rules, oncall, policies,
                   warnings)

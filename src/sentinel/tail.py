@@ -12,15 +12,17 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from sentinel import zone
 from sentinel.backoff import Backoff
 from sentinel.console import colored, event_line
 from sentinel.control.client import ControlClient, ControlError
 from sentinel.control.feed import Filter
 from sentinel.i18n import Language, incident_title, kind_name, t
+from sentinel.timeline import actor_text, place_text, severity_word, status_word, values_text
 
 # Reconnecting to the daemon: 0.2 s, doubling up to 5 s (one client: no jitter needed).
 _RECONNECT = Backoff(base=0.2, cap=5.0)
@@ -34,6 +36,8 @@ class TailOptions:
     color: bool = False
     lang: Language = "zh"
     after: int | None = None  # replay from this event number instead of "now"
+    # Contact id -> name (from the on-call file): people are shown by name.
+    names: Mapping[str, str] = field(default_factory=dict)
 
 
 def _dumps(data: dict[str, Any]) -> str:
@@ -46,25 +50,25 @@ def _incident_as_event(inc: dict[str, Any]) -> dict[str, Any]:
             "device": inc.get("device_id")}
 
 
-def open_line(inc: dict[str, Any], lang: Language) -> str:
-    place = inc.get("place") or {}
-    where = place.get("location") or " ".join(
-        v for v in (place.get("compound"), place.get("building")) if v)
-    parts = [f"#{inc['id']}", f"[{t('severity.' + inc['severity'], lang)}]",
-             incident_title(inc["name"], lang), inc["status"]]
+def open_line(inc: dict[str, Any], lang: Language,
+              names: Mapping[str, str] | None = None) -> str:
+    where = place_text(inc.get("place"))
+    parts = [f"#{inc['id']}", f"[{severity_word(inc['severity'], lang)}]",
+             incident_title(inc["name"], lang), status_word(inc["status"], lang)]
     if where:
         parts.append(where)
     if inc.get("device_id"):
         parts.append(str(inc["device_id"]))
     if inc.get("acknowledged_by"):
-        parts.append(f"({inc['acknowledged_by']})")
+        parts.append(f"({actor_text(inc['acknowledged_by'], lang, names)})")
     return "  ".join(parts)
 
 
 def reading_line(data: dict[str, Any], lang: Language) -> str:
-    values = " ".join(f"{k}={v}" for k, v in sorted(data["values"].items()))
-    when = time.strftime("%H:%M:%S", time.localtime(float(data["ts"])))
-    return f"{when} · {kind_name(data['kind'], lang)} {data['device']} {values}"
+    """A reading: the community's local time (like the events), values at their precision."""
+    when = zone.clock(float(data["ts"]))
+    return (f"{when} · {kind_name(data['kind'], lang)} {data['device']} "
+            f"{values_text(data['values'], lang)}")
 
 
 class Tail:
@@ -123,8 +127,8 @@ class Tail:
             return
         self._say(t("tail.open", options.lang, count=len(shown)))
         for inc in shown:
-            self._say(colored("  " + open_line(inc, options.lang), inc["severity"],
-                              options.color))
+            line = "  " + open_line(inc, options.lang, options.names)
+            self._say(colored(line, inc["severity"], options.color))
 
     def _show(self, event: str, data: dict[str, Any], event_id: int | None) -> None:
         options = self._options
@@ -136,8 +140,8 @@ class Tail:
             if options.as_json:
                 self._say(_dumps({"stream": "event", **data}))
             else:
-                self._say(colored(event_line(data, options.lang), data["severity"],
-                                  options.color))
+                line = event_line(data, options.lang, options.names)
+                self._say(colored(line, data["severity"], options.color))
         elif event == "reading":
             self._say(_dumps({"stream": "reading", **data}) if options.as_json
                       else reading_line(data, options.lang))

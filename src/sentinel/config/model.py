@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from sentinel import zone
 
 
 class _Section(BaseModel):
@@ -235,6 +237,9 @@ class Settings(_Section):
 
     state_dir: Path = Path("/var/lib/sentinel")
     language: Literal["zh", "en"] = "zh"
+    # The community's time zone (an IANA name): every time shown to a person, and the
+    # default of the on-call file's and the daytime rules' zones.
+    timezone: str = zone.DEFAULT
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
@@ -245,3 +250,8 @@ class Settings(_Section):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return zone.validate(value)

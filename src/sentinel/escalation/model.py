@@ -18,11 +18,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from sentinel import zone
 from sentinel.incidents.windows import FOREVER, Recurrence, Window, parse_clock, parse_days
 from sentinel.rules.model import Duration, SeverityField
 from sentinel.types import Severity
 
-DEFAULT_TZ = "Asia/Shanghai"
+# Replaced at load by the top-level `timezone` setting unless the on-call file names one.
+DEFAULT_TZ = zone.DEFAULT
 
 
 class Role(enum.StrEnum):

@@ -15,17 +15,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from sentinel import zone
 from sentinel.config.inventory import Device
 from sentinel.incidents.windows import Window
 from sentinel.rules.engine import Policy, Signal
 from sentinel.rules.model import AttachCorrelation, FlapSettings, GroupCorrelation, RulesConfig
 from sentinel.types import Severity, Value
 
-_TZ = ZoneInfo("Asia/Shanghai")
 SYSTEM_TARGET = "sentinel"
 
 
@@ -219,7 +217,8 @@ class IncidentBook:
     def _new_id(self, ts: float) -> str:
         number = self.next_number
         self.next_number += 1
-        return f"{datetime.fromtimestamp(ts, _TZ):%Y%m%d}-{number:04d}"
+        # Numbered per day of the community (its time zone setting).
+        return f"{zone.local(ts):%Y%m%d}-{number:04d}"
 
     def _open(self, key: str, name: str, target: str, kind: str, severity: Severity,
               ts: float, now: float, place: dict[str, str], policy: Policy,

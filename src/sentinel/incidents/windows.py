@@ -23,6 +23,8 @@ from datetime import datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from sentinel.zone import current as current_zone
+
 # Place keys a window may be limited to (every one given must match).
 PLACE_KEYS = ("community", "compound", "building", "grid", "device")
 # An open-ended window (recurring, until removed) ends at 2100-01-01 UTC.
@@ -56,7 +58,7 @@ class Recurrence:
     days: tuple[int, ...]  # 0 = Monday
     start: time
     end: time
-    zone: str = "Asia/Shanghai"
+    zone: str = field(default_factory=lambda: current_zone().key)
 
     def __post_init__(self) -> None:
         if not self.days or any(not 0 <= d < 7 for d in self.days):
@@ -87,7 +89,7 @@ class Recurrence:
         """From {"days": ["tue"] or "mon-fri", "start": "09:00", "end": "11:00"}."""
         days = parse_days(data.get("days"))
         return cls(days, parse_clock(data.get("start")), parse_clock(data.get("end")),
-                   str(data.get("zone") or zone or "Asia/Shanghai"))
+                   str(data.get("zone") or zone or current_zone().key))
 
 
 def parse_days(value: object) -> tuple[int, ...]:

@@ -4,7 +4,8 @@ Pure functions from incidents to a (title, body) pair. A title becomes a push ti
 e-mail subject, so it stays short: drill marker, severity, what, and where in one line
 (``【严重】烟感报警 · 水贝花园1栋``). The body answers, one line each, what happened and
 what state it is in, where, the reading against its threshold, since when, which device,
-the incident id, and how to acknowledge. Times are shown in Asia/Shanghai.
+the incident id, and how to acknowledge. Times are shown in the community's time zone
+(`sentinel.zone`, the top-level `timezone` setting).
 
 Summaries (storm control) are built from stored titles and bodies, not from incidents, so
 they read back the title format written here (see `_topic`).
@@ -16,11 +17,11 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Literal
-from zoneinfo import ZoneInfo
 
-from sentinel.i18n import Language, field_label, field_unit, incident_title, t
+from sentinel import zone
+from sentinel.i18n import Language, field_label, field_unit, incident_title, t, value_text
 from sentinel.incidents.model import Incident
 from sentinel.incidents.windows import Window
 from sentinel.types import Value
@@ -31,7 +32,6 @@ __all__ = ["NoticeKind", "Rendered", "mark_resent", "render_digest", "render_not
 NoticeKind = Literal["alert", "escalated", "repeat", "raised", "ack_expired", "resolved",
                      "unmuted"]
 
-_TZ = ZoneInfo("Asia/Shanghai")
 _MEMBER_LINES = 20   # members listed in one notice; the rest are counted
 _DIGEST_LINES = 50   # incidents listed in one digest; the rest are counted
 _SUMMARY_TOPICS = 3  # incident types named in a summary title
@@ -223,7 +223,7 @@ def _prefix(key: str, lang: Language) -> str:
 
 
 def _time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, _TZ).strftime("%Y-%m-%d %H:%M:%S")
+    return zone.stamp(ts)
 
 
 def _duration(seconds: float, lang: Language) -> str:
@@ -242,12 +242,13 @@ def _number(value: float) -> str:
     return f"{round(value, 3):g}"
 
 
-def _quantity(value: Value | None, unit: str) -> str:
+def _quantity(value: Value | None, unit: str, field: str = "") -> str:
     if value is None:
         return "—"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
-    text = _number(float(value))
+    # At the field's precision (its kind's), like everywhere else a value is shown.
+    text = value_text(field, float(value)) if field else _number(float(value))
     if not unit:
         return text
     return f"{text}{unit}" if unit.startswith("%") else f"{text} {unit}"
@@ -324,7 +325,7 @@ def _reading(inc: Incident, lang: Language) -> str | None:
     value = inc.value
 
     def q(v: Value | None) -> str:
-        return _quantity(v, unit)
+        return _quantity(v, unit, name)
 
     if "op" in d and "limit" in d:
         # The condition that set the incident's severity (IncidentBook keeps value, detail
@@ -363,7 +364,7 @@ def _member_line(member: Incident, lang: Language) -> str:
     device = member.device_id or member.target
     what = incident_title(member.name, lang)
     where = _place(member.place, lang)
-    at = datetime.fromtimestamp(member.opened_at, _TZ).strftime("%H:%M:%S")
+    at = zone.clock(member.opened_at)
     return "  - " + " ".join(p for p in (device, what, where, at) if p)
 
 
@@ -553,7 +554,7 @@ def render_digest(incidents: Sequence[Incident], lang: Language, *, day: date,
     lines += ["", _("digest.list", lang)]
     ordered = sorted(incidents, key=lambda inc: (inc.opened_at, inc.id))
     for inc in ordered[:_DIGEST_LINES]:
-        opened = datetime.fromtimestamp(inc.opened_at, _TZ)
+        opened = zone.local(inc.opened_at)
         since = opened.strftime("%Y-%m-%d %H:%M")
         days = (day - opened.date()).days
         if days >= 1:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from sentinel import zone
 from sentinel.config.inventory import Device
 from sentinel.rules.model import (
     EdgeRule,
@@ -458,7 +459,7 @@ class InactivityEval(Evaluator):
     def __init__(self, rule: InactivityRule, default_clear_for: float) -> None:
         super().__init__(rule, default_clear_for)
         self.watches = frozenset({rule.field})
-        self.tz = ZoneInfo(rule.timezone)
+        self.tz = ZoneInfo(rule.timezone) if rule.timezone else zone.current()
         self.day_start, self.day_end = daytime_bounds(rule.daytime)
 
     def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:

@@ -315,7 +315,8 @@ class InactivityRule(_RuleBase):
     type: Literal["inactivity"]
     field: str = "steps"
     daytime: str = "08:00-20:00"
-    timezone: str = "Asia/Shanghai"
+    # None: the community's zone (the top-level `timezone` setting).
+    timezone: str | None = None
     for_: Duration = Field(alias="for", gt=0)
     severity: SeverityField
 

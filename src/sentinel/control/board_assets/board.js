@@ -68,13 +68,15 @@
   var clockFormat = null;
   var dayFormat = null;
   function formats() {
+    // The community's time zone comes with the catalogue (the `timezone` setting).
+    var zone = has("zone") ? t("zone") : ZONE;
     var locale = lang === "zh" ? "zh-CN" : "en-GB";
     clockFormat = new Intl.DateTimeFormat(locale, {
-      timeZone: ZONE, hour: "2-digit", minute: "2-digit", second: "2-digit",
+      timeZone: zone, hour: "2-digit", minute: "2-digit", second: "2-digit",
       hour12: false
     });
     dayFormat = new Intl.DateTimeFormat(locale, {
-      timeZone: ZONE, month: "2-digit", day: "2-digit"
+      timeZone: zone, month: "2-digit", day: "2-digit"
     });
   }
   function when(ts) {

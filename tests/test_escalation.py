@@ -203,6 +203,34 @@ def test_an_alarm_grouped_into_a_fire_stops_its_own_climb() -> None:
     assert e.tick(T0 + 180, {inc.id: inc}).notices == []
 
 
+def test_an_alarm_grouped_in_the_commit_that_opened_it_pages_nothing_itself() -> None:
+    """Opened and folded into a fire at once: no step is recorded for a page never sent."""
+    e, inc = engine(), incident()
+    inc.groups.append("20260101-0009")
+    out = e.on_event(event(inc, "opened"), inc, T0)
+    assert out.notices == [] and out.notes == []
+    assert e.on_event(event(inc, "grouped", group="20260101-0009"), inc, T0).notices == []
+    assert e.tick(T0 + 180, {inc.id: inc}).notices == []
+
+
+def test_an_assignment_by_someone_else_tells_the_person() -> None:
+    """Assigned from the board or CLI: the person gets a notice; taking it oneself, or a
+    fire's member following its group, sends nothing."""
+    e, inc = engine(), incident()
+    e.on_event(event(inc, "opened"), inc, T0)
+    out = e.on_event(event(inc, "assigned", person="do", by="board:小李"), inc, T0 + 30)
+    assert who(out) == [("do", "assigned")]
+    assert out.notices[0].life_safety
+    again = e.on_event(event(inc, "assigned", person="gw", by="do"), inc, T0 + 40)
+    assert who(again) == [("gw", "assigned")]
+    assert again.notices[0].key != out.notices[0].key
+    assert e.on_event(event(inc, "assigned", person="gw", by="gw"), inc, T0 + 50).notices == []
+    assert e.on_event(event(inc, "assigned", person="gw", by="do", group="20260101-0009"),
+                      inc, T0 + 60).notices == []
+    assert e.on_event(event(inc, "assigned", person="nobody", by="do"), inc,
+                      T0 + 70).notices == []
+
+
 def test_sos_reaches_the_elders_contacts_and_the_grid_worker() -> None:
     """SOS/fall: the watch's assigned contacts and the grid worker at once."""
     e = engine()

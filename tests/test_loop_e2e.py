@@ -183,3 +183,34 @@ def test_alarm_link_take_note_resolve_then_the_report(loop: Loop) -> None:
     assert name in driver.find_element(By.TAG_NAME, "table").text
     assert re.search(r"处置响应报告", driver.title)
     driver.save_screenshot(str(artifact_dir() / "loop-report.png"))
+
+
+def test_an_assignment_from_the_dispatch_room_reaches_the_person_with_their_link(
+        loop: Loop) -> None:
+    """The dispatch room assigns an alarm to a duty officer who was not paged: the officer
+    gets a notice "指派给你" with a link of their own, whose page offers notes and closing."""
+    driver, smoke = loop.driver, smoke_detector(1)
+    pub = Publisher(int(loop.daemon.env["SENTINEL_MQTT__PORT"]))
+    alarm(pub, smoke, time.time())
+    pub.close()
+    inc = open_incident(loop.daemon.state_dir / "incidents.sqlite3", smoke)
+    officer = next(c for c in LOADED.oncall.contact if c.role.value == "duty_officer")
+    already = len(loop.hooks.requests)
+    result = sentinel("assign", inc.id, officer.id, "--actor", "board:值班员小李",
+                      env=loop.daemon.env)
+    assert result.returncode == 0, result.stderr
+
+    def told() -> list[Any]:
+        return [r for r in loop.hooks.requests[already:] if r.path == f"/{officer.id}"]
+
+    deadline = time.monotonic() + 15
+    while not told() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [notice] = told()
+    title, text = message(notice)
+    assert title.startswith("【严重】指派给你: 烟感报警"), title
+    assert "此事件已指派给你处理" in text and inc.id in text
+    driver.get(link_in(text))
+    assert f"{officer.name}, 此事件由你处理" in driver.page_source
+    assert driver.find_elements(By.NAME, "text"), "the assigned person can add a note"
+    assert driver.find_elements(By.CSS_SELECTOR, 'input[name=outcome]'), "and close it"

@@ -25,6 +25,7 @@ from sentinel.incidents.model import Incident, IncidentEvent, Status
 from sentinel.incidents.windows import Mutable, Window
 
 NoticeKind = Literal["alert", "escalated", "repeat", "raised", "ack_expired", "resolved",
+                     "assigned",
                      "unmuted"]
 # muted: a silence holds the climb; it starts (again) once no window mutes the incident.
 ClimbState = Literal["climbing", "acknowledged", "muted", "stopped"]
@@ -181,6 +182,17 @@ class EscalationEngine:
                 if contact is not None:
                     out.notices.append(Notice(inc.id, "resolved", contact, esc.round,
                                               esc.tier_step, esc.life_safety, tag="resolved"))
+        elif kind == "assigned" and not event.data.get("group"):
+            # Assigned by someone else (the board, the CLI, a colleague): the person must
+            # learn it from their phone, with the link that lets them report and close.
+            # Taking it oneself (我去处理) needs no message; nor do a fire's members.
+            person = str(event.data.get("person") or "")
+            contact = self._contacts.get(person)
+            if contact is not None and person != event.data.get("by") and inc.open:
+                out.notices.append(Notice(
+                    inc.id, "assigned", contact, esc.round if esc else 0,
+                    esc.tier_step if esc else 0, inc.life_safety,
+                    tag=f"assigned{event.seq or int(event.ts * 1000)}"))
         elif kind in _MERGED and esc is not None and esc.state != "stopped":
             group = event.data.get("group")
             self._stop(esc, f"merged into {group}", now, out)

@@ -70,7 +70,8 @@ _DIGEST_KEY = "digest_sent:"
 _KEEP_STOPPED = 24 * 3600.0
 _CURSOR_EVERY = 5.0
 _PRUNE_EVERY = 3600.0
-_LINK_KINDS = frozenset({"alert", "escalated", "repeat", "raised", "ack_expired", "unmuted"})
+_LINK_KINDS = frozenset({"alert", "escalated", "repeat", "raised", "ack_expired", "unmuted",
+                         "assigned"})
 UNREACHABLE_INCIDENT = "notification_failed"
 _STEP_EVENTS = frozenset({"escalation_step", "escalation_reminder"})
 

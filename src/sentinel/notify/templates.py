@@ -30,6 +30,7 @@ __all__ = ["NoticeKind", "Rendered", "mark_resent", "render_digest", "render_not
            "render_summary"]
 
 NoticeKind = Literal["alert", "escalated", "repeat", "raised", "ack_expired", "resolved",
+                     "assigned",
                      "unmuted"]
 
 _MEMBER_LINES = 20   # members listed in one notice; the rest are counted
@@ -73,6 +74,11 @@ _TEXT: dict[str, dict[Language, str]] = {
     "title.repeat": {"zh": "提醒: ", "en": "reminder: "},
     "title.raised": {"zh": "级别提高: ", "en": "raised: "},
     "title.ack_expired": {"zh": "确认超时: ", "en": "ack expired: "},
+    "title.assigned": {"zh": "指派给你: ", "en": "assigned to you: "},
+    "status.assigned": {"zh": "状态: 此事件已指派给你处理。到场后请在链接页面添加反馈, "
+                              "处理完毕后在该页面关闭事件",
+                        "en": "Status: this incident is assigned to you. On site, add "
+                              "your notes on the link page, and close it there when done"},
     "line.what": {"zh": "事件: {what} ({severity})", "en": "Incident: {what} ({severity})"},
     "status.alert": {"zh": "状态: 新发生, 请尽快确认", "en": "Status: new, please acknowledge"},
     "status.escalated": {"zh": "状态: 无人确认, 已升级到第 {level} 级",
@@ -98,6 +104,8 @@ _TEXT: dict[str, dict[Language, str]] = {
     "line.more": {"zh": "… 另有 {count} 项", "en": "… and {count} more"},
     "line.id": {"zh": "事件编号: {id}", "en": "Incident ID: {id}"},
     "line.ack_url": {"zh": "点击确认: {url}", "en": "Acknowledge: {url}"},
+    "line.own_url": {"zh": "处理页面 (反馈、照片、关闭): {url}",
+                     "en": "Your page for it (notes, photo, closing): {url}"},
     "line.ack_or": {"zh": "或执行命令: sentinel ack {id}", "en": "or run: sentinel ack {id}"},
     "line.ack_cmd": {"zh": "确认方法: 执行命令 sentinel ack {id}",
                      "en": "To acknowledge, run: sentinel ack {id}"},
@@ -205,7 +213,7 @@ _UNITS = {"degC": "°C", "1": ""}
 
 # Lines of a notice kept in a summary (the "what" line repeats the title, so it is left out).
 _SUMMARY_KEYS = ("status.", "line.note", "line.place", "line.since", "line.lasted", "line.ack_url",
-                 "line.ack_cmd", "line.ack_or")
+                 "line.ack_cmd", "line.ack_or", "line.own_url")
 
 
 def _(key: str, lang: Language, **values: object) -> str:
@@ -447,7 +455,9 @@ def render_notice(kind: NoticeKind, inc: Incident, lang: Language, *, now: float
     lines += _members(inc, lang, members)
     lines.append(_("line.id", lang, id=inc.id))
     if kind != "resolved":  # nothing left to acknowledge once resolved
-        if ack_url:
+        if ack_url and kind == "assigned":
+            lines.append(_("line.own_url", lang, url=ack_url))
+        elif ack_url:
             lines.append(_("line.ack_url", lang, url=ack_url))
             lines.append(_("line.ack_or", lang, id=inc.id))
         else:

@@ -113,7 +113,7 @@ def test_ack_en_default_actor(daemon: ServerThread, config: Path, tmp_path: Path
     result = sentinel("ack", ID, "-c", str(config), "--lang", "en",
                       env=env_for(tmp_path, daemon.port))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"acknowledged {ID} smoke alarm (as cli:tester)"
+    assert result.stdout.strip() == f"acknowledged {ID} smoke alarm (as tester)"
     assert daemon.controller.incidents[ID].acknowledged_by == "cli:tester"
 
 
@@ -138,7 +138,7 @@ def test_resolve_zh_and_en(daemon: ServerThread, config: Path, tmp_path: Path) -
     result = sentinel("resolve", "20240501-0008", "-c", str(config), "--outcome", "referred",
                       "--note", "燃气公司已到场", "--lang", "en", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "resolved 20240501-0008 gas leak: referred (by cli:tester)"
+    assert result.stdout.strip() == "resolved 20240501-0008 gas leak: referred (by tester)"
     assert [c[3] for c in daemon.controller.calls] == ["false_alarm", "referred"]
 
 
@@ -207,13 +207,13 @@ def test_assign_and_note(daemon: ServerThread, config: Path, tmp_path: Path) -> 
     result = sentinel("assign", ID, "wang", "-c", str(config), env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (f"已将事件 {ID} 烟感报警 指派给 王网格员 (wang) "
-                                     "(操作人: cli:tester)")
+                                     "(操作人: tester)")
     photo = tmp_path / "site.png"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
     result = sentinel("note", ID, "已到场, 无明火", "--photo", str(photo), "--lang", "en",
                       "-c", str(config), env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"noted on {ID} smoke alarm (by cli:tester), with a photo"
+    assert result.stdout.strip() == f"noted on {ID} smoke alarm (by tester), with a photo"
     [(_, _, actor, text, photo_id)] = [c for c in daemon.controller.calls if c[0] == "note"]
     assert (actor, text) == ("cli:tester", "已到场, 无明火") and photo_id.endswith(".png")
     assert ("assign", ID, "wang", "cli:tester", False) in daemon.controller.calls

@@ -558,7 +558,7 @@ def cmd_assign(args: argparse.Namespace) -> int:
         return _report_control_error(exc, lang, args.id)
     person = f"{names[args.person]} ({args.person})" if args.person in names else args.person
     print(t("assign.done", lang, id=inc["id"], title=incident_title(inc["name"], lang),
-            person=person, actor=args.actor))
+            person=person, actor=_who(args, args.actor, lang)))
     return EXIT_OK
 
 
@@ -586,7 +586,8 @@ def cmd_note(args: argparse.Namespace) -> int:
             return EXIT_PROBLEMS
         return _report_control_error(exc, lang, args.id)
     print(t("note.done", lang, id=inc["id"], title=incident_title(inc["name"], lang),
-            actor=args.actor, photo=t("note.with_photo", lang) if photo else ""))
+            actor=_who(args, args.actor, lang),
+            photo=t("note.with_photo", lang) if photo else ""))
     return EXIT_OK
 
 

@@ -21,6 +21,15 @@ ALL DATA IS INVENTED: compound, park and shop-street names, buildings, flats and
 the elderly residents are made up for the example; no real person, address or phone number is
 described. The output is deterministic for a given ``--seed``.
 
+Every device carries the position of its building (``lat``, ``lon``, for the board's site
+plan and the simulated watches): an invented, schematic layout inside Shuibei's box (the
+simulator's centre ± 0.0025°), not a survey. The compounds and parks stand on a grid of
+blocks, their buildings in rows about 25 m apart; the two shop streets run along the west
+and the south edge, their shops on both sides of the street. The positions follow from the
+compound's place in the lists and the building's number alone: they take nothing from the
+random stream, so every other column is the same as without them. Copies 2..N of
+``--scale`` stand in boxes of their own east and north of the first one.
+
 ``--scale N`` multiplies every device count by N (for benchmarks): copies 2..N are extra,
 numbered compounds (``水贝花园（扩展002）``) in extra grids (``SB-X002-G01``), so ids stay
 unique. Resident names stay unique until the pool of invented names (about 15,000) runs out.
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import random
 import sys
 from collections.abc import Callable, Sequence
@@ -49,7 +59,7 @@ T = TypeVar("T")
 COMMUNITY = "水贝社区"
 COLUMNS = (
     "id", "kind", "community", "compound", "building", "floor", "unit", "grid", "location",
-    "profile", "mount_height_m", "tank_height_m", "resident",
+    "profile", "mount_height_m", "tank_height_m", "resident", "lat", "lon",
 )
 KINDS = ("smoke", "gas", "hydrant_pressure", "water_level", "elderly_watch")
 ID_PREFIX = {
@@ -171,6 +181,8 @@ class Row:
     tank_height_m: str = ""
     resident: str = ""
     order: tuple[int, ...] = ()
+    lat: str = ""
+    lon: str = ""
 
 
 def apportion(total: int, weights: Sequence[float], caps: Sequence[int],
@@ -233,6 +245,91 @@ def build_compounds(rng: random.Random, copy: int) -> list[Compound]:
         buildings = [Building(door, 1, 1, grid(code)) for door, _ in shops]
         compounds.append(Compound(named(name), SHOP, "shop", buildings, shops=shops))
     return compounds
+
+
+# -- positions (derived from the compound lists, never from the random stream) -------------
+
+# The simulator's centre of Shuibei (sentinel.sim.model SHUIBEI_LAT/LON) and the half sides
+# of the box the buildings stand in, in metres (±0.0025° is about ±278 m north-south and
+# ±257 m east-west at this latitude).
+CENTRE_LAT, CENTRE_LON = 22.566, 114.127
+M_PER_DEG_LAT = 110_574.0
+M_PER_DEG_LON = 111_320.0 * math.cos(math.radians(CENTRE_LAT))
+HALF_EW, HALF_NS = 252.0, 272.0
+PITCH = 25.0  # between neighbouring buildings of a compound, and shops along a street
+STREET_WIDTH = 30.0  # between the two rows of shops of a street
+GAP_EW, GAP_NS = 40.0, 52.0  # between the buildings of neighbouring compounds
+BLOCK_ROWS = 3  # rows of buildings in a block at most
+# About the width of one character of a compound's name on the site plan (its font is a
+# sixtieth of the plan, some 600 m): a block leaves room for its name, drawn at its top left.
+LABEL_M = 11.0
+COPY_STEP_DEG = 0.006  # between the boxes of the copies of --scale
+COPIES_PER_ROW = 10
+
+
+def _street_positions(n_shops: int, street: int) -> list[tuple[float, float]]:
+    """Shops along a street, one on each side in turn (in door order): street 0 runs
+    north-south along the west edge, street 1 east-west along the south edge."""
+    per_side = (n_shops + 1) // 2
+    if street == 0:
+        length = 2 * HALF_NS
+        step = min(PITCH, length / max(1, per_side - 1))
+        return [(-HALF_EW + (i % 2) * STREET_WIDTH, HALF_NS - (i // 2) * step)
+                for i in range(n_shops)]
+    start = -HALF_EW + STREET_WIDTH + GAP_EW
+    step = min(PITCH, (HALF_EW - start) / max(1, per_side - 1))
+    return [(start + (i // 2) * step, -HALF_NS + (i % 2) * STREET_WIDTH)
+            for i in range(n_shops)]
+
+
+def _block_shape(n_buildings: int) -> tuple[int, int]:
+    """(rows, buildings per row) of a compound: small ones in one or two rows."""
+    rows = 1 if n_buildings <= 3 else 2 if n_buildings <= 5 else BLOCK_ROWS
+    return rows, -(-n_buildings // rows)
+
+
+def site_positions(compounds: Sequence[Compound]) -> dict[tuple[int, int], tuple[float, float]]:
+    """Plan metres (x east, y north of the centre) of every (compound index, building
+    number): the shop streets along two edges, the compounds and parks in blocks on shelves
+    (rows of blocks) over the rest, the widest block first into the first shelf with room."""
+    at: dict[tuple[int, int], tuple[float, float]] = {}
+    streets = [i for i, c in enumerate(compounds) if c.category == SHOP]
+    for street, ci in enumerate(streets):
+        for b, xy in enumerate(_street_positions(len(compounds[ci].buildings), street % 2)):
+            at[ci, b] = xy
+    west = -HALF_EW
+    if streets:  # east of the west street and of its name
+        west += max(STREET_WIDTH + GAP_EW, _label(compounds[streets[0]]))
+    blocks = [(ci, *_block_shape(len(c.buildings))) for ci, c in enumerate(compounds)
+              if c.category != SHOP]
+    blocks.sort(key=lambda blk: (-blk[2], blk[0]))
+    shelves: list[float] = []  # where the next block of each shelf may start
+    for ci, _, cols in blocks:
+        width = (cols - 1) * PITCH
+        shelf = next((k for k, x in enumerate(shelves) if x + width <= HALF_EW), None)
+        if shelf is None:  # a new shelf south of the others (the box may run out: fine)
+            shelves.append(west)
+            shelf = len(shelves) - 1
+        x = shelves[shelf]
+        y = HALF_NS - shelf * ((BLOCK_ROWS - 1) * PITCH + GAP_NS)
+        for b in range(len(compounds[ci].buildings)):
+            at[ci, b] = (x + (b % cols) * PITCH, y - (b // cols) * PITCH)
+        shelves[shelf] = x + max(width + GAP_EW, _label(compounds[ci]))
+    return at
+
+
+def _label(compound: Compound) -> float:
+    """Metres from a block's first building to the next block's that leave its name room
+    (the name of a copy's compound counts without its suffix)."""
+    return LABEL_M * len(compound.name.split("（")[0]) + 6.0
+
+
+def to_degrees(xy: tuple[float, float], copy: int) -> tuple[str, str]:
+    """Plan metres of a copy's box as (lat, lon) text, 6 decimals (a decimetre)."""
+    row, col = divmod(copy - 1, COPIES_PER_ROW)
+    lat = CENTRE_LAT + row * COPY_STEP_DEG + xy[1] / M_PER_DEG_LAT
+    lon = CENTRE_LON + col * COPY_STEP_DEG + xy[0] / M_PER_DEG_LON
+    return f"{lat:.6f}", f"{lon:.6f}"
 
 
 def flat_no(floor: int, k: int) -> str:
@@ -538,7 +635,12 @@ def generate_copy(seed: int, copy: int, names: NamePool) -> list[Row]:
     rows += watches
     assign_profiles(rng, compounds, rows)
     index = {c.name: i for i, c in enumerate(compounds)}
+    at = site_positions(compounds)
     for row in rows:
+        ci = index[row.compound.name]
+        # A device of no building stands where its compound's first building does.
+        xy = at[ci, row.building_no] if row.building is not None else at[ci, 0]
+        row.lat, row.lon = to_degrees(xy, copy)
         floor = int(row.floor) if row.floor.lstrip("-").isdigit() else 999
         row.order = (copy, index[row.compound.name], row.building_no, floor)
     return rows
@@ -588,6 +690,8 @@ def generate(seed: int, scale: int, devices: int | None = None) -> list[dict[str
                 "mount_height_m": row.mount_height_m,
                 "tank_height_m": row.tank_height_m,
                 "resident": row.resident,
+                "lat": row.lat,
+                "lon": row.lon,
             })
     return out
 

@@ -486,3 +486,34 @@ def test_a_kind_that_extends_gas_is_simulated_as_a_quiet_gas_detector(loaded: Lo
         values = model.values(T0 + step * 300.0, 300.0)
         assert values["alarm"] is False and float(values["concentration_lel"]) <= 3
         assert 0 <= float(values["h2s_ppm"]) < 7 and 0 <= float(values["nh3_ppm"]) < 28
+
+
+def test_the_shipped_inventory_places_every_building_and_watches_start_at_home(
+        loaded: Loaded) -> None:
+    """Every building of devices/shuibei.csv has a position (the site plan draws them all),
+    no two buildings closer than 20 m; a simulated watch reports from its building at first
+    (T0 is midnight: at home), and its other values are those of a watch without one."""
+    import math
+
+    from sentinel.config.inventory import NO_SETTINGS
+    from sentinel.control.siteplan import layout
+    from sentinel.sim.model import model_for
+
+    devices = list(loaded.inventory.values())
+    buildings = {(d.compound, d.building) for d in devices}
+    assert all(d.settings.lat is not None and d.settings.lon is not None for d in devices)
+    plan = layout(devices)
+    assert {(b.compound, b.building) for b in plan.buildings} == buildings
+    points = [(b.x, b.y) for b in plan.buildings]
+    closest = min(math.dist(p, q) for i, p in enumerate(points) for q in points[i + 1:])
+    assert closest >= 20.0
+    watches = [d for d in devices if d.kind == "elderly_watch"]
+    assert watches
+    for device in watches:
+        values = model_for(device, None, loaded.kinds, 7, T0).values(T0, 60.0)
+        assert (values["latitude"], values["longitude"]) == (device.settings.lat,
+                                                             device.settings.lon)
+        bare = model_for(device._replace(settings=NO_SETTINGS), None, loaded.kinds, 7, T0)
+        others = bare.values(T0, 60.0)
+        assert {k: v for k, v in others.items() if k not in ("latitude", "longitude")} == {
+            k: v for k, v in values.items() if k not in ("latitude", "longitude")}

@@ -44,6 +44,8 @@ __all__ = [
 # Shuibei community, Luohu district, Shenzhen.
 SHUIBEI_LAT: Final = 22.566
 SHUIBEI_LON: Final = 114.127
+# How far (degrees) a watch's wearer walks from the community's centre at most.
+_WALK_BOX: Final = 0.0029
 # Asia/Shanghai has been UTC+8 without daylight saving since 1991.
 LOCAL_UTC_OFFSET: Final = 8 * 3600
 DAY: Final = 86400.0
@@ -473,8 +475,17 @@ class WatchModel(DeviceModel):
         rng = self.rng
         self.hr_base = rng.uniform(66.0, 80.0)
         self.steps_per_hour = rng.uniform(250.0, 700.0)
-        self.home = (SHUIBEI_LAT + rng.uniform(-0.0015, 0.0015),
-                     SHUIBEI_LON + rng.uniform(-0.0015, 0.0015))
+        # Home: the building's position when the inventory gives one, else somewhere in
+        # Shuibei. The two draws happen either way, so the other values stay the same.
+        near = (SHUIBEI_LAT + rng.uniform(-0.0015, 0.0015),
+                SHUIBEI_LON + rng.uniform(-0.0015, 0.0015))
+        lat, lon = device.settings.lat, device.settings.lon
+        self.home = (lat, lon) if lat is not None and lon is not None else near
+        # Walks stay inside Shuibei; a home elsewhere (the copies of a scaled inventory)
+        # gets a box of the same size of its own.
+        inside = (abs(self.home[0] - SHUIBEI_LAT) <= _WALK_BOX
+                  and abs(self.home[1] - SHUIBEI_LON) <= _WALK_BOX)
+        self.centre = (SHUIBEI_LAT, SHUIBEI_LON) if inside else self.home
         self.pos = self.home
         self.steps = 0.0
         self.day: int | None = None
@@ -536,8 +547,8 @@ class WatchModel(DeviceModel):
             lon = self.pos[1] + 0.05 * (self.home[1] - self.pos[1]) + _noise(rng, 0.0002)
         else:
             lat, lon = self.home
-        self.pos = (_clamp(lat, SHUIBEI_LAT - 0.0029, SHUIBEI_LAT + 0.0029),
-                    _clamp(lon, SHUIBEI_LON - 0.0029, SHUIBEI_LON + 0.0029))
+        (clat, clon), box = self.centre, _WALK_BOX
+        self.pos = (_clamp(lat, clat - box, clat + box), _clamp(lon, clon - box, clon + box))
         out["latitude"] = round(self.pos[0], 6)
         out["longitude"] = round(self.pos[1], 6)
         return out

@@ -401,7 +401,7 @@ async def test_link_of_acknowledged_incident_says_by_whom(h: Harness) -> None:
     only "我去处理" is offered (nobody is assigned yet)."""
     await h.controller.acknowledge("A", "board:物业王", None)
     status, text, _ = await page(h, "GET", h.link("A", "wang"))
-    assert status == 200 and "此事件已被确认" in text and "物业王 (看板)" in text
+    assert status == 200 and "此事件已被确认" in text and "物业王 (值班屏)" in text
     assert text.count("<button") == 1 and ">我去处理</button>" in text
     status, text, _ = await page(h, "POST", h.link("A", "lee"))
     assert status == 200 and "Already acknowledged" in text and "物业王 (board)" in text

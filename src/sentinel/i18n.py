@@ -545,7 +545,7 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "link.resolve_button": {"zh": "处理完毕, 关闭事件", "en": "Dealt with: close it"},
     "link.closed": {"zh": "事件已关闭", "en": "Incident closed"},
     "link.closed_by": {"zh": "关闭人: {by}, 时间: {when}", "en": "closed by {by} at {when}"},
-    "link.via_board": {"zh": " (看板)", "en": " (board)"},
+    "link.via_board": {"zh": " (值班屏)", "en": " (board)"},
     "link.via_cli": {"zh": " (命令行)", "en": " (command line)"},
     "link.via_link": {"zh": " (通知链接)", "en": " (link)"},
     "link.via_sentinel": {"zh": "系统", "en": "sentinel"},

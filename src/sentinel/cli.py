@@ -1203,7 +1203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=60.0, help="simulated time compression")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--pace", type=float, default=1.0,
-                   help="scale the story's times (0.2: the whole story in about 20 s)")
+                   help="scale the story's times (0.2: the whole story in about 16 s)")
     p.set_defaults(func=cmd_demo)
     return parser
 

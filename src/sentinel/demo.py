@@ -63,7 +63,7 @@ class DemoOptions:
     speed: float = 60.0
     duration: float | None = None
     lang: Language = "zh"
-    # Scales the story's times (tests: 0.2 tells it in about 20 s).
+    # Scales the story's times (tests: 0.2 tells it in about 16 s).
     pace: float = 1.0
 
 

@@ -866,7 +866,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     options = DemoOptions(state_dir=Path(args.state_dir), broker=args.broker,
                           speed=args.speed, duration=args.duration, lang=lang,
                           pace=args.pace)
-    return run_demo(loaded, options)
+    try:
+        return run_demo(loaded, options)
+    except RuntimeError as exc:  # no broker can be had: say what to install
+        print(t("demo.cannot_start", lang, reason=str(exc)), file=sys.stderr)
+        return EXIT_PROBLEMS
 
 
 def cmd_devices_import(args: argparse.Namespace) -> int:

@@ -81,11 +81,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if Path(p).exists()), None)
+
+
 @contextlib.contextmanager
 def local_broker(state_dir: Path) -> Iterator[tuple[str, int]]:
     """Start a private Mosquitto on a free loopback port for as long as the block runs."""
-    binary = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if Path(p).exists()), None)
+    binary = mosquitto_binary()
     if binary is None:
         raise RuntimeError("mosquitto is not installed: run scripts/demo.sh (it installs it) "
                            "or `apt-get install mosquitto`")
@@ -175,13 +179,19 @@ def run_demo(loaded: Loaded, options: DemoOptions) -> int:
             host, _, port_text = options.broker.rpartition(":")
             host, port = host or "127.0.0.1", int(port_text)
             print(t("demo.broker_found", lang, host=host, port=port))
-        elif reachable(loaded.settings.mqtt.host, loaded.settings.mqtt.port):
-            host, port = loaded.settings.mqtt.host, loaded.settings.mqtt.port
-            print(t("demo.broker_found", lang, host=host, port=port))
-        else:
+        elif mosquitto_binary() is not None:
+            # A private broker even when one answers on 1883: another demo, a simulator or
+            # real devices publishing there would mix their readings into the story (two
+            # fleets on the same topics make every alarm flap).
             print(t("demo.broker_starting", lang), flush=True)
             host, port = stack.enter_context(local_broker(state_dir))
             print(t("demo.broker_started", lang, host=host, port=port))
+        elif reachable(loaded.settings.mqtt.host, loaded.settings.mqtt.port):
+            host, port = loaded.settings.mqtt.host, loaded.settings.mqtt.port
+            print(t("demo.broker_shared", lang, host=host, port=port))
+        else:
+            raise RuntimeError("mosquitto is not installed: run scripts/demo.sh (it installs "
+                               "it) or `apt-get install mosquitto`")
         shipped = _with_broker(loaded, state_dir, host, port)
         asyncio.run(_demo_main(shipped, demo_config(shipped, told), told, options, tally))
     log_file.close()

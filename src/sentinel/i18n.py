@@ -92,6 +92,14 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                           "en": "time | reason | device | topic | detail | payload"},
     "demo.broker_started": {"zh": "已启动本地 MQTT 代理 {host}:{port}",
                             "en": "started a local MQTT broker at {host}:{port}"},
+    "demo.broker_shared": {"zh": "未安装 mosquitto, 使用已运行的 MQTT 代理 {host}:{port} "
+                                 "(其他发布者的数据会混入演示)",
+                           "en": "mosquitto is not installed: using the broker running at "
+                                 "{host}:{port} (anything else publishing there mixes into "
+                                 "the demo)"},
+    "demo.cannot_start": {"zh": "演示无法启动 (缺少 MQTT 代理): 请运行 scripts/demo.sh "
+                                "(会自动安装 mosquitto), 或 apt-get install mosquitto",
+                          "en": "the demo cannot start: {reason}"},
     "demo.broker_found": {"zh": "使用已运行的 MQTT 代理 {host}:{port}",
                           "en": "using the running MQTT broker at {host}:{port}"},
     "demo.inbox": {"zh": "📨 {time} 已通知 {who}: {title}",

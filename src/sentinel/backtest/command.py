@@ -204,7 +204,12 @@ def run(options: Options, out: TextIO) -> int:
 def _run(options: Options, out: TextIO) -> int:
     lang = options.lang
     loaded = _load(options.config, options.rules)
-    against = _load(options.config, [options.against]) if options.against else None
+    against = None
+    if options.against is not None:
+        # B is A with the file read last: its rules replace A's of the same name (as a
+        # later [rules] file does), so it needs to hold only the rules that differ.
+        base = options.rules or list(loaded.settings.rules.files)
+        against = _load(options.config, [*base, options.against])
     devices = _devices(loaded, options)
     if options.jobs is not None and options.jobs < 1:
         raise BacktestError("bad_jobs", value=options.jobs)

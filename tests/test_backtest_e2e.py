@@ -97,8 +97,9 @@ def test_backtest_matches_what_the_daemon_opened(tmp_path: Path,
             loaded = load_all(SHIPPED_CONFIG)
             loaded = dataclasses.replace(loaded, inventory={
                 k: d for k, d in loaded.inventory.items() if k in STORY})
-            injects = [parse_inject(text, loaded.inventory) for text in
-                       ("smoke-alarm:SB-SMK-0001@1", "hydrant-drop:SB-HYD-0001@1", "offline:SB-SMK-0039@1")]
+            story = ("smoke-alarm:SB-SMK-0001@1", "hydrant-drop:SB-HYD-0001@1",
+                     "offline:SB-SMK-0039@1")
+            injects = [parse_inject(text, loaded.inventory) for text in story]
             run_simulation(loaded, SimOptions(port=broker.port, speed=SPEED,
                                               duration=SIM_SECONDS, inject=injects,
                                               client_id="bt-sim"))
@@ -132,7 +133,7 @@ def test_backtest_matches_what_the_daemon_opened(tmp_path: Path,
             summary = backtest(source="victoria", url=vm.url)
             recorded = summary["recorded"]
             assert isinstance(recorded, dict)
-            if not recorded["missed"] and not recorded["extra"] or time.monotonic() > deadline:
+            if (not recorded["missed"] and not recorded["extra"]) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         _assert_same(recorded, summary, "victoria")

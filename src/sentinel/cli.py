@@ -873,6 +873,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_PROBLEMS
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from sentinel.backtest.command import Options, run
+    options = Options(
+        config=Path(args.config), rules=[Path(p) for p in args.rules],
+        against=Path(args.against) if args.against else None, start=args.start,
+        end=args.end, device=args.device, kind=args.kind, compound=args.compound,
+        grid=args.grid, source=args.source, url=args.url, json=args.json,
+        html=Path(args.html) if args.html else None, jobs=args.jobs, lang=_lang(args),
+        progress_to=sys.stderr if sys.stderr.isatty() and not args.json else None)
+    return run(options, sys.stdout)
+
+
 def cmd_devices_import(args: argparse.Namespace) -> int:
     from sentinel.config import discovery
     from sentinel.i18n import kind_name
@@ -1198,6 +1210,28 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument(f"--{key}", default="", help=f"{key} of every row (default empty: "
                                                           "fill in by hand)")
         r.set_defaults(func=cmd_devices_import)
+
+    p = sub.add_parser("backtest", parents=[common],
+                       help="what rules would have raised on stored readings (sends nothing)")
+    p.add_argument("--rules", action="append", default=[], metavar="FILE",
+                   help="rule file(s) to test instead of [rules] files")
+    p.add_argument("--against", metavar="FILE", help="a second rule file to compare with")
+    p.add_argument("--from", dest="start", metavar="ISO",
+                   help="start (local time; default: the oldest stored reading)")
+    p.add_argument("--to", dest="end", metavar="ISO", help="end (default: the newest)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--device", metavar="ID")
+    who.add_argument("--kind", metavar="KIND")
+    who.add_argument("--compound", metavar="NAME")
+    who.add_argument("--grid", metavar="ID")
+    p.add_argument("--source", choices=["sqlite", "victoria"],
+                   help="default: the configured store")
+    p.add_argument("--url", help="VictoriaMetrics base URL (default: [store.influxdb] url)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON line per incident")
+    out.add_argument("--html", metavar="FILE", help="write a timeline page")
+    p.add_argument("--jobs", type=int, help="processes (default: cores, at most 2)")
+    p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("demo", parents=[common],
                        help="broker + daemon + simulated community with a live view")

@@ -693,6 +693,97 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "reason.duplicate_key": {"zh": "JSON 键重复", "en": "duplicate key"},
     "reason.store_rejected": {"zh": "存储拒收", "en": "store rejected"},
     "reason.decoder_error": {"zh": "解码程序错误", "en": "decoder error"},
+    # -- H-BT: sentinel backtest (issue 17) ------------------------------------------------
+    "backtest.header": {"zh": "规则回测 {start} — {end}，规则：{rules}，数据源：{source}",
+                        "en": "Backtest {start} — {end}, rules: {rules}, source: {source}"},
+    "backtest.read": {"zh": "回放读数 {readings} 条（{devices} 台设备），用时 {seconds} 秒，"
+                            "每秒 {rate} 条",
+                      "en": "{readings} readings replayed ({devices} devices) in {seconds} s, "
+                            "{rate} readings/s"},
+    "backtest.no_received_time": {
+        "zh": "注意：时序数据库不保存接收时间，按设备时间回放；离线规则按设备时间判断。",
+        "en": "Note: the time-series database keeps no receive time; readings are replayed "
+              "by device time, and offline rules judge by it."},
+    "backtest.nothing": {"zh": "这段时间内，这些规则不会产生任何事件。",
+                         "en": "These rules would have raised nothing in this period."},
+    "backtest.events": {"zh": "会产生 {count} 个事件：", "en": "{count} incidents would have "
+                                                            "opened:"},
+    "backtest.trigger": {"zh": "触发读数：{device} {time}  {values}",
+                         "en": "reading: {device} {time}  {values}"},
+    "backtest.trigger_timer": {"zh": "定时判定；该设备最后读数：{device} {time}  {values}",
+                               "en": "decided by a timer; the device's last reading: "
+                                     "{device} {time}  {values}"},
+    "backtest.by_rule": {"zh": "按规则统计：", "en": "Per rule:"},
+    "backtest.by_kind": {"zh": "按设备类型统计：", "en": "Per kind:"},
+    "backtest.count_line": {"zh": "{name}：新发生 {opened}，升级 {raised}，恢复正常 {cleared}，"
+                                  "已解决 {resolved}",
+                            "en": "{name}: opened {opened}, raised {raised}, cleared "
+                                  "{cleared}, resolved {resolved}"},
+    "backtest.compare": {"zh": "与实际记录的事件对比：一致 {matched}，漏报 {missed}（记录有、"
+                               "回测无），多报 {extra}（回测有、记录无）",
+                         "en": "Against the recorded incidents: {matched} matched, {missed} "
+                               "missed (recorded, not in the backtest), {extra} extra "
+                               "(backtest only)"},
+    "backtest.missed_line": {"zh": "漏报 {time}  {severity}  {title}  {target}（记录 {id}）",
+                             "en": "missed {time}  {severity}  {title}  {target} "
+                                   "(recorded {id})"},
+    "backtest.extra_line": {"zh": "多报 {line}", "en": "extra {line}"},
+    "backtest.diff": {"zh": "两套规则对比（A：{a}，B：{b}）：仅 A {only_a}，仅 B {only_b}，"
+                            "两者都有 {both}",
+                      "en": "Rule sets compared (A: {a}, B: {b}): only in A {only_a}, only "
+                            "in B {only_b}, in both {both}"},
+    "backtest.only_a_line": {"zh": "仅 A  {line}", "en": "only A  {line}"},
+    "backtest.only_b_line": {"zh": "仅 B  {line}", "en": "only B  {line}"},
+    "backtest.both_line": {"zh": "都有  {line}（B {shift}）", "en": "both  {line} (B {shift})"},
+    "backtest.same_time": {"zh": "同时", "en": "at the same time"},
+    "backtest.later": {"zh": "晚 {seconds} 秒", "en": "{seconds} s later"},
+    "backtest.earlier": {"zh": "早 {seconds} 秒", "en": "{seconds} s earlier"},
+    "backtest.progress": {"zh": "回测中：已回放 {readings} 条，每秒 {rate} 条，已用 {elapsed} 秒",
+                          "en": "backtest: {readings} readings, {rate}/s, {elapsed} s"},
+    "backtest.html_title": {"zh": "规则回测", "en": "Rule backtest"},
+    "backtest.html_against": {"zh": "对比规则 {file}（虚线）", "en": "against {file} (dashed)"},
+    "backtest.html_written": {"zh": "已写入 {path}（{incidents} 个事件）",
+                              "en": "wrote {path} ({incidents} incidents)"},
+    "backtest.config_failed": {"zh": "配置或规则文件有 {count} 处错误：",
+                               "en": "{count} problem(s) in the configuration or rules:"},
+    "backtest.unknown_device": {"zh": "设备清单中没有设备 {device}",
+                                "en": "no device {device} in the inventory"},
+    "backtest.unknown_kind": {"zh": "设备清单中没有类型为 {value} 的设备（已有：{known}）",
+                              "en": "no device of kind {value} in the inventory (known: "
+                                    "{known})"},
+    "backtest.unknown_compound": {"zh": "设备清单中没有小区 {value}（已有：{known}）",
+                                  "en": "no compound {value} in the inventory (known: "
+                                        "{known})"},
+    "backtest.unknown_grid": {"zh": "设备清单中没有网格 {value}（已有：{known}）",
+                              "en": "no grid {value} in the inventory (known: {known})"},
+    "backtest.bad_time": {"zh": "{what} 不是可识别的时间：{value}（例：2026-03-01T08:00）",
+                          "en": "{what} is not a time: {value} (e.g. 2026-03-01T08:00)"},
+    "backtest.bad_period": {"zh": "开始时间 {start} 不早于结束时间 {end}",
+                            "en": "the start {start} is not before the end {end}"},
+    "backtest.bad_jobs": {"zh": "--jobs 至少为 1，而不是 {value}",
+                          "en": "--jobs must be 1 or more, not {value}"},
+    "backtest.bad_source": {"zh": "未知的数据源 {value}（sqlite 或 victoria）",
+                            "en": "unknown source {value} (sqlite or victoria)"},
+    "backtest.no_readings": {"zh": "{start} — {end} 之间没有所选设备的读数",
+                             "en": "no readings of the chosen devices between {start} and "
+                                   "{end}"},
+    "backtest.no_store": {"zh": "读数库不存在：{path}", "en": "no readings store at {path}"},
+    "backtest.store_unreadable": {"zh": "无法读取读数库 {path}：{reason}",
+                                  "en": "cannot read the readings store {path}: {reason}"},
+    "backtest.unreachable": {"zh": "无法连接数据源 {url}：{reason}",
+                             "en": "cannot reach the source {url}: {reason}"},
+    "backtest.source_failed": {"zh": "数据源 {url} 出错：{reason}",
+                               "en": "the source {url} failed: {reason}"},
+    "backtest.no_export_api": {"zh": "{url} 没有 VictoriaMetrics 导出接口",
+                               "en": "{url} has no VictoriaMetrics export API"},
+    "backtest.influx_not_supported": {
+        "zh": "{url} 不是 VictoriaMetrics：暂不支持从 InfluxDB 读取回测数据（这里没有可供测试的 "
+              "InfluxDB 服务器）。请用 --source sqlite 或 VictoriaMetrics 的 --url。",
+        "en": "{url} is not VictoriaMetrics: reading back from InfluxDB is not supported (no "
+              "InfluxDB server to test against). Use --source sqlite, or --url of a "
+              "VictoriaMetrics."},
+    "backtest.html_failed": {"zh": "无法写入 {path}：{reason}", "en": "cannot write {path}: "
+                                                                     "{reason}"},
 }
 
 

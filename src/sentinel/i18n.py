@@ -685,6 +685,31 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "reason.duplicate_key": {"zh": "JSON 键重复", "en": "duplicate key"},
     "reason.store_rejected": {"zh": "存储拒收", "en": "store rejected"},
     "reason.decoder_error": {"zh": "解码程序错误", "en": "decoder error"},
+    # -- H-EX (issue 17): rule examples run by `sentinel check` (rules/examples.py) --------
+    "examples.ok": {"zh": "规则示例: {total} 个全部通过",
+                    "en": "rule examples: all {total} passed"},
+    "examples.failed": {"zh": "规则示例: {failed} 个未通过 (共 {total} 个)",
+                        "en": "rule examples: {failed} of {total} failed"},
+    "examples.skipped": {"zh": " (另有 {count} 个属于已停用的规则, 未运行)",
+                         "en": " ({count} more belong to disabled rules, not run)"},
+    "examples.which": {"zh": "✗ 规则 {rule}, 示例「{example}」:",
+                       "en": "✗ rule {rule}, example \"{example}\":"},
+    "examples.expected": {"zh": "预期: {events}", "en": "expected: {events}"},
+    "examples.got": {"zh": "实际: {events}", "en": "got:      {events}"},
+    "examples.first_difference": {"zh": "第 {number} 个事件不同: 预期 {expected}, 实际 {got}",
+                                  "en": "first difference, event {number}: expected "
+                                        "{expected}, got {got}"},
+    "examples.nothing": {"zh": "(无)", "en": "(nothing)"},
+    "examples.by_rule": {"zh": "[规则 {rule}]", "en": "[rule {rule}]"},
+    "examples.unknown_device": {"zh": "设备 {device} 不在设备清单中",
+                                "en": "device {device} is not in the inventory"},
+    "examples.wrong_kind": {"zh": "设备 {device} 的类型 {kind} 不受此规则监测",
+                            "en": "device {device} is of kind {kind}, which this rule does "
+                                  "not watch"},
+    "examples.bad_settings": {"zh": "示例设备的设置无效: {errors}",
+                              "en": "the example device's settings are invalid: {errors}"},
+    "examples.unknown_field": {"zh": "读数中的 {field} 不是 {kind} 类型设备的字段",
+                               "en": "{field} is not a field of kind {kind}"},
 }
 
 

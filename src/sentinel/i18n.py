@@ -699,6 +699,8 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "examples.first_difference": {"zh": "第 {number} 个事件不同: 预期 {expected}, 实际 {got}",
                                   "en": "first difference, event {number}: expected "
                                         "{expected}, got {got}"},
+    "examples.later": {"zh": "在示例的最后时间之后: {events}",
+                       "en": "after the example's last time: {events}"},
     "examples.nothing": {"zh": "(无)", "en": "(nothing)"},
     "examples.by_rule": {"zh": "[规则 {rule}]", "en": "[rule {rule}]"},
     "examples.unknown_device": {"zh": "设备 {device} 不在设备清单中",

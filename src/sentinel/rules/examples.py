@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -42,6 +42,8 @@ from sentinel.types import Reading, Severity
 # Simulated seconds between ticks: the daemon's default `[rules] tick_interval`, and fine
 # enough that a `for` or a clear hold ends on the second the rule file names.
 TICK = 1.0
+# How far past its last time a failed example is run on, to show what happened late.
+LOOK_AHEAD = 600.0
 
 
 class BookIncident(Protocol):
@@ -151,7 +153,9 @@ class ExampleResult:
     # A catalogue key and its values: the example cannot run as written.
     problem: tuple[str, Mapping[str, object]] | None = None
     # Index of the first expected/got pair that differs (None: the example holds).
-    differs_at: int | None = field(default=None)
+    differs_at: int | None = None
+    # For a failed example: what happens after its last time (within LOOK_AHEAD).
+    later: tuple[Happened, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -199,16 +203,23 @@ def run_example(rules: RulesConfig, rule: RuleSpec, example: RuleExample,
     until = max([example.ticks_until or 0.0, *(r.at for r in example.readings),
                  *(e.at for e in example.expect)])
     devices = {device.id: device}
-    got = tuple(
-        Happened(round(event.ts - start, 3), EVENT_SHORT_NAMES.get(event.type, event.type),
-                 event.severity, event.data.get("rule"), event.data.get("outcome"))
-        for event, incident in simulate(rules, devices, readings, start, start + until,
-                                        new_book(rules, devices))
-        if incident.name == rule.incident_name)
+
+    def happened(until: float) -> tuple[Happened, ...]:
+        return tuple(
+            Happened(round(event.ts - start, 3), EVENT_SHORT_NAMES.get(event.type, event.type),
+                     event.severity, event.data.get("rule"), event.data.get("outcome"))
+            for event, incident in simulate(rules, devices, readings, start, start + until,
+                                            new_book(rules, devices))
+            if incident.name == rule.incident_name)
+
+    got = happened(until)
     want = example.expect
     differs = next((i for i in range(max(len(want), len(got)))
                     if i >= len(want) or i >= len(got) or not got[i].matches(want[i])), None)
-    return ExampleResult(rule.name, example, got, differs_at=differs)
+    # A failed example runs on for a while: an event expected too early is then shown where
+    # it does happen, rather than only as missing. (The clock is simulated: this is cheap.)
+    later = happened(until + LOOK_AHEAD)[len(got):] if differs is not None else ()
+    return ExampleResult(rule.name, example, got, differs_at=differs, later=later)
 
 
 def _device(rule: RuleSpec, spec: str | ExampleDevice, inventory: Mapping[str, Device]
@@ -259,6 +270,9 @@ def report(results: list[ExampleResult], skipped: int, lang: Language = "zh"
         lines.append("      " + t("examples.first_difference", lang, number=i + 1,
                                   expected=want[i] if i < len(want) else nothing,
                                   got=got[i] if i < len(got) else nothing))
+        if res.later:
+            lines.append("      " + t("examples.later", lang, events="; ".join(
+                _happened_text(h, res.rule, lang) for h in res.later)))
     return not failed, lines
 
 

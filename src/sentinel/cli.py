@@ -88,9 +88,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(t("check.warnings", lang, count=len(loaded.warnings)))
         for line in _warning_lines(loaded, lang):
             print(f"  {line}")
-        if args.strict:
-            return EXIT_PROBLEMS
-    return EXIT_OK
+    # The rules' own examples (rules/examples.py), after the configuration is known good.
+    from sentinel.incidents.model import IncidentBook
+    from sentinel.rules.examples import report, run_examples
+    fields = {kind: tuple(loaded.kinds[kind].fields) for kind in loaded.kinds.names()}
+    held, lines = report(*run_examples(loaded.rules, loaded.inventory, IncidentBook, fields),
+                         lang=lang)
+    for line in lines:
+        print(line)
+    return EXIT_PROBLEMS if not held or (loaded.warnings and args.strict) else EXIT_OK
 
 
 def _warning_lines(loaded: Loaded, lang: Language) -> list[str]:

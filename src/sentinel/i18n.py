@@ -784,6 +784,33 @@ _MESSAGES: dict[str, dict[Language, str]] = {
               "VictoriaMetrics."},
     "backtest.html_failed": {"zh": "无法写入 {path}：{reason}", "en": "cannot write {path}: "
                                                                      "{reason}"},
+    # -- H-EX (issue 17): rule examples run by `sentinel check` (rules/examples.py) --------
+    "examples.ok": {"zh": "规则示例: {total} 个全部通过",
+                    "en": "rule examples: all {total} passed"},
+    "examples.failed": {"zh": "规则示例: {failed} 个未通过 (共 {total} 个)",
+                        "en": "rule examples: {failed} of {total} failed"},
+    "examples.skipped": {"zh": " (另有 {count} 个属于已停用的规则, 未运行)",
+                         "en": " ({count} more belong to disabled rules, not run)"},
+    "examples.which": {"zh": "✗ 规则 {rule}, 示例「{example}」:",
+                       "en": "✗ rule {rule}, example \"{example}\":"},
+    "examples.expected": {"zh": "预期: {events}", "en": "expected: {events}"},
+    "examples.got": {"zh": "实际: {events}", "en": "got:      {events}"},
+    "examples.first_difference": {"zh": "第 {number} 个事件不同: 预期 {expected}, 实际 {got}",
+                                  "en": "first difference, event {number}: expected "
+                                        "{expected}, got {got}"},
+    "examples.later": {"zh": "在示例的最后时间之后: {events}",
+                       "en": "after the example's last time: {events}"},
+    "examples.nothing": {"zh": "(无)", "en": "(nothing)"},
+    "examples.by_rule": {"zh": "[规则 {rule}]", "en": "[rule {rule}]"},
+    "examples.unknown_device": {"zh": "设备 {device} 不在设备清单中",
+                                "en": "device {device} is not in the inventory"},
+    "examples.wrong_kind": {"zh": "设备 {device} 的类型 {kind} 不受此规则监测",
+                            "en": "device {device} is of kind {kind}, which this rule does "
+                                  "not watch"},
+    "examples.bad_settings": {"zh": "示例设备的设置无效: {errors}",
+                              "en": "the example device's settings are invalid: {errors}"},
+    "examples.unknown_field": {"zh": "读数中的 {field} 不是 {kind} 类型设备的字段",
+                               "en": "{field} is not a field of kind {kind}"},
 }
 
 

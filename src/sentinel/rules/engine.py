@@ -307,7 +307,9 @@ class RateEval(Evaluator):
         if change is None:
             return None
         measured, limit, label = change
-        if measured >= limit:
+        # Rounded: a difference of decimal readings is inexact (0.30 - 0.25 is
+        # 0.04999999999999999), and a drop of exactly `drop` must alarm (≥) as the rule says.
+        if round(measured, 9) >= limit:
             return self.activate(st, rule.severity, r.ts, value, field=rule.field, measure=label,
                                  measured=round(measured, 6), limit=limit, window=rule.window)
         return self.clear(st, r.ts, value)

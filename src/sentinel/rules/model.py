@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -65,8 +66,98 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# -- examples: readings a rule is run on by `sentinel check` (sentinel.rules.examples) ------
+
+# The incident events an example may expect, by the short names people write in a rule
+# file (the incident book's own names are accepted too and shortened on loading).
+ExampleEventName = Literal["opened", "raised", "cleared", "returned", "resolved", "repeated",
+                           "cancel_refused", "flapping", "flapping_ended", "grouped",
+                           "attached"]
+EVENT_SHORT_NAMES: dict[str, str] = {"severity_raised": "raised",
+                                     "condition_cleared": "cleared",
+                                     "condition_returned": "returned"}
+
+
+class ExampleDevice(_Model):
+    """A device made up for an example (or name an inventory device by its id instead)."""
+
+    id: str = "example"
+    # None: the rule's first kind.
+    kind: str | None = None
+    community: str = "example"
+    compound: str = "example"
+    building: str = ""
+    grid: str = "example"
+    # Device settings, as in the inventory (tank_height_m, report_interval_s...).
+    settings: dict[str, float | str] = Field(default_factory=dict)
+
+
+class ExampleReading(_Model):
+    """One reading of the example's device, `at` after the example's start."""
+
+    at: Duration
+    values: dict[str, Value] = Field(min_length=1)
+
+
+class ExpectedEvent(_Model):
+    """An incident event the example must produce; unset fields are not compared."""
+
+    at: Duration
+    event: ExampleEventName
+    severity: SeverityField | None = None
+    # The rule behind it (an incident fed by several rules: fall, then fall_still).
+    rule: str | None = None
+    # For `resolved`: how it ended (cleared, cancelled, expired, with_group).
+    outcome: Literal["cleared", "cancelled", "expired", "with_group"] | None = None
+
+    @field_validator("event", mode="before")
+    @classmethod
+    def _short(cls, value: object) -> object:
+        return EVENT_SHORT_NAMES.get(value, value) if isinstance(value, str) else value
+
+
+class RuleExample(_Model):
+    """Readings with relative times and the incident events they must (not) produce."""
+
+    name: str = Field(min_length=1)
+    # An inventory device id, or a device made up for the example.
+    device: str | ExampleDevice = Field(default_factory=ExampleDevice)
+    # The local time of "0s" (ISO, the community's zone); a fixed Monday morning by default
+    # so that daytime rules and incident numbers do not depend on when check runs.
+    start: str = "2026-01-05T10:00:00"
+    readings: tuple[ExampleReading, ...] = ()
+    # Ticks (every second) run until the last reading or expected event, or until this.
+    ticks_until: Duration | None = None
+    # Exactly these events of the rule's incident, in order (nothing else may happen).
+    expect: tuple[ExpectedEvent, ...] = ()
+    # The rule must raise nothing at all.
+    expect_none: bool = False
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: str) -> str:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"start {value!r} must be an ISO time such as "
+                             "2026-01-05T10:00:00") from None
+        return value
+
+    @model_validator(mode="after")
+    def _expectation(self) -> RuleExample:
+        if bool(self.expect) == self.expect_none:
+            raise ValueError(f"example {self.name!r}: give either expect = [...] or "
+                             "expect_none = true")
+        if not self.readings and self.ticks_until is None:
+            raise ValueError(f"example {self.name!r}: give readings, or ticks_until for a "
+                             "silent device")
+        return self
+
+
 class _RuleBase(_Model):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    # Readings and the incidents they must produce, run by `sentinel check`.
+    example: tuple[RuleExample, ...] = ()
     # One kind or several (tamper, battery and offline rules apply to most kinds). A kind
     # names every kind that extends it too (rules of `gas` watch `septic_gas` devices);
     # loading widens this to them (`RulesConfig.with_kinds`).

@@ -55,7 +55,9 @@ def incident_json(incident_id: str, name: str = "smoke_alarm", severity: str = "
         "device_id": place["device"], "status": "firing", "active": True,
         "acknowledged_by": None, "acknowledged_at": None, "resolved_at": None,
         "resolved_by": None, "outcome": None, "note": None, "members": [], "groups": [],
-        "drill": False, "silenced_by": None}
+        "drill": False, "silenced_by": None,
+        # As the shipped rules have it: the alarms that page at once are life-safety ones.
+        "life_safety": severity in ("critical", "emergency")}
     data.update(fields)
     return data
 
@@ -169,7 +171,7 @@ class FakeBoardApi:
         self.emit("opened", inc["id"])
 
     def status(self) -> dict[str, Any]:
-        rank = ["ok", "offline", "info", "warning", "critical", "emergency"]
+        rank = ["ok", "offline", "maintenance", "info", "warning", "critical", "emergency"]
         buildings: dict[str, dict[str, str]] = {
             "水贝花园": {"1栋": "ok", "2栋": "ok", "10栋": "offline"},
             "水贝新村": {"1栋": "ok", "2栋": "ok"}}
@@ -281,9 +283,10 @@ class FakeBoardApi:
                     self.emit("noted", one["id"], actor=actor, text=body["text"])
             else:
                 assert body["outcome"] in ("handled", "false_alarm", "referred")
+                mine = body["outcome"] if one is inc else "with_group"
                 one.update(status="resolved", resolved_by=actor, resolved_at=time.time(),
-                           outcome=body["outcome"])
-                self.emit("resolved", one["id"], actor=actor, outcome=body["outcome"])
+                           outcome=mine, note=body.get("note") if one is inc else None)
+                self.emit("resolved", one["id"], actor=actor, outcome=mine)
         return web.json_response({"incident": inc})
 
     async def _assign(self, request: web.Request) -> web.Response:

@@ -180,10 +180,16 @@ def test_board_on_a_phone_with_english_and_resolve(stand_in: StandIn) -> None:
         wait_for(driver, lambda d: card(d, "B-2") is not None and
                  "Acknowledge" in card(d, "B-2").text, what="English after a reload")
 
-        # Resolve as a false alarm: the card goes, the feed says who closed it and how.
+        # Resolve as a false alarm: nobody acknowledged the leak, so the confirmation
+        # asks for a ticked box first; then the card goes, the feed says who and how.
         gas = card(driver, "B-2")
         gas.find_element(By.CSS_SELECTOR, "select.outcome option[value=false_alarm]").click()
         gas.find_element(By.CSS_SELECTOR, "button[data-action=resolve]").click()
+        wait_for(driver, lambda d: "Nobody has acknowledged" in card(d, "B-2").text,
+                 what="the confirmation")
+        assert api.incidents["B-2"]["status"] == "firing"
+        js_click(driver, '#incidents li[data-id="B-2"] [data-role=override]')
+        js_click(driver, '#incidents li[data-id="B-2"] [data-action=resolve-confirm]')
         wait_for(driver, lambda d: card(d, "B-2") is None, what="the resolved card to go")
         assert api.incidents["B-2"]["outcome"] == "false_alarm"
         assert api.incidents["B-2"]["resolved_by"] == "board:手机用户"
@@ -364,10 +370,11 @@ def test_a_personal_login_acts_under_its_contact_id(
 
 # -- the Shuibei story at its peak, on a 1920x1080 wall screen ---------------------------
 
-def place_at(compound: str, building: str, kind: str, device: str, where: str) -> dict[str, str]:
-    return {"community": "水贝社区", "compound": compound, "building": building, "floor": "1",
-            "unit": "", "grid": "SB-G01", "location": f"{compound}{building}{where}",
-            "kind": kind, "device": device}
+def place_at(compound: str, building: str, kind: str, device: str, where: str,
+             floor: str = "") -> dict[str, str]:
+    return {"community": "水贝社区", "compound": compound, "building": building,
+            "floor": floor, "unit": "", "grid": "SB-G01",
+            "location": f"{compound}{building}{where}", "kind": kind, "device": device}
 
 
 def peak(now: float) -> list[dict[str, Any]]:
@@ -480,7 +487,8 @@ def test_peak_of_the_shuibei_story_on_a_wall_screen(stand_in: StandIn) -> None:
         assert not {"S1", "S2", "T1"} & set(ids), "the fire's alarms are folded under it"
         fire = card(driver, "FIRE")
         assert [li.get_attribute("data-id") for li in fire.find_elements(
-            By.CSS_SELECTOR, ".member-list li")] == ["S2", "S1", "T1"]
+            By.CSS_SELECTOR, ".member-list li")] == ["S1", "S2", "T1"], "by floor"
+        assert "组内报警位置: 3楼、11楼、屋顶水箱" in fire.text
         assert not fire.find_elements(By.CSS_SELECTOR, ".member-list button"), \
             "one set of buttons, the group's"
         page = driver.execute_script(
@@ -500,6 +508,15 @@ def test_peak_of_the_shuibei_story_on_a_wall_screen(stand_in: StandIn) -> None:
             By.CSS_SELECTOR, '#siteplan .watch.alarm[data-device="SB-WCH-0002"]')
         wait_for(driver, lambda d: alarm_state(d) == ("sounding", True), what="the siren")
         assert "报警: 4 起严重或紧急事件未确认" in driver.find_element(By.ID, "alarm").text
+        # The same numbers everywhere: the chips count cards and say how many of them
+        # nobody acknowledged (1 + 3 = the banner's 4); the heading counts cards too.
+        chips = {c.get_attribute("data-severity"): (c.get_attribute("data-count"),
+                                                    c.get_attribute("data-unacked"))
+                 for c in driver.find_elements(By.CSS_SELECTOR, "#severity-counts .chip")}
+        assert chips["emergency"] == ("1", "1") and chips["critical"] == ("3", "3"), chips
+        assert chips["warning"] == ("30", "30"), chips
+        assert " ".join(driver.find_element(By.ID, "h-incidents").text.split()) == \
+            "未关闭事件 34 另有组内报警 3 起, 折叠在所属事件下"
         driver.save_screenshot(str(artifact_dir() / "board-1920-peak-zh.png"))
         text = driver.find_element(By.TAG_NAME, "body").text
         assert not INTERNAL_WORDS.findall(text) and not english_words(text), \
@@ -567,6 +584,13 @@ def test_peak_of_the_shuibei_story_on_a_wall_screen(stand_in: StandIn) -> None:
 
         js_click(driver, "#timeline [data-action=resolve]", "handled",
                  "#timeline select.outcome")
+        wait_for(driver, lambda d: "将发送关闭通知给: 张伟" in d.find_element(
+            By.CSS_SELECTOR, "#timeline [data-role=confirm]").text,
+                 what="who the closing notice goes to")
+        confirm = driver.find_element(By.CSS_SELECTOR, "#timeline [data-role=confirm]").text
+        assert "将关闭: 确认火情 · 水贝花园1栋3楼 (连同组内报警 3 起)" in confirm, confirm
+        assert "处理结果: 已处置" in confirm and "尚无人确认" not in confirm
+        js_click(driver, "#timeline [data-action=resolve-confirm]")
         wait_for(driver, lambda d: card(d, "FIRE") is None, what="the fire resolved")
         assert [api.incidents[i]["status"] for i in ("FIRE", "S1", "S2", "T1")] == \
             ["resolved"] * 4
@@ -590,5 +614,182 @@ def test_peak_of_the_shuibei_story_on_a_wall_screen(stand_in: StandIn) -> None:
             "data-id") == "FALL", what="the viewer's timeline")
         assert not driver.find_elements(By.CSS_SELECTOR, "[data-action]")
         assert not driver.find_elements(By.CSS_SELECTOR, "#timeline textarea, #timeline select")
+        no_page_errors(driver)
+    assert not api.refused, api.refused
+
+
+# -- closing on purpose; what a person does survives the redraws -------------------------
+
+def choose(driver: WebDriver, css: str, value: str) -> None:
+    """Pick `value` in the <select> at `css` as a person does (WebDriver clicks the option);
+    again if a redraw replaced the element between finding and clicking it."""
+    from selenium.webdriver.support.ui import Select
+    for _ in range(20):
+        try:
+            Select(driver.find_element(By.CSS_SELECTOR, css)).select_by_value(value)
+            return
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"could not choose {value} at {css}")
+
+
+def fire_by_floors(now: float) -> list[dict[str, Any]]:
+    """The review's fire: smoke alarms on 20楼, 3楼, 11楼 and 13楼 (arriving in that order)
+    and a hydrant, folded under the confirmed fire in 水贝花园 2栋; an unacknowledged fall
+    (emergency) whose page reached two people; a detector offline (a warning, not life
+    safety: nothing is due for it) and a maintenance item (the daily digest's)."""
+    def smoke(i: str, floor: str, where: str, at: float) -> dict[str, Any]:
+        return incident_json(i, "smoke_alarm", "critical", at,
+                             place_at("水贝花园", "2栋", "smoke", f"SB-SMK-{i}", where, floor),
+                             groups=["FIRE"])
+    members = [smoke("M20", "20", "20楼走廊", now - 300), smoke("M3", "3", "3楼306室卧室",
+                                                             now - 290),
+               smoke("M11", "11", "11楼走廊", now - 280), smoke("M13", "13", "13楼走廊",
+                                                            now - 270),
+               incident_json("H1", "hydrant_pressure_low", "warning", now - 260,
+                             place_at("水贝花园", "2栋", "hydrant", "SB-HYD-0001", "南侧消火栓"),
+                             attached_to="FIRE")]
+    return [*members,
+            incident_json("FIRE", "fire_confirmed", "critical", now - 265,
+                          place_at("水贝花园", "2栋", "smoke", "SB-SMK-M3", ""),
+                          members=[m["id"] for m in members], device_id=None,
+                          timing={"received": now - 265, "accepted": now - 264}),
+            incident_json("FALL", "fall", "emergency", now - 200,
+                          place_at("水贝新村", "2栋", "elderly_watch", "SB-WCH-0001", "5楼502"),
+                          kind="elderly_watch"),
+            incident_json("OFF", "detector_offline", "warning", now - 500,
+                          place_at("水贝新村", "1栋", "gas", "SB-GAS-0053", "1楼厨房"),
+                          timing={"received": now - 500}),
+            incident_json("MAINT", "battery_low", "maintenance", now - 900,
+                          place_at("水贝花园", "1栋", "smoke", "SB-SMK-0099", "9楼"),
+                          timing={"received": now - 900})]
+
+
+def test_closing_takes_an_outcome_and_a_confirmation_and_redraws_keep_what_is_done(
+        stand_in: StandIn) -> None:
+    """处理完毕 with nothing chosen asks for an outcome; with one it shows what closes and
+    who is told, and an unacknowledged emergency needs a ticked box as well. A fire's
+    alarms are listed by floor on its card; the compound and the building in trouble come
+    first on the map. A fold opened by hand, an outcome chosen and a note being typed
+    survive redraws that change the card and the timeline under them."""
+    api = stand_in.api
+    now = time.time()
+    def start() -> None:
+        for inc in fire_by_floors(now):
+            api.open(inc)
+    stand_in.run(start)
+    ok = {"type": "attempt", "outbox_id": 1, "step": 0, "channel": "wecom",
+          "channel_label": "企业微信", "ts": now - 199, "ok": True, "error": None,
+          "elapsed": 0.2}
+    api.attempts["FALL"] = [{**ok, "id": 1, "contact_id": "zhang_wei"},
+                            {**ok, "id": 2, "contact_id": "li_na"},
+                            {**ok, "id": 3, "contact_id": "li_na", "ok": False}]
+    with chromium(1600, 1000) as driver:
+        driver.get(stand_in.url + stand_in.sessions.login_path("值班员小李"))
+        wait_for(driver, lambda d: card_ids(d) == ["FALL", "FIRE", "OFF", "MAINT"],
+                 what="four cards, the fire's five alarms folded")
+        fire = card(driver, "FIRE")
+        assert [li.get_attribute("data-id") for li in fire.find_elements(
+            By.CSS_SELECTOR, ".member-list li")] == ["M3", "M11", "M13", "M20", "H1"]
+        floors = fire.find_element(By.CSS_SELECTOR, "[data-role=member-floors]")
+        assert floors.text == "组内报警位置: 3楼、11楼、13楼、20楼、南侧消火栓"
+        assert floors.is_displayed() and fire.find_element(By.TAG_NAME, "details") \
+            .get_attribute("open") is None, "floors show with the fold closed (5 alarms)"
+        # The map: the compound with the emergency first, the building in trouble first.
+        order = driver.execute_script(
+            "return Array.prototype.map.call(document.querySelectorAll('#compounds .compound'),"
+            " function (c) { return [c.getAttribute('data-compound')].concat("
+            " Array.prototype.map.call(c.querySelectorAll('.tile'),"
+            " function (t) { return t.getAttribute('data-building'); })); });")
+        assert order == [["水贝新村", "2栋", "1栋"], ["水贝花园", "2栋", "1栋", "10栋"]], order
+        # Nothing was due for the detector offline; the maintenance item waits for the digest.
+        assert not card(driver, "OFF").find_elements(By.CSS_SELECTOR, "[data-role=latency]")
+        assert "列入每日维护日报" in card(driver, "MAINT").text
+        assert "尚未送达" not in driver.find_element(By.ID, "incidents").text
+
+        # 处理完毕 with no outcome: a hint, nothing closed.
+        fall = '#incidents li[data-id="FALL"]'
+        assert driver.find_element(By.CSS_SELECTOR, f"{fall} select.outcome") \
+            .get_attribute("value") == "", "no outcome chosen for the person"
+        js_click(driver, f"{fall} [data-action=resolve]")
+        wait_for(driver, lambda d: "请先选择处理结果" in card(d, "FALL").text, what="the hint")
+        choose(driver, f"{fall} select.outcome", "false_alarm")
+        wait_for(driver, lambda d: "请先选择处理结果" not in card(d, "FALL").text,
+                 what="the hint to go")
+        js_click(driver, f"{fall} [data-action=resolve]")
+        wait_for(driver, lambda d: "将发送关闭通知给: 张伟、李娜" in card(d, "FALL").text,
+                 what="who will be told")
+        text = card(driver, "FALL").text
+        assert "将关闭: 跌倒 · 水贝新村2栋5楼502" in text and "处理结果: 误报" in text
+        assert "此事件尚无人确认" in text
+        go = f"{fall} [data-action=resolve-confirm]"
+        assert driver.find_element(By.CSS_SELECTOR, go).get_attribute("disabled") is not None
+        driver.execute_script("document.querySelector(arguments[0]).click()", go)
+        driver.find_element(By.CSS_SELECTOR, f"{fall} [data-role=override]").click()
+        wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, go).is_enabled(),
+                 what="the second step to enable closing")
+        assert api.incidents["FALL"]["status"] == "firing", "nothing closed before confirming"
+        driver.save_screenshot(str(artifact_dir() / "board-resolve-confirm-zh.png"))
+        driver.find_element(By.CSS_SELECTOR, f"{fall} [data-role=resolve-note]") \
+            .send_keys("家属已到场, 老人无碍")
+        driver.find_element(By.CSS_SELECTOR, go).click()
+        wait_for(driver, lambda d: card(d, "FALL") is None, what="the fall closed")
+        assert api.incidents["FALL"]["outcome"] == "false_alarm"
+        assert api.incidents["FALL"]["note"] == "家属已到场, 老人无碍"
+        wait_for(driver, lambda d: d.find_element(
+            By.CSS_SELECTOR, "#compounds .compound").get_attribute("data-compound") == "水贝花园",
+                 what="the fire's compound first once the fall is closed")
+
+        # Open the fold by hand, choose an outcome on the card, start a note in the
+        # fire's timeline; then alarms keep joining the fire (each redraws its card and
+        # its timeline) while other events redraw the rest.
+        driver.find_element(By.CSS_SELECTOR, '#incidents li[data-id="FIRE"] summary').click()
+        choose(driver, '#incidents li[data-id="FIRE"] select.outcome', "referred")
+        js_click(driver, '#incidents li[data-id="FIRE"] .inc-title')
+        wait_for(driver, lambda d: d.find_element(By.ID, "timeline")
+                 .get_attribute("data-id") == "FIRE", what="the fire's timeline")
+        note = driver.find_element(By.CSS_SELECTOR, "#timeline [data-role=note-text]")
+        note.click()
+        note.send_keys("正在疏散 11 楼")
+        # The very elements, not look-alikes: a kept <select> keeps an open dropdown, a
+        # kept text box its caret and an input method's half-typed word.
+        driver.execute_script(
+            "document.querySelector('#incidents li[data-id=\"FIRE\"] select.outcome')"
+            "._kept = true; document.querySelector('#timeline [data-role=note-text]')"
+            "._kept = true;")
+        for n, floor in enumerate(("5", "6", "7"), start=6):
+            member = incident_json(f"M{floor}", "smoke_alarm", "critical", time.time(),
+                                   place_at("水贝花园", "2栋", "smoke", f"SB-SMK-X{floor}",
+                                            f"{floor}楼走廊", floor), groups=["FIRE"])
+
+            def join(member: dict[str, Any] = member) -> None:
+                api.open(member)
+                api.incidents["FIRE"]["members"].append(member["id"])
+                api.emit("member_added", "FIRE", member=member["id"])
+                api.emit("notification_sent", "OFF", contact="li_na", channel="wecom",
+                         channel_label="企业微信")
+            stand_in.run(join)
+            def joined(d: WebDriver, n: int = n, floor: str = floor) -> bool:
+                return (f"组内报警 {n} 起" in card(d, "FIRE").text and
+                        f"新增组内报警: 烟感报警 · {floor}楼走廊" in
+                        d.find_element(By.ID, "timeline").text)
+            wait_for(driver, joined, what=f"alarm {n} joining")
+            state = driver.execute_script(
+                "var c = document.querySelector('#incidents li[data-id=\"FIRE\"]');"
+                "var a = document.activeElement;"
+                "var n = document.querySelector('#timeline [data-role=note-text]');"
+                "var s = c.querySelector('select.outcome');"
+                "return [c.querySelector('details').open, s.value, s._kept === true,"
+                " n.value, n._kept === true, a && a.getAttribute('data-role')];")
+            assert state == [True, "referred", True, "正在疏散 11 楼", True, "note-text"], state
+        note = driver.find_element(By.CSS_SELECTOR, "#timeline [data-role=note-text]")
+        note.send_keys(", 已完成")
+        assert note.get_attribute("value") == "正在疏散 11 楼, 已完成", "typing goes on"
+        assert card(driver, "FIRE").find_element(By.CSS_SELECTOR, "[data-role=member-floors]") \
+            .text == "组内报警位置: 3楼、5楼、6楼、7楼、11楼、13楼、20楼、南侧消火栓"
+        driver.save_screenshot(str(artifact_dir() / "board-fire-by-floor-zh.png"))
+        text = driver.find_element(By.TAG_NAME, "body").text
+        assert not INTERNAL_WORDS.findall(text) and not english_words(text), \
+            english_words(text)
         no_page_errors(driver)
     assert not api.refused, api.refused

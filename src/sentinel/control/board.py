@@ -268,7 +268,8 @@ def render_board(lang: Language, csrf: str, actor: str, name: str,
         '<main class="grid"><div class="col col-act">'
         '<section class="panel incidents" aria-labelledby="h-incidents">'
         f'<h2 id="h-incidents">{tx("section.incidents")} <span id="incident-count"'
-        ' class="count"></span></h2>'
+        ' class="count"></span> <span id="incident-folded" class="folded" hidden></span>'
+        "</h2>"
         '<p id="filter" class="filter" hidden></p>'
         '<ol id="incidents" class="incident-list scroll"></ol></section>'
         '</div><div class="col col-mid">'

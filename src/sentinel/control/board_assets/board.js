@@ -94,11 +94,119 @@
     if (text !== undefined && text !== null) { node.textContent = String(text); }
     return node;
   }
+  // An id inside a CSS attribute selector's quotes.
+  function cssText(value) {
+    return String(value).replace(/["\\]/g, "\\$&");
+  }
   function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } }
   function placeText(place) {
     place = place || {};
     if (place.location) { return place.location; }
     return [place.compound, place.building, place.unit].filter(Boolean).join(" ") || "-";
+  }
+
+  // The floor of a place as a number: its `floor` column, else "20楼"/"20F" in its text.
+  function floorOf(place) {
+    place = place || {};
+    var f = String(place.floor || "").trim();
+    if (/^-?\d+$/.test(f)) { return Number(f); }
+    var m = /(-?\d+)\s*(?:楼|层|F\b)/i.exec(place.location || "");
+    return m ? Number(m[1]) : null;
+  }
+
+  // Where a member stands, said within its group's building: "20楼走廊", not the
+  // compound and building again; another building's member keeps its whole place.
+  function shortPlace(place, within) {
+    place = place || {};
+    within = within || {};
+    if (!place.compound || place.compound !== within.compound ||
+        (place.building || "") !== (within.building || "")) {
+      return placeText(place);
+    }
+    var loc = String(place.location || "");
+    [place.compound, place.building].forEach(function (part) {
+      if (part && loc.indexOf(part) === 0) { loc = loc.slice(part.length).trim(); }
+    });
+    var floor = floorOf(place);
+    if (floor !== null && !/\d/.test(loc)) {
+      loc = t("board.floor", { n: floor }) + (loc ? " " + loc : "");
+    }
+    return loc || place.unit || placeText(place);
+  }
+
+  // Members by floor, lowest first (those with no floor after), then by urgency.
+  function byFloor(a, b) {
+    var fa = floorOf(a.place), fb = floorOf(b.place);
+    if (fa !== null && fb !== null && fa !== fb) { return fa - fb; }
+    if ((fa === null) !== (fb === null)) { return fa === null ? 1 : -1; }
+    return byUrgency(a, b);
+  }
+
+  // "3楼、11楼、13楼、20楼、南侧消火栓": a group's members where a person looks for them.
+  function memberPlaces(members, within) {
+    var seen = {}, out = [];
+    members.slice().sort(byFloor).forEach(function (m) {
+      var floor = floorOf(m.place);
+      var label = floor !== null ? t("board.floor", { n: floor }) : shortPlace(m.place, within);
+      if (!seen[label]) { seen[label] = true; out.push(label); }
+    });
+    return out.join(lang === "zh" ? "、" : ", ");
+  }
+
+  // Keep what a person is doing across a redraw: the focused control (by its data-role)
+  // and where the caret was in it.
+  function focusIn(container) {
+    var a = document.activeElement;
+    if (!a || a === document.body || !container.contains(a)) { return null; }
+    var key = { role: a.getAttribute("data-role"), start: null, end: null };
+    try { key.start = a.selectionStart; key.end = a.selectionEnd; } catch (e) { /* select */ }
+    return key;
+  }
+  // Make `parent`'s element children the `fresh` ones, keeping in place every child whose
+  // drawing is identical to one of them (only what changed is replaced; nothing kept is
+  // moved unless it is out of order). Only for children of one and the same incident:
+  // a kept child keeps its listeners.
+  function reconcile(parent, fresh) {
+    var pool = {};
+    Array.prototype.forEach.call(parent.children, function (c) {
+      (pool[c.outerHTML] = pool[c.outerHTML] || []).push(c);
+    });
+    var wanted = fresh.map(function (n) {
+      var same = pool[n.outerHTML];
+      return same && same.length ? same.shift() : n;
+    });
+    place(parent, wanted);
+  }
+
+  function place(parent, wanted) {
+    wanted.forEach(function (node, i) {
+      var here = parent.children[i];
+      if (here !== node) { parent.insertBefore(node, here || null); }
+    });
+    while (parent.children.length > wanted.length) {
+      parent.removeChild(parent.children[parent.children.length - 1]);
+    }
+  }
+
+  // An incident's card redrawn in place: its attributes, and the children that changed.
+  function morph(old, fresh) {
+    Array.prototype.slice.call(old.attributes).forEach(function (a) {
+      if (!fresh.hasAttribute(a.name)) { old.removeAttribute(a.name); }
+    });
+    Array.prototype.forEach.call(fresh.attributes, function (a) {
+      if (old.getAttribute(a.name) !== a.value) { old.setAttribute(a.name, a.value); }
+    });
+    reconcile(old, Array.prototype.slice.call(fresh.children));
+  }
+
+  function refocus(container, key) {
+    if (!key || !key.role) { return; }
+    var again = container.querySelector('[data-role="' + key.role + '"]');
+    if (!again) { return; }
+    again.focus();
+    if (typeof key.start === "number" && typeof again.setSelectionRange === "function") {
+      try { again.setSelectionRange(key.start, key.end); } catch (e) { /* not text */ }
+    }
   }
 
   // -- state ----------------------------------------------------------------------------
@@ -118,6 +226,11 @@
     selected: null,    // the incident whose timeline is open
     detail: null,      // GET /api/incidents/{selected}
     drafts: {},        // incident id -> note being typed (kept across re-renders)
+    picks: {},         // incident id -> person picked in its assign select
+    folds: {},         // group id -> whether its members' <details> is open
+    confirm: {},       // incident id -> the resolve being confirmed (see resolveRequest)
+    hint: {},          // incident id -> true: 处理完毕 was pressed with no outcome chosen
+    known: {},         // incident id -> {name, place, severity}: every incident seen
     mute: null,        // {until: ms, covered: [incident ids]}
     audioBlocked: false
   };
@@ -203,18 +316,7 @@
     if (spool !== null && spool !== undefined) { queues.push(t("spool", { n: spool })); }
     $("queues").textContent = queues.join(" · ");
 
-    var counts = $("severity-counts");
-    clear(counts);
-    var open = s.incidents_open || {};
-    SEVERITIES.forEach(function (label) {
-      var n = open[label] || 0;
-      if (!n && label === "maintenance") { return; }
-      var chip = el("span", "chip sev-" + label + (n ? "" : " zero"));
-      chip.appendChild(el("b", null, n));
-      chip.appendChild(document.createTextNode(" " + t("severity." + label)));
-      counts.appendChild(chip);
-    });
-
+    renderCounts();
     renderCompounds(s.compounds || []);
     renderKinds(s.devices || {});
     renderBattery(s.low_battery || []);
@@ -224,12 +326,50 @@
     return String(a).localeCompare(String(b), "zh-CN", { numeric: true });
   }
 
+  // The chips count what the list shows: one per card (a group stands for the alarms
+  // folded under it), each saying how many of them nobody has acknowledged yet; the
+  // alarm banner's number is the critical and emergency part of those.
+  function renderCounts() {
+    var counts = $("severity-counts");
+    clear(counts);
+    var all = cards();
+    SEVERITIES.forEach(function (label) {
+      var mine = all.filter(function (c) { return c.inc.severity === label; });
+      var n = mine.length;
+      var k = mine.filter(function (c) { return c.inc.status === "firing"; }).length;
+      if (!n && label === "maintenance") { return; }
+      var chip = el("span", "chip sev-" + label + (n ? "" : " zero"));
+      chip.setAttribute("data-severity", label);
+      chip.setAttribute("data-count", String(n));
+      chip.setAttribute("data-unacked", String(k));
+      chip.appendChild(el("b", null, n));
+      chip.appendChild(document.createTextNode(" " + t("severity." + label)));
+      if (k) { chip.appendChild(el("span", "unacked", t("board.count.unacked", { n: k }))); }
+      counts.appendChild(chip);
+    });
+  }
+
+  // Open incidents per compound and per building ("compound\u0000building").
+  function openHere() {
+    var here = {};
+    state.incidents.forEach(function (inc) {
+      var p = inc.place || {};
+      here[p.compound] = (here[p.compound] || 0) + 1;
+      var key = p.compound + "\u0000" + p.building;
+      here[key] = (here[key] || 0) + 1;
+    });
+    return here;
+  }
+
   function renderCompounds(compounds) {
     var root = $("compounds");
     clear(root);
-    // Trouble first: the worst compounds on top, then by name.
+    var here = openHere();
+    // Trouble first: the worst compounds on top, among equals the one with the most
+    // open incidents, then by name; in each, its buildings the same way.
     compounds.slice().sort(function (a, b) {
-      return (WORST.indexOf(b.worst) - WORST.indexOf(a.worst)) || natural(a.id, b.id);
+      return (WORST.indexOf(b.worst) - WORST.indexOf(a.worst)) ||
+        ((here[b.id] || 0) - (here[a.id] || 0)) || natural(a.id, b.id);
     })
       .forEach(function (compound) {
         var box = el("div", "compound w-" + (compound.worst || "ok"));
@@ -240,7 +380,11 @@
         head.addEventListener("click", function () { setFilter(compound.id, null); });
         box.appendChild(head);
         var tiles = el("div", "tiles");
-        (compound.buildings || []).slice().sort(function (a, b) { return natural(a.id, b.id); })
+        (compound.buildings || []).slice().sort(function (a, b) {
+          return (WORST.indexOf(b.worst || "ok") - WORST.indexOf(a.worst || "ok")) ||
+            ((here[compound.id + "\u0000" + b.id] || 0) -
+             (here[compound.id + "\u0000" + a.id] || 0)) || natural(a.id, b.id);
+        })
           .forEach(function (b) {
             var tile = el("button", "tile w-" + (b.worst || "ok"));
             tile.type = "button";
@@ -343,7 +487,7 @@
     return state.incidents.filter(function (inc) { return !folded[inc.id]; })
       .map(function (inc) {
         return { inc: inc, members: (inc.members || []).map(function (m) { return byId[m]; })
-          .filter(Boolean).sort(byUrgency) };
+          .filter(Boolean).sort(byFloor) };
       });
   }
 
@@ -360,11 +504,25 @@
     }).sort(function (a, b) { return byUrgency(a.inc, b.inc); });
   }
 
+  // The list is redrawn on every event, but what did not change stays as it is on the
+  // screen: a card whose drawing is the same is kept whole, and a card that changed is
+  // redrawn in place, part by part, keeping its unchanged parts (the row with an open
+  // dropdown, a ticked box, text being typed). A fold opened by hand is redrawn open
+  // (state.folds), a chosen outcome chosen (state.chosen), and a control replaced while it
+  // had the focus gets it back.
   function renderIncidents() {
     var list = $("incidents");
-    clear(list);
     var shown = visibleCards();
-    $("incident-count").textContent = String(state.incidents.length);
+    var all = cards();
+    var folded = state.incidents.length - all.length;
+    $("incident-count").textContent = state.filter
+      ? shown.length + " / " + all.length : String(all.length);
+    var foldedNote = $("incident-folded");
+    if (foldedNote) {
+      foldedNote.textContent = folded ? t("board.count.folded", { n: folded }) : "";
+      foldedNote.hidden = !folded;
+    }
+    renderCounts();
     var filter = $("filter");
     clear(filter);
     if (state.filter) {
@@ -380,11 +538,30 @@
       filter.hidden = true;
     }
     updateAlarm();
-    if (!shown.length) {
-      list.appendChild(el("li", "empty", t("no_incidents")));
-      return;
+    var old = {};
+    Array.prototype.forEach.call(list.children, function (node) {
+      var id = node.getAttribute("data-id");
+      if (id) { old[id] = node; }
+    });
+    var wanted = shown.map(function (c) {
+      var fresh = incidentCard(c.inc, c.members);
+      var before = old[c.inc.id];
+      if (!before) { return fresh; }
+      if (before.outerHTML !== fresh.outerHTML) {
+        var focus = focusIn(before);
+        morph(before, fresh);
+        if (focus && !before.contains(document.activeElement)) { refocus(before, focus); }
+      }
+      return before;
+    });
+    if (!wanted.length) {
+      var empty = el("li", "empty", t("no_incidents"));
+      wanted = [list.firstChild && list.firstChild.className === "empty" &&
+                list.firstChild.textContent === empty.textContent ? list.firstChild : empty];
     }
-    shown.forEach(function (c) { list.appendChild(incidentCard(c.inc, c.members)); });
+    // Each card in its place, moving only what is out of place (moving a node would take
+    // the focus from a control in it).
+    place(list, wanted);
   }
 
   function setFilterCleared() {
@@ -402,41 +579,187 @@
     return b;
   }
 
+  // Nothing is chosen for the person: closing says what was found, on purpose.
   function outcomeSelect(inc) {
     var select = el("select", "outcome");
     select.setAttribute("aria-label", t("outcome.label"));
+    select.setAttribute("data-role", "outcome");
+    var none = el("option", null, t("board.outcome.pick"));
+    none.value = "";
+    select.appendChild(none);
     OUTCOMES.forEach(function (o) {
       var option = el("option", null, t("outcome." + o));
       option.value = o;
       select.appendChild(option);
     });
-    select.value = state.chosen[inc.id] || "handled";
+    select.value = state.chosen[inc.id] || "";
     select.addEventListener("click", function (e) { e.stopPropagation(); });
-    select.addEventListener("change", function () { state.chosen[inc.id] = select.value; });
+    select.addEventListener("change", function () {
+      if (select.value) { state.chosen[inc.id] = select.value; } else { delete state.chosen[inc.id]; }
+      // The card and the timeline show one choice (a kept <select> is not redrawn).
+      var same = document.querySelectorAll('#incidents li[data-id="' + cssText(inc.id) +
+        '"] [data-role="outcome"], #timeline[data-id="' + cssText(inc.id) +
+        '"] [data-role="outcome"]');
+      Array.prototype.forEach.call(same, function (other) { other.value = select.value; });
+      if (state.hint[inc.id]) { delete state.hint[inc.id]; renderIncidents(); renderTimeline(); }
+    });
     return select;
   }
 
-  // Acknowledge and resolve (with its outcome): on a card and in the timeline.
-  function actionRow(inc) {
+  function currentIncident(id) {
+    for (var i = 0; i < state.incidents.length; i++) {
+      if (state.incidents[i].id === id) { return state.incidents[i]; }
+    }
+    return state.detail && state.detail.incident && state.detail.incident.id === id
+      ? state.detail.incident : null;
+  }
+
+  // Closing a critical or emergency incident nobody has acknowledged takes a second,
+  // explicit step (a box to tick): one tap must not close an alarm no one has looked at.
+  function needsAck(inc) {
+    return !!inc && inc.status === "firing" && !!ALARM_SEVERITIES[inc.severity];
+  }
+
+  function openMembers(inc) {
+    return (inc.members || []).map(currentIncident).filter(function (m) {
+      return m && m.status !== "resolved";
+    });
+  }
+
+  // Acknowledge and resolve (with its outcome): on a card and in the timeline. 处理完毕
+  // asks for an outcome, then shows what will be closed and who will be told; only the
+  // confirmation's own button closes.
+  function actionRow(inc, where) {
+    var pending = state.confirm[inc.id];
+    if (pending && pending.where === where) { return confirmBox(inc, pending); }
     var actions = el("div", "actions");
     if (inc.status === "firing") {
       actions.appendChild(button("btn-ack", t("btn.ack"), "ack",
         function () { acknowledge(inc.id); }, inc.id));
     }
-    var select = outcomeSelect(inc);
-    actions.appendChild(select);
+    actions.appendChild(outcomeSelect(inc));
     actions.appendChild(button("btn-resolve", t("btn.resolve"), "resolve",
-      function () { resolveIncident(inc.id, select.value); }, inc.id));
+      function () { resolveRequest(inc.id, where); }, inc.id));
+    if (state.hint[inc.id]) {
+      var hint = el("p", "hint", t("board.resolve.pick_first"));
+      hint.setAttribute("role", "alert");
+      hint.setAttribute("data-role", "hint");
+      actions.appendChild(hint);
+    }
     return actions;
   }
 
-  function memberLine(m) {
+  function confirmBox(inc, pending) {
+    var box = el("div", "actions confirm");
+    box.setAttribute("data-role", "confirm");
+    box.addEventListener("click", function (e) { e.stopPropagation(); });
+    var members = openMembers(inc);
+    box.appendChild(el("p", "confirm-what", t("board.resolve.what", {
+      title: incidentTitle(inc.name), place: placeText(inc.place) }) +
+      (members.length ? t("board.resolve.with_members", { n: members.length }) : "")));
+    box.appendChild(el("p", "confirm-outcome",
+      t("board.resolve.outcome", { outcome: outcomeText(pending.outcome) })));
+    var told = pending.told === null ? t("board.resolve.told_loading")
+      : pending.told.length ? t("board.resolve.told", {
+        list: pending.told.join(lang === "zh" ? "、" : ", ") })
+      : t("board.resolve.told_none");
+    var toldLine = el("p", "confirm-told", told);
+    toldLine.setAttribute("data-role", "told");
+    box.appendChild(toldLine);
+    var blocked = needsAck(inc);
+    if (blocked) {
+      box.appendChild(el("p", "bad", t("board.resolve.unacked")));
+      var label = el("label", "override");
+      var tick = el("input");
+      tick.type = "checkbox";
+      tick.setAttribute("data-role", "override");
+      tick.checked = !!pending.override;
+      tick.addEventListener("change", function () {
+        pending.override = tick.checked;
+        renderIncidents();
+        renderTimeline();
+      });
+      label.appendChild(tick);
+      label.appendChild(document.createTextNode(" " + t("board.resolve.override")));
+      box.appendChild(label);
+    }
+    var note = el("textarea", "resolve-note");
+    note.rows = 2;
+    note.maxLength = 2000;
+    note.setAttribute("data-role", "resolve-note");
+    note.setAttribute("placeholder", t("board.resolve.note"));
+    note.setAttribute("aria-label", t("board.resolve.note"));
+    note.value = pending.note || "";
+    note.addEventListener("input", function () { pending.note = note.value; });
+    box.appendChild(note);
+    var go = button("btn-resolve", t("board.resolve.confirm"), "resolve-confirm", function () {
+      var now = currentIncident(inc.id) || inc;
+      if (needsAck(now) && !pending.override) { return; }
+      resolveIncident(inc.id, pending.outcome, (pending.note || "").trim() || null);
+    }, inc.id);
+    if (blocked && !pending.override) { go.disabled = true; }
+    var buttons = el("div", "confirm-buttons");
+    buttons.appendChild(go);
+    buttons.appendChild(button("btn-cancel", t("board.resolve.cancel"), "resolve-cancel",
+      function () {
+        delete state.confirm[inc.id];
+        renderIncidents();
+        renderTimeline();
+      }, null));
+    box.appendChild(buttons);
+    return box;
+  }
+
+  // 处理完毕: an outcome first; then the confirmation, which asks the daemon who was
+  // reached about the incident (and its open members): they get the closing notice.
+  function resolveRequest(id, where) {
+    var outcome = state.chosen[id];
+    if (!outcome) {
+      state.hint[id] = true;
+      renderIncidents();
+      renderTimeline();
+      var scope = where === "timeline" ? $("timeline")
+        : document.querySelector('#incidents li[data-id="' + cssText(id) + '"]');
+      var pick = scope && scope.querySelector('[data-role="outcome"]');
+      if (pick) { pick.focus(); }
+      return;
+    }
+    delete state.hint[id];
+    var pending = { outcome: outcome, where: where, told: null, override: false, note: "" };
+    state.confirm[id] = pending;
+    renderIncidents();
+    renderTimeline();
+    var inc = currentIncident(id);
+    var ids = [id].concat((inc ? openMembers(inc) : []).map(function (m) { return m.id; }));
+    Promise.all(ids.map(function (one) {
+      return getJSON("/api/incidents/" + encodeURIComponent(one)).catch(function () {
+        return {};
+      });
+    })).then(function (details) {
+      if (state.confirm[id] !== pending) { return; }
+      var seen = {}, names = [];
+      details.forEach(function (d) {
+        (d.audit || []).map(flatten).forEach(function (e) {
+          var who = e.type === "attempt" && e.ok ? e.contact_id
+            : e.type === "notification_sent" ? e.contact : null;
+          if (who && !seen[who]) { seen[who] = true; names.push(contactName(who)); }
+        });
+      });
+      pending.told = names;
+      renderIncidents();
+      renderTimeline();
+    });
+  }
+
+  function memberLine(m, group) {
     var li = el("li", "member sev-" + m.severity + " st-" + m.status);
     li.setAttribute("data-id", m.id);
     li.setAttribute("data-status", m.status);
+    var floor = floorOf(m.place);
+    if (floor !== null) { li.setAttribute("data-floor", String(floor)); }
     li.appendChild(el("span", "badge sev-" + m.severity, t("severity." + m.severity)));
     li.appendChild(el("span", null, incidentTitle(m.name)));
-    li.appendChild(el("span", "muted", placeText(m.place)));
+    li.appendChild(el("span", "where", shortPlace(m.place, group.place)));
     li.appendChild(el("span", "status status-" + m.status, t("status." + m.status)));
     return li;
   }
@@ -482,47 +805,69 @@
 
     if (members.length) {
       // A confirmed fire with its alarms folded under it: one set of buttons, for all.
+      // Where they are (floors, lowest first) shows without opening the fold.
+      var where = el("div", "member-floors");
+      where.setAttribute("data-role", "member-floors");
+      where.appendChild(el("span", "muted", t("board.members.where")));
+      where.appendChild(document.createTextNode(" "));
+      where.appendChild(el("strong", null, memberPlaces(members, inc.place)));
+      li.appendChild(where);
       var box = el("details", "members");
-      box.open = members.length <= 4;
+      box.open = state.folds[inc.id] !== undefined ? state.folds[inc.id] : members.length <= 4;
       box.appendChild(el("summary", null, t("board.members", { n: members.length })));
       box.addEventListener("click", function (e) { e.stopPropagation(); });
+      // Opened or closed by hand, it stays so through every redraw.
+      box.addEventListener("toggle", function () { state.folds[inc.id] = box.open; });
       var ul = el("ul", "member-list");
-      members.forEach(function (m) { ul.appendChild(memberLine(m)); });
+      members.forEach(function (m) { ul.appendChild(memberLine(m, inc)); });
       box.appendChild(ul);
       li.appendChild(box);
     }
 
-    if (OPERATOR && inc.status !== "resolved") { li.appendChild(actionRow(inc)); }
+    if (OPERATOR && inc.status !== "resolved") { li.appendChild(actionRow(inc, "card")); }
     return li;
   }
 
   // The per-alert record against GB 50440 (limits from the daemon's settings).
   function seconds(value) { return value < 10 ? value.toFixed(2) : value.toFixed(1); }
+  // The limits bind life-safety alarms that page on their own (as the daemon checks
+  // them): a maintenance incident only goes into the daily digest, an alarm folded into a
+  // group is paged through the group, a silenced one pages nobody. Those show no "not
+  // delivered yet" and no limit: nothing was due.
   function latencyText(inc) {
+    var box = el("div", "inc-latency muted");
+    box.setAttribute("data-role", "latency");
+    if (inc.severity === "maintenance") {
+      box.appendChild(el("span", null, t("board.latency.digest")));
+      return box;
+    }
     var timing = inc.timing || {};
     var origin = timing.device !== undefined ? timing.device : timing.received;
     if (origin === undefined) { return null; }
     var limits = (state.status && state.status.latency_limits) ||
       { accepted_within: 10, handed_within: 3 };
-    var box = el("div", "inc-latency muted");
-    box.setAttribute("data-role", "latency");
-    var first;
+    var bound = inc.life_safety === true;
+    var pages = bound && !(inc.groups || []).length &&
+      (inc.silenced_by === null || inc.silenced_by === undefined);
+    var first = null;
     if (timing.accepted !== undefined) {
       var took = Math.max(0, timing.accepted - origin);
-      first = el("span", took > limits.accepted_within ? "latency-over" : null,
-        t("latency.first_notification", { s: seconds(took), limit: limits.accepted_within }) +
-        (took > limits.accepted_within ? t("latency.over") : ""));
-    } else {
+      var over = bound && took > limits.accepted_within;
+      first = el("span", over ? "latency-over" : null, bound
+        ? t("latency.first_notification", { s: seconds(took), limit: limits.accepted_within }) +
+          (over ? t("latency.over") : "")
+        : t("board.latency.first_plain", { s: seconds(took) }));
+    } else if (pages && inc.status === "firing") {
       first = el("span", null, t("latency.first_pending", { limit: limits.accepted_within }));
     }
-    box.appendChild(first);
-    if (timing.handed !== undefined && timing.received !== undefined) {
+    if (first) { box.appendChild(first); }
+    if (bound && timing.handed !== undefined && timing.received !== undefined) {
       var forward = Math.max(0, timing.handed - timing.received);
       box.appendChild(el("span", forward > limits.handed_within ? "latency-over" : null,
         t("latency.forward", { s: seconds(forward), limit: limits.handed_within }) +
         (forward > limits.handed_within ? t("latency.over") : "")));
     }
-    return box;
+    return box.firstChild ? box : null;
   }
 
   function roleList(roles) {
@@ -740,6 +1085,8 @@
     return getJSON("/api/incidents/" + encodeURIComponent(id)).then(function (data) {
       if (mine !== detailRequest || state.selected !== id) { return; }
       state.detail = data;
+      var inc = data && data.incident;
+      if (inc) { know(inc.id, inc.name, inc.place, inc.severity); }
       renderTimeline();
     }, function () { /* kept as it was; the next event or refresh tries again */ });
   }
@@ -757,7 +1104,13 @@
       case "assigned": return t("board.tl.assigned", { by: by, who: contactName(ev.person) });
       case "noted": return t("board.tl.noted", { by: actorName(ev.actor), text: ev.text || "" });
       case "resolved": return t("board.tl.resolved", { by: by, outcome: outcomeText(ev.outcome) });
-      case "member_added": return t("board.tl.member_added", { member: ev.member || "-" });
+      case "member_added": {
+        var member = state.known[ev.member];
+        if (!member) { return t("board.tl.member_added", { member: ev.member || "-" }); }
+        var group = state.known[ev.incident] || (state.detail && state.detail.incident) || {};
+        return t("board.tl.member_joined", { title: incidentTitle(member.name),
+          where: shortPlace(member.place, group.place) });
+      }
       case "acknowledgement_expired": return t("board.tl.ack_expired");
       case "attempt":
         return t(ev.ok ? "board.tl.attempt_ok" : "board.tl.attempt_failed", {
@@ -809,6 +1162,7 @@
     var row = el("div", "actions assign");
     var pick = el("select", "person");
     pick.setAttribute("aria-label", t("board.assign.pick"));
+    pick.setAttribute("data-role", "person");
     var none = el("option", null, t("board.assign.pick"));
     none.value = "";
     pick.appendChild(none);
@@ -819,7 +1173,8 @@
         option.value = c.id;
         pick.appendChild(option);
       });
-    if (inc.assigned_to) { pick.value = inc.assigned_to; }
+    pick.value = state.picks[inc.id] || inc.assigned_to || "";
+    pick.addEventListener("change", function () { state.picks[inc.id] = pick.value; });
     row.appendChild(pick);
     row.appendChild(button("btn-assign", t("board.btn.assign"), "assign", function () {
       if (pick.value) { assign(inc.id, pick.value); }
@@ -830,6 +1185,7 @@
   function noteRow(inc) {
     var row = el("div", "actions note");
     var text = el("textarea", "note-text");
+    text.setAttribute("data-role", "note-text");
     text.rows = 2;
     text.maxLength = 2000;
     text.setAttribute("placeholder", t("board.note.placeholder"));
@@ -843,32 +1199,62 @@
     return row;
   }
 
+  // Like the cards: drawn afresh, but put on the screen only when the drawing changed,
+  // and then with the focused control, its caret and the scroll position kept.
   function renderTimeline() {
     var root = $("timeline");
-    // Typing a note must survive the re-render that any event causes.
-    var focused = document.activeElement && document.activeElement.classList &&
-      document.activeElement.classList.contains("note-text");
-    clear(root);
     $("timeline-close").hidden = !state.selected;
     $("timeline-close").textContent = t("board.timeline.close");
-    if (!state.selected) {
-      root.appendChild(el("p", "muted", t("board.timeline.pick")));
+    var fresh = document.createElement("div");
+    var id = drawTimeline(fresh);
+    if ((root.getAttribute("data-id") || "") === id && root.innerHTML === fresh.innerHTML) {
       return;
     }
+    var focus = focusIn(root);
+    var scroll = root.scrollTop;
+    if ((root.getAttribute("data-id") || "") === id) {
+      // The same incident: only the parts that changed (a new line in the list) are
+      // redrawn; the note being typed, its caret and the scroll position stay.
+      reconcile(root, Array.prototype.slice.call(fresh.children));
+      root.scrollTop = scroll;
+    } else {
+      // Another incident: everything anew (its buttons act on it, not the one before).
+      clear(root);
+      while (fresh.firstChild) { root.appendChild(fresh.firstChild); }
+      root.setAttribute("data-id", id);
+    }
+    if (focus && !root.contains(document.activeElement)) { refocus(root, focus); }
+  }
+
+  // The timeline's content into `root`; the id of the incident shown ("" for none).
+  function drawTimeline(root) {
+    if (!state.selected) {
+      root.appendChild(el("p", "muted", t("board.timeline.pick")));
+      return "";
+    }
     var detail = state.detail;
-    if (!detail) { root.appendChild(el("p", "muted", t("board.timeline.loading"))); return; }
+    if (!detail) { root.appendChild(el("p", "muted", t("board.timeline.loading"))); return ""; }
     var inc = detail.incident || {};
-    root.setAttribute("data-id", inc.id || "");
     var head = el("div", "inc-head");
     head.appendChild(el("span", "badge sev-" + inc.severity, t("severity." + inc.severity)));
     head.appendChild(el("strong", "inc-title", incidentTitle(inc.name || "")));
     head.appendChild(el("span", "status status-" + inc.status, t("status." + inc.status)));
     root.appendChild(head);
     root.appendChild(el("div", "inc-place", placeText(inc.place)));
+    var members = (inc.members || []).map(function (m) { return state.known[m]; })
+      .filter(Boolean);
+    if (members.length) {
+      var where = el("div", "member-floors");
+      where.setAttribute("data-role", "member-floors");
+      where.appendChild(el("span", "muted", t("board.members.where")));
+      where.appendChild(document.createTextNode(" "));
+      where.appendChild(el("strong", null, memberPlaces(members, inc.place)));
+      root.appendChild(where);
+    }
     root.appendChild(el("div", "muted assigned", inc.assigned_to
       ? t("board.assigned", { who: contactName(inc.assigned_to) }) : t("board.unassigned")));
     if (OPERATOR && inc.status && inc.status !== "resolved") {
-      root.appendChild(actionRow(inc));
+      root.appendChild(actionRow(inc, "timeline"));
       root.appendChild(assignRow(inc));
       root.appendChild(noteRow(inc));
     }
@@ -891,10 +1277,7 @@
       list.appendChild(li);
     });
     root.appendChild(list);
-    if (focused) {
-      var again = root.querySelector(".note-text");
-      if (again) { again.focus(); }
-    }
+    return inc.id || "";
   }
 
   // -- data -----------------------------------------------------------------------------
@@ -925,8 +1308,16 @@
     return ev;
   }
 
+  function know(id, name, place, severity) {
+    if (!id || !name) { return; }
+    var was = state.known[id] || {};
+    state.known[id] = { name: name, place: place || was.place || {},
+                        severity: severity || was.severity };
+  }
+
   function remember(ev) {
     if (ev.name && ev.incident) { state.names[ev.incident] = ev.name; }
+    if (ev.place && ev.incident) { know(ev.incident, ev.name, ev.place, ev.severity); }
     if (typeof ev.seq === "number" && ev.seq > state.lastSeq) { state.lastSeq = ev.seq; }
     if (FEED_TYPES[ev.type]) {
       state.feed.unshift(ev);
@@ -936,10 +1327,16 @@
 
   function setIncidents(list) {
     state.incidents = list;
-    list.forEach(function (inc) { state.names[inc.id] = inc.name; });
+    list.forEach(function (inc) {
+      state.names[inc.id] = inc.name;
+      know(inc.id, inc.name, inc.place, inc.severity);
+    });
     var open = {};
     list.forEach(function (inc) { open[inc.id] = true; });
-    Object.keys(state.chosen).forEach(function (id) { if (!open[id]) { delete state.chosen[id]; } });
+    // What was typed or chosen for an incident that closed goes with it.
+    [state.chosen, state.confirm, state.hint, state.picks, state.folds].forEach(function (m) {
+      Object.keys(m).forEach(function (id) { if (!open[id]) { delete m[id]; } });
+    });
   }
 
   var refreshing = null;
@@ -1089,9 +1486,12 @@
     act(id, "/api/incidents/" + encodeURIComponent(id) + "/ack", { actor: ACTOR, note: null });
   }
 
-  function resolveIncident(id, outcome) {
+  function resolveIncident(id, outcome, note) {
     act(id, "/api/incidents/" + encodeURIComponent(id) + "/resolve",
-      { actor: ACTOR, outcome: outcome, note: null });
+      { actor: ACTOR, outcome: outcome, note: note || null }, function () {
+        delete state.confirm[id];
+        delete state.chosen[id];
+      });
   }
 
   // Who acts is the session's actor, decided by the server: these bodies carry none.
@@ -1104,6 +1504,14 @@
     act(id, "/api/incidents/" + encodeURIComponent(id) + "/note", { text: text }, function () {
       // The draft goes once the note is recorded; a failure keeps it to send again.
       if (state.drafts[id] === text) { delete state.drafts[id]; }
+      // A redraw keeps a text box that looks the same, with what is typed in it: empty
+      // the one that held the note sent (a value is not part of the drawing).
+      var boxes = document.querySelectorAll('#timeline [data-role="note-text"]');
+      Array.prototype.forEach.call(boxes, function (box) {
+        if ($("timeline").getAttribute("data-id") === id && box.value.trim() === text) {
+          box.value = "";
+        }
+      });
     });
   }
 

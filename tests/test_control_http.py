@@ -566,3 +566,31 @@ async def test_link_page_in_english_offers_take(h: Harness) -> None:
     """The English page has the same two choices."""
     status, text, _ = await page(h, "GET", h.link("A", "lee"))
     assert status == 200 and ">I&#x27;ll handle it</button>" in text
+
+
+async def test_a_member_alarms_link_names_its_fire_and_is_not_taken_from_its_handler(
+        h: Harness) -> None:
+    """The link of an alarm that is now part of a fire says so and how the fire stands;
+    while someone handles the fire, 我去处理 on one of its alarms takes nothing."""
+    fire = make_incident("F", "fire_confirmed", kind="group", device_id=None,
+                         members=["A"], assigned_to="lee", assigned_at=NOW - 30,
+                         status=Status.ACKNOWLEDGED, acknowledged_by="lee")
+    h.controller.incidents["F"] = fire
+    h.controller.incidents["A"].groups.append("F")
+    url = h.link("A", "wang")
+    status, text, _ = await page(h, "GET", url)
+    assert status == 200 and "确认火情 #F" in text and "整起事件: 由 Lee 处理" in text
+    status, text = await form(h, url, {"action": "take"})
+    assert status == 200 and h.controller.incidents["A"].assigned_to is None
+    assert not any(c[0] == "assign" for c in h.controller.calls)
+
+
+async def test_api_refusals_in_the_callers_language(h: Harness) -> None:
+    """The sentinel command says its language; a refusal comes back in it (tools that do
+    not say get the API's English)."""
+    for lang, expected in (("zh", "没有未关闭的事件 nope"), ("en", "no open incident nope"),
+                           (None, "no open incident nope")):
+        headers = {**h.auth, **({"Accept-Language": lang} if lang else {})}
+        status, answer, _ = await call(h, "POST", "/api/incidents/nope/ack", {"actor": "x"},
+                                       headers=headers)
+        assert (status, answer["message"]) == (404, expected)

@@ -172,3 +172,54 @@ def test_fifteen_minutes_of_the_demo_open_only_the_scripted_incidents() -> None:
     assert outside == set()
     assert ("detector_offline", told.offline_device) in raised
     assert any(name == "fall" for name, _ in raised)
+
+
+def test_the_summary_counts_each_incident_at_its_severity_now() -> None:
+    """A fall opened as critical and raised to emergency is counted as the emergency it
+    is (at its opening severity the summary left the one 紧急 incident out), worst first;
+    who acted is shown by name in the live view, never as "(gw-02)" or "(root)"."""
+    import asyncio
+    import contextlib
+    import io
+
+    from sentinel.demo import DemoScreen, Tally
+    from sentinel.incidents.model import Incident, IncidentEvent, Status
+    from sentinel.types import IngestStats, Severity
+
+    tally = Tally(stats=IngestStats())
+    for incident_id, type_, severity in (("1", "opened", "critical"),
+                                         ("2", "opened", "warning"),
+                                         ("3", "opened", "critical"),
+                                         ("3", "severity_raised", "emergency"),
+                                         ("3", "acknowledged", "emergency")):
+        tally.count(type_, severity, incident_id)
+    assert tally.incidents == 3 and tally.acks == 1
+    assert "事件 3 起 (紧急 1, 严重 1, 警告 1)" in tally.summary("zh")
+
+    class Source:
+        last_seq = 0
+
+        def __init__(self) -> None:
+            self.sent = False
+
+        async def events_after(self, seq: int, limit: int = 500,
+                               wait: float | None = None) -> list[IncidentEvent]:
+            if self.sent:
+                raise asyncio.CancelledError
+            self.sent = True
+            return [IncidentEvent("3", "acknowledged", 1.7e9, actor, Severity.EMERGENCY,
+                                  Status.ACKNOWLEDGED, seq=n)
+                    for n, actor in enumerate(("gw-02", "cli:root"), start=1)]
+
+        def incident(self, incident_id: str) -> Incident:
+            return Incident(id=incident_id, key="fall:W1", name="fall", target="W1",
+                            kind="elderly_watch", severity=Severity.EMERGENCY,
+                            opened_at=1.7e9, place={"location": "水贝花园1栋"})
+
+    out = io.StringIO()
+    screen = DemoScreen(out, "zh", tally, tty=False)
+    screen.people = {"gw-02": "李建国"}
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(screen.follow(Source()))
+    shown = out.getvalue()
+    assert "(李建国)" in shown and "(root (命令行))" in shown and "gw-02" not in shown

@@ -482,3 +482,74 @@ def test_incident_json_is_a_deep_copy_equal_to_asdict(inc: Incident) -> None:
     for name in ("place", "detail", "conditions", "members", "groups"):
         assert data[name] is not getattr(inc, name)
     assert Incident.from_json(data) == inc
+
+
+def test_taking_a_member_alarms_link_acts_on_its_fire_and_stops_the_reminders() -> None:
+    """A smoke alarm's link went out before the alarms were grouped into a fire. Taking it
+    (我去处理: acknowledge + assign to the link's contact) acknowledges and assigns the
+    fire and its other alarms, the fire's 2-minute reminders stop, and the link page says
+    the alarm belongs to the fire and who handles that. Real book, real escalation
+    engine and policies, explicit times."""
+    from sentinel.control import pages
+    from sentinel.escalation.engine import EscalationEngine
+    from sentinel.escalation.roster import Rosters
+
+    compound, building = building_with({"smoke": 3})
+    contacts = LOADED.oncall.contacts()
+    engine = EscalationEngine(LOADED.policies, Rosters(LOADED.oncall), contacts)
+    w = World()
+    fed = 0
+
+    def feed(now: float) -> list[str]:
+        """Escalate the events since the last call; the kinds of notices queued."""
+        nonlocal fed
+        kinds: list[str] = []
+        for ev in w.events[fed:]:
+            kinds += [n.kind for n in engine.on_event(ev, w.book.by_id[ev.incident_id],
+                                                      now).notices]
+        fed = len(w.events)
+        return kinds
+
+    first, *rest = devices("smoke", compound=compound, building=building)[:3]
+    w.send(first, T0, alarm=True)
+    assert "alert" in feed(T0), "the lone alarm pages with its own link"
+    for i, d in enumerate(rest, start=1):
+        w.send(d, T0 + i * 10, alarm=True)
+    feed(T0 + 20)
+    fire = w.open("fire_confirmed")[0]
+    member = next(a for a in w.open("smoke_alarm") if a.device_id == first.id)
+    assert member.groups == [fire.id]
+    open_now = {i.id: i for i in w.open()}
+    assert engine.tick(T0 + 20 + 120, open_now).notices, "the fire reminds every 2 min"
+
+    person = next(c.id for c in LOADED.oncall.contact if c.id in contacts)
+    took = T0 + 150
+    w.book.acknowledge(member.id, person, took)       # as IncidentService.assign(ack=True)
+    w.book.assign(member.id, person, person, took)
+    w.tick(took)
+    assert feed(took) == [], "taking it oneself sends nobody a message"
+    for inc in (fire, *(w.book.by_id[m] for m in fire.members)):
+        assert (inc.status, inc.acknowledged_by, inc.assigned_to) == (
+            Status.ACKNOWLEDGED, person, person), inc.id
+    assert engine.escalations[fire.id].state == "acknowledged"
+    open_now = {i.id: i for i in w.open()}
+    assert engine.tick(took + 15 * 60 - 1, open_now).notices == [], "no more reminders"
+    fire_events = [e for e in w.events if e.incident_id == fire.id]
+    assert [e.data.get("member") for e in fire_events if e.type in ("acknowledged",
+                                                                    "assigned")] == [
+        member.id, member.id]
+
+    people = {c.id: c.name for c in LOADED.oncall.contact}
+    view = pages.LinkView(member, person, people[person], "zh", people, done="taken",
+                          group=fire)
+    text = pages.link_page(view).text or ""
+    assert "确认火情" in text and f"#{fire.id}" in text and "整起事件及其全部报警" in text
+    assert f"整起事件: 由 {people[person]} 处理" in text and person not in text
+
+    # Assigned from the dispatch room through one of its alarms: the person hears once,
+    # about the fire.
+    other = next(c.id for c in LOADED.oncall.contact if c.id != person and c.id in contacts)
+    second = next(a for a in w.open("smoke_alarm") if a.device_id == rest[0].id)
+    w.book.assign(second.id, other, "board:值班", took + 60)
+    w.tick(took + 60)
+    assert feed(took + 60) == ["assigned"] and fire.assigned_to == other

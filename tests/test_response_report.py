@@ -77,8 +77,34 @@ def test_unassigned_last_and_by_grid_and_kind() -> None:
     assert [(r["key"], r["incidents"]) for r in by_grid["rows"]] == [("SB-G01", 2),
                                                                      ("SB-G02", 1)]
     by_kind = build([taken, *nobody], [], NAMES, T0, T0 + 86400, by="kind")
-    assert [(r["key"], r["incidents"]) for r in by_kind["rows"]] == [("gas", 2), ("smoke", 1)]
+    assert [(r["key"], r["incidents"]) for r in by_kind["rows"]] == [
+        ("gas/smoke_alarm", 2), ("smoke/smoke_alarm", 1)]
     assert "设备类型 |" in response.text(by_kind, "zh")[1]
+
+
+def test_by_kind_keeps_a_fire_and_an_offline_detector_apart_and_screen_acks_are_kept(
+        ) -> None:
+    """By kind, a confirmed fire is its own row (not "关联事件") and a gas detector going
+    offline is not a gas leak; acknowledged on the wall screen only, the incident is
+    filed under who acknowledged it, not "未指派"."""
+    fire = incident(1, kind="group", device=None)
+    fire.name = "fire_confirmed"
+    leak = incident(2, kind="gas")
+    leak.name = "gas_leak"
+    offline = incident(3, kind="gas", resolved_after=86400.0)
+    offline.name = "detector_offline"
+    report = build([fire, leak, offline], [event(leak, "acknowledged", 30, "board:小李")],
+                   NAMES, T0, T0 + 3 * 86400, by="kind")
+    labels = [response.text(report, "zh")[i].split(" | ")[0] for i in (2, 3, 4)]
+    assert sorted(labels) == ["燃气 · 探测器离线", "燃气 · 燃气泄漏", "确认火情"]
+    leak_row = next(r for r in report["rows"] if r["key"] == "gas/gas_leak")
+    assert leak_row["ack"]["max"] == 30.0 and leak_row["resolve"]["max"] == 1800.0
+    by_worker = build([leak, offline], [event(leak, "acknowledged", 30, "board:小李")],
+                      NAMES, T0, T0 + 3 * 86400)
+    assert [r["key"] for r in by_worker["rows"]] == ["board:小李", None]
+    text = "\n".join(response.text(by_worker, "zh"))
+    assert "小李 (值班屏) | 1 | 1" in text and "未指派 | 1 | 0" in text
+    assert "board:" not in text
 
 
 def test_a_fire_is_one_case_and_its_false_alarm_counts_per_detector() -> None:
@@ -113,7 +139,9 @@ def test_renderings_in_each_language() -> None:
                    [event(inc, "acknowledged", 75, "zhang_wei"),
                     event(inc, "noted", 610, "zhang_wei")], NAMES, T0, T0 + 86400)
     zh = "\n".join(response.text(report, "zh"))
-    assert "张伟 (zhang_wei) | 1 | 1 | 1 | 1 | 0 | 1 min 15 s" in zh
+    assert "张伟 | 1 | 1 | 1 | 1 | 0 | 1 min 15 s" in zh and "zhang_wei" not in zh
+    # The device table has its header row.
+    assert "  设备 | 类型 | 位置 | 事件 | 误报 | 误报率" in zh
     assert "10 min 10 s" in zh and "建议检修" in zh and "SB-SMK-0001" in zh
     en = "\n".join(response.text(report, "en"))
     assert "maintenance candidates" in en and "建议" not in en
@@ -125,3 +153,6 @@ def test_renderings_in_each_language() -> None:
         'xmlns="http://www.w3.org/2000/svg"', "")
     assert '<html lang="zh-CN">' in page and "处置响应报告" in page
     assert "response." not in page and "response." not in zh, "no catalogue key leaks"
+    # The page's headers say what the terminal says, in the reader's language.
+    assert "中位/90%/最长" in page and "p50" not in page and "max" not in page
+    assert "p50/p90/max" in response.html(report, "en")

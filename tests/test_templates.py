@@ -494,3 +494,31 @@ def test_a_resent_notice_says_so_first_and_keeps_its_text(lang: Language, mark: 
     assert first.startswith(mark.strip()) and rest == notice.body
     summary = render_summary([resent, notice], lang)
     assert "×2" in summary.title
+
+
+@pytest.mark.parametrize(("actor", "zh", "en"), [
+    ("cli:root", "root (命令行)", "root (command line)"),
+    ("board:operator", "值班屏", "the board"),
+    ("gw-08", "王网格员", "王网格员"),
+])
+def test_close_notice_names_who_closed_it_and_who_handled_it(actor: str, zh: str,
+                                                             en: str) -> None:
+    """A close notice names people, never `cli:root`, `board:operator` or a contact id:
+    who closed it, who handled it, and the note given with it."""
+    people = {"gw-08": "王网格员", "gw-02": "李建国"}
+    inc = smoke(status=Status.RESOLVED, resolved_at=T0 + 1800, resolved_by=actor,
+                outcome="handled", note="已到场处置", assigned_to="gw-02")
+    body = render_notice("resolved", inc, "zh", now=NOW, people=people).body
+    assert f"状态: 已由 {zh} 于 2026-05-01 08:30:00 解决, 结果: 已处置" in body
+    assert "处理人: 李建国" in body and "备注: 已到场处置" in body
+    assert actor not in body and "gw-02" not in body
+    en_body = render_notice("resolved", inc, "en", now=NOW, people=people).body
+    assert f"Status: resolved by {en} at" in en_body and "Handled by: 李建国" in en_body
+
+
+def test_a_member_closed_with_its_group_shows_no_internal_note() -> None:
+    """The model's note of a member closed with its fire ("group 2026…") is not shown."""
+    inc = smoke(status=Status.RESOLVED, resolved_at=T0 + 60, resolved_by="gw-08",
+                outcome="with_group", note="group 20260501-0009")
+    body = render_notice("resolved", inc, "zh", now=NOW, people={"gw-08": "王网格员"}).body
+    assert "group" not in body and "随所属事件组一并解决" in body

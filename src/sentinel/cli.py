@@ -476,7 +476,7 @@ def _control_client(args: argparse.Namespace, lang: Language) -> ControlClient |
     control = loaded.settings.control
     socket_path = control.socket_path
     if socket_path.exists() or not control.http:
-        return ControlClient(socket_path=socket_path)
+        return ControlClient(socket_path=socket_path, language=lang)
     url = local_url(control)
     try:
         # Read only: a token file this command created could be unreadable for the daemon.
@@ -494,7 +494,7 @@ def _control_client(args: argparse.Namespace, lang: Language) -> ControlClient |
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_PROBLEMS
-    return ControlClient(url, token)
+    return ControlClient(url, token, language=lang)
 
 
 def _report_control_error(exc: ControlError, lang: Language, incident_id: str = "") -> int:

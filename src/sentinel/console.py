@@ -13,6 +13,7 @@ from sentinel.config.inventory import Inventory
 from sentinel.control.feed import event_json
 from sentinel.i18n import Language, event_name, incident_title, kind_name, role_name, t
 from sentinel.incidents.model import Incident, IncidentEvent
+from sentinel.notify.channels import channel_label
 from sentinel.timeline import actor_text, outcome_word, place_text
 from sentinel.types import IngestStats, Severity
 
@@ -55,7 +56,8 @@ def event_line(data: Mapping[str, Any], lang: Language,
     elif kind == "resolved" and data.get("outcome"):
         text += f" ({outcome_word(str(data['outcome']), lang)})"
     elif kind in ("notification_sent", "notification_failed") and data.get("contact"):
-        text += f" → {data.get('contact_name') or data['contact']} ({data.get('channel', '-')})"
+        text += (f" → {data.get('contact_name') or data['contact']}"
+                 f" ({channel_label(data.get('channel'), lang)})")
     elif kind in ("escalation_step", "escalation_reminder") and data.get("roles"):
         text += " → " + ", ".join(role_name(str(r), lang) for r in data["roles"])
     where = place_text(data.get("place"))

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import unicodedata
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,9 +36,10 @@ from sentinel.escalation.model import OncallConfig
 from sentinel.i18n import Language, role_name, t
 from sentinel.loading import Loaded
 from sentinel.log import configure_logging
+from sentinel.notify.channels import actor_name
 from sentinel.runtime import Daemon
 from sentinel.sim.story import Story, demo_config, story
-from sentinel.types import IngestStats
+from sentinel.types import IngestStats, Severity
 
 # What a previous run left in the demo's state directory (databases with their WAL files,
 # the inbox, the private broker's queue): cleared so that this run tells the story afresh.
@@ -217,17 +219,27 @@ class Tally:
     """What the demo did, for the status line and the summary."""
 
     stats: IngestStats | None = None
-    incidents: int = 0
-    by_severity: dict[str, int] = field(default_factory=dict)
+    # Incident id -> its severity now: a fall raised to emergency counts as an emergency
+    # (counted at its opening severity, the summary left the one 紧急 incident out).
+    severity_of: dict[str, Severity] = field(default_factory=dict)
     pages: int = 0
     acks: int = 0
     started: float = field(default_factory=time.monotonic)
 
-    def count(self, event_type: str, severity: str) -> None:
-        if event_type == "opened":
-            self.incidents += 1
-            self.by_severity[severity] = self.by_severity.get(severity, 0) + 1
-        elif event_type == "acknowledged":
+    @property
+    def incidents(self) -> int:
+        return len(self.severity_of)
+
+    @property
+    def by_severity(self) -> dict[str, int]:
+        counts = Counter(self.severity_of.values())
+        return {s.label: counts[s] for s in sorted(counts, reverse=True)}
+
+    def count(self, event_type: str, severity: str, incident_id: str = "") -> None:
+        if event_type == "opened" or incident_id in self.severity_of:
+            self.severity_of[incident_id or f"#{len(self.severity_of)}"] = \
+                Severity.parse(severity)
+        if event_type == "acknowledged":
             self.acks += 1
 
     def status(self, lang: Language, rate: float) -> str:
@@ -239,8 +251,9 @@ class Tally:
 
     def summary(self, lang: Language) -> str:
         stats = self.stats or IngestStats()
+        # Worst first, each incident at the severity it has now.
         severities = ", ".join(f"{t('severity.' + k, lang)} {v}"
-                               for k, v in sorted(self.by_severity.items()))
+                               for k, v in self.by_severity.items())
         return t("demo.summary", lang, stored=stats.stored, rejected=stats.rejected_total,
                  incidents=self.incidents, severities=severities or "-", pages=self.pages,
                  acks=self.acks)
@@ -274,6 +287,8 @@ class DemoScreen:
         self._tally = tally
         self._tty = out.isatty() if tty is None else tty
         self._status = ""
+        # Contact id -> name: who acted is shown by name, never as "(gw-02)" or "(root)".
+        self.people: dict[str, str] = {}
 
     def write(self, line: str) -> None:
         """One line above the status line."""
@@ -317,11 +332,14 @@ class DemoScreen:
         while True:
             for event in await source.events_after(seq, wait=5.0):
                 seq = event.seq
-                self._tally.count(event.type, event.severity.label)
+                self._tally.count(event.type, event.severity.label, event.incident_id)
                 if event.type not in _SHOWN:
                     continue
                 data = event_json(event, source.incident(event.incident_id))
-                self.write(colored(event_line(data, self._lang), data["severity"], color))
+                if data.get("actor"):
+                    data["actor"] = actor_name(str(data["actor"]), self.people, self._lang)
+                self.write(colored(event_line(data, self._lang, self.people), data["severity"],
+                                   color))
 
 
 class LocalInbox:
@@ -381,6 +399,7 @@ class LocalInbox:
 async def _demo_main(shipped: Loaded, loaded: Loaded, told: Story, options: DemoOptions,
                      tally: Tally) -> None:
     screen = DemoScreen(sys.stdout, options.lang, tally)
+    screen.people = {c.id: c.name for c in loaded.oncall.contact}
     try:
         async with contextlib.AsyncExitStack() as stack:
             inbox = await stack.enter_async_context(LocalInbox(

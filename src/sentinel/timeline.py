@@ -24,6 +24,7 @@ from sentinel.i18n import (
     t,
     value_text,
 )
+from sentinel.notify.channels import channel_label
 
 # Words of the model that have a catalogue entry under a prefix.
 _STATUSES = frozenset({"firing", "acknowledged", "resolved"})
@@ -130,7 +131,8 @@ def event_detail(e: Mapping[str, Any], lang: Language,
         parts.append(t("timeline.by", lang, actor=who))
     elif kind in ("notification_sent", "notification_failed", "notification_unknown"):
         contact = e.get("contact_name") or actor_text(e.get("contact"), lang, names)
-        parts.append(t("timeline.to", lang, who=contact, channel=e.get("channel") or "-"))
+        parts.append(t("timeline.to", lang, who=contact,
+                       channel=channel_label(e.get("channel"), lang)))
         notice = e.get("notice") or e.get("kind")
         if notice in _NOTICES:
             parts.append(t(f"notice.{notice}", lang))
@@ -151,7 +153,7 @@ def event_detail(e: Mapping[str, Any], lang: Language,
     elif kind == "attempt":
         contact = actor_text(e.get("contact_id"), lang, names)
         parts.append(t("timeline.to", lang, who=contact,
-                       channel=e.get("channel_label") or e.get("channel") or "-"))
+                       channel=channel_label(e.get("channel_label") or e.get("channel"), lang)))
         if not e.get("ok") and e.get("error"):
             parts.append(t("timeline.error", lang, error=e["error"]))
     note = e.get("note") if kind != "noted" else e.get("text")

@@ -131,7 +131,7 @@ UI: dict[str, dict[Language, str]] = {
 }
 
 _SHARED_PREFIXES = ("severity.", "kind.", "incident.", "outcome.", "event.", "role.",
-                    "latency.", "board.")
+                    "latency.", "board.", "channel.")
 
 
 def _catalog(lang: Language) -> dict[str, str]:

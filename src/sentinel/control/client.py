@@ -80,13 +80,15 @@ class ControlClient:
     """Talk to a running daemon: incidents, events, status, history, windows."""
 
     def __init__(self, base_url: str = "", token: str = "", timeout: float = 10, *,
-                 socket_path: Path | None = None) -> None:
+                 socket_path: Path | None = None, language: str | None = None) -> None:
         if not base_url and socket_path is None:
             raise ValueError("a ControlClient needs a URL or a socket path")
         self.base_url = base_url.rstrip("/")
         self.socket_path = socket_path
         self._token = token
         self.timeout = timeout
+        # The language refusals are worded in (Accept-Language); None: the API's English.
+        self.language = language
 
     def __repr__(self) -> str:
         return f"ControlClient({self.where!r})"
@@ -256,6 +258,8 @@ class ControlClient:
               timeout: float | None) -> tuple[http.client.HTTPConnection,
                                               http.client.HTTPResponse]:
         headers = {"Accept": "application/json", "Connection": "close"}
+        if self.language:
+            headers["Accept-Language"] = self.language
         if auth and self.socket_path is None:
             headers["Authorization"] = f"Bearer {self._token}"
         data = None

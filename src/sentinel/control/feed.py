@@ -16,6 +16,7 @@ from typing import Any
 
 from sentinel.config.inventory import Device
 from sentinel.incidents.model import Incident, IncidentEvent
+from sentinel.notify.channels import channel_type
 from sentinel.types import Reading, Severity
 
 # Readings a follower may fall behind by before it loses some.
@@ -31,6 +32,9 @@ def event_json(event: IncidentEvent, incident: Incident | None) -> dict[str, Any
     data.update((k, v) for k, v in event.data.items() if k not in data)
     if "kind" in event.data:  # a delivery's notice kind (page, resolved...), not the device's
         data["notice"] = data.pop("kind")
+    if "channel" in event.data:
+        # What a person is shown of a delivery's channel: its type (sentinel.notify.channels).
+        data["channel_type"] = channel_type(event.data["channel"])
     if incident is not None:
         data["name"] = incident.name
         data["kind"] = incident.kind

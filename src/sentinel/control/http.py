@@ -36,7 +36,7 @@ from aiohttp import web
 
 from sentinel.clock import Clock, SystemClock
 from sentinel.config.model import LatencySettings
-from sentinel.control import pages
+from sentinel.control import api_text, pages
 from sentinel.control.feed import Filter, ReadingFeed
 from sentinel.control.links import LinkClaims, LinkError, LinkSigner
 from sentinel.control.operations import (
@@ -67,6 +67,7 @@ from sentinel.incidents import latency, photos
 from sentinel.incidents.model import Incident, Outcome, Status
 from sentinel.incidents.photos import PhotoRefused
 from sentinel.incidents.windows import Window
+from sentinel.notify.channels import channel_label
 from sentinel.reports.response import BY, By
 
 _log = structlog.get_logger("sentinel.control")
@@ -397,7 +398,10 @@ class ControlServer:
                 self._authorize(request, route)
             response = await handler(request)
         except ApiError as exc:
-            response = error_response(exc)
+            # In the caller's language when it says which (the sentinel command does).
+            lang = api_text.request_language(request.headers.get("Accept-Language"))
+            response = error_response(ApiError(exc.status, exc.error,
+                                               api_text.localize(exc.message, lang)))
         except web.HTTPException:
             raise
         except Exception:
@@ -677,8 +681,12 @@ class ControlServer:
         if self._sessions is None or self.host is None:
             raise ApiError(409, "unavailable", "the board needs [control] http = true")
         # Shared, view-only or personal (printed or sent): sentinel.control.sessions.
-        return json_response(await self._sessions.issue_link(await read_object(request),
-                                                             self.url))
+        answer = await self._sessions.issue_link(await read_object(request), self.url)
+        if answer.get("channel"):
+            # The channel's type in words, never its address (which may hold a secret).
+            lang = api_text.request_language(request.headers.get("Accept-Language")) or "zh"
+            answer["channel"] = channel_label(str(answer["channel"]), lang)
+        return json_response(answer)
 
     async def _remove_window(self, request: web.Request) -> web.Response:
         type_ = window_type(request)
@@ -714,7 +722,16 @@ class ControlServer:
         notes = [{"ts": e["ts"], "actor": e["actor"], **e["data"]} for e in events
                  if e["type"] == "noted"]
         people = {c["id"]: c["name"] for c in self._controller.contacts()}
-        return pages.LinkView(inc, claims.contact_id, name, lang, people, notes, done)
+        return pages.LinkView(inc, claims.contact_id, name, lang, people, notes, done,
+                              await self._open_group(inc))
+
+    async def _open_group(self, inc: Incident) -> Incident | None:
+        """The open group (confirmed fire) an alarm belongs to: what acting on it acts on."""
+        for group_id in [*inc.groups, *([inc.attached_to] if inc.attached_to else [])]:
+            group = await self._controller.get_incident(group_id)
+            if group is not None and group.open:
+                return group
+        return None
 
     async def _link_get(self, request: web.Request) -> web.Response:
         # GET only shows the incident and buttons; it never acts. Chat apps (WeChat,
@@ -755,8 +772,10 @@ class ControlServer:
         contact = claims.contact_id
         if action == "take":
             taken = dataclasses.replace(claims, nonce=f"{claims.nonce}:take")
-            if inc.assigned_to is None and await self._controller.claim_link(
-                    taken, self._clock.now()):
+            # An alarm of a fire is taken with its fire, unless someone handles the fire.
+            group = await self._open_group(inc)
+            free = inc.assigned_to is None and (group is None or group.assigned_to is None)
+            if free and await self._controller.claim_link(taken, self._clock.now()):
                 try:
                     inc = await self._controller.assign(inc.id, contact, contact,
                                                         acknowledge=True)

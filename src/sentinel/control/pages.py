@@ -26,6 +26,7 @@ from aiohttp import web
 from sentinel import zone
 from sentinel.i18n import Language, incident_title, t
 from sentinel.incidents.model import Incident, Status
+from sentinel.notify import channels
 
 # Outcomes the assigned person chooses from when closing (sentinel records the others).
 OUTCOMES = ("handled", "false_alarm", "referred")
@@ -150,14 +151,7 @@ def actor_name(actor: str | None, people: Mapping[str, str], lang: Language) -> 
     """Who acted, for a person: a contact's name, a wall-screen or command-line user."""
     if not actor:
         return "-"
-    if actor in people:
-        return people[actor]
-    where, sep, who = actor.partition(":")
-    if sep and where in ("board", "cli", "link"):
-        return people.get(who, who) + t(f"link.via_{where}", lang)
-    if actor == "sentinel":
-        return t("link.via_sentinel", lang)
-    return actor
+    return channels.actor_name(actor, people, lang)
 
 
 def _incident_card(inc: Incident, lang: Language) -> str:
@@ -192,6 +186,8 @@ class LinkView:
     notes: Sequence[Mapping[str, Any]] = ()
     # What the tap that led here did (a key of link.*: "taken", "acknowledged", "noted").
     done: str | None = None
+    # The open group (confirmed fire) this alarm belongs to: acting here acts on it too.
+    group: Incident | None = None
 
 
 def _form(action: str, button: str, css: str = "", inner: str = "",
@@ -237,12 +233,35 @@ def _handling_forms(view: LinkView) -> str:
     return f'<div class="card">{note}</div><div class="card">{resolve}</div>'
 
 
+def _group_card(view: LinkView) -> str:
+    """The fire an alarm belongs to, and what was done to it (finding: a link sent before
+    the alarms were grouped acted on the alarm alone, and never named the fire)."""
+    group, lang = view.group, view.lang
+    if group is None:
+        return ""
+    title = incident_title(group.name, lang)
+    head = tx("in_group", lang, title=title, id=group.id, place=_place(group))
+    if group.assigned_to is not None:
+        state = tx("group_assigned", lang, by=actor_name(group.assigned_to, view.people, lang),
+                   when=when(group.assigned_at))
+    elif group.status == Status.ACKNOWLEDGED:
+        state = tx("group_acknowledged", lang,
+                   by=actor_name(group.acknowledged_by, view.people, lang),
+                   when=when(group.acknowledged_at))
+    else:
+        state = tx("group_firing", lang)
+    css = f"sev-{_e(group.severity.label)}"
+    return (f'<div class="card"><h3 class="{css}">{_e(title)} #{_e(group.id)}</h3>'
+            f"<p>{head}</p><p><strong>{state}</strong></p></div>")
+
+
 def link_page(view: LinkView, status: int = 200) -> web.Response:
     """The link page for the incident's state now (see the module docstring)."""
     inc, lang = view.inc, view.lang
     parts: list[str] = []
     if view.done is not None:
         parts.append(f'<h1 class="ok">✓ {tx(view.done, lang)}</h1>')
+    parts.append(_group_card(view))
     title = incident_title(inc.name, lang)
     if not inc.open:
         by = actor_name(inc.resolved_by, view.people, lang)

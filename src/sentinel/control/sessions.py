@@ -446,8 +446,10 @@ class BoardSessions:
         credential, and the outbox keeps message bodies on disk for weeks."""
         if self._sender is None:
             raise ApiError(409, "unavailable", "this daemon has no notification sender")
-        # Imported here: the notify edge loads apprise, which the CLI does not need.
-        from sentinel.notify.sender import channel_label
+        # The channel's type only ("webhook", "wecom"...): its URL may hold a secret, and
+        # its address is not what a person needs to hear (the control API words the type
+        # in the caller's language: sentinel.notify.channels).
+        from sentinel.notify.channels import channel_type as channel_label
 
         lang: Language = contact.language
         title = i18n.t("board.sent_title", lang)

@@ -39,6 +39,7 @@ from sentinel.incidents.model import Incident, IncidentEvent, Outcome
 from sentinel.incidents.service import Contribution, IncidentService
 from sentinel.incidents.store import StateStore, query_events
 from sentinel.notify import outbox
+from sentinel.notify.channels import channel_type
 from sentinel.notify.dispatch import Dispatcher
 from sentinel.notify.outbox import NewRow, OutboxRow
 from sentinel.notify.sender import Sender, channel_label
@@ -145,6 +146,8 @@ class EscalationService:
         self._signer = signer
         self._link_base = link_base.rstrip("/")
         self.contacts: dict[str, Contact] = oncall.contacts()
+        # Who acted is named in notices, never shown as a contact id.
+        self._people = {c.id: c.name for c in self.contacts.values()}
         self.rosters = Rosters(oncall)
         self._muter: Muter = muter if muter is not None else incidents.windows
         self.engine = EscalationEngine(policies, self.rosters, self.contacts,
@@ -426,7 +429,7 @@ class EscalationService:
                 link = f"{self._link_base}/a/{self._signer.sign(inc.id, contact.id, now)}"
             text = render_notice(notice.kind, inc, contact.language, now=now, step=notice.step,
                                  ack_url=link, members=members,
-                                 maintenance=notice.maintenance)
+                                 maintenance=notice.maintenance, people=self._people)
             due = hold_until(notice.life_safety, now, self._policies.storm)
             rows.append(NewRow(f"{notice.key}/0", inc.id, notice.kind, notice.round,
                                notice.step, contact.id, 0, notice.life_safety, text.title,
@@ -620,9 +623,13 @@ class EscalationService:
         """The incident's events and delivery attempts, oldest first, JSON-ready."""
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             events = [{"seq": e.seq, "ts": e.ts, "type": e.type, "actor": e.actor,
-                       "severity": e.severity.label, "status": e.status.value, **dict(e.data)}
+                       "severity": e.severity.label, "status": e.status.value, **dict(e.data),
+                       **({"channel_type": channel_type(e.data["channel"])}
+                          if "channel" in e.data else {})}
                       for e in query_events(conn, incident_id=incident_id, limit=100_000)]
-            attempts = [{"type": "attempt", **a} for a in outbox.attempts_of(conn, incident_id)]
+            attempts = [{"type": "attempt", **a,
+                         "channel_type": channel_type(a.get("channel_label"))}
+                        for a in outbox.attempts_of(conn, incident_id)]
             return sorted([*events, *attempts], key=lambda d: float(d["ts"]))
         return await self._state.call(read)
 

@@ -360,11 +360,19 @@ class IncidentBook:
 
     def acknowledge(self, incident_id: str, actor: str, now: float, note: str | None = None
                     ) -> Incident:
-        """Acknowledge an open incident, and the open members of a group with it."""
+        """Acknowledge an open incident, and the open members of a group with it.
+
+        A member of an open group (an alarm folded into a confirmed fire, whose own link
+        went out before the grouping) is acknowledged through its group: the fire is what
+        pages and reminds, so acting on any of its alarms acts on the fire and its alarms.
+        """
         inc = self._require(incident_id)
-        self._acknowledge(inc, actor, now, note)
-        for member in self._open_members(inc):
-            self._acknowledge(member, actor, now, note, group=inc.id)
+        group = self.open_group_of(inc)
+        self._acknowledge(inc, actor, now, note, **({"group": group.id} if group else {}))
+        if group is not None:
+            self._acknowledge(group, actor, now, note, member=inc.id)
+        for member in self._open_members(group or inc):
+            self._acknowledge(member, actor, now, note, group=(group or inc).id)
         return inc
 
     def _acknowledge(self, inc: Incident, actor: str, now: float, note: str | None,
@@ -383,9 +391,13 @@ class IncidentBook:
         "我去处理" is not a second assignment.
         """
         inc = self._require(incident_id)
-        self._assign(inc, person, actor, now)
-        for member in self._open_members(inc):
-            self._assign(member, person, actor, now, group=inc.id)
+        group = self.open_group_of(inc)
+        # The person hears of it once, about the fire (see escalation: a `group` mark).
+        self._assign(inc, person, actor, now, **({"group": group.id} if group else {}))
+        if group is not None:
+            self._assign(group, person, actor, now, member=inc.id)
+        for member in self._open_members(group or inc):
+            self._assign(member, person, actor, now, group=(group or inc).id)
         return inc
 
     def _assign(self, inc: Incident, person: str, actor: str, now: float, **data: Any) -> None:
@@ -399,13 +411,25 @@ class IncidentBook:
              photo: str | None = None) -> Incident:
         """Add a note (on-site feedback) to an open incident; `photo` is a stored photo id."""
         inc = self._require(incident_id)
-        if inc.first_note_at is None:
-            inc.first_note_at = now
         data: dict[str, Any] = {"text": text}
         if photo is not None:
             data["photo"] = photo
-        self._event(inc, "noted", now, actor=actor, **data)
+        group = self.open_group_of(inc)
+        # Feedback on one alarm of a fire is feedback on the fire: its timeline and the
+        # response report's time to arrival see it too.
+        for target, mark in ((inc, {}), *(((group, {"member": inc.id}),) if group else ())):
+            if target.first_note_at is None:
+                target.first_note_at = now
+            self._event(target, "noted", now, actor=actor, **data, **mark)
         return inc
+
+    def open_group_of(self, inc: Incident) -> Incident | None:
+        """The open group (confirmed fire) this incident belongs to or is attached to."""
+        for group_id in [*inc.groups, *([inc.attached_to] if inc.attached_to else [])]:
+            group = self.by_id.get(group_id)
+            if group is not None and group.open:
+                return group
+        return None
 
     def _open_members(self, inc: Incident) -> list[Incident]:
         # A confirmed fire is acted on as one: its member alarms follow the group.

@@ -363,7 +363,7 @@ class IncidentService:
         _, book = self._require()
         async with self._lock:
             inc = book.acknowledge(incident_id, actor, self._clock.now(), note)
-            self._stamp_acknowledged(inc)
+            self._stamp_acknowledged(inc, book.open_group_of(inc))
             await self._commit()
             return inc
 
@@ -378,7 +378,7 @@ class IncidentService:
             if acknowledge:
                 book.acknowledge(incident_id, actor, now, None)
             inc = book.assign(incident_id, person, actor, now)
-            self._stamp_acknowledged(inc)
+            self._stamp_acknowledged(inc, book.open_group_of(inc))
             await self._commit()
             return inc
 
@@ -391,9 +391,11 @@ class IncidentService:
             await self._commit()
             return inc
 
-    def _stamp_acknowledged(self, inc: Incident) -> None:
-        if inc.timing and inc.acknowledged_at is not None:
-            inc.timing.setdefault("acknowledged", inc.acknowledged_at)
+    def _stamp_acknowledged(self, *incidents: Incident | None) -> None:
+        # An alarm of a fire is acknowledged with its fire: both records get the time.
+        for inc in incidents:
+            if inc is not None and inc.timing and inc.acknowledged_at is not None:
+                inc.timing.setdefault("acknowledged", inc.acknowledged_at)
 
     async def resolve(self, incident_id: str, actor: str, outcome: Outcome,
                       note: str | None = None) -> Incident:

@@ -24,6 +24,7 @@ from sentinel import zone
 from sentinel.i18n import Language, field_label, field_unit, incident_title, t, value_text
 from sentinel.incidents.model import Incident
 from sentinel.incidents.windows import Window
+from sentinel.notify.channels import actor_name
 from sentinel.types import Value
 
 __all__ = ["NoticeKind", "Rendered", "mark_resent", "render_digest", "render_notice",
@@ -93,6 +94,7 @@ _TEXT: dict[str, dict[Language, str]] = {
     "status.resolved": {"zh": "状态: 已由 {by} 于 {at} 解决, 结果: {outcome}",
                         "en": "Status: resolved by {by} at {at}, outcome: {outcome}"},
     "line.note": {"zh": "备注: {note}", "en": "Note: {note}"},
+    "line.handler": {"zh": "处理人: {name}", "en": "Handled by: {name}"},
     "line.place": {"zh": "地点: {place}", "en": "Place: {place}"},
     "line.reading": {"zh": "读数: {reading}", "en": "Reading: {reading}"},
     "line.since": {"zh": "发生时间: {at} (已持续 {duration})",
@@ -272,11 +274,12 @@ def _field(name: str, lang: Language) -> tuple[str, str]:
     return (entry[0] if lang == "zh" else entry[1]), entry[2]
 
 
-def _actor(actor: str | None, lang: Language) -> str:
+def _actor(actor: str | None, lang: Language, people: Mapping[str, str]) -> str:
+    """Who acted, by name: never a raw contact id, `cli:root` or `board:operator`."""
     if not actor:
         return _("unknown", lang)
     key = f"actor.{actor}"
-    return _(key, lang) if key in _TEXT else actor
+    return _(key, lang) if key in _TEXT else actor_name(actor, people, lang)
 
 
 def _outcome(outcome: str | None, lang: Language) -> str:
@@ -397,15 +400,17 @@ def _title(kind: NoticeKind, inc: Incident, lang: Language, drilling: bool,
     return f"{drill}{bracket}{status}{what}" + (f"{_SEP}{where}" if where else "")
 
 
-def _status(kind: NoticeKind, inc: Incident, lang: Language, now: float, step: int) -> str:
+def _status(kind: NoticeKind, inc: Incident, lang: Language, now: float, step: int,
+            people: Mapping[str, str]) -> str:
     severity = t("severity." + inc.severity.label, lang)
     if kind == "escalated":
         return _("status.escalated", lang, level=step + 1)
     if kind == "ack_expired":
         at = _time(inc.acknowledged_at) if inc.acknowledged_at else _("unknown", lang)
-        return _("status.ack_expired", lang, by=_actor(inc.acknowledged_by, lang), at=at)
+        return _("status.ack_expired", lang, by=_actor(inc.acknowledged_by, lang, people),
+                 at=at)
     if kind == "resolved":
-        return _("status.resolved", lang, by=_actor(inc.resolved_by, lang),
+        return _("status.resolved", lang, by=_actor(inc.resolved_by, lang, people),
                  at=_time(inc.resolved_at if inc.resolved_at is not None else now),
                  outcome=_outcome(inc.outcome, lang))
     if kind == "raised":
@@ -415,15 +420,17 @@ def _status(kind: NoticeKind, inc: Incident, lang: Language, now: float, step: i
 
 def render_notice(kind: NoticeKind, inc: Incident, lang: Language, *, now: float,
                   step: int = 0, ack_url: str | None = None, drill: bool | None = None,
-                  members: Sequence[Incident] = (), maintenance: Window | None = None
-                  ) -> Rendered:
+                  members: Sequence[Incident] = (), maintenance: Window | None = None,
+                  people: Mapping[str, str] | None = None) -> Rendered:
     """Render one notice about `inc` for a person reading `lang`.
 
     `step` is the escalation step just reached (shown as level step+1), `ack_url` a link
     that acknowledges, `drill=True` marks a drill even if the incident is not flagged as
     one, `members` the member incidents of a group (else only their ids are listed), and
-    `maintenance` the silence window that covers a life-safety incident paged all the same.
+    `maintenance` the silence window that covers a life-safety incident paged all the same,
+    and `people` the on-call file's names by contact id (who acted is named, never an id).
     """
+    people = people or {}
     drilling = inc.drill or drill is True
     lines: list[str] = []
     if drilling:
@@ -434,8 +441,11 @@ def render_notice(kind: NoticeKind, inc: Incident, lang: Language, *, now: float
                        until=_time(maintenance.in_force_until(now) or maintenance.end)))
     lines.append(_("line.what", lang, what=incident_title(inc.name, lang),
                    severity=t("severity." + inc.severity.label, lang)))
-    lines.append(_status(kind, inc, lang, now, step))
-    if kind == "resolved" and inc.note:
+    lines.append(_status(kind, inc, lang, now, step, people))
+    if kind == "resolved" and inc.assigned_to and inc.assigned_to != inc.resolved_by:
+        lines.append(_("line.handler", lang, name=_actor(inc.assigned_to, lang, people)))
+    if kind == "resolved" and inc.note and inc.outcome != "with_group":
+        # (closed with its group: the model's note only names the group, in English)
         lines.append(_("line.note", lang, note=inc.note))
     place = _place(inc.place, lang)
     if place:

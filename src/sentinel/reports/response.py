@@ -11,7 +11,11 @@ Counting rules, chosen so a fire is one case, not four:
   found false makes each of its detectors' alarms a false alarm);
 * incidents of sentinel itself (kind `system`) are not a response of anyone's;
 * the worker is the contact it was assigned to, else the contact who acknowledged it
-  through a personal link or login; an incident handled by neither is "unassigned".
+  through a personal link or login, else whoever acknowledged it (a wall-screen user, a
+  command-line user: who acknowledged is never lost); an incident nobody acknowledged or
+  took is "unassigned";
+* by kind, a row is a device kind and what happened to it (燃气 · 燃气泄漏 apart from
+  燃气 · 设备离线, whose times are another matter), and a confirmed fire is its own row.
 
 `build` is pure (incidents and their loop events in, JSON-ready dict out); `query` reads
 the state database; `text`, `csv_text` and `html` render the dict in one language.
@@ -30,8 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sentinel import zone
-from sentinel.i18n import Language, kind_name, t
+from sentinel.i18n import Language, incident_title, kind_name, t
 from sentinel.incidents.model import Incident, Outcome
+from sentinel.notify.channels import actor_name
 
 By = Literal["worker", "grid", "kind"]
 BY: tuple[By, ...] = ("worker", "grid", "kind")
@@ -80,16 +85,19 @@ def summary(values: Iterable[float]) -> dict[str, float | int] | None:
 def _case(inc: Incident, events: Sequence[LoopEvent], contacts: Mapping[str, str],
           outcome: str | None) -> _Case:
     acks = [e for e in events if e.type == "acknowledged"]
-    worker = inc.assigned_to
-    if worker is None:
-        worker = next((e.actor for e in acks if e.actor in contacts), None)
+    person = inc.assigned_to
+    if person is None:
+        person = next((e.actor for e in acks if e.actor in contacts), None)
+    # Nobody of the on-call file: whoever acknowledged it (the wall screen, a CLI user).
+    worker = person or next((e.actor for e in sorted(acks, key=lambda e: e.ts)
+                             if e.actor != "sentinel"), None)
     case = _Case(inc, worker, outcome)
     if acks:
         case.ack = max(0.0, min(e.ts for e in acks) - inc.opened_at)
     notes = [e for e in events if e.type == "noted"]
     # Arrival is the handler's own first word from the site; a note typed in the office
-    # by someone else is not an arrival, unless nobody was assigned.
-    mine = [e for e in notes if e.actor == worker] if worker else notes
+    # by someone else is not an arrival, unless no person of the on-call file handled it.
+    mine = [e for e in notes if e.actor == person] if person else notes
     if mine:
         case.arrival = max(0.0, min(e.ts for e in mine) - inc.opened_at)
     if inc.resolved_at is not None:
@@ -102,7 +110,10 @@ def _key(case: _Case, by: By) -> str | None:
         return case.worker
     if by == "grid":
         return case.inc.place.get("grid") or None
-    return case.inc.kind
+    if case.inc.kind == "group":
+        return case.inc.name
+    # What happened to which kind: a gas detector going offline is not a gas leak.
+    return f"{case.inc.kind}/{case.inc.name}"
 
 
 def _row(key: str | None, name: str | None, cases: Sequence[_Case]) -> dict[str, Any]:
@@ -151,6 +162,9 @@ def build(incidents: Iterable[Incident], events: Iterable[LoopEvent],
         buckets.setdefault(_key(case, by), []).append(case)
     rows = [_row(key, contacts.get(key) if by == "worker" and key else None, members)
             for key, members in buckets.items()]
+    if by == "kind":
+        for row, members in zip(rows, buckets.values(), strict=True):
+            row["kind"], row["incident"] = members[0].inc.kind, members[0].inc.name
     # The busiest first; the unassigned bucket last, where an eye looks for gaps.
     rows.sort(key=lambda r: (r["key"] is None, -r["incidents"], r["key"] or ""))
 
@@ -214,9 +228,13 @@ def _label(report: Mapping[str, Any], row: Mapping[str, Any], lang: Language) ->
     if key is None:
         return t("response.unassigned" if report["by"] == "worker" else "response.none", lang)
     if report["by"] == "kind":
-        return kind_name(str(key), lang)
-    if report["by"] == "worker" and row.get("name"):
-        return f"{row['name']} ({key})"
+        incident = row.get("incident")
+        if row.get("kind") == "group" or incident is None:
+            return incident_title(str(incident or key), lang)
+        return f"{kind_name(str(row['kind']), lang)} · {incident_title(str(incident), lang)}"
+    if report["by"] == "worker":
+        # A person by name; a wall-screen or CLI user with where they acted.
+        return row.get("name") or actor_name(str(key), {}, lang)
     return str(key)
 
 
@@ -254,6 +272,7 @@ def text(report: Mapping[str, Any], lang: Language) -> list[str]:
                      f"{_span_text(row['ack'])} | {_span_text(row['arrival'])} | "
                      f"{_span_text(row['resolve'])}")
     lines.append(t("response.devices", lang))
+    lines.append("  " + t("response.device_columns", lang))
     for dev in report["devices"][:20]:
         lines.append(f"  {dev['device']} | {kind_name(dev['kind'], lang)} | "
                      f"{dev['place'] or '-'} | {dev['incidents']} | {dev['false_alarms']} | "
@@ -348,8 +367,9 @@ def html(report: Mapping[str, Any], lang: Language) -> str:
     title = t("response.title", lang)
     head = t("response.header", lang, since=zone.stamp(report["since"]),
              until=zone.stamp(report["until"]), incidents=report["incidents"])
-    legend = (f'<p class="legend"><span style="background:{_P50}"></span>p50'
-              f'<span style="background:{_P90}"></span>p90</p>')
+    legend = (f'<p class="legend"><span style="background:{_P50}"></span>'
+              f'{_e(t("response.p50", lang))}<span style="background:{_P90}"></span>'
+              f'{_e(t("response.p90", lang))}</p>')
     charts = []
     for name in SPANS:
         rows = [(_label(report, r, lang), [(r[name]["p50"], _P50), (r[name]["p90"], _P90)])
@@ -365,7 +385,7 @@ def html(report: Mapping[str, Any], lang: Language) -> str:
         t(f"response.by.{report['by']}", lang), t("response.col.incidents", lang),
         t("response.col.acknowledged", lang), t("response.col.noted", lang),
         t("response.col.resolved", lang), t("response.col.false_alarms", lang),
-        *(t(f"response.span.{s}", lang) + " p50 / p90 / max" for s in SPANS)))
+        *(t(f"response.span.{s}", lang) + " " + t("response.spans", lang) for s in SPANS)))
     body_rows = []
     for row in [*report["rows"], {**report["total"], "key": "*"}]:
         label = t("response.total", lang) if row["key"] == "*" else _label(report, row, lang)

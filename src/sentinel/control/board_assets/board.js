@@ -875,13 +875,18 @@
       .join(lang === "zh" ? "、" : ", ") || "-";
   }
 
+  // A channel by its type (企业微信, 网络回调...), never its address: it may hold a secret.
+  function channelText(ev) {
+    return t("channel." + (ev.channel_type || "unknown"));
+  }
+
   function feedText(ev) {
     var who = ev.contact_name || (ev.contact ? contactName(ev.contact) : actorName(ev.actor));
     switch (ev.type) {
       case "notification_sent":
-        return t("feed.notified", { who: who, channel: ev.channel_label || ev.channel || "-" });
+        return t("feed.notified", { who: who, channel: channelText(ev) });
       case "notification_failed":
-        return t("feed.failed", { who: who, channel: ev.channel_label || ev.channel || "-" });
+        return t("feed.failed", { who: who, channel: channelText(ev) });
       case "acknowledged": return t("feed.acknowledged", { who: actorName(ev.actor) });
       case "resolved":
         return t("feed.resolved", { who: actorName(ev.actor), outcome: outcomeText(ev.outcome) });
@@ -1114,7 +1119,7 @@
       case "acknowledgement_expired": return t("board.tl.ack_expired");
       case "attempt":
         return t(ev.ok ? "board.tl.attempt_ok" : "board.tl.attempt_failed", {
-          who: contactName(ev.contact_id), channel: ev.channel_label || ev.channel || "-" });
+          who: contactName(ev.contact_id), channel: channelText(ev) });
       case "notification_sent": case "notification_failed": case "escalation_step":
       case "nobody_on_duty":
         return feedText(ev);

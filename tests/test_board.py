@@ -32,6 +32,7 @@ from sentinel.control.board import BoardSessions, add_board_routes, render_board
 from sentinel.control.sessions import COOKIE, CSRF_HEADER
 from sentinel.control.siteplan import SitePlan, WatchPositions
 from sentinel.incidents.model import Incident, Status
+from sentinel.notify.channels import channel_type
 from sentinel.types import Severity
 
 KEY = b"board-key-for-tests-0123456789"
@@ -161,6 +162,8 @@ class FakeBoardApi:
         event = {"seq": len(self.events) + 1, "incident": incident_id, "type": type_,
                  "ts": time.time(), "actor": actor, "severity": inc["severity"],
                  "status": inc["status"], "name": inc["name"], "place": inc["place"], **data}
+        if "channel" in data:  # as the daemon's feed (control/feed.py) adds it
+            event["channel_type"] = channel_type(data["channel"])
         self.events.append(event)
         for queue in self._streams:
             queue.put_nowait(event)

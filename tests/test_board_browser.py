@@ -155,7 +155,7 @@ def test_board_on_a_phone_with_english_and_resolve(stand_in: StandIn) -> None:
                                       roles=["grid_worker", "property"]))
         stand_in.run(lambda: api.emit("notification_sent", "B-2", contact="gw-01",
                                       channel="wecom", notice="alert"))
-        wait_for(driver, lambda d: "已通知 gw-01 (wecom)" in d.find_element(By.ID, "feed").text,
+        wait_for(driver, lambda d: "已通知 gw-01 (企业微信)" in d.find_element(By.ID, "feed").text,
                  what="the notification in the feed")
         assert "通知 网格员、物业" in driver.find_element(By.ID, "feed").text
         ids = [li.get_attribute("data-id")
@@ -472,7 +472,8 @@ def test_peak_of_the_shuibei_story_on_a_wall_screen(stand_in: StandIn) -> None:
     stand_in.run(lambda: api.emit("escalation_step", "FIRE", step=0, roles=["grid_worker"]))
     api.attempts["FIRE"] = [{"type": "attempt", "id": 1, "outbox_id": 1, "step": 0,
                              "contact_id": "zhang_wei", "channel": "wecom",
-                             "channel_label": "企业微信", "ts": now - 288, "ok": True,
+                             "channel_label": "企业微信", "channel_type": "wecom",
+                             "ts": now - 288, "ok": True,
                              "error": None, "elapsed": 0.3}]
     stand_in.run(lambda: api.watches.put([Reading(
         "SB-WCH-0002", "elderly_watch", now, now,
@@ -679,7 +680,8 @@ def test_closing_takes_an_outcome_and_a_confirmation_and_redraws_keep_what_is_do
             api.open(inc)
     stand_in.run(start)
     ok = {"type": "attempt", "outbox_id": 1, "step": 0, "channel": "wecom",
-          "channel_label": "企业微信", "ts": now - 199, "ok": True, "error": None,
+          "channel_label": "企业微信", "channel_type": "wecom", "ts": now - 199,
+          "ok": True, "error": None,
           "elapsed": 0.2}
     api.attempts["FALL"] = [{**ok, "id": 1, "contact_id": "zhang_wei"},
                             {**ok, "id": 2, "contact_id": "li_na"},

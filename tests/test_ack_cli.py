@@ -76,7 +76,10 @@ def config(tmp_path: Path) -> Path:
 @pytest.fixture
 def daemon() -> Iterator[ServerThread]:
     """A control server holding open incidents 20240501-0007 (smoke) and -0008 (gas)."""
-    controller = FakeController([make_incident(ID), make_incident("20240501-0008", "gas_leak")])
+    # The people of the shipped on-call file the command line reads too.
+    controller = FakeController([make_incident(ID), make_incident("20240501-0008", "gas_leak")],
+                                contacts={"gw-02": ("李建国", "zh"),
+                                          "pm-01": ("水贝花园物业消控室", "zh")})
     with ServerThread(controller, TOKEN) as server:
         yield server
 
@@ -101,11 +104,28 @@ def free_port() -> int:
 
 def test_ack_zh(daemon: ServerThread, config: Path, tmp_path: Path) -> None:
     """`ack` acknowledges through the daemon and says so in Chinese by default."""
-    result = sentinel("ack", ID, "-c", str(config), "--actor", "物业王", "--note", "已到场",
+    result = sentinel("ack", ID, "-c", str(config), "--actor", "pm-01", "--note", "已到场",
                       env=env_for(tmp_path, daemon.port))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"已确认事件 {ID} 烟感报警 (确认人: 物业王)"
-    assert daemon.controller.calls == [("acknowledge", ID, "物业王", "已到场")]
+    assert result.stdout.strip() == f"已确认事件 {ID} 烟感报警 (确认人: 水贝花园物业消控室)"
+    assert daemon.controller.calls == [("acknowledge", ID, "pm-01", "已到场")]
+
+
+def test_actor_must_be_a_contact_id(daemon: ServerThread, config: Path, tmp_path: Path
+                                    ) -> None:
+    """A self-declared name is refused (it would be recorded as that person), with the ids
+    to choose from; nothing reaches the daemon. Windows' --author likewise."""
+    env = env_for(tmp_path, daemon.port)
+    for command in (("ack", ID), ("resolve", ID, "--outcome", "handled"), ("note", ID, "x"),
+                    ("assign", ID, "gw-02")):
+        result = sentinel(*command, "-c", str(config), "--actor", "张三", env=env)
+        assert result.returncode == 1, (command, result.stdout)
+        assert "--actor 张三 不是值班名单中的联系人编号" in result.stderr
+        assert "gw-02, gw-03" in result.stderr and "命令行用户 tester" in result.stderr
+    result = sentinel("silence", "add", "--grid", "SB-G01", "--for", "1h", "--reason", "r",
+                      "--author", "张三", "--lang", "en", "-c", str(config), env=env)
+    assert result.returncode == 1 and "--author 张三 is not a contact id" in result.stderr
+    assert daemon.controller.calls == []
 
 
 def test_ack_en_default_actor(daemon: ServerThread, config: Path, tmp_path: Path) -> None:
@@ -113,32 +133,34 @@ def test_ack_en_default_actor(daemon: ServerThread, config: Path, tmp_path: Path
     result = sentinel("ack", ID, "-c", str(config), "--lang", "en",
                       env=env_for(tmp_path, daemon.port))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"acknowledged {ID} smoke alarm (as tester)"
+    assert result.stdout.strip() == f"acknowledged {ID} smoke alarm (as tester (command line))"
     assert daemon.controller.incidents[ID].acknowledged_by == "cli:tester"
 
 
 def test_ack_already_acknowledged(daemon: ServerThread, config: Path, tmp_path: Path) -> None:
     """Acknowledging what someone else took on says who did, and succeeds."""
     daemon.controller.incidents[ID].status = Status.ACKNOWLEDGED
-    daemon.controller.incidents[ID].acknowledged_by = "wang"
+    daemon.controller.incidents[ID].acknowledged_by = "gw-02"
     daemon.controller.incidents[ID].acknowledged_at = 1_700_000_000.0
     result = sentinel("ack", ID, "-c", str(config), "--lang", "en",
                       env=env_for(tmp_path, daemon.port))
     assert result.returncode == 0, result.stderr
-    assert "already acknowledged by wang at 11-15 06:13:20" in result.stdout
+    assert "already acknowledged by 李建国 at 11-15 06:13:20" in result.stdout
 
 
 def test_resolve_zh_and_en(daemon: ServerThread, config: Path, tmp_path: Path) -> None:
     """`resolve` closes with the outcome, reported in the chosen language."""
     env = env_for(tmp_path, daemon.port)
     result = sentinel("resolve", ID, "-c", str(config), "--outcome", "false_alarm",
-                      "--actor", "物业王", env=env)
+                      "--actor", "pm-01", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"已关闭事件 {ID} 烟感报警, 结果: 误报 (处理人: 物业王)"
+    assert result.stdout.strip() == (f"已关闭事件 {ID} 烟感报警, 结果: 误报 "
+                                     "(处理人: 水贝花园物业消控室)")
     result = sentinel("resolve", "20240501-0008", "-c", str(config), "--outcome", "referred",
                       "--note", "燃气公司已到场", "--lang", "en", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "resolved 20240501-0008 gas leak: referred (by tester)"
+    assert result.stdout.strip() == ("resolved 20240501-0008 gas leak: referred "
+                                     "(by tester (command line))")
     assert [c[3] for c in daemon.controller.calls] == ["false_alarm", "referred"]
 
 
@@ -204,24 +226,27 @@ def test_no_token_anywhere(daemon: ServerThread, config: Path, tmp_path: Path) -
 def test_assign_and_note(daemon: ServerThread, config: Path, tmp_path: Path) -> None:
     """`assign` names the person; `note` sends text and a photo; both as cli:<user>."""
     env = env_for(tmp_path, daemon.port)
-    result = sentinel("assign", ID, "wang", "-c", str(config), env=env)
+    # By the contact's exact name too (unique in the on-call file): the id is sent.
+    result = sentinel("assign", ID, "李建国", "-c", str(config), env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (f"已将事件 {ID} 烟感报警 指派给 王网格员 (wang) "
-                                     "(操作人: tester)")
+    assert result.stdout.strip() == (f"已将事件 {ID} 烟感报警 指派给 李建国 (gw-02) "
+                                     "(操作人: 命令行用户 tester)")
     photo = tmp_path / "site.png"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
     result = sentinel("note", ID, "已到场, 无明火", "--photo", str(photo), "--lang", "en",
                       "-c", str(config), env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"noted on {ID} smoke alarm (by tester), with a photo"
+    assert result.stdout.strip() == (f"noted on {ID} smoke alarm (by tester (command line)), "
+                                     "with a photo")
     [(_, _, actor, text, photo_id)] = [c for c in daemon.controller.calls if c[0] == "note"]
     assert (actor, text) == ("cli:tester", "已到场, 无明火") and photo_id.endswith(".png")
-    assert ("assign", ID, "wang", "cli:tester", False) in daemon.controller.calls
+    assert ("assign", ID, "gw-02", "cli:tester", False) in daemon.controller.calls
     photo.write_text("not a picture")
     result = sentinel("note", ID, "x", "--photo", str(photo), "-c", str(config), env=env)
     assert result.returncode == 1 and "无法使用照片" in result.stderr
     result = sentinel("assign", ID, "nobody", "-c", str(config), env=env)
     assert result.returncode == 1 and "值班名单中没有联系人 nobody" in result.stderr
+    assert "sentinel oncall --all" in result.stderr
 
 
 def test_report_response_outputs(daemon: ServerThread, config: Path, tmp_path: Path) -> None:

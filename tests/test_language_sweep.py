@@ -138,7 +138,9 @@ CASES: tuple[Case, ...] = (
     Case("check", expect="配置有效"),
     Case("status", expect="设备: 共 1005 台", code=0),
     Case("oncall", expect="网格员"),
-    Case("incidents list", expect="报警中"),
+    Case("oncall", ("--all",), expect="不在班"),
+    # The board's order: the confirmed fire first, its smoke alarms folded under it.
+    Case("incidents list", expect="组内报警 2 起"),
     Case("incidents show", ("{fire}",), expect="经过"),
     Case("incidents show", ("{member}",), expect="归入"),
     Case("tail", min_chinese=20, expect="报警中"),

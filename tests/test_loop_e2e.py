@@ -196,8 +196,7 @@ def test_an_assignment_from_the_dispatch_room_reaches_the_person_with_their_link
     inc = open_incident(loop.daemon.state_dir / "incidents.sqlite3", smoke)
     officer = next(c for c in LOADED.oncall.contact if c.role.value == "duty_officer")
     already = len(loop.hooks.requests)
-    result = sentinel("assign", inc.id, officer.id, "--actor", "board:值班员小李",
-                      env=loop.daemon.env)
+    result = sentinel("assign", inc.id, officer.id, env=loop.daemon.env)
     assert result.returncode == 0, result.stderr
 
     def told() -> list[Any]:

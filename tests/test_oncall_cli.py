@@ -36,6 +36,26 @@ def test_oncall_lists_who_is_on_duty_at_a_given_time() -> None:
     assert "grid worker" in en.stdout and "community duty officer" in en.stdout
 
 
+def test_oncall_shows_contact_ids_and_all_lists_everyone() -> None:
+    """The ids `assign`, `board --person` and `--actor` take are in the human output; --all
+    lists every contact, on duty or not (吴敏 gw-09 is off at night), with roles and areas."""
+    night = sentinel("oncall", "--at", "2026-12-22T03:00")
+    assert night.returncode == 0, night.stderr
+    assert "李建国 (gw-02, 13807550002)" in night.stdout and "gw-09" not in night.stdout
+    everyone = sentinel("oncall", "--all", "--at", "2026-12-22T03:00")
+    assert everyone.returncode == 0, everyone.stderr
+    rows = {line.split(" | ")[0]: line for line in everyone.stdout.splitlines()[1:]}
+    assert set(rows) == {c.id for c in LOADED.oncall.contact}
+    assert rows["gw-09"].startswith("gw-09 | 吴敏 | 网格员 | 网格 SB-G") and \
+        rows["gw-09"].endswith("| 不在班")
+    assert rows["gw-02"].endswith("| 值班中")
+    listed = [json.loads(line) for line in sentinel(
+        "oncall", "--all", "--json", "--at", "2026-12-22T03:00").stdout.splitlines()]
+    gw09 = next(c for c in listed if c["id"] == "gw-09")
+    assert gw09["name"] == "吴敏" and gw09["on_duty"] is False and gw09["roles"] == [
+        "grid_worker"] and all(a.startswith("grid ") for a in gw09["areas"])
+
+
 def test_check_reports_coverage_gaps_as_warnings_and_strict_fails(tmp_path: Path) -> None:
     """A grid team that only works days leaves its grids uncovered at night."""
     config = copy_deployment(tmp_path)

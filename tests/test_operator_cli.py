@@ -103,9 +103,14 @@ def test_every_command_against_a_running_daemon(daemon: DaemonProcess,
     building = next(b for b in compound["buildings"] if b["id"] == inc["place"]["building"])
     assert compound["worst"] == building["worst"] == "critical"
 
-    acked = run(daemon, "ack", incident_id, "--actor", "网格员张", "--note", "到场")
+    # A name typed as --actor would be recorded as if that person had acted: refused,
+    # with the ids to choose from; a contact id is recorded and shown by name.
+    named = run(daemon, "ack", incident_id, "--actor", "网格员张", "--note", "到场")
+    assert named.returncode == 1 and "不是值班名单中的联系人编号" in named.stderr
+    assert "gw-03" in named.stderr and open_incidents(daemon)[0]["status"] == "firing"
+    acked = run(daemon, "ack", incident_id, "--actor", "gw-03", "--note", "到场")
     assert acked.returncode == 0, acked.stderr
-    assert "网格员张" in acked.stdout
+    assert "张丽华" in acked.stdout and "gw-03" not in acked.stdout
 
     history = run(daemon, "history", SMOKE, "--since", "1h", "--format", "json")
     rows = [json.loads(line) for line in history.stdout.splitlines()]
@@ -121,34 +126,99 @@ def test_every_command_against_a_running_daemon(daemon: DaemonProcess,
     assert dead[0]["payload"] == "{not json" and dead[0]["reason"] == "invalid_json"
 
     added = run(daemon, "silence", "add", "--compound", "水贝花园", "--building", "1栋",
-                "--for", "2h", "--author", "物业王", "--reason", "消火栓冲洗")
+                "--for", "2h", "--author", "pm-01", "--reason", "消火栓冲洗")
     assert added.returncode == 0, added.stderr
     (window,) = [json.loads(line) for line in
                  run(daemon, "silence", "list", "--json").stdout.splitlines()]
     assert window["scope"] == {"building": "1栋", "compound": "水贝花园"}
-    assert window["author"] == "物业王" and window["end"] - window["start"] == 7200
+    assert window["author"] == "pm-01" and window["end"] - window["start"] == 7200
+    assert "水贝花园物业消控室" in run(daemon, "silence", "list").stdout
     assert run(daemon, "drill", "list", "--json").stdout == ""
-    drill = run(daemon, "drill", "add", "--grid", "SB-G03", "--for", "30m", "--author", "街道办",
+    # --author defaults like --actor: the OS account, marked as the command line.
+    drill = run(daemon, "drill", "add", "--grid", "SB-G03", "--for", "30m",
                 "--reason", "消防演练", "--lang", "en")
     assert drill.returncode == 0 and "added drill #" in drill.stdout, drill.stderr
     (drill_window,) = [json.loads(line) for line in
                        run(daemon, "drill", "list", "--json").stdout.splitlines()]
     assert drill_window["scope"] == {"grid": "SB-G03"}
+    assert drill_window["author"].startswith("cli:")
     assert run(daemon, "drill", "remove", str(drill_window["id"]), "--author", "街道办"
-               ).returncode == 0
-    assert run(daemon, "silence", "remove", "999", "--author", "x").returncode == 1
-    removed = run(daemon, "silence", "remove", str(window["id"]), "--author", "物业王")
+               ).returncode == 1
+    assert run(daemon, "drill", "remove", str(drill_window["id"])).returncode == 0
+    assert run(daemon, "silence", "remove", "999").returncode == 1
+    removed = run(daemon, "silence", "remove", str(window["id"]), "--author", "pm-01")
     assert removed.returncode == 0, removed.stderr
     assert run(daemon, "silence", "list", "--json").stdout == ""
 
     oncall = run(daemon, "oncall", "--json")
     assert oncall.returncode == 0 and json.loads(oncall.stdout.splitlines()[0])["contacts"]
 
-    resolved = run(daemon, "resolve", incident_id, "--outcome", "handled", "--actor", "张")
+    resolved = run(daemon, "resolve", incident_id, "--outcome", "handled", "--actor", "gw-03")
     assert resolved.returncode == 0, resolved.stderr
     assert open_incidents(daemon) == []
     everything = run(daemon, "incidents", "list", "--all", "--json").stdout
     assert json.loads(everything.splitlines()[0])["outcome"] == "handled"
+
+    table = run(daemon, "history", SMOKE, "--since", "1h").stdout.splitlines()
+    assert table
+
+    # The daemon stopped: what it stored can still be read, from the state directory,
+    # saying so in one line; what changes things says where it looked and what to check.
+    assert daemon.stop() == 0
+    for command in (("incidents", "list", "--all"), ("incidents", "show", incident_id),
+                    ("report", "latency"), ("report", "response"), ("deadletter", "list"),
+                    ("history", SMOKE, "--since", "1h")):
+        result = run(daemon, *command)
+        assert result.returncode == 0, (command, result.stderr)
+        assert result.stderr.count("以下为数据目录") == 1, (command, result.stderr)
+        assert str(daemon.state_dir) in result.stderr
+    assert incident_id in run(daemon, "incidents", "list", "--all").stdout
+    assert "张丽华" in run(daemon, "incidents", "show", incident_id).stdout
+    assert "JSON 格式错误" in run(daemon, "deadletter", "list").stdout
+    assert run(daemon, "history", SMOKE, "--since", "1h").stdout.splitlines() == table
+    refused = run(daemon, "ack", incident_id)
+    assert refused.returncode == 1 and "守护进程未在" in refused.stderr
+    assert "systemctl status sentinel" in refused.stderr
+
+
+def test_history_newest_first_with_units_from_the_stored_file(tmp_path: Path) -> None:
+    """No daemon: `history` reads the embedded store itself; --limit keeps the newest
+    readings, the table shows them newest first, each value with its unit at the
+    precision a person reads (0.3901 MPa reads 0.39 MPa)."""
+    import asyncio
+    import sqlite3
+
+    from sentinel.config.model import SqliteSettings
+    from sentinel.store.sqlite import SqliteReadingStore
+    from sentinel.types import Reading
+
+    state = tmp_path / "state"
+    state.mkdir()
+    now = time.time()
+    readings = [Reading("SB-HYD-0001", "hydrant_pressure", now - age, now - age,
+                        {"pressure": pressure, "battery_voltage": 3.654, "battery": 87.3})
+                for age, pressure in ((300, 0.3901), (200, 0.3802), (100, 0.3703))]
+
+    async def write() -> None:
+        async with SqliteReadingStore(SqliteSettings(path=state / "readings.sqlite3"),
+                                      7) as store:
+            await store.write(readings, [])
+    asyncio.run(write())
+    with sqlite3.connect(state / "readings.sqlite3") as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
+    env.update(SENTINEL_STATE_DIR=str(state), SENTINEL_CONTROL__PORT=str(free_port()))
+    shown = sentinel("history", "SB-HYD-0001", "--since", "10m", "--limit", "2", *CONFIG,
+                     env=env)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 2 and "0.37 MPa" in lines[0] and "0.38 MPa" in lines[1], lines
+    assert "3.65 V" in lines[0] and "87%" in lines[0] and "水压" in lines[0]
+    assert "以下为数据目录" in shown.stderr and "显示最新的 2 条" in shown.stderr
+    exported = sentinel("history", "SB-HYD-0001", "--since", "10m", "--limit", "2",
+                        "--format", "json", *CONFIG, env=env)
+    assert [json.loads(line)["values"]["pressure"] for line in exported.stdout.splitlines()
+            ] == [0.3802, 0.3703]
 
 
 def test_http_with_token_when_there_is_no_socket(daemon: DaemonProcess) -> None:

@@ -51,7 +51,7 @@ def _start(mosquitto: Mosquitto, tmp_path: Path, hooks: HttpReceiver,
 
 
 def _silence(daemon: DaemonProcess, *args: str) -> str:
-    done = sentinel("silence", "add", *args, "--author", "物业王", env=daemon.env)
+    done = sentinel("silence", "add", *args, env=daemon.env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -76,7 +76,7 @@ def test_a_place_silence_does_not_hide_a_fire_and_unknown_places_are_refused(
     with HttpReceiver() as hooks:
         daemon = _start(mosquitto, tmp_path, hooks, daemons)
         refused = sentinel("silence", "add", "--compound", "水贝花园", "--building",
-                           "不存在/1栋", "--for", "2h", "--author", "物业王", "--reason",
+                           "不存在/1栋", "--for", "2h", "--reason",
                            "消火栓冲洗", env=daemon.env)
         assert refused.returncode != 0 and "不存在/1栋" in refused.stderr, refused
         out = _silence(daemon, "--compound", "水贝花园", "--building", "1栋", "--for", "2h",
@@ -143,7 +143,7 @@ def test_a_hydrant_silence_mutes_until_it_is_removed_then_escalates(
         assert hooks.requests == []
         listed = sentinel("incidents", "list", "--json", env=daemon.env)
         assert listed.returncode == 0 and '"silenced_by": "#' in listed.stdout, listed.stdout
-        removed = sentinel("silence", "remove", window_id, "--author", "物业王",
+        removed = sentinel("silence", "remove", window_id,
                            env=daemon.env)
         assert removed.returncode == 0, removed.stderr
         grid = [c.id for c in on_duty(Role.GRID_WORKER, HYDRANT)]

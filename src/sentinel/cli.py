@@ -30,6 +30,7 @@ from sentinel.log import configure_logging, truncate
 from sentinel.timeline import (
     area_text,
     deadletter_detail,
+    place_text,
     reason_word,
     status_word,
     timeline_lines,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from sentinel.config.discovery import Broker
     from sentinel.control.client import ControlClient
     from sentinel.control.feed import Filter
+    from sentinel.stored import StoredState
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -136,6 +138,8 @@ def cmd_oncall(args: argparse.Namespace) -> int:
         print(t("oncall.bad_time", lang, value=args.at), file=sys.stderr)
         return EXIT_PROBLEMS
     rows = Rosters(loaded.oncall).table(at, loaded.inventory)
+    if args.all:
+        return _oncall_everyone(args, loaded, rows, at, lang)
     if args.json:
         for row in rows:
             print(json.dumps({"role": row.role.value, "area": row.area,
@@ -146,12 +150,90 @@ def cmd_oncall(args: argparse.Namespace) -> int:
     print(t("oncall.header", lang, at=_when(at)))
     nobody = t("oncall.nobody", lang)
     for row in rows:
-        people = ", ".join(f"{c.name} ({c.phone})" if c.phone else c.name
-                           for c in row.contacts) or nobody
+        # The contact id too: `assign`, `board --person` and `--actor` take it.
+        people = ", ".join(f"{c.name} ({c.id}, {c.phone})" if c.phone else
+                           f"{c.name} ({c.id})" for c in row.contacts) or nobody
         until = f"  → {_when(row.until)}" if row.until is not None else ""
         print(f"{role_name(row.role.value, lang)} | {area_text(row.area, lang)} | "
               f"{people}{until}")
     return EXIT_OK
+
+
+def _oncall_everyone(args: argparse.Namespace, loaded: Loaded, rows: Sequence[Any],
+                     at: float, lang: Language) -> int:
+    """`oncall --all`: every contact of the on-call file, on duty at `at` or not, with the
+    roles and areas their rosters give them."""
+    from sentinel.i18n import role_name
+    on_duty = {c.id for row in rows for c in row.contacts}
+    if not args.json:
+        print(t("oncall.all_header", lang, at=_when(at), count=len(loaded.oncall.contact)))
+    for contact, roles, areas in _contact_areas(loaded):
+        if args.json:
+            print(json.dumps({"id": contact.id, "name": contact.name, "phone": contact.phone,
+                              "roles": roles, "areas": areas,
+                              "on_duty": contact.id in on_duty}, ensure_ascii=False))
+            continue
+        duty = t("oncall.on_duty" if contact.id in on_duty else "oncall.off_duty", lang)
+        print(f"{contact.id} | {contact.name} | "
+              f"{', '.join(role_name(r, lang) for r in roles)} | "
+              f"{', '.join(area_text(a, lang) for a in areas) or '-'} | "
+              f"{contact.phone or '-'} | {duty}")
+    return EXIT_OK
+
+
+def _contact_areas(loaded: Loaded) -> list[tuple[Any, list[str], list[str]]]:
+    """(contact, roles, areas) of every contact: its own role and the rosters it is in,
+    their grids and compounds ("grid SB-G03", "compound 水贝花园"; none: "community")."""
+    out = []
+    for contact in loaded.oncall.contact:
+        roles = [contact.role.value]
+        areas: list[str] = []
+        for roster in loaded.oncall.roster:
+            members = {m for shift in roster.shift for m in shift.members}
+            members |= {o.contact for o in roster.override}
+            if contact.id not in members:
+                continue
+            if roster.role.value not in roles:
+                roles.append(roster.role.value)
+            found = [f"grid {g}" for g in roster.grids] + \
+                [f"compound {c}" for c in roster.compounds] or ["community"]
+            areas += [a for a in found if a not in areas]
+        out.append((contact, roles, areas))
+    return out
+
+
+def _person(args: argparse.Namespace, text: str, lang: Language) -> str | None:
+    """A contact of the on-call file by id, or by exact name when one contact has it;
+    None (and why, printed) otherwise."""
+    loaded: Loaded = args.loaded
+    contacts = loaded.oncall.contact
+    if any(c.id == text for c in contacts):
+        return text
+    named: list[str] = [c.id for c in contacts if c.name == text]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        print(t("person.ambiguous", lang, name=text, ids=", ".join(named)), file=sys.stderr)
+    else:
+        print(t("assign.unknown_person", lang, person=text), file=sys.stderr)
+        print(t("person.see_oncall", lang), file=sys.stderr)
+    return None
+
+
+def _actor(args: argparse.Namespace, lang: Language, value: str | None,
+           option: str = "--actor") -> str | None:
+    """Who acts from the command line, as the audit trail records it: a contact id of the
+    on-call file, or (omitted) the OS account as cli:<user>. A name typed here would be
+    recorded as if that person had acted: refused, with the ids to choose from."""
+    if value is None:
+        return f"cli:{getpass.getuser()}"
+    loaded: Loaded = args.loaded
+    ids = [c.id for c in loaded.oncall.contact]
+    if value in ids:
+        return value
+    print(t("actor.refused", lang, option=option, value=value, ids=", ".join(ids),
+            user=getpass.getuser()), file=sys.stderr)
+    return None
 
 
 def _install_stop_signals(stop: asyncio.Event) -> None:
@@ -186,7 +268,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_deadletter(args: argparse.Namespace) -> int:
     lang = _lang(args)
-    client = _control_client(args, lang)
+    client = _reader(args, lang)
     if isinstance(client, int):
         return client
     try:
@@ -218,7 +300,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     from sentinel.i18n import incident_title
 
     lang = _lang(args)
-    client = _control_client(args, lang)
+    client = _reader(args, lang)
     if isinstance(client, int):
         return client
     if args.action == "show":
@@ -252,16 +334,51 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         print(t("incidents.none", lang))
         return EXIT_OK
     print(t("incidents.header", lang))
-    for inc in sorted(incidents, key=lambda i: i["opened_at"], reverse=True):
-        place = " ".join(v for v in (inc["place"].get("compound"), inc["place"].get("building"))
-                         if v)
+    for inc, depth in _board_order(incidents):
+        place = place_text(inc["place"]) if depth else " ".join(
+            v for v in (inc["place"].get("compound"), inc["place"].get("building")) if v)
         flags = "".join([f" [{t('drill', lang)}]" if inc["drill"] else "",
-                         f" [{t('silenced', lang)}]" if inc["silenced_by"] else ""])
-        print(f"{inc['id']} | {t('severity.' + inc['severity'], lang)} | "
+                         f" [{t('silenced', lang)}]" if inc.get("silenced_by") else ""])
+        members = len(inc.get("members") or ())
+        folded = f" ({t('incidents.members', lang, n=members)})" if members and not depth \
+            else ""
+        print(f"{'  └ ' if depth else ''}{inc['id']} | "
+              f"{t('severity.' + inc['severity'], lang)} | "
               f"{status_word(inc['status'], lang)} | "
-              f"{incident_title(inc['name'], lang)}{flags} | {place or '-'} | "
+              f"{incident_title(inc['name'], lang)}{flags}{folded} | {place or '-'} | "
               f"{inc['device_id'] or '-'} | {_when(inc['opened_at'])}")
     return EXIT_OK
+
+
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2, "emergency": 3}
+
+
+def _floor_key(inc: dict[str, Any]) -> tuple[int, str]:
+    floor = str((inc.get("place") or {}).get("floor") or "")
+    return (int(floor), "") if re.fullmatch(r"-?\d+", floor) else (10_000, floor)
+
+
+def _board_order(incidents: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+    """Incidents in the board's order, each group's listed members folded under it.
+
+    As the board's cards: open before closed; then the worst severity, what nobody has
+    acknowledged, a group before a single alarm, the newest. A member follows its group
+    (depth 1), by floor, instead of standing between other incidents."""
+    def urgency(inc: dict[str, Any]) -> tuple[int, int, int, int, float]:
+        return (0 if inc["status"] != "resolved" else 1,
+                -_SEVERITY_RANK.get(inc["severity"], 0),
+                0 if inc["status"] == "firing" else 1,
+                0 if inc.get("members") else 1,
+                -float(inc.get("opened_at") or 0))
+    by_id = {inc["id"]: inc for inc in incidents}
+    folded = {m for inc in incidents for m in inc.get("members") or () if m in by_id and
+              m != inc["id"]}
+    out: list[tuple[dict[str, Any], int]] = []
+    for inc in sorted((i for i in incidents if i["id"] not in folded), key=urgency):
+        out.append((inc, 0))
+        members = [by_id[m] for m in inc.get("members") or () if m in by_id and m != inc["id"]]
+        out += [(m, 1) for m in sorted(members, key=lambda m: (_floor_key(m), urgency(m)))]
+    return out
 
 
 def _seconds(value: float) -> str:
@@ -302,14 +419,15 @@ def _record_text(timing: dict[str, float], record: dict[str, Any], lang: Languag
 
 
 def _since_and_client(args: argparse.Namespace, lang: Language
-                      ) -> tuple[float, ControlClient] | int:
-    """`--since` as epoch seconds and a client of the daemon, or an exit code (printed)."""
+                      ) -> tuple[float, ControlClient | StoredState] | int:
+    """`--since` as epoch seconds and a reader of the daemon's state (the daemon, else its
+    files), or an exit code (printed)."""
     try:
         since = _since(args.since)
     except ValueError:
         print(t("oncall.bad_time", lang, value=args.since), file=sys.stderr)
         return EXIT_PROBLEMS
-    client = _control_client(args, lang)
+    client = _reader(args, lang)
     return client if isinstance(client, int) else (since, client)
 
 
@@ -391,12 +509,18 @@ def cmd_window(args: argparse.Namespace) -> int:
             return EXIT_PROBLEMS
         body = {"scope": scope, "kinds": kinds, "rules": rules,
                 "life_safety": bool(getattr(args, "life_safety", False)), "every": every,
-                "start": start, "author": args.author, "reason": args.reason}
+                "start": start, "reason": args.reason}
         if end is not None:
             body["end"] = end
     client = _control_client(args, lang)
     if isinstance(client, int):
         return client
+    if args.action in ("add", "remove"):
+        # Who asks for it: a contact id, or the OS account (as --actor elsewhere).
+        args.author = _actor(args, lang, args.author, "--author")
+        if args.author is None:
+            return EXIT_PROBLEMS
+        body["author"] = args.author
     try:
         if args.action == "add":
             window = client.add_window(kind, body)
@@ -424,7 +548,8 @@ def cmd_window(args: argparse.Namespace) -> int:
         print(t("window.none", lang))
     for w in windows:
         print(f"{w.get('label') or '#' + str(w['id'])} | {_window_scope(w, lang)} | "
-              f"{_when(w['start'])} → {_window_end(w, lang)} | {w['author']} | {w['reason']}")
+              f"{_when(w['start'])} → {_window_end(w, lang)} | "
+              f"{_who(args, str(w['author']), lang)} | {w['reason']}")
     return EXIT_OK
 
 
@@ -460,8 +585,9 @@ def _window_scope(window: dict[str, Any], lang: Language) -> str:
     return " ".join(parts) or t("window.everywhere", lang)
 
 
-def _control_client(args: argparse.Namespace, lang: Language) -> ControlClient | int:
-    """A client of the daemon of this configuration, or an exit code (message printed).
+def _connect(args: argparse.Namespace, lang: Language) -> ControlClient | str | int:
+    """A client of the daemon of this configuration; the address tried when no daemon
+    answers and there is no token to try another; or an exit code (message printed).
 
     The Unix socket when it exists (its permissions decide; no token); else HTTP with the
     token, when the daemon serves HTTP.
@@ -471,10 +597,12 @@ def _control_client(args: argparse.Namespace, lang: Language) -> ControlClient |
         return EXIT_CONFIG
     from sentinel.control.client import ControlClient, local_url
     from sentinel.control.secrets import control_token
+    args.loaded = loaded
     # People are shown by name, not by contact id (the on-call file is at hand here).
     args.contact_names = {c.id: c.name for c in loaded.oncall.contact}
     control = loaded.settings.control
     socket_path = control.socket_path
+    _WHERE.update(state_dir=loaded.settings.state_dir, socket=socket_path)
     if socket_path.exists() or not control.http:
         return ControlClient(socket_path=socket_path, language=lang)
     url = local_url(control)
@@ -487,9 +615,7 @@ def _control_client(args: argparse.Namespace, lang: Language) -> ControlClient |
             ControlClient(url, "", timeout=3).health()
         except ControlError as err:
             if err.kind == "not_running":
-                print(t("control.not_running", lang, url=f"unix:{socket_path} / {url}"),
-                      file=sys.stderr)
-                return EXIT_PROBLEMS
+                return url
         print(t("control.no_token", lang), file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
@@ -497,7 +623,67 @@ def _control_client(args: argparse.Namespace, lang: Language) -> ControlClient |
     return ControlClient(url, token, language=lang)
 
 
+def _control_client(args: argparse.Namespace, lang: Language) -> ControlClient | int:
+    """A client of the running daemon (a command that changes something needs one), or an
+    exit code (message printed)."""
+    found = _connect(args, lang)
+    if isinstance(found, str):
+        return _report_control_error(ControlError("not_running", "", url=found), lang)
+    return found
+
+
+def _reader(args: argparse.Namespace, lang: Language) -> ControlClient | StoredState | int:
+    """What a read-only command asks: the daemon when it answers, else the files it keeps
+    in its state directory (stopped, or a demo that has ended), saying so in one line."""
+    from sentinel.stored import StoredState
+    found = _connect(args, lang)
+    if isinstance(found, int):
+        return found
+    if not isinstance(found, str):
+        try:
+            found.health()
+            return found
+        except ControlError as exc:
+            if exc.kind != "not_running":
+                return found  # the command's own call reports it
+            found = exc.url
+    stored = StoredState(args.loaded, found)
+    if not stored.available():
+        return _report_control_error(ControlError("not_running", "", url=found), lang)
+    print(t("stored.reading", lang, url=found, state=stored.state_dir), file=sys.stderr)
+    return stored
+
+
+# Where this command looked for the daemon (set by _connect), for the not-running advice.
+_WHERE: dict[str, Path] = {}
+
+
+def _not_running_text(url: str, lang: Language) -> list[str]:
+    """No daemon answered at `url`: the address tried (and the socket looked for), then
+    advice that fits — a demo's state directory is not a service to start."""
+    socket_path, state_dir = _WHERE.get("socket"), _WHERE.get("state_dir")
+    why = t("control.cannot_connect", lang)
+    if socket_path is not None and not url.startswith("unix:") and not socket_path.exists():
+        why = t("control.also_no_socket", lang, socket=socket_path)
+    lines = [t("control.not_running_at", lang, url=url, why=why)]
+    demo = state_dir is not None and ((state_dir / "inbox.jsonl").exists() or
+                                      (state_dir / "broker").is_dir())
+    if demo:
+        lines.append(t("control.advice_demo", lang, state=state_dir))
+        return lines
+    lines.append(t("control.advice_service", lang))
+    nearby = Path("state/demo")
+    if state_dir is not None and (nearby / "incidents.sqlite3").exists() and \
+            nearby.resolve() != state_dir.resolve():
+        lines.append(t("control.advice_nearby_demo", lang, state=nearby.resolve()))
+    return lines
+
+
 def _report_control_error(exc: ControlError, lang: Language, incident_id: str = "") -> int:
+    if exc.kind == "not_running":
+        for line in _not_running_text(exc.url, lang):
+            print(line, file=sys.stderr)
+        return EXIT_PROBLEMS
     print(t(f"control.{exc.kind}", lang, url=exc.url, id=incident_id, detail=exc.message),
           file=sys.stderr)
     return EXIT_PROBLEMS
@@ -516,6 +702,9 @@ def cmd_ack(args: argparse.Namespace) -> int:
     client = _control_client(args, lang)
     if isinstance(client, int):
         return client
+    args.actor = _actor(args, lang, args.actor)
+    if args.actor is None:
+        return EXIT_PROBLEMS
     try:
         inc = client.ack(args.id, args.actor, args.note)
     except ControlError as exc:
@@ -538,6 +727,9 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     client = _control_client(args, lang)
     if isinstance(client, int):
         return client
+    args.actor = _actor(args, lang, args.actor)
+    if args.actor is None:
+        return EXIT_PROBLEMS
     try:
         inc = client.resolve(args.id, args.actor, args.outcome, args.note)
     except ControlError as exc:
@@ -554,15 +746,19 @@ def cmd_assign(args: argparse.Namespace) -> int:
     client = _control_client(args, lang)
     if isinstance(client, int):
         return client
+    args.actor = _actor(args, lang, args.actor)
+    person_id = _person(args, args.person, lang)
+    if args.actor is None or person_id is None:
+        return EXIT_PROBLEMS
     try:
-        inc = client.assign(args.id, args.person, args.actor)
-        names = {c["id"]: c["name"] for c in client.contacts()}
+        inc = client.assign(args.id, person_id, args.actor)
     except ControlError as exc:
         if exc.kind == "bad_request" and "on-call" in exc.message:
             print(t("assign.unknown_person", lang, person=args.person), file=sys.stderr)
             return EXIT_PROBLEMS
         return _report_control_error(exc, lang, args.id)
-    person = f"{names[args.person]} ({args.person})" if args.person in names else args.person
+    names = getattr(args, "contact_names", {})
+    person = f"{names[person_id]} ({person_id})" if person_id in names else person_id
     print(t("assign.done", lang, id=inc["id"], title=incident_title(inc["name"], lang),
             person=person, actor=_who(args, args.actor, lang)))
     return EXIT_OK
@@ -583,6 +779,9 @@ def cmd_note(args: argparse.Namespace) -> int:
     client = _control_client(args, lang)
     if isinstance(client, int):
         return client
+    args.actor = _actor(args, lang, args.actor)
+    if args.actor is None:
+        return EXIT_PROBLEMS
     try:
         inc = client.note(args.id, args.actor, args.text, photo)
     except ControlError as exc:
@@ -745,44 +944,53 @@ _HISTORY_PAGE = 5000
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    """Readings of one device since --since: the newest --limit of them. The table shows
+    the newest first (what a person looks for); CSV and JSON keep time order (exports)."""
+    from collections import deque
+
     lang = _lang(args)
     found = _since_and_client(args, lang)
     if isinstance(found, int):
         return found
     since, client = found
-    written = 0
+    # The store answers oldest first from a time: page through and keep the newest.
+    kept: deque[dict[str, Any]] = deque(maxlen=max(args.limit, 0))
+    read = 0
     cursor = since
-    writer = None
-    if args.format == "csv":
-        import csv
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["time", "device", "kind", "values"])
-    while written < args.limit:
+    while args.limit > 0:
         try:
-            page = client.history(args.device, cursor, min(_HISTORY_PAGE, args.limit - written))
+            page = client.history(args.device, cursor, _HISTORY_PAGE)
         except ControlError as exc:
             if exc.kind == "not_found":
                 print(t("control.no_device", lang, id=args.device), file=sys.stderr)
                 return EXIT_PROBLEMS
             return _report_control_error(exc, lang)
-        for row in page:
-            ts = row["ts_ms"] / 1000
-            if args.format == "json":
-                print(json.dumps({"device": args.device, "ts": ts, "kind": row["kind"],
-                                  "values": row["values"]}, ensure_ascii=False))
-            elif writer is not None:
-                writer.writerow([zone.local(ts).isoformat(), args.device,
-                                 row["kind"], json.dumps(row["values"], ensure_ascii=False)])
-            else:
-                print(f"{_when(ts)} | {values_text(row['values'], lang)}")
-        written += len(page)
+        kept.extend(page)
+        read += len(page)
         if len(page) < _HISTORY_PAGE:
             break
         cursor = page[-1]["ts_ms"] / 1000 + 0.0005
-        # Long exports show how far they are, on stderr so the data stays clean.
-        print(t("history.progress", lang, count=written), file=sys.stderr, flush=True)
-    if not written and args.format == "table":
+        # Long reads show how far they are, on stderr so the data stays clean.
+        print(t("history.progress", lang, count=read), file=sys.stderr, flush=True)
+    if args.format == "json":
+        for row in kept:
+            print(json.dumps({"device": args.device, "ts": row["ts_ms"] / 1000,
+                              "kind": row["kind"], "values": row["values"]},
+                             ensure_ascii=False))
+    elif args.format == "csv":
+        import csv
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["time", "device", "kind", "values"])
+        for row in kept:
+            writer.writerow([zone.local(row["ts_ms"] / 1000).isoformat(), args.device,
+                             row["kind"], json.dumps(row["values"], ensure_ascii=False)])
+    elif not kept:
         print(t("history.none", lang, device=args.device))
+    else:
+        for row in reversed(kept):
+            print(f"{_when(row['ts_ms'] / 1000)} | {values_text(row['values'], lang)}")
+        if read > len(kept):
+            print(t("history.newest", lang, shown=len(kept), count=read), file=sys.stderr)
     return EXIT_OK
 
 
@@ -794,6 +1002,11 @@ def cmd_board(args: argparse.Namespace) -> int:
     client = _control_client(args, lang)
     if isinstance(client, int):
         return client
+    if args.person:
+        person = _person(args, args.person, lang)
+        if person is None:
+            return EXIT_PROBLEMS
+        args.person = person
     body: dict[str, Any] = {"person": args.person, "send": args.send} if args.person else \
         {"name": args.name, "viewer": args.viewer}
     try:
@@ -1055,7 +1268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("history", parents=[common], help="readings of one device from the store")
     p.add_argument("device", help="device id, e.g. SB-SMK-0001")
     p.add_argument("--since", default="24h", help="a duration back (2h, 7d) or an ISO time")
-    p.add_argument("--limit", type=int, default=100_000)
+    p.add_argument("--limit", type=int, default=100_000,
+                   help="at most this many, the newest (the table shows them newest first)")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.set_defaults(func=cmd_history)
 
@@ -1084,7 +1298,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("incidents", help="incidents and their audit trail")
     inc = p.add_subparsers(dest="action", required=True)
-    q = inc.add_parser("list", parents=[common], help="open incidents, newest first")
+    q = inc.add_parser("list", parents=[common],
+                       help="open incidents in the board's order, a group's alarms under it")
     q.add_argument("--all", action="store_true", help="resolved ones too")
     q.add_argument("--limit", type=int, default=200, help="with --all: how many")
     q.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -1117,13 +1332,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("oncall", parents=[common], help="who is on duty, per role and area")
     p.add_argument("--at", default="now", help="'now' or ISO time (in the community's time zone)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--all", action="store_true",
+                   help="every contact, on duty or not, with id, roles and areas")
     p.set_defaults(func=cmd_oncall)
 
     p = sub.add_parser("ack", parents=[common],
                        help="acknowledge an open incident (through the running daemon)")
     p.add_argument("id", help="incident id, e.g. 20240501-0007")
-    p.add_argument("--actor", default=cli_actor,
-                   help=f"who takes it on (default: {cli_actor}, the OS account)")
+    p.add_argument("--actor", default=None, metavar="CONTACT_ID",
+                   help=f"who takes it on: a contact id of the on-call file (sentinel oncall "
+                        f"--all); default {cli_actor}, the OS account")
     p.add_argument("--note", help="free text recorded in the audit trail")
     p.set_defaults(func=cmd_ack)
 
@@ -1134,16 +1352,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how it ended: handled, false_alarm, or referred (to the fire "
                         "brigade, utility, family...)")
     p.add_argument("--note", help="free text recorded in the audit trail")
-    p.add_argument("--actor", default=cli_actor,
-                   help=f"who closes it (default: {cli_actor}, the OS account)")
+    p.add_argument("--actor", default=None, metavar="CONTACT_ID",
+                   help=f"who closes it: a contact id of the on-call file (sentinel oncall "
+                        f"--all); default {cli_actor}, the OS account")
     p.set_defaults(func=cmd_resolve)
 
     p = sub.add_parser("assign", parents=[common],
                        help="give an open incident to a person of the on-call file")
     p.add_argument("id", help="incident id (a confirmed fire: its alarms follow it)")
-    p.add_argument("person", help="contact id from the on-call file (sentinel oncall)")
-    p.add_argument("--actor", default=cli_actor,
-                   help=f"who assigns it (default: {cli_actor}, the OS account)")
+    p.add_argument("person", help="contact id from the on-call file (sentinel oncall "
+                                  "--all), or a contact's exact name when no other has it")
+    p.add_argument("--actor", default=None, metavar="CONTACT_ID",
+                   help=f"who assigns it: a contact id of the on-call file (sentinel oncall "
+                        f"--all); default {cli_actor}, the OS account")
     p.set_defaults(func=cmd_assign)
 
     p = sub.add_parser("note", parents=[common],
@@ -1151,8 +1372,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="incident id")
     p.add_argument("text", help="what was found or done")
     p.add_argument("--photo", metavar="FILE", help="a JPEG, PNG, WebP or GIF (at most 5 MB)")
-    p.add_argument("--actor", default=cli_actor,
-                   help=f"who writes it (default: {cli_actor}, the OS account)")
+    p.add_argument("--actor", default=None, metavar="CONTACT_ID",
+                   help=f"who writes it: a contact id of the on-call file (sentinel oncall "
+                        f"--all); default {cli_actor}, the OS account")
     p.set_defaults(func=cmd_note)
 
     for window_type, text in (("silence", "silences (recorded, not notified)"),
@@ -1180,7 +1402,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--from", dest="at_from", help="recurring: local start time, e.g. 09:00")
         q.add_argument("--to", dest="at_to", help="recurring: local end time, e.g. 11:00 "
                                                   "(before --from: runs past midnight)")
-        q.add_argument("--author", required=True, help="who asks for it")
+        q.add_argument("--author", metavar="CONTACT_ID",
+                       help=f"who asks for it: a contact id (default {cli_actor})")
         q.add_argument("--reason", required=True, help="why (e.g. hydrant flushing)")
         q.set_defaults(func=cmd_window, window_type=window_type)
         q = win.add_parser("list", parents=[common], help=f"active {window_type} windows")
@@ -1188,7 +1411,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.set_defaults(func=cmd_window, window_type=window_type)
         q = win.add_parser("remove", parents=[common], help=f"end a {window_type} window now")
         q.add_argument("id", type=int)
-        q.add_argument("--author", required=True)
+        q.add_argument("--author", metavar="CONTACT_ID",
+                       help=f"who ends it: a contact id (default {cli_actor})")
         q.set_defaults(func=cmd_window, window_type=window_type)
 
     p = sub.add_parser("devices", help="bring devices in from a bridge on the broker")

@@ -939,6 +939,61 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "api.life_safety_drill": {"zh": "「生命安全」选项仅适用于屏蔽窗口", "en": "life_safety "
                                                                       "applies to silences "
                                                                       "only"},
+    # -- issue 16 round 2, helper R3 (command line): ids, actors, stored state, units ----
+    "actor.cli_user": {"zh": "命令行用户 {name}", "en": "{name} (command line)"},
+    "actor.board_user": {"zh": "值班屏 {name}", "en": "{name} (board)"},
+    "actor.refused": {"zh": "{option} {value} 不是值班名单中的联系人编号, 不能记为操作人. "
+                            "可用的编号: {ids} (查看: sentinel oncall --all); 不写 {option} "
+                            "则记为命令行用户 {user}",
+                      "en": "{option} {value} is not a contact id of the on-call file and "
+                            "cannot be recorded as who acted. Contact ids: {ids} (see "
+                            "sentinel oncall --all); without {option} it is recorded as the "
+                            "command-line user {user}"},
+    "person.ambiguous": {"zh": "有多个联系人名为 {name}: {ids}; 请写联系人编号",
+                         "en": "more than one contact is named {name}: {ids}; give the "
+                               "contact id"},
+    "person.see_oncall": {"zh": "联系人编号与姓名见 sentinel oncall --all",
+                          "en": "contact ids and names: sentinel oncall --all"},
+    "oncall.all_header": {"zh": "全部联系人 {count} 人 (值班情况: {at}) — 编号 | 姓名 | 角色 | "
+                                "负责区域 | 电话 | 值班",
+                          "en": "all {count} contacts (duty at {at}) — id | name | roles | "
+                                "areas | phone | duty"},
+    "oncall.on_duty": {"zh": "值班中", "en": "on duty"},
+    "oncall.off_duty": {"zh": "不在班", "en": "off duty"},
+    "incidents.members": {"zh": "组内报警 {n} 起", "en": "{n} alarms in the group"},
+    "stored.reading": {"zh": "守护进程未运行 ({url}), 以下为数据目录 {state} 中保存的记录",
+                       "en": "the daemon is not running ({url}); what follows is read from "
+                             "the records in its state directory {state}"},
+    "control.not_running_at": {"zh": "守护进程未在 {url} 运行 ({why})",
+                               "en": "the sentinel daemon is not running at {url} ({why})"},
+    "control.cannot_connect": {"zh": "无法连接", "en": "cannot connect"},
+    "control.also_no_socket": {"zh": "无法连接; 控制套接字 {socket} 也不存在",
+                               "en": "cannot connect, and there is no control socket "
+                                     "{socket}"},
+    "control.advice_service": {"zh": "请检查 sentinel 服务是否已启动 (systemctl status "
+                                     "sentinel), 以及本命令是否读取了守护进程的配置 (-c, "
+                                     "state_dir, [control] socket/host/port)",
+                               "en": "check that the service is up (systemctl status "
+                                     "sentinel) and that this command reads the daemon's "
+                                     "configuration (-c, state_dir, [control] "
+                                     "socket/host/port)"},
+    "control.advice_demo": {"zh": "{state} 是演示的数据目录, 演示已结束: 查看记录的命令 "
+                                  "(incidents list/show, report, deadletter, history) 直接读取"
+                                  "该目录; 确认、指派、关闭等操作需要运行中的演示 "
+                                  "(sentinel demo --state-dir {state})",
+                            "en": "{state} is a demo's state directory and the demo has "
+                                  "ended: the commands that read records (incidents "
+                                  "list/show, report, deadletter, history) read it directly; "
+                                  "acknowledging, assigning and resolving need a running demo "
+                                  "(sentinel demo --state-dir {state})"},
+    "control.advice_nearby_demo": {"zh": "若要查看演示的记录: SENTINEL_STATE_DIR={state} "
+                                         "sentinel incidents list",
+                                   "en": "to look at the demo's records: "
+                                         "SENTINEL_STATE_DIR={state} sentinel incidents list"},
+    "history.newest": {"zh": "共 {count} 条读数, 显示最新的 {shown} 条",
+                       "en": "{count} readings, the newest {shown} shown"},
+    "deadletter.detail_in_english": {"zh": "(说明为英文原文: 加 --lang en 查看)",
+                                     "en": "-"},
 }
 
 

@@ -18,6 +18,7 @@ from sentinel.i18n import (
     Language,
     event_name,
     field_label,
+    field_unit,
     incident_title,
     kind_name,
     role_name,
@@ -60,23 +61,67 @@ def area_text(area: str, lang: Language) -> str:
 
 def actor_text(actor: str | None, lang: Language,
                names: Mapping[str, str] | None = None) -> str:
-    """Who did it, as a person reads it: a contact's name, the wall screen's typed name,
-    the CLI user; `sentinel` (the system itself) in words."""
+    """Who did it, as a person reads it: a contact's name, the wall screen's typed name
+    and the CLI user each marked as such (as the board marks them), `sentinel` (the system
+    itself) in words; never the internal prefix (`cli:root`)."""
     if not actor:
         return "-"
     names = names or {}
     if actor == "sentinel":
         return t("actor.sentinel", lang)
     prefix, sep, rest = actor.partition(":")
-    if sep and prefix in ("board", "cli", "link"):
+    if sep and prefix in ("board", "cli"):
+        return names.get(rest) or t(f"actor.{prefix}_user", lang, name=rest)
+    if sep and prefix == "link":
         return names.get(rest, rest)
     return names.get(actor, actor)
 
 
+# Decimals a person reads per canonical unit (the kind's precision is what is stored:
+# finer than a reading needs, 0.3901 MPa; a gauge is read as 0.39 MPa).
+_SHOWN_DECIMALS: dict[str, int] = {
+    "MPa": 2, "m": 2, "V": 2, "%": 0, "%LEL": 1, "ppm": 0, "degC": 1, "bpm": 0, "dBm": 0,
+    "%/m": 2, "s": 0, "deg": 6,
+}
+_UNIT_SHOWN: dict[str, str] = {"degC": "°C", "1": "", "deg": "°"}
+
+
+def quantity_text(field: str, value: Any, lang: Language) -> str:
+    """A value with its unit at the precision a person reads (3.654 V → 3.65 V, 0.3901 MPa
+    → 0.39 MPa); a flag as 是/否, text as it is."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value_text(field, value, lang)
+    unit = field_unit(field) or ""
+    if isinstance(value, float) and unit in _SHOWN_DECIMALS:
+        text = f"{value:.{_SHOWN_DECIMALS[unit]}f}"
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        text = "0" if text == "-0" else text
+    else:
+        text = value_text(field, value, lang)
+    shown = _UNIT_SHOWN.get(unit, unit)
+    if not shown:
+        return text
+    return f"{text}{shown}" if shown.startswith(("%", "°")) else f"{text} {shown}"
+
+
 def values_text(values: Mapping[str, Any], lang: Language) -> str:
-    """A reading's values, each under its display name and at its field's precision."""
-    return "  ".join(f"{field_label(k, lang) or k}={value_text(k, v, lang)}"
+    """A reading's values, each under its display name, with its unit, at the precision a
+    person reads."""
+    return "  ".join(f"{field_label(k, lang) or k} {quantity_text(k, v, lang)}"
                      for k, v in sorted(values.items()))
+
+
+def reading_value_text(field: str | None, value: Any, lang: Language) -> str | None:
+    """An incident's reading as a line shows it: a measured number with its name and unit;
+    None for a flag or a number without a field (an SOS is `true`, a fall still for 2
+    minutes counts 0 steps: the title says what happened, "读数: 0" says nothing)."""
+    if not field or value is None or isinstance(value, bool) or \
+            not isinstance(value, int | float):
+        return None
+    label = field_label(field, lang)
+    shown = quantity_text(field, value, lang)
+    return f"{label} {shown}" if label else shown
 
 
 def place_text(place: Mapping[str, Any] | None) -> str:
@@ -104,8 +149,9 @@ def event_detail(e: Mapping[str, Any], lang: Language,
     parts: list[str] = []
     if kind == "opened":
         parts.append(f"[{severity_word(str(e.get('severity')), lang)}]")
-        if e.get("value") is not None and e.get("field"):
-            parts.append(value_text(str(e["field"]), e["value"], lang))
+        reading = reading_value_text(e.get("field"), e.get("value"), lang)
+        if reading:
+            parts.append(reading)
     elif kind == "severity_raised":
         parts.append(f"{severity_word(str(e.get('previous', 'info')), lang)} → "
                      f"{severity_word(str(e.get('severity')), lang)}")
@@ -186,12 +232,10 @@ def timeline_lines(found: Mapping[str, Any], lang: Language,
     if inc.get("device_id"):
         lines.append(t("timeline.device", lang, device=inc["device_id"],
                        kind=kind_name(str(inc.get("kind")), lang)))
-    field = (inc.get("detail") or {}).get("field")
-    if inc.get("value") is not None:
-        shown = value_text(str(field), inc["value"], lang) if field else \
-            value_text("", inc["value"], lang)
-        label = field_label(str(field), lang) if field else None
-        lines.append(t("timeline.value", lang, value=f"{label} {shown}" if label else shown))
+    reading = reading_value_text((inc.get("detail") or {}).get("field"), inc.get("value"),
+                                 lang)
+    if reading:
+        lines.append(t("timeline.value", lang, value=reading))
     lines.append(t("timeline.opened", lang, at=zone.stamp(inc.get("opened_at"))))
     if inc.get("acknowledged_at") is not None:
         lines.append(t("timeline.acknowledged", lang, at=zone.stamp(inc["acknowledged_at"]),
@@ -237,7 +281,22 @@ _DETAILS_ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^zero-length payload$", "报文为空"),
         (r"^no device profile matches the topic$", "主题不属于任何设备协议"),
         (r"^payload is not a JSON object$", "报文不是 JSON 对象"),
-        (r"^payload is not valid UTF-8$", "报文不是有效的 UTF-8"),
+        (r"^payload is not valid UTF-8(?: \(byte (?P<n>\d+)\))?$", "报文不是有效的 UTF-8"),
+        (r"^.*line (?P<l>\d+) column (?P<c>\d+).*$", "JSON 第 {l} 行第 {c} 列有误"),
+        (r"^number .*$", "数值超出可表示的范围"),
+        (r"^key (?P<k>.+) appears twice in one object$", "键 {k} 在同一对象中出现两次"),
+        (r"^topic names (?P<a>.+) but payload names (?P<b>.+)$",
+         "主题中的设备为 {a}, 报文中的设备为 {b}"),
+        (r"^device id in the payload is not text: (?P<v>.+)$", "报文中的设备编号不是文本: {v}"),
+        (r"^device speaks profile (?P<a>.+), message matched (?P<b>.+)$",
+         "设备的协议为 {a}, 报文匹配的协议为 {b}"),
+        (r"^(?P<n>\d+) bytes > limit (?P<m>\d+)$", "报文 {n} 字节, 超过上限 {m}"),
+        (r"^no items at (?P<v>.+)$", "报文中 {v} 处没有数据项"),
+        (r"^no field maps quantity (?P<v>.+)$", "没有字段对应数量 {v}"),
+        (r"^the topic has no quantity level$", "主题中没有数量层级"),
+        (r"^(?P<f>\w+): (?P<v>.+) is text, not a number.*$", "{f}: {v} 是文本, 不是数值"),
+        (r"^(?P<f>\w+): device has no (?P<s>\S+).*$", "{f}: 设备缺少设置 {s}"),
+        (r"^(?P<f>\w+): unit (?P<u>\S+) .*$", "{f}: 无法换算的单位 {u}"),
         (r"^no device id in topic or payload$", "主题与报文中都没有设备编号"),
         (r"^(?P<f>\S+) is missing$", "缺少字段 {f}"),
         (r"^no (?P<k>\S+) field in the payload$", "报文中没有该类型的任何字段"),
@@ -257,15 +316,16 @@ _DETAILS_ZH: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 
 def deadletter_detail(reason: str, detail: str, lang: Language) -> str:
-    """A dead letter's detail in `lang` (the decoder writes it in English)."""
-    if lang == "en":
-        return detail
+    """A dead letter's detail in `lang` (the decoder writes it in English); a detail no
+    pattern reads says where the English text is, never a bare "-"."""
+    if lang == "en" or not detail:
+        return detail or "-"
     for pattern, template in _DETAILS_ZH:
         found = pattern.match(detail)
         if found:
             return template.format(**{k: (field_label(v, lang) or v) if k == "f" else v
-                                      for k, v in found.groupdict().items()})
-    return "-"
+                                      for k, v in found.groupdict().items() if v is not None})
+    return t("deadletter.detail_in_english", lang)
 
 
 def reason_word(reason: str, lang: Language) -> str:

@@ -230,7 +230,7 @@ def test_assign_and_note(daemon: ServerThread, config: Path, tmp_path: Path) -> 
     result = sentinel("assign", ID, "李建国", "-c", str(config), env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (f"已将事件 {ID} 烟感报警 指派给 李建国 (gw-02) "
-                                     "(操作人: 命令行用户 tester)")
+                                     "(操作人: tester (命令行))")
     photo = tmp_path / "site.png"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
     result = sentinel("note", ID, "已到场, 无明火", "--photo", str(photo), "--lang", "en",
@@ -243,7 +243,7 @@ def test_assign_and_note(daemon: ServerThread, config: Path, tmp_path: Path) -> 
     assert ("assign", ID, "gw-02", "cli:tester", False) in daemon.controller.calls
     photo.write_text("not a picture")
     result = sentinel("note", ID, "x", "--photo", str(photo), "-c", str(config), env=env)
-    assert result.returncode == 1 and "无法使用照片" in result.stderr
+    assert result.returncode == 1 and "照片无效" in result.stderr
     result = sentinel("assign", ID, "nobody", "-c", str(config), env=env)
     assert result.returncode == 1 and "值班名单中没有联系人 nobody" in result.stderr
     assert "sentinel oncall --all" in result.stderr

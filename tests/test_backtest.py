@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import structlog
 
 from sentinel.backtest.compare import Recorded, Summary, compare_recorded, diff_rule_sets
 from sentinel.backtest.replay import split_by_compound
@@ -90,6 +91,16 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return state_dir
 
 
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """`main` configures logging onto the stream capsys lends it, which is closed after the
+    test: later tests in this process would log into a closed file (HTTP 500s in a server
+    thread's handler). Put back the configuration the process had."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
 def _backtest(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     capsys.readouterr()
     code = main(["backtest", "-c", str(SHIPPED_CONFIG), *args])
@@ -125,7 +136,7 @@ def test_against_a_stricter_tank_rule_keeps_only_the_real_drop(
                               "--to", _iso(T0 + 2400), "--jobs", "1")
     assert code == 0
     assert "only in A 2" in text
-    assert "tank_level_falling" in text
+    assert "tank level falling" in text
 
 
 def test_html_timeline_is_self_contained(state: Path, tmp_path: Path,

@@ -163,6 +163,7 @@ CASES: tuple[Case, ...] = (
     Case("report latency", ("--since", "1h"), expect="报警时延"),
     Case("report response", ("--since", "1h"), expect="确认用时"),
     Case("report response", ("--since", "1h", "--by", "kind"), expect="燃气"),
+    Case("backtest", ("--jobs", "1"), min_chinese=10, expect="规则回测"),
     Case("silence add", ("--grid", "{grid}", "--kind", "water_level", "--every", "mon-fri",
                          "--from", "09:00", "--to", "11:00", "--author", "{person}",
                          "--reason", "消火栓冲洗"), capture="silence", expect="已添加屏蔽",

@@ -940,8 +940,6 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                                                                       "applies to silences "
                                                                       "only"},
     # -- issue 16 round 2, helper R3 (command line): ids, actors, stored state, units ----
-    "actor.cli_user": {"zh": "命令行用户 {name}", "en": "{name} (command line)"},
-    "actor.board_user": {"zh": "值班屏 {name}", "en": "{name} (board)"},
     "actor.refused": {"zh": "{option} {value} 不是值班名单中的联系人编号, 不能记为操作人. "
                             "可用的编号: {ids} (查看: sentinel oncall --all); 不写 {option} "
                             "则记为命令行用户 {user}",
@@ -1052,6 +1050,12 @@ def role_name(role: str, lang: Language = "zh") -> str:
 def incident_title(name: str, lang: Language = "zh") -> str:
     entry = _entry(f"incident.{name}")
     return entry[lang] if entry else name.replace("_", " ")
+
+
+def incident_label(name: str, lang: Language = "zh") -> str | None:
+    """The display name configured or catalogued for `name`, if it has one."""
+    entry = _entry(f"incident.{name}")
+    return entry[lang] if entry else None
 
 
 def field_label(name: str, lang: Language = "zh") -> str | None:

@@ -25,7 +25,7 @@ from sentinel.i18n import (
     t,
     value_text,
 )
-from sentinel.notify.channels import channel_label
+from sentinel.notify.channels import actor_name, channel_label
 
 # Words of the model that have a catalogue entry under a prefix.
 _STATUSES = frozenset({"firing", "acknowledged", "resolved"})
@@ -61,20 +61,12 @@ def area_text(area: str, lang: Language) -> str:
 
 def actor_text(actor: str | None, lang: Language,
                names: Mapping[str, str] | None = None) -> str:
-    """Who did it, as a person reads it: a contact's name, the wall screen's typed name
-    and the CLI user each marked as such (as the board marks them), `sentinel` (the system
-    itself) in words; never the internal prefix (`cli:root`)."""
+    """Who did it, as a person reads it: the same words as the board, the link pages and
+    the notifications (a contact's name; the wall screen's and the CLI's user marked as
+    such; `sentinel` in words), never the internal prefix (`cli:root`)."""
     if not actor:
         return "-"
-    names = names or {}
-    if actor == "sentinel":
-        return t("actor.sentinel", lang)
-    prefix, sep, rest = actor.partition(":")
-    if sep and prefix in ("board", "cli"):
-        return names.get(rest) or t(f"actor.{prefix}_user", lang, name=rest)
-    if sep and prefix == "link":
-        return names.get(rest, rest)
-    return names.get(actor, actor)
+    return actor_name(actor, names or {}, lang)
 
 
 # Decimals a person reads per canonical unit (the kind's precision is what is stored:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from sentinel import zone
 from sentinel.backtest.compare import Comparison, Diff, Summary, severity_rank
 from sentinel.backtest.replay import BacktestEvent, Trigger
-from sentinel.i18n import Language, event_name, incident_title, kind_name, t
+from sentinel.i18n import Language, event_name, incident_label, incident_title, kind_name, t
 from sentinel.timeline import place_text, severity_word, values_text
 
 __all__ = ["Report", "write_html", "write_json", "write_text"]
@@ -93,16 +93,23 @@ def write_text(report: Report, out: TextIO, lang: Language) -> None:
         for ev in report.events:
             word = event_name(ev.type, lang)
             w(f"  {zone.stamp(ev.ts)}  {ev.incident_id}  {word}  "
-              f"{severity_word(ev.severity, lang)}  {incident_title(ev.name, lang)} "
-              f"({ev.rule})  {place_text(ev.place) or ev.target}\n")
+              f"{severity_word(ev.severity, lang)}  {incident_title(ev.name, lang)}"
+              f"{_by_rule(ev.rule, ev.name, lang)}  {place_text(ev.place) or ev.target}\n")
             trigger = _trigger_text(ev.trigger, lang)
             if trigger:
                 w(f"      {trigger}\n")
-        for title, attr, name in (("backtest.by_rule", "rule", None),
+        # A rule by the incident it raises (its own display name beside it, if any).
+        raises = {ev.rule: ev.name for ev in report.events}
+
+        def rule_name(rule: str, lang: Language) -> str:
+            return incident_title(raises.get(rule, rule), lang) + _by_rule(
+                rule, raises.get(rule, rule), lang)
+
+        for title, attr, name in (("backtest.by_rule", "rule", rule_name),
                                   ("backtest.by_kind", "kind", kind_name)):
             w("\n" + t(title, lang) + "\n")
             for key, counts in sorted(_counts(report.events, attr).items()):
-                label = name(key, lang) if name is not None else key
+                label = name(key, lang)
                 w("  " + t("backtest.count_line", lang, name=label,
                            opened=counts["opened"], raised=counts["severity_raised"],
                            cleared=counts["condition_cleared"],
@@ -137,6 +144,13 @@ def _trigger_json(trigger: Trigger | None) -> dict[str, Any] | None:
     return {"device_id": trigger.device_id, "ts": trigger.ts,
             "received_at": trigger.received_at, "values": dict(trigger.values),
             "by_timer": trigger.by_timer}
+
+
+def _by_rule(rule: str, incident: str, lang: Language) -> str:
+    """The rule behind an event when it is not the incident's own (fall_still raising a
+    fall), by its display name: ids stay in --json, people read names."""
+    label = incident_label(rule, lang)
+    return "" if rule == incident or label is None else f" ({label})"
 
 
 def incident_json(s: Summary, events: Sequence[BacktestEvent], rule_set: str

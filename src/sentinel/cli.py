@@ -220,6 +220,16 @@ def _person(args: argparse.Namespace, text: str, lang: Language) -> str | None:
     return None
 
 
+def _acting_client(args: argparse.Namespace, lang: Language) -> ControlClient | int:
+    """The daemon's client for a command that acts on an incident, with `args.actor`
+    settled (a contact id, or cli:<user>); an exit code when either cannot be had."""
+    client = _control_client(args, lang)
+    if isinstance(client, int):
+        return client
+    args.actor = _actor(args, lang, args.actor)
+    return EXIT_PROBLEMS if args.actor is None else client
+
+
 def _actor(args: argparse.Namespace, lang: Language, value: str | None,
            option: str = "--actor") -> str | None:
     """Who acts from the command line, as the audit trail records it: a contact id of the
@@ -699,12 +709,9 @@ def cmd_ack(args: argparse.Namespace) -> int:
     from sentinel.i18n import incident_title
 
     lang = _lang(args)
-    client = _control_client(args, lang)
+    client = _acting_client(args, lang)
     if isinstance(client, int):
         return client
-    args.actor = _actor(args, lang, args.actor)
-    if args.actor is None:
-        return EXIT_PROBLEMS
     try:
         inc = client.ack(args.id, args.actor, args.note)
     except ControlError as exc:
@@ -724,12 +731,9 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     from sentinel.i18n import incident_title
 
     lang = _lang(args)
-    client = _control_client(args, lang)
+    client = _acting_client(args, lang)
     if isinstance(client, int):
         return client
-    args.actor = _actor(args, lang, args.actor)
-    if args.actor is None:
-        return EXIT_PROBLEMS
     try:
         inc = client.resolve(args.id, args.actor, args.outcome, args.note)
     except ControlError as exc:
@@ -743,12 +747,11 @@ def cmd_assign(args: argparse.Namespace) -> int:
     from sentinel.i18n import incident_title
 
     lang = _lang(args)
-    client = _control_client(args, lang)
+    client = _acting_client(args, lang)
     if isinstance(client, int):
         return client
-    args.actor = _actor(args, lang, args.actor)
     person_id = _person(args, args.person, lang)
-    if args.actor is None or person_id is None:
+    if person_id is None:
         return EXIT_PROBLEMS
     try:
         inc = client.assign(args.id, person_id, args.actor)
@@ -776,12 +779,9 @@ def cmd_note(args: argparse.Namespace) -> int:
             print(t("note.bad_photo", lang, path=args.photo, reason=exc.strerror or exc),
                   file=sys.stderr)
             return EXIT_PROBLEMS
-    client = _control_client(args, lang)
+    client = _acting_client(args, lang)
     if isinstance(client, int):
         return client
-    args.actor = _actor(args, lang, args.actor)
-    if args.actor is None:
-        return EXIT_PROBLEMS
     try:
         inc = client.note(args.id, args.actor, args.text, photo)
     except ControlError as exc:

@@ -118,38 +118,33 @@ class ControlClient:
         """{"incident", "audit", "latency", "events"} of one incident."""
         return self._request("GET", f"/api/incidents/{quote(incident_id, safe='')}")
 
+    def _act(self, incident_id: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST one act on an incident; the incident after it, as JSON."""
+        path = f"/api/incidents/{quote(incident_id, safe='')}/{action}"
+        incident: dict[str, Any] = self._request("POST", path, body)["incident"]
+        return incident
+
     def ack(self, incident_id: str, actor: str, note: str | None = None) -> dict[str, Any]:
         """Acknowledge an open incident; the incident after it, as JSON."""
-        path = f"/api/incidents/{quote(incident_id, safe='')}/ack"
-        answer = self._request("POST", path, {"actor": actor, "note": note})
-        incident: dict[str, Any] = answer["incident"]
-        return incident
+        return self._act(incident_id, "ack", {"actor": actor, "note": note})
 
     def resolve(self, incident_id: str, actor: str, outcome: str,
                 note: str | None = None) -> dict[str, Any]:
         """Close an open incident with an outcome; the incident after it, as JSON."""
-        path = f"/api/incidents/{quote(incident_id, safe='')}/resolve"
-        answer = self._request("POST", path, {"actor": actor, "outcome": outcome, "note": note})
-        incident: dict[str, Any] = answer["incident"]
-        return incident
+        return self._act(incident_id, "resolve",
+                         {"actor": actor, "outcome": outcome, "note": note})
 
     def assign(self, incident_id: str, person: str, actor: str) -> dict[str, Any]:
         """Assign an open incident to a contact; the incident after it, as JSON."""
-        path = f"/api/incidents/{quote(incident_id, safe='')}/assign"
-        answer = self._request("POST", path, {"person": person, "actor": actor})
-        incident: dict[str, Any] = answer["incident"]
-        return incident
+        return self._act(incident_id, "assign", {"person": person, "actor": actor})
 
     def note(self, incident_id: str, actor: str, text: str,
              photo: bytes | None = None) -> dict[str, Any]:
         """Add a note (and a photo) to an open incident; the incident after it, as JSON."""
-        path = f"/api/incidents/{quote(incident_id, safe='')}/note"
         body: dict[str, Any] = {"text": text, "actor": actor}
         if photo is not None:
             body["photo"] = base64.b64encode(photo).decode("ascii")
-        answer = self._request("POST", path, body)
-        incident: dict[str, Any] = answer["incident"]
-        return incident
+        return self._act(incident_id, "note", body)
 
     def contacts(self) -> list[dict[str, Any]]:
         """The on-call file's people (id, name, roles, grids, compounds)."""

@@ -594,12 +594,7 @@ class ControlServer:
         return json_response({"contacts": self._controller.contacts()})
 
     async def _response_report(self, request: web.Request) -> web.Response:
-        try:
-            since = float(request.query.get("since", "0"))
-        except ValueError:
-            since = float("nan")
-        if not math.isfinite(since):
-            raise ApiError(400, "bad_request", "since must be epoch seconds")
+        since = _since(request)
         by = request.query.get("by", "worker")
         if by not in BY:
             raise ApiError(400, "bad_request", f"by is one of: {', '.join(BY)}")
@@ -654,12 +649,7 @@ class ControlServer:
         return json_response({"deadletters": await self._controller.deadletters(limit, reason)})
 
     async def _latency_report(self, request: web.Request) -> web.Response:
-        try:
-            since = float(request.query.get("since", "0"))
-        except ValueError:
-            since = float("nan")
-        if not math.isfinite(since):
-            raise ApiError(400, "bad_request", "since must be epoch seconds")
+        since = _since(request)
         return json_response(await self._controller.latency_report(since))
 
     async def _windows(self, request: web.Request) -> web.Response:
@@ -853,3 +843,14 @@ class ControlServer:
             return pages.link_page(await self._link_view(claims, name, lang, inc))
         _log.info("incident_acknowledged", incident_id=inc.id, actor=actor, via="link")
         return pages.link_page(await self._link_view(claims, name, lang, inc, "acknowledged"))
+
+
+def _since(request: web.Request) -> float:
+    """The `since` query of a report: epoch seconds, 0 (everything) when absent."""
+    try:
+        since = float(request.query.get("since", "0"))
+    except ValueError:
+        since = float("nan")
+    if not math.isfinite(since):
+        raise ApiError(400, "bad_request", "since must be epoch seconds")
+    return since

@@ -450,6 +450,7 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                       "en": "{n} alarms in this group (the buttons act on all of them)"},
     "board.viewer": {"zh": "只读", "en": "view only"},
     "board.actor.board": {"zh": "{name} (值班屏)", "en": "{name} (board)"},
+    "board.actor.board_shared": {"zh": "值班屏", "en": "the board"},
     "board.actor.cli": {"zh": "{name} (命令行)", "en": "{name} (command line)"},
     "board.actor.system": {"zh": "系统", "en": "system"},
     "board.tl.opened": {"zh": "发生: {title}", "en": "opened: {title}"},

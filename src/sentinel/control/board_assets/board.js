@@ -247,7 +247,12 @@
     if (!actor) { return "-"; }
     var s = String(actor);
     if (s === "sentinel") { return t("board.actor.system"); }
-    if (s.indexOf("board:") === 0) { return t("board.actor.board", { name: s.slice(6) }); }
+    if (s.indexOf("board:") === 0) {
+      // The shared wall screen signed in without a name of its own: as notices name it.
+      var who = s.slice(6);
+      return who === "" || who === "operator" ? t("board.actor.board_shared")
+        : t("board.actor.board", { name: who });
+    }
     if (s.indexOf("cli:") === 0) { return t("board.actor.cli", { name: s.slice(4) }); }
     if (s.indexOf("link:") === 0) { return contactName(s.slice(5)); }
     return contactName(s);

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -98,12 +98,10 @@ def write_text(report: Report, out: TextIO, lang: Language) -> None:
             trigger = _trigger_text(ev.trigger, lang)
             if trigger:
                 w(f"      {trigger}\n")
-        # A rule by the incident it raises (its own display name beside it, if any).
         raises = {ev.rule: ev.name for ev in report.events}
 
         def rule_name(rule: str, lang: Language) -> str:
-            return incident_title(raises.get(rule, rule), lang) + _by_rule(
-                rule, raises.get(rule, rule), lang)
+            return rule_title(rule, raises, lang)
 
         for title, attr, name in (("backtest.by_rule", "rule", rule_name),
                                   ("backtest.by_kind", "kind", kind_name)):
@@ -144,6 +142,13 @@ def _trigger_json(trigger: Trigger | None) -> dict[str, Any] | None:
     return {"device_id": trigger.device_id, "ts": trigger.ts,
             "received_at": trigger.received_at, "values": dict(trigger.values),
             "by_timer": trigger.by_timer}
+
+
+def rule_title(rule: str, raises: Mapping[str, str], lang: Language) -> str:
+    """A rule as people read it: the incident it raises (`raises`: rule -> incident
+    name), with the rule's own label when it has one."""
+    incident = raises.get(rule, rule)
+    return incident_title(incident, lang) + _by_rule(rule, incident, lang)
 
 
 def _by_rule(rule: str, incident: str, lang: Language) -> str:
@@ -269,9 +274,11 @@ def write_html(report: Report, out: TextIO, lang: Language) -> None:
     for word in _COUNTED:
         w(f"<th>{e(event_name(word, lang))}</th>")
     w("</tr>")
+    raises = {ev.rule: ev.name for ev in report.events}
+    raises.update({s.rule: s.name for s in report.against_incidents})
     for rule, per in sorted(counts.items()):
-        w(f"<tr><td>{e(rule)}</td>" + "".join(f"<td>{per[k]}</td>" for k in _COUNTED)
-          + "</tr>")
+        cells = "".join(f"<td>{per[k]}</td>" for k in _COUNTED)
+        w(f'<tr><td title="{e(rule)}">{e(rule_title(rule, raises, lang))}</td>{cells}</tr>')
     w("</table>")
     by_rule: dict[str, list[Summary]] = {}
     for s in report.incidents:
@@ -283,8 +290,8 @@ def write_html(report: Report, out: TextIO, lang: Language) -> None:
         w(f"<p>{e(t('backtest.nothing', lang))}</p>")
     for rule in sorted(set(by_rule) | set(against)):
         found = sorted(by_rule.get(rule, []), key=lambda s: -severity_rank(s.severity))
-        w(f"<h2>{e(rule)} · {e(incident_title(found[0].name if found else rule, lang))} "
-          f"({len(found)})</h2>")
+        # The rule's id stays in a tooltip: it is what an --against file names.
+        w(f'<h2 title="{e(rule)}">{e(rule_title(rule, raises, lang))} ({len(found)})</h2>')
         if found:
             w(_timeline(found, report.start, report.end, lang))
         if rule in against:

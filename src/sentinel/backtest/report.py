@@ -99,9 +99,13 @@ def write_text(report: Report, out: TextIO, lang: Language) -> None:
             if trigger:
                 w(f"      {trigger}\n")
         raises = {ev.rule: ev.name for ev in report.events}
+        titles = Counter(rule_title(r, raises, lang) for r in raises)
 
         def rule_name(rule: str, lang: Language) -> str:
-            return rule_title(rule, raises, lang)
+            # Rules that raise the same incident (fall, then fall_still) would read alike:
+            # their ids, the names the rules file gives them, tell them apart.
+            title = rule_title(rule, raises, lang)
+            return f"{title} [{rule}]" if titles[title] > 1 else title
 
         for title, attr, name in (("backtest.by_rule", "rule", rule_name),
                                   ("backtest.by_kind", "kind", kind_name)):

@@ -171,6 +171,11 @@ class Evaluator:
     def on_tick(self, st: CondState, now: float, last_seen: float) -> Signal | None:
         return None
 
+    def due(self, st: CondState) -> float:
+        """Earliest time `on_tick` may signal for this state (-inf: cannot tell). Used by
+        `RuleEngine.next_due`, so that a replay ticks only when something can happen."""
+        return -math.inf
+
 
 class StateEval(Evaluator):
     rule: StateRule
@@ -205,6 +210,10 @@ class StateEval(Evaluator):
             return None
         return self.activate(st, self.rule.severity, since + self.rule.for_, self.rule.equals,
                              field=self.rule.field, held_for=self.rule.for_)
+
+    def due(self, st: CondState) -> float:
+        since = st.pending.get(0)
+        return math.inf if since is None or st.active else since + self.rule.for_
 
 
 class ThresholdEval(Evaluator):
@@ -280,6 +289,17 @@ class ThresholdEval(Evaluator):
         limit, _, hold, _, op = self.limits[best[1]]
         return self.activate(st, best[0], best[2], st.last, field=self.rule.field, op=op,
                              limit=round(limit, 6), held_for=hold)
+
+    def due(self, st: CondState) -> float:
+        # A held level decides at since + hold, unless it cannot raise what is active.
+        due = math.inf
+        for i, since in st.pending.items():
+            if i >= len(self.limits):
+                continue
+            _, severity, hold, _, _ = self.limits[i]
+            if hold > 0 and not (st.active and severity <= st.severity):
+                due = min(due, since + hold)
+        return due
 
 
 class RateEval(Evaluator):
@@ -450,6 +470,9 @@ class StillEval(Evaluator):
         return self.activate(st, self.rule.severity, st.mark + self.rule.within, st.last,
                              still_for=self.rule.within)
 
+    def due(self, st: CondState) -> float:
+        return math.inf if st.mark is None or st.active else st.mark + self.rule.within
+
 
 class InactivityEval(Evaluator):
     rule: InactivityRule
@@ -484,6 +507,24 @@ class InactivityEval(Evaluator):
         return self.activate(st, self.rule.severity, now, st.last, idle_daytime=round(idle),
                              limit=self.rule.for_)
 
+    def due(self, st: CondState) -> float:
+        # When daytime_overlap(mark, t) reaches `for`: walk the days as it does.
+        if st.mark is None or st.active:
+            return math.inf
+        need = self.rule.for_
+        a = st.mark
+        day = datetime.fromtimestamp(a, self.tz).replace(hour=0, minute=0, second=0,
+                                                         microsecond=0)
+        for _ in range(_DUE_DAYS):
+            lo = max(a, (day + timedelta(seconds=self.day_start)).timestamp())
+            span = (day + timedelta(seconds=self.day_end)).timestamp() - lo
+            if span > 0:
+                if span >= need:
+                    return lo + need
+                need -= span
+            day = (day + timedelta(days=1, hours=3)).replace(hour=0)
+        return -math.inf
+
 
 def daytime_overlap(a: float, b: float, start: float, end: float, tz: ZoneInfo) -> float:
     """Seconds of [a, b) that fall between `start` and `end` local time of day."""
@@ -501,6 +542,11 @@ def daytime_overlap(a: float, b: float, start: float, end: float, tz: ZoneInfo) 
 
 # Upper bound between two scans for silent devices, whatever the deadlines say.
 _OFFLINE_RESCAN = 60.0
+# next_due is this much early: `due` adds where on_tick subtracts, and floats may differ
+# in the last bit; a tick early changes nothing, a tick late would.
+_DUE_SLACK = 0.001
+# Days InactivityEval.due looks ahead before it gives up (and says "tick now").
+_DUE_DAYS = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -576,6 +622,10 @@ class RuleEngine:
         self._signalled: dict[str, collections.deque[tuple[float, int]]] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._significant = False
+        # next_due: each timer's due time, and the keys whose state moved since computed.
+        self._timer_due: dict[tuple[str, str], float] = {}
+        self._touched: set[tuple[str, str]] = set()
+        self._min_due = math.inf
 
     # -- state ------------------------------------------------------------------------
 
@@ -631,6 +681,7 @@ class RuleEngine:
         last_seen = self.last_seen
         states = self.states
         dirty = self._dirty
+        touched = self._touched
         for r in readings:
             device_id = r.device_id
             plan = self._plans.get(device_id)
@@ -669,6 +720,8 @@ class RuleEngine:
                     if signal is None and st.is_default:
                         continue  # nothing to remember, persist or time
                     states[key] = st
+                if ev.ticks:
+                    touched.add(key)
                 if signal is not None:
                     out.append(signal)
                     self._after_signal(signal, out)
@@ -695,6 +748,26 @@ class RuleEngine:
     def _watch_timer(self, key: tuple[str, str], ev: Evaluator, st: CondState) -> None:
         if ev.ticks and not isinstance(ev, OfflineEval) and (st.pending or st.mark is not None):
             self._timers[key] = ev
+            self._touched.add(key)
+
+    def next_due(self) -> float:
+        """The earliest time at which `tick` may do anything: a running clock may decide,
+        or the scan for silent devices is due. Ticks before it change nothing, so a replay
+        (backtest) skips them; readings or a tick in between can only bring it forward
+        when they change a state, so ask again after them."""
+        if self._touched:
+            due, timers, states = self._timer_due, self._timers, self.states
+            for key in self._touched:
+                ev = timers.get(key)
+                if ev is None:
+                    due.pop(key, None)
+                else:
+                    due[key] = ev.due(states[key])
+            self._touched.clear()
+            self._min_due = min(due.values(), default=math.inf)
+        scan = max(self._next_offline_scan, self.started_at + self.startup_grace) \
+            if self._offline else math.inf
+        return min(self._min_due, scan) - _DUE_SLACK
 
     def tick(self, now: float) -> list[Signal]:
         """Evaluate running clocks; scan for silent devices when the earliest is due."""
@@ -725,6 +798,10 @@ class RuleEngine:
                         earliest = min(earliest, seen + limit)
                         break
             self._next_offline_scan = earliest
+        # Clocks may have decided or stopped: next_due looks at every timer again.
+        self._timer_due.clear()
+        self._touched.update(self._timers)
+        self._min_due = math.inf
         return out
 
     def _emit(self, key: tuple[str, str], signal: Signal | None, out: list[Signal]) -> None:

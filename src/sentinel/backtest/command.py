@@ -123,7 +123,8 @@ def _source(loaded: Loaded, options: Options) -> ReadingSource:
     store = loaded.settings.store
     kind = options.source or ("sqlite" if store.backend == "sqlite" else "victoria")
     if kind == "sqlite":
-        return SqliteReadings(store.sqlite.path)
+        ingest = loaded.settings.ingest
+        return SqliteReadings(store.sqlite.path, ingest.max_age, ingest.max_future_skew)
     if kind != "victoria":
         raise BacktestError("bad_source", value=kind)
     url = options.url or store.influxdb.url
@@ -271,7 +272,9 @@ def _source_name(source: ReadingSource) -> str:
 
 def _factory(loaded: Loaded, options: Options, source: ReadingSource) -> _MakeSource:
     if isinstance(source, SqliteReadings):
-        return _MakeSource("sqlite", str(source.path), loaded.inventory, None)
+        ingest = loaded.settings.ingest
+        return _MakeSource("sqlite", str(source.path), loaded.inventory, None,
+                           (ingest.max_age, ingest.max_future_skew))
     assert isinstance(source, VictoriaReadings)
     return _MakeSource("victoria", source.url, loaded.inventory, loaded)
 
@@ -284,10 +287,12 @@ class _MakeSource:
     where: str
     inventory: Mapping[str, Device]
     loaded: Loaded | None
+    # sqlite: the ingest bounds (max_age, max_future_skew) its reading order relies on.
+    bounds: tuple[float, float] = (7 * 86400.0, 300.0)
 
     def __call__(self) -> ReadingSource:
         if self.kind == "sqlite":
-            return SqliteReadings(Path(self.where))
+            return SqliteReadings(Path(self.where), *self.bounds)
         assert self.loaded is not None
         return VictoriaReadings(self.where, self.loaded.inventory, self.loaded.kinds)
 

@@ -38,6 +38,9 @@ from sentinel.types import Reading, Severity, Value
 Change = Literal["active", "clear", "event", "cancel"]
 
 
+# `before` of a new CondState in on_readings: (active, severity, pending, no mark).
+_FRESH = (False, -1, 0, True)
+
 # Readings per device remembered for replay detection (those that changed an incident).
 _SIGNALLED_KEPT = 16
 
@@ -113,6 +116,8 @@ class CondState:
 
 
 def _num(value: object) -> float | None:
+    if type(value) is float:  # the common case first: one check (bool is not float)
+        return value if math.isfinite(value) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
@@ -256,8 +261,14 @@ class ThresholdEval(Evaluator):
         if value is None or stale:
             return None
         best: tuple[Severity, int] | None = None
+        falling = self.falling
         for i, (limit, severity, hold, inclusive, _) in enumerate(self.limits):
-            if self._holds(limit, inclusive, value):
+            # self._holds, inlined: this runs for every reading of every such device.
+            if falling:
+                holds = value <= limit if inclusive else value < limit
+            else:
+                holds = value >= limit if inclusive else value > limit
+            if holds:
                 since = st.pending.setdefault(i, r.ts)
                 if r.ts - since >= hold and (best is None or severity > best[0]):
                     best = (severity, i)
@@ -626,6 +637,8 @@ class RuleEngine:
         self._timer_due: dict[tuple[str, str], float] = {}
         self._touched: set[tuple[str, str]] = set()
         self._min_due = math.inf
+        # on_readings: a new state no one holds, for the next rule and device without one.
+        self._spare = CondState()
 
     # -- state ------------------------------------------------------------------------
 
@@ -682,6 +695,9 @@ class RuleEngine:
         states = self.states
         dirty = self._dirty
         touched = self._touched
+        spare = self._spare
+        if not spare.is_default:  # an evaluator raised half-way through last time
+            spare = CondState()
         for r in readings:
             device_id = r.device_id
             plan = self._plans.get(device_id)
@@ -709,17 +725,19 @@ class RuleEngine:
                 st = states.get(key)
                 if st is None:
                     # Kept only once it holds something: with 100,000 devices, a state per
-                    # rule and device that stays at its defaults would be ~250 MB.
-                    st = CondState(device_id)
-                    fresh = True
-                else:
-                    fresh = False
-                before = (st.active, st.severity, len(st.pending), st.mark is None)
-                signal = ev.on_reading(st, r, stale)
-                if fresh:
+                    # rule and device that stays at its defaults would be ~250 MB. The
+                    # spare is such a new state; one left at its defaults serves again.
+                    st = spare
+                    st.device_id = device_id
+                    before = _FRESH
+                    signal = ev.on_reading(st, r, stale)
                     if signal is None and st.is_default:
                         continue  # nothing to remember, persist or time
                     states[key] = st
+                    spare = CondState()
+                else:
+                    before = (st.active, st.severity, len(st.pending), st.mark is None)
+                    signal = ev.on_reading(st, r, stale)
                 if ev.ticks:
                     touched.add(key)
                 if signal is not None:
@@ -743,6 +761,7 @@ class RuleEngine:
                     signalled = self._signalled[r.device_id] = collections.deque(
                         maxlen=_SIGNALLED_KEPT)
                 signalled.append((r.ts, fingerprint))
+        self._spare = spare
         return out
 
     def _watch_timer(self, key: tuple[str, str], ev: Evaluator, st: CondState) -> None:

@@ -784,6 +784,9 @@ _MESSAGES: dict[str, dict[Language, str]] = {
               "VictoriaMetrics."},
     "backtest.html_failed": {"zh": "无法写入 {path}：{reason}", "en": "cannot write {path}: "
                                                                      "{reason}"},
+    # -- H-BENCH (issue 17): the backtest progress line's ETA --------------------------
+    "backtest.progress_eta": {"zh": "，约 {percent}%，预计还需 {eta} 秒",
+                              "en": ", ~{percent}%, ETA {eta} s"},
 }
 
 

@@ -229,6 +229,7 @@ def replay(state_dir: Path, start: str, end: str, jobs: int, out: Path,
            "--to", end, "--json", "--jobs", str(jobs), *extra]
     mem = TreeMemory()
     cpu0 = os.times()
+    busy0 = common.system_busy()
     began = time.perf_counter()
     with out.open("wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.PIPE, env=env)
@@ -237,6 +238,7 @@ def replay(state_dir: Path, start: str, end: str, jobs: int, out: Path,
             time.sleep(0.05)
     wall = time.perf_counter() - began
     cpu1 = os.times()
+    busy = common.system_busy() - busy0
     err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode != 0:
         raise SystemExit(f"backtest failed ({proc.returncode}):\n{err}")
@@ -244,11 +246,15 @@ def replay(state_dir: Path, start: str, end: str, jobs: int, out: Path,
     summary = json.loads(lines[-1])
     digest = hashlib.sha256(b"\n".join(lines[:-1])).hexdigest()[:16]
     readings = int(summary["readings"])
+    cpu = (cpu1.children_user + cpu1.children_system) - (cpu0.children_user
+                                                           + cpu0.children_system)
+    own = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     return {
         "command": " ".join(cmd), "wall_s": round(wall, 2), "readings": readings,
         "readings_per_s": round(readings / wall), "replay_s": summary["seconds"],
-        "cpu_s": round((cpu1.children_user + cpu1.children_system)
-                       - (cpu0.children_user + cpu0.children_system), 2),
+        "cpu_s": round(cpu, 2),
+        # Everything else on the machine while it ran (100 = one core): others' work.
+        "foreign_cpu_pct": round(max(0.0, 100 * (busy - cpu - own) / wall), 1),
         "peak_tree_rss_mib": round(mem.rss / 1024, 1),
         "peak_tree_pss_mib": round(mem.pss / 1024, 1),
         "peak_process_hwm_mib": round(mem.hwm / 1024, 1), "processes": mem.procs,
@@ -328,7 +334,8 @@ def main() -> int:
                    f"{run['readings_per_s']:,}/s; tree RSS {run['peak_tree_rss_mib']} MiB, "
                    f"PSS {run['peak_tree_pss_mib']} MiB, largest process "
                    f"{run['peak_process_hwm_mib']} MiB; {run['incidents']} incidents "
-                   f"(digest {run['incident_digest']}); load {run['loadavg_before']}")
+                   f"(digest {run['incident_digest']}); CPU {run['cpu_s']} s, foreign CPU "
+                   f"{run['foreign_cpu_pct']} %, load before {run['loadavg_before']}")
 
     def med(key: str) -> float:
         return statistics.median(r[key] for r in runs)

@@ -313,16 +313,34 @@ def replay_parallel(rule_sets: Sequence[RulesConfig], inventory: Mapping[str, De
     counter = ctx.Value("q", 0)
     out = ctx.Queue()
     procs = []
-    for i, share in enumerate(shares):
-        job = _Job(rule_sets, {k: chosen[k] for k in share}, settings, start, end,
-                   make_source, share, str(i))
+    jobs_ = [_Job(rule_sets, {k: chosen[k] for k in share}, settings, start, end,
+                  make_source, share, str(i)) for i, share in enumerate(shares)]
+    # This process replays the first share itself rather than wait idle: one process
+    # fewer holding an interpreter and the configuration (the tree's memory).
+    for job in jobs_[1:]:
         proc = ctx.Process(target=_worker, args=(job, counter, out), daemon=True)
         proc.start()
         procs.append(proc)
     results: dict[str, list[ReplayResult]] = {}
     errors: list[str] = []
+
+    def own_progress(n: int, at: float) -> None:
+        with counter.get_lock():
+            counter.value += n
+        if on_progress is not None:
+            on_progress(int(counter.value))
+
     try:
-        while len(results) + len(errors) < len(procs):
+        try:
+            own = jobs_[0]
+            results[own.tag] = run_replays(
+                own.rule_sets, own.inventory, settings, start, end,
+                make_source().readings(start, end, own.devices), own_progress)
+        except BaseException:
+            for proc in procs:  # no one will read their results
+                proc.kill()
+            raise
+        while len(results) + len(errors) < len(jobs_):
             try:
                 status, tag, payload = out.get(timeout=poll)
             except Exception:  # queue.Empty: report progress, notice a dead worker

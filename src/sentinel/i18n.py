@@ -993,6 +993,9 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                        "en": "{count} readings, the newest {shown} shown"},
     "deadletter.detail_in_english": {"zh": "(说明为英文原文: 加 --lang en 查看)",
                                      "en": "-"},
+    # -- H-BENCH (issue 17): the backtest progress line's ETA --------------------------
+    "backtest.progress_eta": {"zh": "，约 {percent}%，预计还需 {eta} 秒",
+                              "en": ", ~{percent}%, ETA {eta} s"},
 }
 
 

@@ -123,7 +123,8 @@ def _source(loaded: Loaded, options: Options) -> ReadingSource:
     store = loaded.settings.store
     kind = options.source or ("sqlite" if store.backend == "sqlite" else "victoria")
     if kind == "sqlite":
-        return SqliteReadings(store.sqlite.path)
+        ingest = loaded.settings.ingest
+        return SqliteReadings(store.sqlite.path, ingest.max_age, ingest.max_future_skew)
     if kind != "victoria":
         raise BacktestError("bad_source", value=kind)
     url = options.url or store.influxdb.url
@@ -155,9 +156,11 @@ def _period(options: Options, source: ReadingSource, tick: float) -> tuple[float
 class _Progress:
     """readings/s and an ETA on one terminal line, redrawn twice a second."""
 
-    def __init__(self, out: TextIO, lang: Language, start: float, end: float) -> None:
+    def __init__(self, out: TextIO, lang: Language, start: float, end: float,
+                 total: int | None = None) -> None:
         self.out = out
         self.lang = lang
+        self.total = total  # the source's estimate, for the ETA
         self.count = 0
         self.began = time.monotonic()
         self._stop = threading.Event()
@@ -174,9 +177,16 @@ class _Progress:
             now = time.monotonic()
             rate = (self.count - last[1]) / (now - last[0]) if now > last[0] else 0.0
             last = (now, self.count)
-            self.out.write("\r" + t("backtest.progress", self.lang, readings=self.count,
-                                    rate=round(rate),
-                                    elapsed=round(now - self.began)) + "   ")
+            line = t("backtest.progress", self.lang, readings=self.count, rate=round(rate),
+                     elapsed=round(now - self.began))
+            if self.total and self.count:
+                # From the average rate so far: steadier than the last half second's.
+                average = self.count / (now - self.began)
+                left = max(0, self.total - self.count) / average
+                line += t("backtest.progress_eta", self.lang,
+                          percent=min(100, round(100 * self.count / self.total)),
+                          eta=round(left))
+            self.out.write("\r" + line + "   ")
             self.out.flush()
 
     def close(self) -> None:
@@ -219,7 +229,8 @@ def _run(options: Options, out: TextIO) -> int:
     if not source.any_readings(start, end, devices):
         raise BacktestError("no_readings", start=zone.stamp(start), end=zone.stamp(end))
     rule_sets = [loaded.rules] + ([against.rules] if against is not None else [])
-    progress = (_Progress(options.progress_to, lang, start, end)
+    progress = (_Progress(options.progress_to, lang, start, end,
+                          source.estimate(start, end, devices))
                 if options.progress_to is not None else None)
     began = time.monotonic()
     make_source = _factory(loaded, options, source)
@@ -271,7 +282,9 @@ def _source_name(source: ReadingSource) -> str:
 
 def _factory(loaded: Loaded, options: Options, source: ReadingSource) -> _MakeSource:
     if isinstance(source, SqliteReadings):
-        return _MakeSource("sqlite", str(source.path), loaded.inventory, None)
+        ingest = loaded.settings.ingest
+        return _MakeSource("sqlite", str(source.path), loaded.inventory, None,
+                           (ingest.max_age, ingest.max_future_skew))
     assert isinstance(source, VictoriaReadings)
     return _MakeSource("victoria", source.url, loaded.inventory, loaded)
 
@@ -284,10 +297,12 @@ class _MakeSource:
     where: str
     inventory: Mapping[str, Device]
     loaded: Loaded | None
+    # sqlite: the ingest bounds (max_age, max_future_skew) its reading order relies on.
+    bounds: tuple[float, float] = (7 * 86400.0, 300.0)
 
     def __call__(self) -> ReadingSource:
         if self.kind == "sqlite":
-            return SqliteReadings(Path(self.where))
+            return SqliteReadings(Path(self.where), *self.bounds)
         assert self.loaded is not None
         return VictoriaReadings(self.where, self.loaded.inventory, self.loaded.kinds)
 

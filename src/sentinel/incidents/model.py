@@ -13,6 +13,7 @@ until a person resolves it; a hydrant back above its clear level resolves by its
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -349,6 +350,23 @@ class IncidentBook:
                     self._resolve(inc, now, "sentinel", Outcome.EXPIRED, None)
                 continue
             self._maybe_autoresolve(inc, now)
+
+    def next_due(self) -> float:
+        """The earliest time at which `tick` may change something (a flapping spell ends,
+        an incident expires or auto-resolves after its clear hold); inf when no open
+        incident waits on the clock. Only `apply` and `tick` move it (see RuleEngine.next_due)."""
+        due = math.inf
+        for inc in self.open.values():
+            if inc.flapping:
+                history = self.flap_history.get(inc.key, [])
+                due = min(due, (history[-1] if history else inc.updated_at) + self._flap.window)
+            if inc.resolve_after is not None and not inc.active and inc.cleared_at is not None:
+                due = min(due, inc.opened_at + inc.resolve_after)
+            elif (inc.resolve_mode == "auto" and not inc.active and not inc.flapping
+                  and inc.resolve_after is None and not inc.members
+                  and inc.cleared_at is not None):
+                due = min(due, inc.cleared_at + inc.clear_for)
+        return due
 
     def _maybe_autoresolve(self, inc: Incident, now: float) -> None:
         if (inc.open and not inc.active and inc.resolve_mode == "auto" and not inc.flapping

@@ -38,6 +38,9 @@ from sentinel.types import Reading, Severity, Value
 Change = Literal["active", "clear", "event", "cancel"]
 
 
+# `before` of a new CondState in on_readings: (active, severity, pending, no mark).
+_FRESH = (False, -1, 0, True)
+
 # Readings per device remembered for replay detection (those that changed an incident).
 _SIGNALLED_KEPT = 16
 
@@ -113,6 +116,8 @@ class CondState:
 
 
 def _num(value: object) -> float | None:
+    if type(value) is float:  # the common case first: one check (bool is not float)
+        return value if math.isfinite(value) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
@@ -171,6 +176,11 @@ class Evaluator:
     def on_tick(self, st: CondState, now: float, last_seen: float) -> Signal | None:
         return None
 
+    def due(self, st: CondState) -> float:
+        """Earliest time `on_tick` may signal for this state (-inf: cannot tell). Used by
+        `RuleEngine.next_due`, so that a replay ticks only when something can happen."""
+        return -math.inf
+
 
 class StateEval(Evaluator):
     rule: StateRule
@@ -205,6 +215,10 @@ class StateEval(Evaluator):
             return None
         return self.activate(st, self.rule.severity, since + self.rule.for_, self.rule.equals,
                              field=self.rule.field, held_for=self.rule.for_)
+
+    def due(self, st: CondState) -> float:
+        since = st.pending.get(0)
+        return math.inf if since is None or st.active else since + self.rule.for_
 
 
 class ThresholdEval(Evaluator):
@@ -247,8 +261,14 @@ class ThresholdEval(Evaluator):
         if value is None or stale:
             return None
         best: tuple[Severity, int] | None = None
+        falling = self.falling
         for i, (limit, severity, hold, inclusive, _) in enumerate(self.limits):
-            if self._holds(limit, inclusive, value):
+            # self._holds, inlined: this runs for every reading of every such device.
+            if falling:
+                holds = value <= limit if inclusive else value < limit
+            else:
+                holds = value >= limit if inclusive else value > limit
+            if holds:
                 since = st.pending.setdefault(i, r.ts)
                 if r.ts - since >= hold and (best is None or severity > best[0]):
                     best = (severity, i)
@@ -280,6 +300,17 @@ class ThresholdEval(Evaluator):
         limit, _, hold, _, op = self.limits[best[1]]
         return self.activate(st, best[0], best[2], st.last, field=self.rule.field, op=op,
                              limit=round(limit, 6), held_for=hold)
+
+    def due(self, st: CondState) -> float:
+        # A held level decides at since + hold, unless it cannot raise what is active.
+        due = math.inf
+        for i, since in st.pending.items():
+            if i >= len(self.limits):
+                continue
+            _, severity, hold, _, _ = self.limits[i]
+            if hold > 0 and not (st.active and severity <= st.severity):
+                due = min(due, since + hold)
+        return due
 
 
 class RateEval(Evaluator):
@@ -452,6 +483,9 @@ class StillEval(Evaluator):
         return self.activate(st, self.rule.severity, st.mark + self.rule.within, st.last,
                              still_for=self.rule.within)
 
+    def due(self, st: CondState) -> float:
+        return math.inf if st.mark is None or st.active else st.mark + self.rule.within
+
 
 class InactivityEval(Evaluator):
     rule: InactivityRule
@@ -486,6 +520,24 @@ class InactivityEval(Evaluator):
         return self.activate(st, self.rule.severity, now, st.last, idle_daytime=round(idle),
                              limit=self.rule.for_)
 
+    def due(self, st: CondState) -> float:
+        # When daytime_overlap(mark, t) reaches `for`: walk the days as it does.
+        if st.mark is None or st.active:
+            return math.inf
+        need = self.rule.for_
+        a = st.mark
+        day = datetime.fromtimestamp(a, self.tz).replace(hour=0, minute=0, second=0,
+                                                         microsecond=0)
+        for _ in range(_DUE_DAYS):
+            lo = max(a, (day + timedelta(seconds=self.day_start)).timestamp())
+            span = (day + timedelta(seconds=self.day_end)).timestamp() - lo
+            if span > 0:
+                if span >= need:
+                    return lo + need
+                need -= span
+            day = (day + timedelta(days=1, hours=3)).replace(hour=0)
+        return -math.inf
+
 
 def daytime_overlap(a: float, b: float, start: float, end: float, tz: ZoneInfo) -> float:
     """Seconds of [a, b) that fall between `start` and `end` local time of day."""
@@ -503,6 +555,11 @@ def daytime_overlap(a: float, b: float, start: float, end: float, tz: ZoneInfo) 
 
 # Upper bound between two scans for silent devices, whatever the deadlines say.
 _OFFLINE_RESCAN = 60.0
+# next_due is this much early: `due` adds where on_tick subtracts, and floats may differ
+# in the last bit; a tick early changes nothing, a tick late would.
+_DUE_SLACK = 0.001
+# Days InactivityEval.due looks ahead before it gives up (and says "tick now").
+_DUE_DAYS = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,6 +635,12 @@ class RuleEngine:
         self._signalled: dict[str, collections.deque[tuple[float, int]]] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._significant = False
+        # next_due: each timer's due time, and the keys whose state moved since computed.
+        self._timer_due: dict[tuple[str, str], float] = {}
+        self._touched: set[tuple[str, str]] = set()
+        self._min_due = math.inf
+        # on_readings: a new state no one holds, for the next rule and device without one.
+        self._spare = CondState()
 
     # -- state ------------------------------------------------------------------------
 
@@ -633,6 +696,10 @@ class RuleEngine:
         last_seen = self.last_seen
         states = self.states
         dirty = self._dirty
+        touched = self._touched
+        spare = self._spare
+        if not spare.is_default:  # an evaluator raised half-way through last time
+            spare = CondState()
         for r in readings:
             device_id = r.device_id
             plan = self._plans.get(device_id)
@@ -660,17 +727,21 @@ class RuleEngine:
                 st = states.get(key)
                 if st is None:
                     # Kept only once it holds something: with 100,000 devices, a state per
-                    # rule and device that stays at its defaults would be ~250 MB.
-                    st = CondState(device_id)
-                    fresh = True
-                else:
-                    fresh = False
-                before = (st.active, st.severity, len(st.pending), st.mark is None)
-                signal = ev.on_reading(st, r, stale)
-                if fresh:
+                    # rule and device that stays at its defaults would be ~250 MB. The
+                    # spare is such a new state; one left at its defaults serves again.
+                    st = spare
+                    st.device_id = device_id
+                    before = _FRESH
+                    signal = ev.on_reading(st, r, stale)
                     if signal is None and st.is_default:
                         continue  # nothing to remember, persist or time
                     states[key] = st
+                    spare = CondState()
+                else:
+                    before = (st.active, st.severity, len(st.pending), st.mark is None)
+                    signal = ev.on_reading(st, r, stale)
+                if ev.ticks:
+                    touched.add(key)
                 if signal is not None:
                     out.append(signal)
                     self._after_signal(signal, out)
@@ -692,11 +763,32 @@ class RuleEngine:
                     signalled = self._signalled[r.device_id] = collections.deque(
                         maxlen=_SIGNALLED_KEPT)
                 signalled.append((r.ts, fingerprint))
+        self._spare = spare
         return out
 
     def _watch_timer(self, key: tuple[str, str], ev: Evaluator, st: CondState) -> None:
         if ev.ticks and not isinstance(ev, OfflineEval) and (st.pending or st.mark is not None):
             self._timers[key] = ev
+            self._touched.add(key)
+
+    def next_due(self) -> float:
+        """The earliest time at which `tick` may do anything: a running clock may decide,
+        or the scan for silent devices is due. Ticks before it change nothing, so a replay
+        (backtest) skips them; readings or a tick in between can only bring it forward
+        when they change a state, so ask again after them."""
+        if self._touched:
+            due, timers, states = self._timer_due, self._timers, self.states
+            for key in self._touched:
+                ev = timers.get(key)
+                if ev is None:
+                    due.pop(key, None)
+                else:
+                    due[key] = ev.due(states[key])
+            self._touched.clear()
+            self._min_due = min(due.values(), default=math.inf)
+        scan = max(self._next_offline_scan, self.started_at + self.startup_grace) \
+            if self._offline else math.inf
+        return min(self._min_due, scan) - _DUE_SLACK
 
     def tick(self, now: float) -> list[Signal]:
         """Evaluate running clocks; scan for silent devices when the earliest is due."""
@@ -727,6 +819,10 @@ class RuleEngine:
                         earliest = min(earliest, seen + limit)
                         break
             self._next_offline_scan = earliest
+        # Clocks may have decided or stopped: next_due looks at every timer again.
+        self._timer_due.clear()
+        self._touched.update(self._timers)
+        self._min_due = math.inf
         return out
 
     def _emit(self, key: tuple[str, str], signal: Signal | None, out: list[Signal]) -> None:

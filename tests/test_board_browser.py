@@ -224,6 +224,19 @@ def smoke_detector() -> Device:
                 if d.kind == "smoke" and d.profile == "sentinel-json")
 
 
+def publish_alarm(mosquitto: Mosquitto, device: Device, client_id: str) -> None:
+    """The detector's alarm, in its vendor format, through the real broker."""
+    publisher = Publisher(mosquitto.port, client_id=client_id)
+    try:
+        for topic, payload in encode(LOADED.profiles[device.profile], device,
+                                     {"alarm": True, "battery": 90.0}, time.time(),
+                                     LOADED.kinds):
+            publisher.publish(topic, payload)
+        publisher.flush()
+    finally:
+        publisher.close()
+
+
 def api_get(daemon: DaemonProcess, path: str) -> dict[str, Any]:
     token = (daemon.state_dir / "control.token").read_text().strip()
     request = urllib.request.Request(f"http://127.0.0.1:{daemon.control_port}{path}",
@@ -267,15 +280,7 @@ def test_smoke_alarm_appears_live_and_is_acknowledged_with_a_click(
                  what="the device counts")
         assert not driver.find_elements(By.CSS_SELECTOR, "#incidents li.incident")
 
-        publisher = Publisher(mosquitto.port, client_id="board-test")
-        try:
-            for topic, payload in encode(LOADED.profiles[smoke.profile], smoke,
-                                         {"alarm": True, "battery": 90.0}, time.time(),
-                                         LOADED.kinds):
-                publisher.publish(topic, payload)
-            publisher.flush()
-        finally:
-            publisher.close()
+        publish_alarm(mosquitto, smoke, "board-test")
 
         selector = '#incidents li.incident[data-name="smoke_alarm"]'
         wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, selector),
@@ -330,15 +335,7 @@ def test_a_personal_login_acts_under_its_contact_id(
     typed name."""
     base = f"http://127.0.0.1:{daemon.control_port}"
     smoke = smoke_detector()
-    publisher = Publisher(mosquitto.port, client_id="board-personal")
-    try:
-        for topic, payload in encode(LOADED.profiles[smoke.profile], smoke,
-                                     {"alarm": True, "battery": 90.0}, time.time(),
-                                     LOADED.kinds):
-            publisher.publish(topic, payload)
-        publisher.flush()
-    finally:
-        publisher.close()
+    publish_alarm(mosquitto, smoke, "board-personal")
     link = api_post(daemon, "/api/board/login-link", {"person": "gw-01"})
     assert link["person"] == "gw-01" and link["role"] == "operator"
     with chromium(1920, 1080) as driver:

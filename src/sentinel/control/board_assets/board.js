@@ -243,6 +243,16 @@
   }
 
   // Actors as people read them: never "board:" or "link:" prefixes or the word sentinel.
+  // Where a group's alarms are (floors, lowest first), shown on its card and timeline.
+  function memberFloors(members, place) {
+    var where = el("div", "member-floors");
+    where.setAttribute("data-role", "member-floors");
+    where.appendChild(el("span", "muted", t("board.members.where")));
+    where.appendChild(document.createTextNode(" "));
+    where.appendChild(el("strong", null, memberPlaces(members, place)));
+    return where;
+  }
+
   function actorName(actor) {
     if (!actor) { return "-"; }
     var s = String(actor);
@@ -811,12 +821,7 @@
     if (members.length) {
       // A confirmed fire with its alarms folded under it: one set of buttons, for all.
       // Where they are (floors, lowest first) shows without opening the fold.
-      var where = el("div", "member-floors");
-      where.setAttribute("data-role", "member-floors");
-      where.appendChild(el("span", "muted", t("board.members.where")));
-      where.appendChild(document.createTextNode(" "));
-      where.appendChild(el("strong", null, memberPlaces(members, inc.place)));
-      li.appendChild(where);
+      li.appendChild(memberFloors(members, inc.place));
       var box = el("details", "members");
       box.open = state.folds[inc.id] !== undefined ? state.folds[inc.id] : members.length <= 4;
       box.appendChild(el("summary", null, t("board.members", { n: members.length })));
@@ -1254,12 +1259,7 @@
     var members = (inc.members || []).map(function (m) { return state.known[m]; })
       .filter(Boolean);
     if (members.length) {
-      var where = el("div", "member-floors");
-      where.setAttribute("data-role", "member-floors");
-      where.appendChild(el("span", "muted", t("board.members.where")));
-      where.appendChild(document.createTextNode(" "));
-      where.appendChild(el("strong", null, memberPlaces(members, inc.place)));
-      root.appendChild(where);
+      root.appendChild(memberFloors(members, inc.place));
     }
     root.appendChild(el("div", "muted assigned", inc.assigned_to
       ? t("board.assigned", { who: contactName(inc.assigned_to) }) : t("board.unassigned")));

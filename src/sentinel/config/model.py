@@ -227,6 +227,40 @@ class ControlSettings(_Section):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
+class DistrictSettings(_Section):
+    """The box's uplink to a district (street office): see sentinel.district.wire.
+
+    Off unless `community` is set. The box's Mosquitto bridges `<topic_prefix>/<community>/#`
+    to the district broker (config/mosquitto/bridge.conf); the daemon only talks to its
+    local broker.
+    """
+
+    # This box's community id on the district broker: one topic level, [A-Za-z0-9_-].
+    # Empty: no district (incidents are still published per [incidents] publish).
+    community: str = Field(default="", pattern=r"^[A-Za-z0-9_-]{0,64}$")
+    # The district's public base URL: with it, one-tap links in pages point at
+    # <public_url>/c/<community>/a/<token> (the district relays them to this box).
+    public_url: str = ""
+    # Key shared with the district that signs its commands to this box (>= 16 bytes);
+    # or SENTINEL_DISTRICT__COMMAND_KEY.
+    command_key: SecretStr | None = None
+    command_key_file: Path | None = None
+    # Seconds between retained heartbeats on <prefix>/<community>/heartbeat.
+    heartbeat_interval: float = Field(default=15.0, ge=1, le=60)
+    # Publish one-minute aggregates of readings per device on <prefix>/<community>/aggregates.
+    aggregates: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.community)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> DistrictSettings:
+        if self.command_key is not None and self.command_key_file is not None:
+            raise ValueError("set either command_key (environment) or command_key_file, not both")
+        return self
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -249,6 +283,7 @@ class Settings(_Section):
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
+    district: DistrictSettings = Field(default_factory=DistrictSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("timezone")

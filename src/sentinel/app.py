@@ -21,6 +21,7 @@ from sentinel.control.secrets import control_token, link_key
 from sentinel.control.sessions import BoardSessions, StateBook
 from sentinel.control.siteplan import SitePlan, WatchPositions
 from sentinel.decode import Decoder
+from sentinel.district import wire
 from sentinel.escalation.service import EscalationService
 from sentinel.incidents.publish import IncidentPublisher
 from sentinel.incidents.service import IncidentService
@@ -33,6 +34,7 @@ from sentinel.notify.sender import AppriseSender
 from sentinel.notify.sender_process import ProcessSender
 from sentinel.runtime import Daemon
 from sentinel.source import MqttSource
+from sentinel.source.mqtt import Will
 from sentinel.stamps import ReceiveStamps
 from sentinel.store import ReadingSink
 from sentinel.store.reserve import DiskGuard, Reserve
@@ -40,6 +42,7 @@ from sentinel.store.spool import SpoolingSink
 from sentinel.store.sqlite import SqliteReadingStore
 from sentinel.systemd import Notifier, pipeline_stuck
 from sentinel.types import Severity, Value
+from sentinel.uplink import CommandHandler, HeartbeatTask
 
 log = structlog.get_logger("sentinel.app")
 
@@ -154,7 +157,7 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
             signer = LinkSigner(link_key(settings), settings.control.link_ttl)
             escalation = EscalationService(incidents, state, loaded.oncall, loaded.policies, sender,
                                            settings.escalation, settings.notify, clock, signer,
-                                           settings.control.base_url)
+                                           _link_base(loaded))
             await escalation.start()
             # An alarm's first escalation step commits with the alarm itself (one fsync).
             incidents.same_commit = escalation.same_commit
@@ -164,7 +167,7 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
                 sink = await stack.enter_async_context(_sink(loaded, on_store_event))
                 source = await stack.enter_async_context(
                     MqttSource(settings.mqtt, topics, password, settings.ingest.queue_max,
-                               clock.now))
+                               clock.now, will=_will(loaded)))
                 control = None
                 if settings.control.enabled:
                     # Links, board sessions and status are judged by the daemon's clock.
@@ -195,6 +198,54 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
                                   control, disk, clock)
 
 
+def _link_base(loaded: Loaded) -> str:
+    """Where one-tap links point: with a district's public address, at the district, which
+    relays them to this box (a phone on the street cannot reach the community's LAN)."""
+    settings = loaded.settings
+    district = settings.district
+    if district.enabled and district.public_url:
+        return f"{district.public_url.rstrip('/')}/c/{district.community}"
+    return settings.control.base_url
+
+
+def _will(loaded: Loaded) -> Will | None:
+    """The district's sign of this box dying: the broker publishes it when we vanish."""
+    settings = loaded.settings
+    community = settings.district.community
+    if not community:
+        return None
+    return Will(wire.topic(settings.incidents.topic_prefix, community, wire.HEARTBEAT),
+                wire.offline(community), qos=1, retain=True)
+
+
+def _community_name(loaded: Loaded) -> str:
+    """The community's name for people: the one most of the inventory's devices name."""
+    counts: dict[str, int] = {}
+    for device in loaded.inventory.values():
+        if device.community:
+            counts[device.community] = counts.get(device.community, 0) + 1
+    return max(counts, key=lambda c: counts[c]) if counts else ""
+
+
+def _uplink(loaded: Loaded, source: MqttSource, incidents: IncidentService,
+            state: StateStore, control: ControlServer | None, clock: Clock
+            ) -> CommandHandler | None:
+    """The district's command handler, routed off the one MQTT connection (the box's
+    broker makes the client id the user name: a second connection would kick the first)."""
+    settings = loaded.settings
+    district = settings.district
+    if not district.enabled:
+        return None
+    key = read_secret(district.command_key, district.command_key_file,
+                      "district.command_key_file")
+    handler = CommandHandler(district.community, key.encode("utf-8") if key else None,
+                             settings.incidents.topic_prefix, incidents, state, source,
+                             source.ack, clock,
+                             control.socket_path if control is not None else None)
+    source.route(handler.topic, handler.put)
+    return handler
+
+
 async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingListener],
                on_ready: Callable[[Daemon], None] | None, sink: ReadingSink,
                source: MqttSource, incidents: IncidentService, state: StateStore,
@@ -206,6 +257,9 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
                         clock=clock, stamps=ReceiveStamps(await sink.receipts()))
     daemon = Daemon(ingestor, source, sink, incidents, escalation, control,
                     started_at=clock.now())
+    commands = _uplink(loaded, source, incidents, state, control, clock)
+    if commands is not None:
+        await commands.start()
     if control is not None:
         # Before the broker connects: /readyz then says what it waits for.
         control.observe(DaemonMetrics(daemon, clock))
@@ -216,10 +270,24 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
         timers_task = tg.create_task(incidents.run(), name="incident-timers")
         escalation_task = tg.create_task(escalation.run(), name="escalation")
         publish_task = None
+        publisher: IncidentPublisher | None = None
         if settings.incidents.publish:
             publisher = IncidentPublisher(incidents, state, source,
-                                          settings.incidents.topic_prefix, clock)
+                                          settings.incidents.topic_prefix, clock,
+                                          community=settings.district.community)
             publish_task = tg.create_task(publisher.run(), name="incident-publish")
+        heartbeat: HeartbeatTask | None = None
+        uplink_tasks: list[asyncio.Task[None]] = []
+        if commands is not None:
+            published = publisher
+            heartbeat = HeartbeatTask(
+                source, settings.incidents.topic_prefix, settings.district.community,
+                _community_name(loaded), settings.district.heartbeat_interval,
+                incidents.open_incidents,
+                lambda: published.last_seq if published is not None else 0,
+                len(loaded.inventory), clock, connects=lambda: source.connects)
+            uplink_tasks = [tg.create_task(heartbeat.run(), name="district-heartbeat"),
+                            tg.create_task(commands.run(), name="district-commands")]
         # systemd (Type=notify): READY once the broker is connected, WATCHDOG=1 while the
         # pipeline makes progress (see sentinel.systemd.pipeline_stuck), STOPPING at stop.
         notifier = Notifier.from_environ()
@@ -264,6 +332,12 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
         escalation_task.cancel()
         if publish_task is not None:
             publish_task.cancel()
+        for task in uplink_tasks:
+            task.cancel()
+        if heartbeat is not None:
+            # Before the clean disconnect (which sends no will): the district sees a
+            # planned stop, not a box gone dark.
+            await heartbeat.stop()
         source_task.cancel()
         await source.close()
         if isinstance(sink, SpoolingSink):

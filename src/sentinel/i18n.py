@@ -996,6 +996,8 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     # -- H-BENCH (issue 17): the backtest progress line's ETA --------------------------
     "backtest.progress_eta": {"zh": "，约 {percent}%，预计还需 {eta} 秒",
                               "en": ", ~{percent}%, ETA {eta} s"},
+    # -- issue 18 (A): the box's uplink to its district ---------------------------------
+    "actor.district": {"zh": "街道·{name}", "en": "street office: {name}"},
 }
 
 

@@ -376,8 +376,8 @@ class IncidentBook:
 
     # -- commands ---------------------------------------------------------------------
 
-    def acknowledge(self, incident_id: str, actor: str, now: float, note: str | None = None
-                    ) -> Incident:
+    def acknowledge(self, incident_id: str, actor: str, now: float, note: str | None = None,
+                    name: str | None = None) -> Incident:
         """Acknowledge an open incident, and the open members of a group with it.
 
         A member of an open group (an alarm folded into a confirmed fire, whose own link
@@ -386,11 +386,14 @@ class IncidentBook:
         """
         inc = self._require(incident_id)
         group = self.open_group_of(inc)
-        self._acknowledge(inc, actor, now, note, **({"group": group.id} if group else {}))
+        # `name`: an actor the box has no contact for (a district person) is named by it.
+        named = {"name": name} if name else {}
+        self._acknowledge(inc, actor, now, note, **({"group": group.id} if group else {}),
+                          **named)
         if group is not None:
-            self._acknowledge(group, actor, now, note, member=inc.id)
+            self._acknowledge(group, actor, now, note, member=inc.id, **named)
         for member in self._open_members(group or inc):
-            self._acknowledge(member, actor, now, note, group=(group or inc).id)
+            self._acknowledge(member, actor, now, note, group=(group or inc).id, **named)
         return inc
 
     def _acknowledge(self, inc: Incident, actor: str, now: float, note: str | None,
@@ -426,12 +429,14 @@ class IncidentBook:
         self._event(inc, "assigned", now, actor=actor, person=person, by=actor, **data)
 
     def note(self, incident_id: str, actor: str, now: float, text: str,
-             photo: str | None = None) -> Incident:
+             photo: str | None = None, name: str | None = None) -> Incident:
         """Add a note (on-site feedback) to an open incident; `photo` is a stored photo id."""
         inc = self._require(incident_id)
         data: dict[str, Any] = {"text": text}
         if photo is not None:
             data["photo"] = photo
+        if name:
+            data["name"] = name
         group = self.open_group_of(inc)
         # Feedback on one alarm of a fire is feedback on the fire: its timeline and the
         # response report's time to arrival see it too.

@@ -71,13 +71,23 @@ def event_payload(event: IncidentEvent) -> bytes:
 
 class IncidentPublisher:
     def __init__(self, service: IncidentService, store: StateStore, client: Publisher,
-                 prefix: str, clock: Clock | None = None) -> None:
+                 prefix: str, clock: Clock | None = None, community: str = "") -> None:
         self._service = service
         self._clock = clock if clock is not None else SystemClock()
         self._store = store
         self._client = client
         self._prefix = prefix.rstrip("/")
+        # With a district ([district] community), every incident goes under the box's one
+        # community id: the district's bridge and ACL confine a box to that subtree, and
+        # a place's community name (Chinese, free text) is not an id the district knows.
+        self._community = topic_level(community) if community else ""
         self.published = 0
+        # The newest event seq the broker has acknowledged (the heartbeat reports it, so
+        # the district can tell a gap from a quiet box).
+        self.last_seq = 0
+
+    def _community_of(self, inc: Incident) -> str:
+        return self._community or topic_level(inc.place.get("community", "sentinel"))
 
     async def _incident(self, incident_id: str) -> Incident | None:
         book = self._service.book
@@ -88,6 +98,7 @@ class IncidentPublisher:
         cursor = EventCursor(CURSOR_KEY, self._clock, _CURSOR_EVERY)
         saved = await self._store.call(cursor.read)
         cursor.start_at(saved if saved is not None else 0)
+        self.last_seq = cursor.position
         failures = 0
         while True:
             if cursor.save_due:
@@ -113,6 +124,7 @@ class IncidentPublisher:
                 continue
             failures = 0
             cursor.advance(events[-1].seq)
+            self.last_seq = events[-1].seq
 
     async def _publish(self, events: list[IncidentEvent]) -> None:
         async with asyncio.timeout(_PUBLISH_TIMEOUT):
@@ -131,10 +143,10 @@ class IncidentPublisher:
             inc = latest.get(event.incident_id)
             if inc is None:
                 continue
-            community = topic_level(inc.place.get("community", "sentinel"))
+            community = self._community_of(inc)
             sends.append(publish(f"{self._prefix}/{community}/events", event_payload(event)))
         for inc in latest.values():
-            community = topic_level(inc.place.get("community", "sentinel"))
+            community = self._community_of(inc)
             topic = f"{self._prefix}/{community}/incidents/{topic_level(inc.id)}"
             if inc.open:
                 sends.append(publish(topic, incident_payload(inc), retain=True))

@@ -357,12 +357,13 @@ class IncidentService:
 
     # -- commands ---------------------------------------------------------------------
 
-    async def acknowledge(self, incident_id: str, actor: str, note: str | None = None
-                          ) -> Incident:
-        """Acknowledge an open incident (a group: its open members too); KeyError if none."""
+    async def acknowledge(self, incident_id: str, actor: str, note: str | None = None,
+                          name: str | None = None) -> Incident:
+        """Acknowledge an open incident (a group: its open members too); KeyError if none.
+        `name`: the actor's name for people, kept on the events (a district person)."""
         _, book = self._require()
         async with self._lock:
-            inc = book.acknowledge(incident_id, actor, self._clock.now(), note)
+            inc = book.acknowledge(incident_id, actor, self._clock.now(), note, name)
             self._stamp_acknowledged(inc, book.open_group_of(inc))
             await self._commit()
             return inc
@@ -383,11 +384,11 @@ class IncidentService:
             return inc
 
     async def note(self, incident_id: str, actor: str, text: str,
-                   photo: str | None = None) -> Incident:
+                   photo: str | None = None, name: str | None = None) -> Incident:
         """Add a note (and the id of a stored photo) to an open incident; KeyError if none."""
         _, book = self._require()
         async with self._lock:
-            inc = book.note(incident_id, actor, self._clock.now(), text, photo)
+            inc = book.note(incident_id, actor, self._clock.now(), text, photo, name)
             await self._commit()
             return inc
 

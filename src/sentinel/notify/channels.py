@@ -63,6 +63,18 @@ def channel_label(url: object, lang: Language) -> str:
     return t(f"channel.{channel_type(url)}", lang)
 
 
+# Street-office people who acted on this box (person id -> name), from the district's
+# commands (sentinel.uplink keeps them in the state database and fills this at start).
+_DISTRICT_NAMES: dict[str, str] = {}
+_DISTRICT_NAMES_MAX = 10_000
+
+
+def name_district_person(person_id: str, name: str) -> None:
+    """Remember how a district person is named (actor `district:<person id>`)."""
+    if name and (person_id in _DISTRICT_NAMES or len(_DISTRICT_NAMES) < _DISTRICT_NAMES_MAX):
+        _DISTRICT_NAMES[person_id] = name
+
+
 def actor_name(actor: str | None, people: Mapping[str, str], lang: Language) -> str:
     """Who acted, for a person: a contact's name (`people`: contact id -> name), a
     wall-screen or command-line user with where they acted, sentinel in words; never a
@@ -78,6 +90,10 @@ def actor_name(actor: str | None, people: Mapping[str, str], lang: Language) -> 
     where, sep, who = actor.partition(":")
     if sep and where == "link":
         return people.get(who, who)
+    if sep and where == "district":
+        # A street-office person acting through the district: not a contact of this box;
+        # named by the name the district sent with the act (district_names).
+        return t("actor.district", lang, name=_DISTRICT_NAMES.get(who) or who)
     if sep and where in ("board", "cli"):
         if who in people:
             return t(f"actor.{where}", lang, name=people[who])

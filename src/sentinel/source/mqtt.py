@@ -129,6 +129,16 @@ class _Transport:
             return 0
 
 
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The message the broker publishes for us when our connection dies uncleanly."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
 class MqttConnectError(ConnectionError):
     """The broker could not be reached or refused us; `reason` says why."""
 
@@ -147,11 +157,17 @@ class MqttSource:
     """
 
     def __init__(self, settings: MqttSettings, topics: Sequence[str], password: str | None,
-                 queue_max: int, clock: Callable[[], float] = time.time) -> None:
+                 queue_max: int, clock: Callable[[], float] = time.time,
+                 will: Will | None = None) -> None:
         # Receive times come from the daemon's clock, so rules compare like with like.
         self._now = clock
         self._settings = settings
         self._topics = list(topics)
+        self._will = will
+        # Exact topics whose messages go to a handler of their own instead of the batch
+        # queue (the district's commands): they never reach the decoder, and the handler
+        # acknowledges them (ack()) once their result is committed.
+        self._routes: dict[str, Callable[[RawMessage], None]] = {}
         self._password = password
         self._queue: collections.deque[RawMessage] = collections.deque()
         self._queue_max = queue_max
@@ -183,6 +199,13 @@ class MqttSource:
 
     def pending(self) -> int:
         return len(self._queue)
+
+    def route(self, topic: str, handler: Callable[[RawMessage], None]) -> None:
+        """Subscribe to `topic` too and give its messages to `handler` (on the event loop,
+        as they are read) instead of batch(). Call before run()."""
+        if topic not in self._topics:
+            self._topics.append(topic)
+        self._routes[topic] = handler
 
     def wake(self) -> None:
         """Make a waiting batch() return, empty if nothing arrived (used at shutdown)."""
@@ -320,6 +343,9 @@ class MqttSource:
             client.username_pw_set(cfg.username, self._password)
         if cfg.tls.enabled:
             client.tls_set_context(_tls_context(cfg))
+        if self._will is not None:
+            will = self._will
+            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
@@ -407,6 +433,10 @@ class MqttSource:
             client.subscribe([(t, options) for t in self._topics])
         elif not session_present:
             client.subscribe([(t, int(cfg.qos)) for t in self._topics])
+        elif self._routes:
+            # A session kept from before the routed topics were configured lacks them;
+            # subscribing to them again sends nothing back (they are never retained).
+            client.subscribe([(t, int(cfg.qos)) for t in self._routes])
         else:
             self._connected.set()
 
@@ -504,9 +534,14 @@ class MqttSource:
                     topic = publish.topic.decode()
                 except UnicodeDecodeError:
                     topic = publish.topic.decode("utf-8", "replace")
-                queue.append(RawMessage(topic, publish.payload, publish.qos, publish.retain,
-                                        received_at, _AckToken(generation, publish.mid),
-                                        publish.dup, publish.mid))
+                message = RawMessage(topic, publish.payload, publish.qos, publish.retain,
+                                     received_at, _AckToken(generation, publish.mid),
+                                     publish.dup, publish.mid)
+                routed = self._routes.get(topic) if self._routes else None
+                if routed is not None:
+                    routed(message)
+                    continue
+                queue.append(message)
                 self._queued_bytes += len(publish.payload)
         except ProtocolError as exc:
             log.error("mqtt_protocol_error", error=str(exc),
@@ -588,9 +623,14 @@ class MqttSource:
         except UnicodeDecodeError:
             topic = bytes(message._topic).decode("utf-8", "replace")
         # Only what read_publish leaves to paho arrives here (QoS 2, topic aliases).
-        self._queue.append(RawMessage(topic, bytes(message.payload), message.qos, message.retain,
-                                      self._now(), _AckToken(self._generation, message.mid),
-                                      bool(message.dup), message.mid))
+        raw = RawMessage(topic, bytes(message.payload), message.qos, message.retain,
+                         self._now(), _AckToken(self._generation, message.mid),
+                         bool(message.dup), message.mid)
+        routed = self._routes.get(topic) if self._routes else None
+        if routed is not None:
+            routed(raw)
+            return
+        self._queue.append(raw)
         self._queued_bytes += len(message.payload)
 
 

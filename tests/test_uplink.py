@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sentinel.app import run_daemon
+from sentinel.decode.encode import encode
 from sentinel.district import wire
 from sentinel.incidents.store import read_events, read_incidents
 from sentinel.loading import Loaded
@@ -294,3 +295,43 @@ async def test_district_commands_act_once_and_relay_links(mosquitto: Mosquitto,
             third = await district.reply(acked, count=3)
             assert third["replayed"] is True
     district.close()
+
+
+async def test_one_minute_aggregates_per_device(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """[district] aggregates: a finished minute's readings of each device, as min, max,
+    mean and count per numeric field in line protocol, tagged community, device, kind."""
+    district = District(mosquitto.port)
+    devices = [d for d in LOADED.inventory.values()
+               if d.kind == "hydrant_pressure" and d.profile == "sentinel-json"][:2]
+    assert len(devices) == 2
+    with HttpReceiver() as hooks:
+        loaded = load(tmp_path, mosquitto.port, hooks.url("json", "/unused"),
+                      **district_overrides(district__aggregates="true"))
+        async with box(loaded):
+            # A minute that is over: its aggregates go out within seconds.
+            minute = (time.time() // 60 - 3) * 60
+            publisher = Publisher(mosquitto.port)
+            for device, pressures in zip(devices, ([0.30, 0.34, 0.38], [0.5]), strict=True):
+                for n, pressure in enumerate(pressures):
+                    for topic, payload in encode(
+                            LOADED.profiles[device.profile], device,
+                            {"pressure": pressure, "battery_voltage": 3.6, "fault": False},
+                            minute + 10 * n + 1, LOADED.kinds):
+                        publisher.publish(topic, payload)
+            publisher.close()
+            await wait_for(lambda: len(b"\n".join(district.of("aggregates")).splitlines())
+                           >= 2, 10)
+        lines = b"\n".join(district.of("aggregates")).decode().splitlines()
+    district.close()
+    by_device = {}
+    for line in lines:
+        head, fields, ts = line.split(" ")
+        tags = dict(part.split("=", 1) for part in head.split(",")[1:])
+        assert head.split(",")[0] == "hydrant_pressure" and tags["community"] == COMMUNITY
+        assert tags["kind"] == "hydrant_pressure" and int(ts) == int(minute * 1000)
+        by_device[tags["device"]] = dict(f.split("=", 1) for f in fields.split(","))
+    first = by_device[devices[0].id]
+    assert float(first["pressure_min"]) == 0.30 and float(first["pressure_max"]) == 0.38
+    assert abs(float(first["pressure_mean"]) - 0.34) < 1e-9
+    assert first["pressure_count"] == "3i" and "fault_min" not in first  # numbers only
+    assert by_device[devices[1].id]["pressure_count"] == "1i"

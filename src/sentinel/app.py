@@ -42,7 +42,7 @@ from sentinel.store.spool import SpoolingSink
 from sentinel.store.sqlite import SqliteReadingStore
 from sentinel.systemd import Notifier, pipeline_stuck
 from sentinel.types import Severity, Value
-from sentinel.uplink import CommandHandler, HeartbeatTask
+from sentinel.uplink import Aggregator, CommandHandler, HeartbeatTask
 
 log = structlog.get_logger("sentinel.app")
 
@@ -252,6 +252,12 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
                decoder: Decoder, topics: list[str], escalation: EscalationService,
                control: ControlServer | None, disk: DiskGuard, clock: Clock) -> Daemon:
     settings = loaded.settings
+    aggregator: Aggregator | None = None
+    if settings.district.enabled and settings.district.aggregates:
+        # A listener: it sees readings after their commit and ack, never before an alarm.
+        aggregator = Aggregator(source, settings.incidents.topic_prefix,
+                                settings.district.community, clock)
+        listeners = [*listeners, aggregator]
     ingestor = Ingestor(source, decoder, sink, settings.ingest.batch_max, listeners,
                         gate=incidents, disk=disk, ahead=settings.ingest.queue_max,
                         clock=clock, stamps=ReceiveStamps(await sink.receipts()))
@@ -288,6 +294,8 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
                 len(loaded.inventory), clock, connects=lambda: source.connects)
             uplink_tasks = [tg.create_task(heartbeat.run(), name="district-heartbeat"),
                             tg.create_task(commands.run(), name="district-commands")]
+        if aggregator is not None:
+            uplink_tasks.append(tg.create_task(aggregator.run(), name="district-aggregates"))
         # systemd (Type=notify): READY once the broker is connected, WATCHDOG=1 while the
         # pipeline makes progress (see sentinel.systemd.pipeline_stuck), STOPPING at stop.
         notifier = Notifier.from_environ()

@@ -6,7 +6,8 @@ the district, config/mosquitto/bridge.conf): a retained heartbeat with a last wi
 alarm path: the box decides and pages on its own, whether the district is there or not.
 """
 
+from sentinel.uplink.aggregates import Aggregator
 from sentinel.uplink.commands import CommandHandler
 from sentinel.uplink.heartbeat import HeartbeatTask
 
-__all__ = ["CommandHandler", "HeartbeatTask"]
+__all__ = ["Aggregator", "CommandHandler", "HeartbeatTask"]

@@ -452,6 +452,7 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "board.actor.board": {"zh": "{name} (值班屏)", "en": "{name} (board)"},
     "board.actor.board_shared": {"zh": "值班屏", "en": "the board"},
     "board.actor.cli": {"zh": "{name} (命令行)", "en": "{name} (command line)"},
+    "board.actor.district": {"zh": "街道·{name}", "en": "street office: {name}"},
     "board.actor.system": {"zh": "系统", "en": "system"},
     "board.tl.opened": {"zh": "发生: {title}", "en": "opened: {title}"},
     "board.tl.acknowledged": {"zh": "{by} 确认", "en": "acknowledged by {by}"},

@@ -253,7 +253,8 @@
     return where;
   }
 
-  function actorName(actor) {
+  // `name`: the name an act from the district carried (its people are not our contacts).
+  function actorName(actor, name) {
     if (!actor) { return "-"; }
     var s = String(actor);
     if (s === "sentinel") { return t("board.actor.system"); }
@@ -265,6 +266,9 @@
     }
     if (s.indexOf("cli:") === 0) { return t("board.actor.cli", { name: s.slice(4) }); }
     if (s.indexOf("link:") === 0) { return contactName(s.slice(5)); }
+    if (s.indexOf("district:") === 0) {
+      return t("board.actor.district", { name: name || s.slice(9) });
+    }
     return contactName(s);
   }
 
@@ -897,9 +901,9 @@
         return t("feed.notified", { who: who, channel: channelText(ev) });
       case "notification_failed":
         return t("feed.failed", { who: who, channel: channelText(ev) });
-      case "acknowledged": return t("feed.acknowledged", { who: actorName(ev.actor) });
+      case "acknowledged": return t("feed.acknowledged", { who: actorName(ev.actor, ev.name) });
       case "resolved":
-        return t("feed.resolved", { who: actorName(ev.actor), outcome: outcomeText(ev.outcome) });
+        return t("feed.resolved", { who: actorName(ev.actor, ev.name), outcome: outcomeText(ev.outcome) });
       case "assigned": case "noted": return timelineText(ev);
       case "escalation_step":
         return t((ev.step || 0) > 0 ? "feed.escalated" : "feed.paging",
@@ -1112,12 +1116,12 @@
 
   // Pages, deliveries, acknowledgements, assignment, notes: one line each, in order.
   function timelineText(ev) {
-    var by = actorName(ev.by || ev.actor);
+    var by = actorName(ev.by || ev.actor, ev.name);
     switch (ev.type) {
       case "opened": return t("board.tl.opened", { title: incidentTitle(ev.name || "") });
       case "acknowledged": return t("board.tl.acknowledged", { by: by });
       case "assigned": return t("board.tl.assigned", { by: by, who: contactName(ev.person) });
-      case "noted": return t("board.tl.noted", { by: actorName(ev.actor), text: ev.text || "" });
+      case "noted": return t("board.tl.noted", { by: actorName(ev.actor, ev.name), text: ev.text || "" });
       case "resolved": return t("board.tl.resolved", { by: by, outcome: outcomeText(ev.outcome) });
       case "member_added": {
         var member = state.known[ev.member];

@@ -9,6 +9,7 @@ district daemon mounts them; the box is tests/test_district_commands.py's `Box`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import re
@@ -158,10 +159,14 @@ async def served(view: MemoryView, channel: Any, act_wait: float = 1.0,
                  relay_wait: float = 1.0) -> AsyncIterator[Harness]:
     """The district's ControlServer with the board mounted through `routes=`."""
     sessions = BoardSessions(SESSION_KEY, people=PEOPLE)
-    own = FakeController([Incident(id="D-1", key="box_offline:cuizhu", name="box_offline",
-                                   target="cuizhu", kind="community",
-                                   severity=Severity.CRITICAL, opened_at=NOW - 200,
-                                   place={"community": "翠竹社区"})], contacts={})
+    own = FakeController([
+        Incident(id="D-1", key="box_offline:cuizhu", name="box_offline", target="cuizhu",
+                 kind="community", severity=Severity.CRITICAL, opened_at=NOW - 200,
+                 place={"community": "翠竹社区"}),
+        Incident(id="D-2", key="whistle:dongxiao/DX-7", name="whistle",
+                 target="dongxiao/DX-7", kind="community", severity=Severity.CRITICAL,
+                 opened_at=NOW - 100, place={"community": "东晓社区"}, life_safety=True),
+    ], contacts={})
     server = ControlServer(
         "127.0.0.1", 0, TOKEN, LinkSigner(b"district-link-key-0123456789", 3600), own,
         SystemClock(), sessions=sessions,
@@ -202,6 +207,7 @@ async def test_every_community_on_one_screen_the_urgent_first(mosquitto: Mosquit
     assert "社区 5 个 · 离线 1 · 吹哨 1 · 生命安全未确认 2" in text
     # The district's own incidents, named in words and acknowledgeable.
     assert "街道自身事件" in text and "社区盒子离线" in text and "翠竹社区" in text
+    assert "吹哨: 生命安全事件无人确认" in text and 'href="/board/c/dongxiao/i/DX-7"' in text
 
 
 async def test_english_on_request_and_ranking_rules() -> None:
@@ -335,3 +341,58 @@ async def test_assets_are_served_offline(path: str) -> None:
     # Nothing from elsewhere: the street office's screen may have no internet either.
     assert status == 200 and text and "url(http" not in text and "@import" not in text
     assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# -- on a wall screen and a phone (Chromium) ----------------------------------------------
+
+
+def twenty_communities() -> MemoryView:
+    view = sample_view()
+    for i in range(15):
+        cid = f"c{i:02d}"
+        view.states[cid] = state(cid, f"第{i + 1}社区", open=i % 3, unacknowledged=i % 2)
+    return view
+
+
+def look(url: str, wall: str, phone: str) -> dict[str, Any]:
+    """What Chromium shows of the overview at 1920x1080 and on a 390 px phone."""
+    from selenium.webdriver.common.by import By
+
+    from browser import chromium, console_errors, set_viewport
+
+    seen: dict[str, Any] = {}
+    with chromium(1920, 1080) as driver:
+        set_viewport(driver, 1920, 1080)
+        driver.get(url + wall)
+        tiles = driver.find_elements(By.CSS_SELECTOR, "#tiles > li")
+        seen["wall_tiles"] = len(tiles)
+        seen["wall_bottom"] = max(t.rect["y"] + t.rect["height"] for t in tiles)
+        seen["wall_page"] = driver.execute_script(
+            "var e = document.documentElement;"
+            "return [e.scrollHeight, e.clientHeight, e.scrollWidth, e.clientWidth];")
+        seen["wall_errors"] = console_errors(driver)
+        driver.get(url + "/board/c/shuibei/i/SB-1")
+        seen["incident_title"] = driver.title
+        seen["incident_errors"] = console_errors(driver)
+    with chromium(390, 844, mobile=True) as driver:
+        driver.get(url + phone)
+        seen["phone_width"] = driver.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth]")
+    return seen
+
+
+async def test_twenty_communities_fit_a_wall_screen_without_scrolling() -> None:
+    """1920x1080: the page does not scroll and every tile is on the screen; no script or
+    style is refused (CSP); on a phone nothing is wider than the screen."""
+    async with served(twenty_communities(), None) as h:
+        wall, _ = h.sessions.person_path("wang_wu")
+        phone, _ = h.sessions.person_path("wang_wu")
+        seen = await asyncio.to_thread(look, h.url, wall, phone)
+    assert seen["wall_tiles"] == 20
+    page = seen["wall_page"]
+    assert page[0] <= page[1] and page[2] <= page[3], f"the page scrolls: {page}"
+    assert seen["wall_bottom"] <= 1080, seen
+    assert seen["wall_errors"] == [] and seen["incident_errors"] == []
+    assert seen["incident_title"] == "烟感报警"
+    width, screen = seen["phone_width"]
+    assert width <= screen, f"the phone page is {width} px wide on a {screen} px screen"

@@ -81,6 +81,7 @@ from sentinel.district.commands import ChannelBusy
 from sentinel.district.view import CommandSender, CommunityState, DistrictView
 from sentinel.i18n import Language
 from sentinel.incidents.model import Incident
+from sentinel.notify import channels
 
 _log = structlog.get_logger("sentinel.district.board")
 
@@ -123,6 +124,7 @@ UI: dict[str, dict[Language, str]] = {
     "reach.offline": {"zh": "离线", "en": "offline"},
     "reach.stopped": {"zh": "已停止", "en": "stopped"},
     "reach.unknown": {"zh": "未知", "en": "unknown"},
+    "actor.district": {"zh": "街道·{name}", "en": "street office: {name}"},
     "whistled": {"zh": "已吹哨", "en": "whistled"},
     "last_heard": {"zh": "最后联系 {time}", "en": "last heard {time}"},
     "never_heard": {"zh": "尚未联系", "en": "not heard yet"},
@@ -381,7 +383,7 @@ def _tile(state: CommunityState, lang: Language, now: float) -> str:
     if state.since is not None and state.reach != "online":
         heard += " · " + _ui("since", lang, time=zone.short(state.since))
     counts = _ui("counts", lang, open=state.open, unack=state.unacknowledged)
-    rows = [f'<p class="muted">{_e(heard)}</p>', f'<p class="counts">{_e(counts)}</p>']
+    rows = [f'<p class="muted">{_e(heard)}</p>', f'<p class="tile-counts">{_e(counts)}</p>']
     if state.life_safety_unacknowledged:
         text = _ui("ls_unack", lang, n=state.life_safety_unacknowledged)
         rows.append(f'<p class="bad">{_e(text)}</p>')
@@ -407,7 +409,15 @@ def _own_panel(incidents: Sequence[Incident], names: Mapping[str, str], lang: La
                csrf: str, can_act: bool, now: float) -> str:
     items = []
     for inc in incidents:
-        target = names.get(inc.target, inc.target)
+        # A box offline names its community; a whistle "<community>/<incident id>": it
+        # links to that incident on the board.
+        community, _, box_incident = inc.target.partition("/")
+        target = _e(names.get(community, community))
+        if box_incident:
+            href = _path("board", "c", community, "i", box_incident) + _q(lang)
+            target += f' · <a href="{_e(href)}">{_e(box_incident)}</a>'
+        elif community in names:
+            target = f'<a href="{_e(_path("board", "c", community) + _q(lang))}">{target}</a>'
         button = ""
         if can_act and inc.acknowledged_by is None:
             action = _path("board", "own", inc.id) + "/ack" + _q(lang)
@@ -420,10 +430,9 @@ def _own_panel(incidents: Sequence[Incident], names: Mapping[str, str], lang: La
                      age=_age(now - inc.opened_at, lang))
         items.append(f'<li class="incident sev-{_e(inc.severity.label)} st-{_e(inc.status.value)}"'
                      f' data-incident="{_e(inc.id)}">'
-                     f'<b>{_e(_title(inc.name, lang))}</b> · {_e(target)} · '
+                     f'<span><b>{_e(_title(inc.name, lang))}</b> · {target} · '
                      f'{_e(_entry("severity", inc.severity.label, lang))} · {_e(status)} · '
-                     f"{_e(opened)}"
-                     f"{button}</li>")
+                     f"{_e(opened)}</span>{button}</li>")
     return ('<section class="panel own" aria-labelledby="h-own">'
             f'<h2 id="h-own">{_e(_ui("own.title", lang))} <span class="count">'
             f"{len(incidents)}</span></h2>"
@@ -458,7 +467,11 @@ def _event_item(event: Mapping[str, Any], lang: Language) -> str:
     assert isinstance(data, Mapping)
     actor = str(event.get("actor") or "")
     name = data.get("name")
-    who = f"{name} ({actor})" if name else actor
+    if actor.startswith("district:"):
+        who = _ui("actor.district", lang, name=name or actor.removeprefix("district:"))
+    else:
+        # The box's people are not known here: a contact id stays an id.
+        who = channels.actor_name(actor, {}, lang)
     detail = ""
     for key in ("text", "note", "outcome"):
         if data.get(key):
@@ -522,6 +535,9 @@ body.district { display: flex; flex-direction: column; min-height: 100vh; }
 .reach.reach-stopped, .reach.reach-unknown { background: var(--warning-bg); color: #78350f; }
 .badge.whistle { background: var(--emergency); color: #fff; }
 .phone { font-weight: 700; }
+.own .incident { display: flex; flex-wrap: wrap; align-items: center; gap: .3rem .8rem;
+  margin-bottom: .4rem; padding: .4rem .75rem; }
+.own form { margin: 0 0 0 auto; }
 .result { padding: .6rem .8rem; border-radius: .5rem; font-weight: 600; margin: 0; }
 .result.ok { background: var(--ok-bg); color: #14532d; }
 .result.no { background: var(--critical-bg); color: #7f1d1d; }
@@ -778,7 +794,10 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
                 _log.info("relay_refused", reason="too_large", community=community)
                 return _relay_page(("relay.too_large.title", "relay.too_large"), lang, 413,
                                    name, phone)
-        fields = {"method": request.method, "path": f"/a/{request.match_info['token']}",
+        # A HEAD (a link preview) is asked as a GET: the box's link pages know GET and
+        # POST, and aiohttp drops the body of the answer to a HEAD.
+        method = "POST" if request.method == "POST" else "GET"
+        fields = {"method": method, "path": f"/a/{request.match_info['token']}",
                   "content_type": request.headers.get("Content-Type", ""),
                   "body": _b64(body or b"")}
         started = time.monotonic()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import structlog
 
 from sentinel.clock import FakeClock
 from sentinel.control.http import ControlServer
@@ -152,3 +153,17 @@ async def test_large_bodies_and_unknown_communities_get_a_page(mosquitto: Mosqui
         status, text, _ = await r.district.get("/c/nowhere/a/" + SIGNER.sign("A", "wang", NOW))
         assert status == 404 and "没有这个社区" in text
     assert r.box.commands == []
+
+
+async def test_a_link_preview_is_a_get_and_no_token_is_logged(mosquitto: Mosquitto) -> None:
+    """A HEAD (a chat app's preview) is asked as a GET and acts on nothing; neither the
+    district nor the box logs the token (it is the link's credential)."""
+    with structlog.testing.capture_logs() as logs:
+        async with rig(mosquitto) as r:
+            path = r.link()
+            async with r.district.http.head(r.district.url + path) as resp:
+                assert resp.status == 200
+            await r.district.post(path, {"action": "ack"})
+    assert [c.fields["method"] for c in r.box.commands] == ["GET", "POST"]
+    token = path.rsplit("/", 1)[1]
+    assert logs and not [e for e in logs if token in repr(e) or token[:20] in repr(e)]

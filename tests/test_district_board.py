@@ -275,9 +275,13 @@ async def test_acknowledge_from_the_board_reaches_the_box(mosquitto: Mosquitto) 
         status, text, _ = await h.post("/board/c/shuibei/i/SB-1/ack?lang=en",
                                        {CSRF_FIELD: csrf})
         assert "Already acknowledged by zhang_wei" in text
-        status, text, _ = await h.post("/board/c/shuibei/i/SB-1/note",
-                                       {CSRF_FIELD: csrf, "text": "街道已派人"})
+        status, _, r = await h.post("/board/c/shuibei/i/SB-1/note",
+                                    {CSRF_FIELD: csrf, "text": "街道已派人"})
+        # Post, then redirect: reloading the answer does not send the note twice.
+        assert status == 303 and r.headers["Location"] == "/board/c/shuibei/i/SB-1?done=noted"
+        status, text, _ = await h.get(r.headers["Location"])
         assert status == 200 and "备注已记录" in text
+        assert [c.type for c in box.commands] == ["ack", "ack", "note"]
         assert box.commands[-1].type == "note"
         assert box.commands[-1].fields["text"] == "街道已派人"
 

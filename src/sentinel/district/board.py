@@ -683,6 +683,8 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
         return _document(lang, _title(str(inc.get("name") or ""), lang), body, status)
 
     async def incident_get(request: web.Request) -> web.StreamResponse:
+        if request.query.get("done") == "noted":
+            return await incident_page(request, (True, _ui("act.noted", lang=_lang(request))))
         return await incident_page(request)
 
     async def act_guard(request: web.Request
@@ -745,6 +747,10 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
             until = zone.clock(clock_.now() + wire.ACT_TTL - act_wait)
             return await incident_page(request, (False, _ui(
                 "act.no_answer", lang, wait=round(act_wait), phone=phone, until=until)), 504)
+        if type_ == "note" and reply.get("ok"):
+            # Post, then redirect: a reload of the answer must not send the note again.
+            here = _path("board", "c", community, "i", incident_id)
+            return _redirect(here + ("?done=noted&lang=en" if lang == "en" else "?done=noted"))
         return await incident_page(request, _reply_text(reply, type_, actor, lang))
 
     async def ack(request: web.Request) -> web.StreamResponse:

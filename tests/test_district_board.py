@@ -25,6 +25,7 @@ from sentinel import zone
 from sentinel.clock import SystemClock
 from sentinel.control.http import ControlServer
 from sentinel.control.links import LinkSigner
+from sentinel.control.requests import MAX_NOTE
 from sentinel.control.sessions import CSRF_FIELD, BoardSessions
 from sentinel.district import wire
 from sentinel.district.board import add_district_routes, board_rank
@@ -282,8 +283,15 @@ async def test_acknowledge_from_the_board_reaches_the_box(mosquitto: Mosquitto) 
         status, text, _ = await h.get(r.headers["Location"])
         assert status == 200 and "备注已记录" in text
         assert [c.type for c in box.commands] == ["ack", "ack", "note"]
-        assert box.commands[-1].type == "note"
         assert box.commands[-1].fields["text"] == "街道已派人"
+        # The longest note there is, in Chinese, gets through; a longer one is refused.
+        longest = "火" * MAX_NOTE
+        status, _, r = await h.post("/board/c/shuibei/i/SB-1/note",
+                                    {CSRF_FIELD: csrf, "text": longest})
+        assert status == 303 and box.commands[-1].fields["text"] == longest
+        status, text, _ = await h.post("/board/c/shuibei/i/SB-1/note",
+                                       {CSRF_FIELD: csrf, "text": longest + "火"})
+        assert status == 400 and len(box.commands) == 4
 
 
 async def test_unreachable_box_says_call_the_phone(mosquitto: Mosquitto) -> None:

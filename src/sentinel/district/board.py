@@ -95,6 +95,8 @@ REFRESH = 10
 RELAYED_HEADERS = ("Content-Security-Policy", "Cache-Control", "Referrer-Policy",
                    "X-Content-Type-Options", "X-Frame-Options", "Content-Language")
 _COMMUNITY_MAX = 128
+# An act's form: a note of MAX_NOTE characters, percent-encoded (9 bytes a Chinese one).
+_FORM_MAX = MAX_NOTE * 9 + 4096
 
 
 class OwnIncidents(Protocol):
@@ -691,11 +693,17 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
                         ) -> tuple[Session, dict[str, str]] | web.Response:
         """The acting session and its form, or the page that refuses the act."""
         lang = _lang(request)
-        form = await request.post()
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
         session = sessions.session(request)
         if session is None:
             return login(lang)
+        try:
+            # A note of MAX_NOTE Chinese characters is larger, form-encoded, than the
+            # control server's default body limit.
+            form = await request.clone(client_max_size=_FORM_MAX).post()
+        except web.HTTPRequestEntityTooLarge:
+            return await incident_page(request, (False, _ui("act.empty", lang, n=MAX_NOTE)),
+                                       413)
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
         if not sessions.csrf_value_ok(request, fields.get(CSRF_FIELD)):
             _log.warning("district_board_csrf_refused", remote=request.remote)
             return await incident_page(request, (False, _ui("csrf_refused", lang)), 403)
@@ -737,6 +745,8 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
             reply = await commands.send(community, "ack" if type_ == "ack" else "note",
                                         fields, wire.ACT_TTL, act_wait)
         except KeyError:
+            # In the mirror but without a command key: district.toml does not list it.
+            _log.warning("district_act_no_key", community=community)
             return not_found(lang)
         except ChannelBusy:  # bounded: the person tries again in a moment
             return await incident_page(request, (False, _ui("act.busy", lang)), 503)

@@ -130,6 +130,9 @@ async def test_an_offline_box_gives_the_phone_at_once(mosquitto: Mosquitto) -> N
         assert status == 503 and time.monotonic() - started < 1.0
         assert text.index("cannot be reached") < text.index("无法连接")  # English first
         assert 'href="tel:0755-1234"' in text
+        view.set("shuibei", phone="")
+        status, text, _ = await r.district.get(r.link())
+        assert status == 503 and "(未配置)" in text and "(not configured)" in text
     assert r.box.commands == []
 
 

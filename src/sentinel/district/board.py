@@ -488,8 +488,9 @@ def _event_item(event: Mapping[str, Any], lang: Language) -> str:
 
 
 def _relay_page(keys: tuple[str, str], lang: Language, status: int, name: str = "",
-                phone: str = "") -> web.Response:
-    """A relay's own page on a phone: the person's language first, then the other."""
+                phone: str | None = None) -> web.Response:
+    """A relay's own page on a phone: the person's language first, then the other.
+    `phone`: the community's duty phone, a tap to call ("": none configured)."""
     title_key, text_key = keys
     parts = []
     for tongue in (lang, _other(lang)):
@@ -497,6 +498,8 @@ def _relay_page(keys: tuple[str, str], lang: Language, status: int, name: str = 
         if phone:
             tel = (f'<p><a class="tel" href="tel:{_e(phone.replace(" ", ""))}">'
                    f"<b>{_e(phone)}</b></a></p>")
+        elif phone is not None:
+            tel = f"<p><b>{_e(_ui('no_phone', tongue))}</b></p>"
         parts.append(f'<h1 lang="{"zh-CN" if tongue == "zh" else "en"}">'
                      f'{_e(_ui(title_key, tongue))}</h1>'
                      f'<p>{_e(_ui(text_key, tongue, name=name))}</p>{tel}')
@@ -797,7 +800,7 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
         if state is None:
             _log.info("relay_refused", reason="unknown_community", method=request.method)
             return _relay_page(("relay.unknown.title", "relay.unknown"), lang, 404)
-        name, phone = state.name or state.id, _phone(state, lang)
+        name, phone = state.name or state.id, state.phone
         if state.reach in ("offline", "stopped"):
             _log.info("relay_unreachable", community=community, reach=state.reach,
                       method=request.method)

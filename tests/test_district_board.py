@@ -408,3 +408,30 @@ async def test_twenty_communities_fit_a_wall_screen_without_scrolling() -> None:
     assert seen["incident_title"] == "烟感报警"
     width, screen = seen["phone_width"]
     assert width <= screen, f"the phone page is {width} px wide on a {screen} px screen"
+
+
+def visible(page: str) -> str:
+    """The text a person reads: tags, their attributes and the page's ids left out."""
+    return re.sub(r"<[^>]+>", " ", page)
+
+
+async def test_chinese_pages_show_no_internal_words_and_texts_match() -> None:
+    """In Chinese, no status, severity, reach or event code is shown as the code; every
+    text of the board's catalogue has both languages with the same placeholders."""
+    from sentinel.district.board import UI
+
+    view = sample_view()
+    async with served(view, None) as h:
+        await h.login()
+        pages_ = [(await h.get(p))[1] for p in (
+            "/board", "/board/c/shuibei?all=1", "/board/c/shuibei/i/SB-1",
+            "/board/c/cuizhu")]
+    internal = re.compile(r"\b(online|offline|stopped|unknown|firing|acknowledged|resolved|"
+                          r"critical|warning|escalation_step|opened|noted|sentinel|"
+                          r"smoke_alarm|gas_leak|box_offline|whistle|street_office)\b")
+    for page in pages_:
+        assert not internal.findall(visible(page)), internal.findall(visible(page))
+    for key, texts in UI.items():
+        assert set(texts) == {"zh", "en"}, key
+        assert set(re.findall(r"{(\w+)}", texts["zh"])) == \
+            set(re.findall(r"{(\w+)}", texts["en"])), key

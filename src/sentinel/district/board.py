@@ -54,7 +54,13 @@ and `note` {incident, actor, name, text}. The actor is `district:<contact id>` f
 personal login and `district:board:<name>` for the shared (control token) login; `name` is
 the person's display name, which the box shows ("街道·王五"). Replies are read as
 sentinel.district.wire.reply: ok, error (reason code), replayed, and optionally `incident`
-(the box's Incident.to_json() after the act) to say who acknowledged first.
+(the box's Incident.to_json() after the act) to say who acknowledged first. Error codes
+worded for the person: already_acknowledged / acknowledged (someone was first: not a
+failure), unknown_incident / closed / not_open / not_found (nothing open to act on); any
+other code is shown as the box's refusal with the code.
+
+Personal login links for district staff come from the ControlServer's own
+`POST /api/board/login-link` (BoardSessions.issue_link), as on a box.
 """
 
 from __future__ import annotations
@@ -641,7 +647,9 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
                 f'<section class="panel"><h2>{_e(heading)} <span class="count">'
                 f'{len(incidents)}</span> <small>{toggle}</small></h2>'
                 f'<ol class="incident-list" id="incidents">{items}</ol></section></main>')
-        return _document(lang, f"{state.name or state.id} · {_ui('title', lang)}", body)
+        # Redrawn like the overview; the incident page is not (a note may be half typed).
+        return _document(lang, f"{state.name or state.id} · {_ui('title', lang)}", body,
+                         head=f'<meta http-equiv="refresh" content="{REFRESH}">')
 
     async def incident_page(request: web.Request, result: tuple[bool, str] | None = None,
                             status: int = 200) -> web.Response:

@@ -110,10 +110,10 @@ def sample_view() -> MemoryView:
                           life_safety_unacknowledged=1),
     })
     view.incidents_of["shuibei"] = [
-        incident("SB-1"),
+        incident("SB-0", status="resolved", location="已关闭的地方"),
         incident("SB-2", "gas_leak", "warning", "acknowledged", acknowledged_by="zhang_wei",
                  acknowledged_at=NOW - 100, location="水贝新村2栋"),
-        incident("SB-0", status="resolved", location="已关闭的地方"),
+        incident("SB-1"),
     ]
     view.events[("shuibei", "SB-1")] = [
         {"seq": 41, "type": "opened", "ts": NOW - 600, "actor": "sentinel", "data": {}},
@@ -234,6 +234,8 @@ async def test_drill_down_to_a_community_and_an_incidents_timeline() -> None:
         assert "zhang_wei" in text  # who acknowledged SB-2
         status, text, _ = await h.get("/board/c/shuibei?all=1")
         assert "已关闭的地方" in text
+        # Unacknowledged first, the closed last, whatever order the mirror keeps.
+        assert re.findall(r'data-incident="([^"]+)"', text) == ["SB-1", "SB-2", "SB-0"]
         status, text, _ = await h.get("/board/c/shuibei/i/SB-1")
         assert status == 200
         seqs = re.findall(r'data-seq="(\d+)"', text)

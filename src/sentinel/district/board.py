@@ -88,6 +88,7 @@ from sentinel.district.view import CommandSender, CommunityState, DistrictView
 from sentinel.i18n import Language
 from sentinel.incidents.model import Incident
 from sentinel.notify import channels
+from sentinel.types import Severity
 
 _log = structlog.get_logger("sentinel.district.board")
 
@@ -311,6 +312,15 @@ def board_rank(state: CommunityState) -> int:
     if state.unacknowledged > 0:
         return 3
     return 4
+
+
+def incident_rank(inc: Mapping[str, Any]) -> tuple[int, int, int, float]:
+    """A community's incidents in the order they need someone: unacknowledged before
+    acknowledged before closed, life-safety first, then the most severe, newest first."""
+    status = {"firing": 0, "acknowledged": 1}.get(str(inc.get("status")), 2)
+    severity = Severity.__members__.get(str(inc.get("severity") or "").upper(), Severity.INFO)
+    opened = _number(inc.get("opened_at")) or 0.0
+    return status, 0 if inc.get("life_safety") else 1, -int(severity), -opened
 
 
 # -- pages ------------------------------------------------------------------------------
@@ -632,7 +642,8 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
             return not_found(lang)
         now = clock_.now()
         everything = request.query.get("all") == "1"
-        incidents = await view.incidents(community, open_only=not everything)
+        incidents = sorted(await view.incidents(community, open_only=not everything),
+                           key=incident_rank)
         items = "".join(_incident_item(community, i, lang, now) for i in incidents) or \
             f'<li class="empty">{_e(_ui("no_incidents", lang))}</li>'
         here = _path("board", "c", community)

@@ -121,6 +121,10 @@ def sample_view() -> MemoryView:
          "data": {"step": 2, "roles": ["street_office"]}},
         {"seq": 44, "type": "noted", "ts": NOW - 60, "actor": "zhang_wei",
          "data": {"text": "正在前往现场"}},
+        {"seq": 45, "type": "acknowledged", "ts": NOW - 30, "actor": "district:wang_wu",
+         "data": {"name": "王五"}},
+        {"seq": 46, "type": "resolved", "ts": NOW - 10, "actor": "zhang_wei",
+         "data": {"outcome": "false_alarm"}},
     ]
     return view
 
@@ -239,7 +243,8 @@ async def test_drill_down_to_a_community_and_an_incidents_timeline() -> None:
         status, text, _ = await h.get("/board/c/shuibei/i/SB-1")
         assert status == 200
         seqs = re.findall(r'data-seq="(\d+)"', text)
-        assert seqs == ["41", "43", "44"] and "正在前往现场" in text
+        assert seqs == ["41", "43", "44", "45", "46"] and "正在前往现场" in text
+        assert "街道·王五" in text and "误报" in text
         assert 'id="ack"' in text and 'name="text"' in text
         status, _, _ = await h.get("/board/c/nowhere")
         assert status == 404
@@ -430,7 +435,7 @@ async def test_chinese_pages_show_no_internal_words_and_texts_match() -> None:
             "/board/c/cuizhu")]
     internal = re.compile(r"\b(online|offline|stopped|unknown|firing|acknowledged|resolved|"
                           r"critical|warning|escalation_step|opened|noted|sentinel|"
-                          r"smoke_alarm|gas_leak|box_offline|whistle|street_office)\b")
+                          r"smoke_alarm|gas_leak|box_offline|whistle|street_office|false_alarm|district)\b")
     for page in pages_:
         assert not internal.findall(visible(page)), internal.findall(visible(page))
     for key, texts in UI.items():

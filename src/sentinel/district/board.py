@@ -290,6 +290,14 @@ def _age(seconds: float, lang: Language) -> str:
     return _ui("age.d", lang, n=seconds // 86400)
 
 
+def _who(actor: str, lang: Language, name: str | None = None) -> str:
+    """Who acted, for a person: a district act as "街道·<name>"; the box's people are not
+    known here, so their contact ids stay ids (sentinel and the like are worded)."""
+    if actor.startswith("district:"):
+        return _ui("actor.district", lang, name=name or actor.removeprefix("district:"))
+    return channels.actor_name(actor, {}, lang)
+
+
 def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -469,7 +477,7 @@ def _incident_item(community: str, inc: Mapping[str, Any], lang: Language, now: 
         facts.append(_ui("opened_at", lang, time=zone.short(opened),
                          age=_age(now - opened, lang)))
     if inc.get("acknowledged_by"):
-        facts.append(_ui("ack_by", lang, by=inc["acknowledged_by"],
+        facts.append(_ui("ack_by", lang, by=_who(str(inc["acknowledged_by"]), lang),
                          time=zone.short(_number(inc.get("acknowledged_at")))))
     href = _path("board", "c", community, "i", str(inc.get("id") or "")) + _q(lang)
     return (f'<li class="incident sev-{_e(severity)} st-{_e(status)}"'
@@ -481,19 +489,16 @@ def _incident_item(community: str, inc: Mapping[str, Any], lang: Language, now: 
 
 
 def _event_item(event: Mapping[str, Any], lang: Language) -> str:
-    data = event.get("data") if isinstance(event.get("data"), Mapping) else {}
-    assert isinstance(data, Mapping)
-    actor = str(event.get("actor") or "")
+    raw = event.get("data")
+    data: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     name = data.get("name")
-    if actor.startswith("district:"):
-        who = _ui("actor.district", lang, name=name or actor.removeprefix("district:"))
-    else:
-        # The box's people are not known here: a contact id stays an id.
-        who = channels.actor_name(actor, {}, lang)
+    who = _who(str(event.get("actor") or ""), lang, name if isinstance(name, str) else None)
     detail = ""
-    for key in ("text", "note", "outcome"):
+    for key in ("text", "note"):
         if data.get(key):
             detail += f' <span class="note">{_e(data[key])}</span>'
+    if data.get("outcome"):
+        detail += f' <span class="note">{_e(_entry("outcome", str(data["outcome"]), lang))}</span>'
     roles = data.get("roles")
     if isinstance(roles, list) and roles:
         detail += " " + _e(", ".join(_entry("role", str(r), lang) for r in roles))
@@ -908,11 +913,11 @@ def _reply_text(reply: Mapping[str, Any], type_: str, actor: str,
             return True, _ui("act.replayed", lang)
         by = incident.get("acknowledged_by") if incident is not None else None
         if by and by != actor:
-            return True, _ui("act.already", lang, by=by)
+            return True, _ui("act.already", lang, by=_who(str(by), lang))
         return True, _ui("act.acknowledged", lang)
     if error in ("already_acknowledged", "acknowledged"):
         by = (incident or {}).get("acknowledged_by") or reply.get("acknowledged_by") or "-"
-        return True, _ui("act.already", lang, by=by)
+        return True, _ui("act.already", lang, by=_who(str(by), lang))
     if error in ("unknown_incident", "closed", "not_open", "not_found"):
         return False, _ui("act.closed", lang)
     return False, _ui("act.refused", lang, reason=str(error or "-"))

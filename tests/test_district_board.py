@@ -442,3 +442,21 @@ async def test_chinese_pages_show_no_internal_words_and_texts_match() -> None:
         assert set(texts) == {"zh", "en"}, key
         assert set(re.findall(r"{(\w+)}", texts["zh"])) == \
             set(re.findall(r"{(\w+)}", texts["en"])), key
+
+
+async def test_the_shared_login_acts_as_district_board_name(mosquitto: Mosquitto) -> None:
+    """The wall screen's login with the district's control token: its acts are recorded
+    on the box as district:board:<typed name>."""
+    box = Box("shuibei", KEYS["shuibei"])
+    async with box.run(mosquitto.port), district(mosquitto.port) as d, \
+            served(sample_view(), d.channel) as h:
+        status, _, r = await h.post("/board/login", {"name": "值班员", "token": TOKEN})
+        assert status == 303 and r.headers["Location"] == "/board"
+        status, text, _ = await h.get("/board")
+        csrf = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"', text)
+        assert status == 200 and csrf
+        status, text, _ = await h.post("/board/c/shuibei/i/SB-1/ack",
+                                       {CSRF_FIELD: csrf.group(1)})
+        assert status == 200 and "社区盒子已确认" in text
+    assert [dict(c.fields) for c in box.commands] == [
+        {"incident": "SB-1", "actor": "district:board:值班员", "name": "值班员"}]

@@ -460,3 +460,23 @@ async def test_the_shared_login_acts_as_district_board_name(mosquitto: Mosquitto
         assert status == 200 and "社区盒子已确认" in text
     assert [dict(c.fields) for c in box.commands] == [
         {"incident": "SB-1", "actor": "district:board:值班员", "name": "值班员"}]
+
+
+def test_the_box_answer_to_an_ack_is_worded_for_the_person() -> None:
+    """The replies as sentinel.uplink.commands sends them: someone on the box was first,
+    the district person's own ack, a replay, an incident already closed."""
+    from sentinel.district.board import _reply_text
+
+    def worded(payload: bytes, actor: str = "district:wang") -> tuple[bool, str]:
+        return _reply_text(wire.parse_reply(payload), "ack", actor, "en")
+
+    first = worded(wire.reply("c1", True, already=True, incident="I1",
+                              acknowledged_by="grid-li", acknowledged_at=1.0))
+    assert first[0] and "grid-li" in first[1] and "already" in first[1].lower()
+    mine = worded(wire.reply("c2", True, already=False, incident="I1",
+                             acknowledged_by="district:wang", acknowledged_at=1.0))
+    assert mine[0] and "already" not in mine[1].lower()
+    assert "already reached" in worded(wire.reply("c3", True, replayed=True,
+                                                  incident="I1"))[1]
+    closed = worded(wire.reply("c4", False, error="closed"))
+    assert not closed[0]

@@ -913,7 +913,10 @@ def _reply_text(reply: Mapping[str, Any], type_: str, actor: str,
             return True, _ui("act.noted", lang)
         if reply.get("replayed"):
             return True, _ui("act.replayed", lang)
-        by = incident.get("acknowledged_by") if incident is not None else None
+        # The box answers `already` with who was first (sentinel.uplink.commands); an
+        # incident's state, when a box sends one, says the same.
+        by = (incident.get("acknowledged_by") if incident is not None else None) \
+            or reply.get("acknowledged_by")
         if by and by != actor:
             return True, _ui("act.already", lang, by=_who(str(by), lang))
         return True, _ui("act.acknowledged", lang)

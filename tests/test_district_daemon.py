@@ -7,6 +7,7 @@ a burst loses and repeats nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -26,19 +27,26 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sentinel.district import wire
-from sentinel.district.service import District, load_district, run_district
+from sentinel.district.service import (
+    District,
+    district_settings,
+    load_district,
+    run_district,
+)
 from sentinel.district.watch import BOX_OFFLINE, WHISTLE
+from sentinel.errors import ConfigError
 from sentinel.incidents.model import Status
 
 from helpers import ROOT
 from receivers import HttpReceiver
-from servers import Mosquitto, free_port
+from servers import Mosquitto, VictoriaMetrics, free_port
 
 PREFIX = "sentinel"
 KEY = "shuibei-command-key-0123456789"
 
 
-def write_config(dest: Path, broker_port: int, receiver_url: str, control_port: int) -> Path:
+def write_config(dest: Path, broker_port: int, receiver_url: str, control_port: int,
+                 extra: str = "") -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "shuibei.key").write_text(KEY + "\n")
     (dest / "tianbei.key").write_text("tianbei-command-key-0123456789\n")
@@ -103,7 +111,7 @@ id = "tianbei"
 name = "田贝社区"
 phone = "0755-25500002"
 command_key_file = "tianbei.key"
-""")
+""" + extra)
     return dest / "district.toml"
 
 
@@ -146,25 +154,32 @@ def receiver() -> Any:
         yield found
 
 
+@contextlib.asynccontextmanager
+async def started(config: Path) -> AsyncIterator[District]:
+    """The district daemon in this process, until the block ends."""
+    loaded = load_district(config, {})
+    stop = asyncio.Event()
+    ready: asyncio.Future[District] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_district(loaded, stop, on_ready=ready.set_result))
+    await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+    try:
+        yield ready.result()
+    finally:
+        stop.set()
+        async with asyncio.timeout(20):
+            await task
+
+
 @pytest.fixture
 async def district(tmp_path: Path, receiver: HttpReceiver
                    ) -> AsyncIterator[tuple[Mosquitto, District]]:
     with Mosquitto(tmp_path / "broker") as broker:
         config = write_config(tmp_path / "district", broker.port, receiver.url("json"),
                               free_port())
-        loaded = load_district(config, {})
-        stop = asyncio.Event()
-        ready: asyncio.Future[District] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(run_district(loaded, stop, on_ready=ready.set_result))
-        await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()
-        try:
-            yield broker, ready.result()
-        finally:
-            stop.set()
-            async with asyncio.timeout(20):
-                await task
+        async with started(config) as running:
+            yield broker, running
 
 
 def _link(message: str) -> str:
@@ -325,3 +340,45 @@ def test_kill_9_during_a_burst_then_every_event_once(tmp_path: Path,
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+async def test_aggregates_reach_the_tsdb_and_the_shipped_example_loads(
+        tmp_path: Path, receiver: HttpReceiver, victoria: VictoriaMetrics) -> None:
+    shipped = load_district(ROOT / "config" / "district.toml", {})
+    assert [c.id for c in district_settings(shipped).community] == ["shuibei", "tianbei"]
+    with Mosquitto(tmp_path / "broker") as broker:
+        config = write_config(tmp_path / "district", broker.port, receiver.url("json"),
+                              free_port(), extra=f"""
+[store.influxdb]
+url = "{victoria.url}"
+""")
+        async with started(config):
+            box = Box(broker.port)
+            try:
+                now_ms = int(time.time() * 1000)
+                lines = "\n".join(
+                    f"smoke,community=shuibei,device=s{n},kind=smoke battery_min=8{n}i,"
+                    f"battery_mean=8{n}.5 {now_ms}" for n in range(3))
+                box.send(wire.AGGREGATES, lines.encode()).wait_for_publish(5)
+                points = await asyncio.to_thread(victoria.wait_for_points, "smoke", 3,
+                                                 timeout=15, key_label="device")
+                assert {device for device, _ in points} == {"s0", "s1", "s2"}
+            finally:
+                box.close()
+
+
+def test_district_toml_refuses_box_keys_and_a_community_without_key(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "d", 1883, "json://127.0.0.1:9/x", 8740)
+    text = config.read_text()
+    config.write_text(text.replace("offline_after = 3", "offline_after = 3\ncommunity = \"x\""))
+    with pytest.raises(ConfigError) as found:
+        load_district(config, {})
+    assert "a box's [district] setting" in str(found.value.problems)
+    config.write_text(text.replace('command_key_file = "tianbei.key"', ""))
+    with pytest.raises(ConfigError) as found:
+        load_district(config, {})
+    assert [p.entry for p in found.value.problems] == ["community tianbei"]
+    # Or the key in the environment.
+    loaded = load_district(config, {
+        "SENTINEL_COMMUNITY_TIANBEI_COMMAND_KEY": "tianbei-command-key-0123456789"})
+    assert loaded.settings.state_dir == (tmp_path / "d" / "state").resolve()

@@ -349,7 +349,7 @@ class Mirror:
             # Once per kind of topic and reason: a box sending garbage must not flood the log.
             self._dead_logged.add(key)
             log.warning("district_dead_letter", topic=msg.topic, reason=reason.value,
-                        detail=detail, read_with="sentinel deadletter list -c district.toml")
+                        detail=detail, read_with="GET /api/deadletters (district control API)")
 
     def _after_commit(self, plan: _Plan, fresh: Mapping[str, list[int]]) -> None:
         for community, seqs in fresh.items():

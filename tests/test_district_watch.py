@@ -4,7 +4,9 @@ the same incident stage a box uses."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -246,3 +248,39 @@ async def test_decisions_survive_a_restart_without_repeating(tmp_path: Path) -> 
         await db.close()
     opened = [e for e in read_events(tmp_path / "incidents.sqlite3") if e.type == "opened"]
     assert len(opened) == 1
+
+
+async def test_a_gap_the_box_never_fills_is_given_up_after_three_resyncs(rig: Rig) -> None:
+    asked: list[tuple[str, int]] = []
+
+    async def resync(community: str, after: int) -> None:
+        asked.append((community, after))
+
+    rig.mirror.resync = resync
+    now = rig.clock.now()
+    await rig.feed(message("shuibei", wire.HEARTBEAT, beat("shuibei", now), now),
+                   *(message("shuibei", wire.EVENTS, event(seq, "20231115-0001", "repeated"),
+                             now) for seq in (1, 2, 5)))
+    record = rig.mirror.records["shuibei"]
+    assert (record.in_order, record.top, record.missing) == (2, 5, 2)
+    for _ in range(8):
+        rig.clock.advance(6)
+        await rig.feed(message("shuibei", wire.HEARTBEAT, beat("shuibei", rig.clock.now()),
+                               rig.clock.now()))
+        rig.mirror.check_gaps()
+        await asyncio.sleep(0)
+    # Asked three times from 2 (at most once per resync_interval), then gone on from 5.
+    assert asked == [("shuibei", 2)] * 3
+    assert (record.in_order, record.missing) == (5, 0)
+    assert rig.mirror.stats.lost == 2
+    await rig.watch.check()
+    conn = sqlite3.connect(rig.state_path.parent / "mirror.sqlite3")
+    try:
+        assert conn.execute("SELECT in_order FROM mirror_communities WHERE community ="
+                            " 'shuibei'").fetchone() == (5,)
+    finally:
+        conn.close()
+    # A later event continues in order.
+    await rig.feed(message("shuibei", wire.EVENTS, event(6, "20231115-0001", "repeated"),
+                           rig.clock.now()))
+    assert record.in_order == 6

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from sentinel.backoff import Backoff
 from sentinel.clock import Clock
 from sentinel.district import wire
 from sentinel.district.config import Community
@@ -83,8 +84,8 @@ _STEP_TYPES = frozenset({"escalation_step", "escalation_reminder", "nobody_on_du
 STREET_OFFICE = "street_office"
 # Largest payload kept from a box (an incident state with its detail is a few kB).
 _MAX_PAYLOAD = 256 * 1024
-# Aggregates waiting for the TSDB at most (lines); older ones are dropped and counted.
-AGGREGATES_MAX = 200_000
+# Resyncs asked from one position before what they ask for is given up as lost.
+RESYNC_TRIES = 3
 
 # A resync request: (community, after seq).
 Resync = Callable[[str, int], Awaitable[None]]
@@ -119,6 +120,9 @@ class Record:
     gap_since: float | None = None
     resync_at: float = -math.inf
     resyncs: int = 0
+    # The position the last resyncs asked from, and how many asked from it in a row.
+    asked_from: int = -1
+    asked: int = 0
 
     @property
     def missing(self) -> int:
@@ -153,6 +157,7 @@ class MirrorStats:
     dead: int = 0
     unknown_community: int = 0
     resyncs: int = 0
+    lost: int = 0
     aggregates_dropped: int = 0
 
 
@@ -179,6 +184,8 @@ class Mirror:
         # Called after each commit with the communities it touched (sentinel.district.watch).
         self.on_commit: Callable[[set[str]], Awaitable[None]] | None = None
         self.aggregates: asyncio.Queue[list[str]] = asyncio.Queue(maxsize=1000)
+        # Communities whose position moved past lost events: saved by the next check.
+        self.skipped: set[str] = set()
         self._resyncing: set[asyncio.Task[None]] = set()
 
     # -- topics -----------------------------------------------------------------------
@@ -225,12 +232,24 @@ class Mirror:
     # -- the consumer -----------------------------------------------------------------
 
     async def run(self, source: Source) -> None:
-        """Commit, then acknowledge, every batch until cancelled."""
+        """Commit, then acknowledge, every batch until cancelled. A failing commit (a full
+        disk) is retried with backoff; its messages stay unacknowledged meanwhile."""
+        backoff = Backoff(base=0.5, cap=30.0, jitter=0.5)
         while True:
             batch = await source.batch(self._batch_max)
             if not batch:
                 continue
-            await self.consume(batch)
+            failures = 0
+            while True:
+                try:
+                    await self.consume(batch)
+                    break
+                except sqlite3.Error as exc:
+                    failures += 1
+                    if failures == 1 or failures % 20 == 0:
+                        log.error("mirror_commit_failed", error=str(exc), attempts=failures,
+                                  messages=len(batch))
+                    await asyncio.sleep(backoff.delay(failures - 1))
             source.ack(batch)
 
     async def consume(self, batch: Sequence[RawMessage]) -> None:
@@ -266,7 +285,10 @@ class Mirror:
         fresh = await self._db.call(lambda conn: _commit(conn, plan, records))
         self._after_commit(plan, fresh)
         if plan.touched and self.on_commit is not None:
-            await self.on_commit(plan.touched)
+            try:
+                await self.on_commit(plan.touched)
+            except Exception:  # the watch's own timer decides again in a moment
+                log.exception("district_decision_failed", communities=sorted(plan.touched))
 
     def _read(self, plan: _Plan, record: Record, leaf: str, msg: RawMessage) -> None:
         now = msg.received_at
@@ -390,6 +412,14 @@ class Mirror:
                     or now - record.resync_at < self._resync_interval \
                     or self.resync is None or record.reach in ("offline", "stopped"):
                 continue
+            if record.asked_from == record.in_order and record.asked >= RESYNC_TRIES:
+                # Asked this often from here and nothing came: the box no longer has them
+                # (or never published them). Go on from the next event here, so the gap
+                # neither holds the position nor grows in memory.
+                self._skip(record)
+                continue
+            record.asked = record.asked + 1 if record.asked_from == record.in_order else 1
+            record.asked_from = record.in_order
             record.resync_at = now
             record.resyncs += 1
             self.stats.resyncs += 1
@@ -399,6 +429,17 @@ class Mirror:
                 self._send_resync(record.id, record.in_order))
             self._resyncing.add(task)
             task.add_done_callback(self._resyncing.discard)
+
+    def _skip(self, record: Record) -> None:
+        lost_to = min(record.ahead) - 1 if record.ahead else record.top
+        self.stats.lost += lost_to - record.in_order
+        log.error("district_events_lost", community=record.id, first=record.in_order + 1,
+                  last=lost_to, resyncs=record.asked,
+                  detail="the box did not republish them; the mirror goes on without")
+        record.in_order = lost_to
+        record.asked, record.asked_from, record.gap_since = 0, -1, None
+        _advance(record)
+        self.skipped.add(record.id)
 
     async def _send_resync(self, community: str, after: int) -> None:
         assert self.resync is not None

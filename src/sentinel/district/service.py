@@ -60,6 +60,7 @@ from sentinel.rules.model import RulesConfig
 from sentinel.source import MqttSource
 from sentinel.store.reserve import DiskGuard, Reserve
 from sentinel.store.sqlite import SqliteReadingStore
+from sentinel.systemd import Notifier
 
 log = structlog.get_logger("sentinel.district")
 
@@ -195,7 +196,7 @@ class _Observer:
         stats = self._mirror.stats
         lines = []
         for name in ("messages", "events", "duplicates", "incidents", "heartbeats", "dead",
-                     "unknown_community", "resyncs", "aggregates_dropped"):
+                     "unknown_community", "resyncs", "lost", "aggregates_dropped"):
             lines.append(f"# TYPE sentinel_district_{name}_total counter")
             lines.append(f"sentinel_district_{name}_total {getattr(stats, name)}")
         lines.append("# TYPE sentinel_district_community_online gauge")
@@ -316,15 +317,25 @@ async def _run(settings: DistrictConfig, district: District, sink: SqliteReading
     source, mirror, watch = district.source, district.mirror, district.watch
     incidents, escalation = district.incidents, district.escalation
     async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(source.run(), name="mqtt-source"),
-                 tg.create_task(sink.run(), name="store"),
-                 tg.create_task(mirror.run(source), name="mirror"),
-                 tg.create_task(watch.run(), name="watch"),
-                 tg.create_task(incidents.run(), name="incident-timers"),
-                 tg.create_task(escalation.run(), name="escalation")]
+        source_task = tg.create_task(source.run(), name="mqtt-source")
+        sink_task = tg.create_task(sink.run(), name="store")
+        followers = [tg.create_task(mirror.run(source), name="mirror"),
+                     tg.create_task(watch.run(), name="watch"),
+                     tg.create_task(incidents.run(), name="incident-timers")]
         if "influxdb" in settings.store.model_fields_set:
-            tasks.append(tg.create_task(_forward_aggregates(settings, mirror),
-                                        name="aggregates"))
+            followers.append(tg.create_task(_forward_aggregates(settings, mirror),
+                                            name="aggregates"))
+        escalation_task = tg.create_task(escalation.run(), name="escalation")
+        # systemd (Type=notify): READY once the broker is connected; the watchdog's pings
+        # stop if a stage has ended.
+        notifier = Notifier.from_environ()
+        stages = [source_task, sink_task, escalation_task, *followers]
+
+        def stuck() -> str | None:
+            ended = [t.get_name() for t in stages if t.done()]
+            return f"stage ended: {', '.join(ended)}" if ended else None
+
+        watchdog_task = tg.create_task(notifier.run(stuck), name="watchdog")
 
         async def announce_ready() -> None:
             await source.wait_connected()
@@ -333,23 +344,29 @@ async def _run(settings: DistrictConfig, district: District, sink: SqliteReading
                      state_dir=str(settings.state_dir),
                      control=control.url if control is not None and control.host else None,
                      contacts=len(loaded.oncall.contact))
+            notifier.ready(f"running: {len(mirror.records)} communities")
             if on_ready is not None:
                 on_ready(district)
 
         ready = tg.create_task(announce_ready(), name="ready")
         await stop.wait()
         log.info("district_stopping", pending=source.pending())
+        notifier.stopping()
         ready.cancel()
-        # Unacknowledged messages stay with the broker (persistent session): the batch
-        # being committed is either committed and acknowledged next start (deduplicated),
-        # or redelivered.
-        for task in tasks[2:]:
+        # What was received and not committed stays unacknowledged with the broker (the
+        # persistent session): redelivered at the next start, and deduplicated.
+        for task in followers:
             task.cancel()
         await incidents.close()
+        # Deliveries in flight get a moment to finish, so their results are recorded.
         await escalation.close()
-        for task in tasks[:2]:
-            task.cancel()
+        escalation_task.cancel()
+        source_task.cancel()
         await source.close()
+        sink_task.cancel()
+        watchdog_task.cancel()
+    log.info("district_stopped", **{k: getattr(mirror.stats, k) for k in
+                                    ("messages", "events", "duplicates", "dead", "lost")})
 
 
 async def _forward_aggregates(settings: DistrictConfig, mirror: Mirror) -> None:

@@ -117,7 +117,8 @@ class Watch:
                     record.reach, record.since = reach, now
                     changed.append(community)
                     self.changes += 1
-            await self._mirror.save_records(changed)
+            skipped, self._mirror.skipped = self._mirror.skipped, set()
+            await self._mirror.save_records({*changed, *skipped})
             for community in names:
                 await self._box_offline(records[community])
             await self._whistles()

@@ -172,10 +172,13 @@ class Watch:
 
     def _place(self, community: str, box_place: Any = None) -> dict[str, str]:
         config = self._communities[community]
-        place = {"community": community, "kind": "district", "device": community,
-                 "location": config.label}
+        place = {"community": community, "kind": "district", "device": community}
+        where = config.label
         if isinstance(box_place, Mapping):
             place.update({k: str(v) for k in _PLACE_KEYS if (v := box_place.get(k))})
             if box_place.get("location"):
-                place["location"] = f"{config.label} {box_place['location']}"
+                where = f"{config.label} {box_place['location']}"
+        # The page's place line carries the community's duty phone: the first thing the
+        # street office does about either incident is to call it.
+        place["location"] = f"{where} ☎ {config.phone}" if config.phone else where
         return place

@@ -210,9 +210,15 @@ async def test_box_offline_pages_the_street_office_and_its_link_acknowledges(
         await until(lambda: any("水贝社区" in _text(r) for r in receiver.requests), "a page")
         text = next(_text(r) for r in receiver.requests if "水贝社区" in _text(r))
         assert "社区主机离线" in text and "水贝社区 ☎ 0755-25500001" in text
-        async with aiohttp.ClientSession() as http, \
-                http.post(_link(text), data={"action": "ack"}) as answer:
-            assert answer.status == 200
+        async with aiohttp.ClientSession() as http:
+            async with http.post(_link(text), data={"action": "ack"}) as answer:
+                assert answer.status == 200
+            assert running.control is not None
+            async with http.get(f"{running.control.url}/readyz") as answer:
+                assert answer.status == 200
+            async with http.get(f"{running.control.url}/metrics") as answer:
+                metrics = await answer.text()
+            assert 'sentinel_district_community_online{community="shuibei"} 0' in metrics
         found = running.incidents.incident(inc.id)
         assert found is not None and found.status == Status.ACKNOWLEDGED
         assert found.acknowledged_by == "so-01"

@@ -284,3 +284,21 @@ async def test_a_gap_the_box_never_fills_is_given_up_after_three_resyncs(rig: Ri
     await rig.feed(message("shuibei", wire.EVENTS, event(6, "20231115-0001", "repeated"),
                            rig.clock.now()))
     assert record.in_order == 6
+
+
+async def test_retention_keeps_positions_and_open_incidents(rig: Rig) -> None:
+    now = rig.clock.now()
+    await rig.feed(*(message("shuibei", wire.EVENTS, event(seq, "20231115-0001", "repeated"), now)
+                     for seq in (1, 2)),
+                   message("shuibei", f"{wire.INCIDENTS}/20231115-0001",
+                           incident_state("20231115-0001", "resolved", now), now),
+                   message("shuibei", f"{wire.INCIDENTS}/20231115-0002",
+                           incident_state("20231115-0002", "firing", now), now))
+    rig.clock.advance(91 * 86400)
+    await rig.feed(message("shuibei", wire.EVENTS, event(3, "20231115-0002", "opened"),
+                           rig.clock.now()))
+    assert await rig.mirror.prune(90) == 3
+    assert [e["seq"] for e in await rig.mirror.events("shuibei")] == [3]
+    assert [i["id"] for i in await rig.mirror.incidents("shuibei", open_only=False)] == [
+        "20231115-0002"]
+    assert rig.mirror.records["shuibei"].in_order == 3

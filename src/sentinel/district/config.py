@@ -54,6 +54,8 @@ class DistrictOptions(DistrictSettings):
     resync_after: float = Field(default=5.0, gt=0, le=600)
     # ...at most once per this many seconds per community.
     resync_interval: float = Field(default=10.0, gt=0, le=3600)
+    # Mirrored events, and incidents resolved, older than this are deleted (days).
+    keep_days: float = Field(default=90.0, gt=0)
     # Messages committed (then acknowledged) at once.
     batch_max: int = Field(default=500, ge=1, le=50_000)
     # Received, not yet committed messages at most (past it the socket is not read).

@@ -448,6 +448,24 @@ class Mirror:
         except Exception as exc:  # the next check asks again
             log.warning("district_resync_failed", community=community, error=str(exc))
 
+    async def prune(self, keep_days: float) -> int:
+        """Delete events older than `keep_days` and incidents resolved before then; the
+        positions stay (a late copy of a deleted event is stored again, harmlessly)."""
+        horizon = self._clock.now() - keep_days * 86400
+
+        def prune(conn: sqlite3.Connection) -> int:
+            with transaction(conn):
+                events = conn.execute("DELETE FROM mirror_events WHERE received < ?",
+                                      (horizon,)).rowcount
+                incidents = conn.execute(
+                    "DELETE FROM mirror_incidents WHERE open = 0 AND updated_at < ?",
+                    (horizon,)).rowcount
+            return int(events) + int(incidents)
+        removed = await self._db.call(prune)
+        if removed:
+            log.info("mirror_pruned", rows=removed, keep_days=keep_days)
+        return removed
+
     async def save_records(self, communities: Iterable[str]) -> None:
         """Persist reach changes (the watch decides them)."""
         rows = [self.records[c].row() for c in communities if c in self.records]

@@ -277,7 +277,7 @@ async def run_district(loaded: Loaded, stop: asyncio.Event,
         source = await closing.enter_async_context(MqttSource(
             settings.mqtt, mirror.topics(), password, options.queue_max, clock.now))
         watch = Watch(mirror, incidents, communities, clock, options.offline_after,
-                      options.check_interval)
+                      options.check_interval, options.keep_days)
         mirror.on_commit = watch.on_commit
         control: ControlServer | None = None
         sessions: BoardSessions | None = None

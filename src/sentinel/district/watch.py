@@ -40,6 +40,8 @@ log = structlog.get_logger("sentinel.district.watch")
 BOX_OFFLINE = "box_offline"
 WHISTLE = "whistle"
 DISTRICT_INCIDENTS = (BOX_OFFLINE, WHISTLE)
+# How often the mirror's retention runs (seconds).
+_PRUNE_EVERY = 3600.0
 # Place keys of a box's incident carried over to the district's whistle.
 _PLACE_KEYS = ("compound", "building", "floor", "unit", "grid", "location")
 
@@ -77,13 +79,15 @@ class Watch:
 
     def __init__(self, mirror: Mirror, incidents: IncidentService,
                  communities: Mapping[str, Community], clock: Clock, offline_after: float,
-                 check_interval: float = 1.0) -> None:
+                 check_interval: float = 1.0, keep_days: float = 90.0) -> None:
         self._mirror = mirror
         self._incidents = incidents
         self._communities = dict(communities)
         self._clock = clock
         self._offline_after = offline_after
         self._check_interval = check_interval
+        self._keep_days = keep_days
+        self._pruned_at = clock.monotonic()
         self.started_at = clock.now()
         self._lock = asyncio.Lock()
         self.changes = 0
@@ -95,6 +99,9 @@ class Watch:
             try:
                 await self.check()
                 self._mirror.check_gaps()
+                if self._clock.monotonic() - self._pruned_at >= _PRUNE_EVERY:
+                    self._pruned_at = self._clock.monotonic()
+                    await self._mirror.prune(self._keep_days)
             except Exception:  # one failed check must not end the watch
                 log.exception("district_check_failed")
 

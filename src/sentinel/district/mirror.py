@@ -266,7 +266,7 @@ class Mirror:
             record = records.get(community)
             if record is None:
                 self.stats.unknown_community += 1
-                if community not in self._unknown_seen:
+                if community not in self._unknown_seen and len(self._unknown_seen) < 1000:
                     self._unknown_seen.add(community)
                     log.warning("district_unknown_community", community=community,
                                 topic=msg.topic, fix="add it as a [[community]] of "
@@ -366,7 +366,9 @@ class Mirror:
         self.stats.dead += 1
         plan.dead.append(DeadLetter(msg.topic, msg.payload[:4096], reason, detail,
                                     msg.received_at))
-        key = (msg.topic.rsplit("/", 1)[-1], reason.value)
+        place = wire.community_of(self._prefix, msg.topic)
+        # Once per kind of topic (events, incidents, heartbeat...) and reason.
+        key = (place[1].split("/", 1)[0] if place else "?", reason.value)
         if key not in self._dead_logged:
             # Once per kind of topic and reason: a box sending garbage must not flood the log.
             self._dead_logged.add(key)

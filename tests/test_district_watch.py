@@ -302,3 +302,21 @@ async def test_retention_keeps_positions_and_open_incidents(rig: Rig) -> None:
     assert [i["id"] for i in await rig.mirror.incidents("shuibei", open_only=False)] == [
         "20231115-0002"]
     assert rig.mirror.records["shuibei"].in_order == 3
+
+
+async def test_a_step_filled_in_after_its_acknowledgement_does_not_whistle(rig: Rig) -> None:
+    now = rig.clock.now()
+    box = "20231115-0009"
+    # Seq 4 (acknowledged) arrives before seq 3 (the street-office step), as after a gap;
+    # the acknowledgement then expires on the box and its state is firing again.
+    await rig.feed(
+        message("shuibei", wire.EVENTS, event(4, box, "acknowledged"), now),
+        message("shuibei", wire.EVENTS, event(5, box, "acknowledgement_expired"), now),
+        message("shuibei", f"{wire.INCIDENTS}/{box}", incident_state(box, "firing", now), now))
+    await rig.feed(message("shuibei", wire.EVENTS, event(
+        3, box, "escalation_step", roles=["street_office"]), now))
+    assert rig.open(WHISTLE, f"shuibei/{box}") is None
+    # Its new climb reaches the street office again: now it whistles.
+    await rig.feed(message("shuibei", wire.EVENTS, event(
+        9, box, "escalation_step", roles=["street_office"]), now))
+    assert rig.open(WHISTLE, f"shuibei/{box}") is not None

@@ -59,10 +59,12 @@ CREATE TABLE IF NOT EXISTS mirror_incidents (
     status TEXT NOT NULL,
     life_safety INTEGER NOT NULL,
     data TEXT NOT NULL,
-    -- 1 once the box's climb reached the street office for this incident (an
-    -- escalation_step or nobody_on_duty naming street_office), back to 0 when a person
-    -- acknowledges it on the box.
-    street INTEGER NOT NULL DEFAULT 0,
+    -- The seq of the last event by which the box's climb reached the street office (an
+    -- escalation_step, reminder or nobody_on_duty naming street_office), and of the last
+    -- acknowledgement or resolution: reached and not acknowledged since while the first
+    -- is the larger (by seq, so events filled in late by a resync count where they belong).
+    street_seq INTEGER NOT NULL DEFAULT 0,
+    ack_seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (community, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mirror_communities (
@@ -140,7 +142,7 @@ class _Plan:
 
     events: list[tuple[Any, ...]] = field(default_factory=list)
     incidents: list[tuple[Any, ...]] = field(default_factory=list)
-    street: list[tuple[int, str, str]] = field(default_factory=list)
+    street: list[tuple[str, str, str, int]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)
     replies: list[tuple[str, bytes]] = field(default_factory=list)
@@ -337,9 +339,9 @@ class Mirror:
             plan.events.append((community, seq, incident, type_, ts, now,
                                 msg.payload.decode("utf-8")))
             if type_ in _STEP_TYPES and STREET_OFFICE in (data.get("roles") or ()):
-                plan.street.append((1, community, incident))
+                plan.street.append(("street_seq", community, incident, seq))
             elif type_ in ("acknowledged", "resolved"):
-                plan.street.append((0, community, incident))
+                plan.street.append(("ack_seq", community, incident, seq))
             plan.touched.add(community)
             return
         if leaf.startswith(wire.INCIDENTS + "/"):
@@ -525,7 +527,8 @@ class Mirror:
     async def whistles(self) -> set[tuple[str, str, str]]:
         """(community, box incident id, severity) of every incident to whistle now."""
         rows = await self._db.call(lambda conn: conn.execute(
-            "SELECT community, id, data FROM mirror_incidents WHERE street = 1 AND open = 1"
+            "SELECT community, id, data FROM mirror_incidents WHERE street_seq > ack_seq"
+            " AND open = 1"
             " AND life_safety = 1 AND status = 'firing'").fetchall())
         return {(c, i, str(json.loads(d).get("severity", "critical"))) for c, i, d in rows
                 if c in self.records}
@@ -610,12 +613,13 @@ def _commit(conn: sqlite3.Connection, plan: _Plan, records: Mapping[str, Record]
                 " status = excluded.status, life_safety = excluded.life_safety,"
                 " data = excluded.data WHERE excluded.updated_at >= updated_at",
                 plan.incidents)
-        for street, community, incident in plan.street:
+        for column, community, incident, seq in plan.street:
+            # A placeholder (updated_at 0) until the incident's state arrives.
             conn.execute(
                 "INSERT INTO mirror_incidents (community, id, updated_at, opened_at, open,"
-                " status, life_safety, data, street) VALUES (?, ?, 0, 0, 1, 'firing', 0, '{}',"
-                " ?) ON CONFLICT(community, id) DO UPDATE SET street = excluded.street",
-                (community, incident, street))
+                f" status, life_safety, data, {column}) VALUES (?, ?, 0, 0, 1, 'firing', 0,"
+                f" '{{}}', ?) ON CONFLICT(community, id) DO UPDATE SET {column} ="
+                f" max({column}, excluded.{column})", (community, incident, seq))
         if plan.dead:
             insert_deadletters(conn, plan.dead)
         touched = plan.touched | set(fresh)
@@ -657,7 +661,8 @@ def _counts(conn: sqlite3.Connection, community: str | None = None
 
 
 def _whistled(conn: sqlite3.Connection, community: str | None = None) -> set[str]:
-    sql = ("SELECT DISTINCT community FROM mirror_incidents WHERE street = 1 AND open = 1"
+    sql = ("SELECT DISTINCT community FROM mirror_incidents WHERE street_seq > ack_seq"
+           " AND open = 1"
            " AND life_safety = 1 AND status = 'firing'")
     args: tuple[Any, ...] = ()
     if community:

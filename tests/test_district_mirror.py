@@ -92,7 +92,7 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Mosquitto, Running]]:
         await db.open()
         settings = MqttSettings(host="127.0.0.1", port=broker.port, client_id="district-test")
         mirror = Mirror(db, COMMUNITIES, PREFIX, clock, resync_after=0.2,
-                        resync_interval=0.5)
+                        resync_interval=0.5, aggregates=True)
         await mirror.start()
         async with MqttSource(settings, mirror.topics(), None, 1000, clock.now) as source:
             rig = Running(mirror, source, tmp_path / "mirror.sqlite3")

@@ -169,7 +169,8 @@ class Mirror:
     def __init__(self, db: SqliteDb, communities: Mapping[str, Community], prefix: str,
                  clock: Clock, *, resync: Resync | None = None,
                  on_reply: ReplyHandler | None = None, resync_after: float = 5.0,
-                 resync_interval: float = 10.0, batch_max: int = 500) -> None:
+                 resync_interval: float = 10.0, batch_max: int = 500,
+                 aggregates: bool = False) -> None:
         self._db = db
         self._communities = dict(communities)
         self._prefix = prefix.rstrip("/")
@@ -185,7 +186,9 @@ class Mirror:
         self._dead_logged: set[tuple[str, str]] = set()
         # Called after each commit with the communities it touched (sentinel.district.watch).
         self.on_commit: Callable[[set[str]], Awaitable[None]] | None = None
+        # The boxes' aggregates for the TSDB writer (only when one is configured).
         self.aggregates: asyncio.Queue[list[str]] = asyncio.Queue(maxsize=1000)
+        self._keep_aggregates = aggregates
         # Communities whose position moved past lost events: saved by the next check.
         self.skipped: set[str] = set()
         self._resyncing: set[asyncio.Task[None]] = set()
@@ -307,8 +310,9 @@ class Mirror:
             plan.replies.append((community, msg.payload))
             return
         if leaf == wire.AGGREGATES:
-            plan.aggregates += [line for line in msg.payload.decode("utf-8").splitlines()
-                                if line.strip()]
+            if self._keep_aggregates:
+                plan.aggregates += [line for line in msg.payload.decode("utf-8").splitlines()
+                                    if line.strip()]
             return
         if leaf == wire.HEARTBEAT:
             if not msg.payload:

@@ -269,7 +269,8 @@ async def run_district(loaded: Loaded, stop: asyncio.Event,
         await db.open()
         closing.push_async_callback(db.close)
         mirror = Mirror(db, communities, prefix, clock, resync_after=options.resync_after,
-                        resync_interval=options.resync_interval, batch_max=options.batch_max)
+                        resync_interval=options.resync_interval, batch_max=options.batch_max,
+                        aggregates=_tsdb(settings))
         await mirror.start()
         # Dead letters' retention and the store's health, like the box's embedded store.
         sink = await closing.enter_async_context(SqliteReadingStore(
@@ -322,7 +323,7 @@ async def _run(settings: DistrictConfig, district: District, sink: SqliteReading
         followers = [tg.create_task(mirror.run(source), name="mirror"),
                      tg.create_task(watch.run(), name="watch"),
                      tg.create_task(incidents.run(), name="incident-timers")]
-        if "influxdb" in settings.store.model_fields_set:
+        if _tsdb(settings):
             followers.append(tg.create_task(_forward_aggregates(settings, mirror),
                                             name="aggregates"))
         escalation_task = tg.create_task(escalation.run(), name="escalation")
@@ -367,6 +368,11 @@ async def _run(settings: DistrictConfig, district: District, sink: SqliteReading
         watchdog_task.cancel()
     log.info("district_stopped", **{k: getattr(mirror.stats, k) for k in
                                     ("messages", "events", "duplicates", "dead", "lost")})
+
+
+def _tsdb(settings: DistrictConfig) -> bool:
+    """A [store.influxdb] table in district.toml: the boxes' aggregates go there."""
+    return "influxdb" in settings.store.model_fields_set
 
 
 async def _forward_aggregates(settings: DistrictConfig, mirror: Mirror) -> None:

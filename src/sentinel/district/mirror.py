@@ -232,7 +232,8 @@ class Mirror:
             record.last_heard, record.reach, record.since = row[7], row[8], row[9]
             record.ahead = set(ahead.get(community, ()))
         log.info("mirror_resumed", communities=len(self.records),
-                 positions={c: r.in_order for c, r in self.records.items()})
+                 events_in_order=sum(r.in_order for r in self.records.values()),
+                 missing=sum(r.missing for r in self.records.values()))
 
     # -- the consumer -----------------------------------------------------------------
 

@@ -127,7 +127,7 @@ def load_district_settings(path: Path, environ: Mapping[str, str] | None = None
     environ = os.environ if environ is None else environ
     data: dict[str, Any] = _read_toml(path)
     # [[community]] is no box setting: SENTINEL_COMMUNITY_* variables are keys (below).
-    env_tree = {k: v for k, v in env_overrides(environ).items()}
+    env_tree = env_overrides(environ)
     merged = _merge(data, env_tree)
     try:
         settings = DistrictConfig.model_validate(merged)
@@ -158,7 +158,12 @@ def command_keys(settings: DistrictConfig, environ: Mapping[str, str] | None = N
         if value is None and community.command_key_file is None:
             variable = environ.get(key_variable(community.id))
             value = SecretStr(variable) if variable else None
-        secret = read_secret(value, community.command_key_file, f"{where}.command_key_file")
+        try:
+            secret = read_secret(value, community.command_key_file,
+                                 f"{where}.command_key_file")
+        except ConfigError as exc:  # every community's problem, not only the first
+            problems += exc.problems
+            continue
         if not secret:
             problems.append(Problem("", where, "no command key: set command_key_file (or "
                                                f"{key_variable(community.id)})"))

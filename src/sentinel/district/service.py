@@ -87,7 +87,7 @@ def load_district(path: Path, environ: Mapping[str, str] | None = None) -> Loade
     settings = load_district_settings(path, environ)
     zone.configure(settings.timezone)
     # The district's store holds no readings: its database is the mirror, whose dead
-    # letters `sentinel deadletter` reads through the control API.
+    # letters GET /api/deadletters reads like a box's.
     settings.store.sqlite.path = settings.state_dir / MIRROR_FILE
     problems: list[Problem] = []
     warnings: list[Problem] = []

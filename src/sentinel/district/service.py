@@ -134,13 +134,14 @@ Publish = Callable[..., "asyncio.Future[None]"]
 
 
 def wire_district(publish: Publish, prefix: str, keys: Mapping[str, bytes], clock: Clock,
-                  view: DistrictView, sessions: BoardSessions | None,
-                  settings: DistrictConfig) -> Wiring:
-    """The one place the daemon meets sentinel.district.commands and .board.
+                  view: DistrictView, sessions: BoardSessions | None, api_token: bytes,
+                  own: Operations | None) -> Wiring:
+    """The one place the daemon meets sentinel.district.commands and .board (helper C's;
+    wired as board.py's docstring says). `sessions` None: no HTTP board.
 
-    Imported here, lazily: the board's assets cost start-up only when served. Until both
-    modules are part of the package, resync requests are published by `signed_publisher`
-    (the same signed command, without waiting for the reply) and no board is mounted.
+    Imported here, lazily, until both modules are part of the package: without them,
+    resync requests are published by `signed_publisher` (the same signed command, without
+    waiting for the reply) and no board is mounted.
     """
     try:
         commands = importlib.import_module("sentinel.district.commands")
@@ -157,11 +158,11 @@ def wire_district(publish: Publish, prefix: str, keys: Mapping[str, bytes], cloc
     async def resync(community: str, after: int) -> None:
         await channel.send(community, "resync", {"after": after}, RESYNC_TTL, RESYNC_WAIT)
 
-    phones = {c.id: c.phone for c in settings.community}
-
-    def routes(app: web.Application) -> None:
-        board.add_district_routes(app, view, channel, sessions=sessions, phones=phones,
-                                  clock=clock)
+    routes = None
+    if sessions is not None:
+        def routes(app: web.Application) -> None:
+            board.add_district_routes(app, view, channel, sessions, api_token, own=own,
+                                      clock=clock)
 
     return Wiring(cast(CommandSender, channel), channel.on_reply, resync, routes)
 
@@ -282,9 +283,11 @@ async def run_district(loaded: Loaded, stop: asyncio.Event,
         mirror.on_commit = watch.on_commit
         control: ControlServer | None = None
         sessions: BoardSessions | None = None
+        operations: Operations | None = None
         token = ""
         if settings.control.enabled:
             token = control_token(settings)
+            # Used login links and logouts are kept in the state database, as on a box.
             book = StateBook(state)
             await book.start()
             sessions = BoardSessions(
@@ -292,12 +295,13 @@ async def run_district(loaded: Loaded, stop: asyncio.Event,
                 sender=sender, public_url=settings.control.public_url,
                 login_delay_max=settings.control.login_delay_max)
             await sessions.start()
-        wiring = (wire or wire_district)(source.start_publish, prefix, keys, clock, mirror,
-                                         sessions, settings)
-        mirror.resync, mirror.on_reply = wiring.resync, wiring.on_reply
-        if settings.control.enabled:
+            # The district's own incidents: the API, links and the board act on them.
             operations = Operations(loaded, incidents, escalation, state, sink, source,
                                     ReadingFeed(loaded.inventory), clock)
+        wiring = (wire or wire_district)(source.start_publish, prefix, keys, clock, mirror,
+                                         sessions, token.encode(), operations)
+        mirror.resync, mirror.on_reply = wiring.resync, wiring.on_reply
+        if operations is not None:
             control = await closing.enter_async_context(ControlServer(
                 settings.control.host if settings.control.http else None,
                 settings.control.port, token, signer, operations, clock,

@@ -320,3 +320,30 @@ async def test_a_step_filled_in_after_its_acknowledgement_does_not_whistle(rig: 
     await rig.feed(message("shuibei", wire.EVENTS, event(
         9, box, "escalation_step", roles=["street_office"]), now))
     assert rig.open(WHISTLE, f"shuibei/{box}") is not None
+
+
+async def test_a_long_history_is_filled_batch_by_batch_without_waiting_the_interval(
+        rig: Rig) -> None:
+    asked: list[int] = []
+
+    async def resync(community: str, after: int) -> None:
+        asked.append(after)
+
+    rig.mirror.resync = resync
+    now = rig.clock.now()
+    # A box with 1,500 events of history meets a new district.
+    await rig.feed(message("shuibei", wire.HEARTBEAT, beat("shuibei", now, last_seq=1500), now))
+    record = rig.mirror.records["shuibei"]
+    for _ in range(3):
+        rig.clock.advance(5)
+        rig.mirror.check_gaps()
+        await asyncio.sleep(0)
+        after = asked[-1]
+        # The box republishes a batch of 500 (as sentinel.uplink does).
+        await rig.feed(*(message("shuibei", wire.EVENTS, event(seq, "20231115-0001",
+                                                                 "repeated"), rig.clock.now())
+                         for seq in range(after + 1, after + 501)))
+    # Every 5 s (resync_after) while each answer moved the position, not every 10 s.
+    assert asked == [0, 500, 1000]
+    assert (record.in_order, record.missing) == (1500, 0)
+    assert rig.mirror.stats.lost == 0

@@ -417,8 +417,12 @@ class Mirror:
             if record.gap_since is None:
                 record.gap_since = now
                 continue
+            # The last resync moved the position (a long gap filling batch by batch, as
+            # after a district's first start beside a box with history): ask on sooner.
+            progress = record.asked_from >= 0 and record.in_order > record.asked_from
+            interval = self._resync_after if progress else self._resync_interval
             if now - record.gap_since < self._resync_after \
-                    or now - record.resync_at < self._resync_interval \
+                    or now - record.resync_at < interval \
                     or self.resync is None or record.reach in ("offline", "stopped"):
                 continue
             if record.asked_from == record.in_order and record.asked >= RESYNC_TRIES:

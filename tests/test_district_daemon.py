@@ -37,7 +37,7 @@ from sentinel.district.watch import BOX_OFFLINE, WHISTLE
 from sentinel.errors import ConfigError
 from sentinel.incidents.model import Status
 
-from helpers import ROOT
+from helpers import ROOT, sentinel
 from receivers import HttpReceiver
 from servers import Mosquitto, VictoriaMetrics, free_port
 
@@ -395,3 +395,17 @@ def test_district_toml_refuses_box_keys_and_a_community_without_key(tmp_path: Pa
     loaded = load_district(config, {
         "SENTINEL_COMMUNITY_TIANBEI_COMMAND_KEY": "tianbei-command-key-0123456789"})
     assert loaded.settings.state_dir == (tmp_path / "d" / "state").resolve()
+
+
+def test_sentinel_district_check_reads_the_shipped_example_and_reports_problems(
+        tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
+    done = sentinel("district", "-c", str(ROOT / "config" / "district.toml"), "--check",
+                    env=env)
+    assert done.returncode == 0, done.stderr
+    assert "值班: 3 名联系人" in done.stdout
+    broken = write_config(tmp_path / "d", 1883, "json://127.0.0.1:9/x", 8740)
+    (tmp_path / "d" / "tianbei.key").write_text("short\n")
+    done = sentinel("district", "-c", str(broken), "--check", env=env)
+    assert done.returncode == 2
+    assert "community tianbei" in done.stderr and "16 bytes" in done.stderr

@@ -289,6 +289,14 @@ def cmd_district(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check:
+        # As `sentinel check` words it: the street office's people and policies, and the
+        # gaps in their rosters.
+        print(t("check.oncall", lang, contacts=len(loaded.oncall.contact),
+                rosters=len(loaded.oncall.roster), policies=len(loaded.policies.policy)))
+        if loaded.warnings:
+            print(t("check.warnings", lang, count=len(loaded.warnings)))
+            for line in _warning_lines(loaded, lang):
+                print(f"  {line}")
         return EXIT_OK
     log_settings = loaded.settings.log
     configure_logging(log_settings.level, log_settings.format)

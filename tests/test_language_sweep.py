@@ -199,6 +199,8 @@ NOT_SWEPT = {
     "run": "the daemon itself: its output is the structured log, for administrators "
            "(the sweep runs against it)",
     "demo": "starts its own broker and daemon for minutes; tests/test_demo.py runs it",
+    "district": "the district daemon: like `run`, its output is the structured log "
+                "(tests/test_district_daemon.py runs it)",
 }
 
 

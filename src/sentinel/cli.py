@@ -276,6 +276,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_district(args: argparse.Namespace) -> int:
+    """The street office's daemon: every community box's stream on the district broker."""
+    lang = _lang(args)
+    from sentinel.district.service import load_district, run_district
+
+    try:
+        loaded = load_district(Path(args.config))
+    except ConfigError as exc:
+        print(t("check.failed", lang, count=len(exc.problems)), file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check:
+        # As `sentinel check` words it: the street office's people and policies, and the
+        # gaps in their rosters.
+        print(t("check.oncall", lang, contacts=len(loaded.oncall.contact),
+                rosters=len(loaded.oncall.roster), policies=len(loaded.policies.policy)))
+        if loaded.warnings:
+            print(t("check.warnings", lang, count=len(loaded.warnings)))
+            for line in _warning_lines(loaded, lang):
+                print(f"  {line}")
+        return EXIT_OK
+    log_settings = loaded.settings.log
+    configure_logging(log_settings.level, log_settings.format)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _install_stop_signals(stop)
+        await run_district(loaded, stop)
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
 def cmd_deadletter(args: argparse.Namespace) -> int:
     lang = _lang(args)
     client = _reader(args, lang)
@@ -1221,6 +1255,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", parents=[common], help="run the daemon")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("district", help="run the district (street office) daemon")
+    district_config = os.environ.get("SENTINEL_CONFIG") or (
+        "config/district.toml" if Path("config/district.toml").exists()
+        else "/etc/sentinel/district.toml")
+    p.add_argument("-c", "--config", default=district_config,
+                   help="district.toml (default: $SENTINEL_CONFIG, config/district.toml or "
+                        "/etc/sentinel/district.toml)")
+    p.add_argument("--lang", choices=["zh", "en"], default=None,
+                   help="language of messages (default zh, or $SENTINEL_LANG)")
+    p.add_argument("--check", action="store_true",
+                   help="only check district.toml and its on-call and policy files")
+    p.set_defaults(func=cmd_district)
 
     p = sub.add_parser("check", parents=[common],
                        help="validate configuration, inventory and profiles together")

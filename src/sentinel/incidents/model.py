@@ -584,6 +584,35 @@ class IncidentBook:
 
     # -- the daemon itself ------------------------------------------------------------
 
+    def raised(self, name: str, target: str, active: bool, severity: Severity, now: float,
+               place: Mapping[str, str], life_safety: bool = False, kind: str = "system",
+               detail: Mapping[str, Value] | None = None) -> Incident | None:
+        """A condition that is not a device's (a district's view of a community box): open
+        `name` on `target` while `active`, raise its severity when a worse one comes, and
+        clear (then resolve) it when no longer active. The incident, or None."""
+        key = f"{name}:{target}"
+        inc = self.open.get(key)
+        if active and inc is None:
+            policy = Policy(life_safety=life_safety, resolve="auto", clear_for=0.0)
+            return self._open(key, name, target, kind, severity, now, now, dict(place), policy,
+                              detail=detail, rule=name)
+        if active and inc is not None:
+            if not inc.active:
+                inc.active = True
+                inc.cleared_at = None
+                inc.fired += 1
+                self._event(inc, "condition_returned", now, rule=name)
+            if severity > inc.severity:
+                self._raise(inc, severity, now, rule=name, detail=dict(detail or {}))
+            return inc
+        if not active and inc is not None and inc.active:
+            inc.active = False
+            inc.conditions.clear()
+            inc.cleared_at = now
+            self._event(inc, "condition_cleared", now, rule=name, detail=dict(detail or {}))
+            self._maybe_autoresolve(inc, now)
+        return inc
+
     def system(self, name: str, active: bool, severity: Severity, now: float,
                **detail: Value) -> None:
         """A condition of sentinel itself (spool nearly full, store failing)."""

@@ -438,6 +438,24 @@ class IncidentService:
             if book.has_changes:
                 await self._commit()
 
+    async def raised(self, name: str, target: str, active: bool, severity: Severity,
+                     place: Mapping[str, str], life_safety: bool = False,
+                     kind: str = "system", **detail: Value) -> Incident | None:
+        """Raise or clear a condition that is no device's (IncidentBook.raised): the district
+        daemon's view of its community boxes. Committed before it returns."""
+        _, book = self._require()
+        async with self._lock:
+            now = self._clock.now()
+            first_new = book.next_number
+            inc = book.raised(name, target, active, severity, now, place, life_safety, kind,
+                              detail)
+            if inc is not None and not inc.timing and _number(inc.id) >= first_new:
+                # Its own record starts here: there is no reading behind it.
+                inc.timing["received"] = now
+            if book.has_changes:
+                await self._commit(joined=True)
+            return inc
+
     async def add_window(self, window: Window) -> Window:
         """Store a silence or drill window (its id is assigned here); in force at once."""
         async with self._lock:

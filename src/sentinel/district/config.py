@@ -1,0 +1,180 @@
+"""district.toml: the district daemon's settings, the box's settings model with two more parts.
+
+The district daemon is the same package in another role, so its file is the box's
+`Settings` (state_dir, language, timezone, [mqtt], [control], [escalation], [notify],
+[store.influxdb], [log]...) read by the same loader's pieces, plus:
+
+  [district]     offline_after and the mirror's timings (`DistrictOptions`);
+  [[community]]  the boxes it oversees: id, name, duty phone, command key.
+
+Sections only a box uses ([devices], [rules], [ingest]) keep their defaults and are not
+read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from sentinel.config.load import (
+    _merge,
+    _place_in_state_dir,
+    _read_toml,
+    _resolve_paths,
+    env_overrides,
+    read_secret,
+    validation_problems,
+)
+from sentinel.config.model import DistrictSettings, Settings
+from sentinel.control import tokens
+from sentinel.errors import ConfigError, Problem
+
+# Keys of the box's [district] section that mean nothing to the district daemon.
+_BOX_KEYS = frozenset({"community", "public_url", "command_key", "command_key_file",
+                       "heartbeat_interval", "aggregates"})
+
+
+class DistrictOptions(DistrictSettings):
+    """[district] of district.toml.
+
+    A subclass of the box's section so the daemon's settings stay a `Settings` (every
+    stage that reads one reads this); the box's keys are refused here.
+    """
+
+    # A community whose heartbeat is older than this is offline (the issue: within 60 s).
+    offline_after: float = Field(default=60.0, ge=1, le=3600)
+    # How often reach is judged (staleness, box_offline).
+    check_interval: float = Field(default=1.0, gt=0, le=60)
+    # A gap in a community's events (or a heartbeat naming events not yet here) older than
+    # this is asked for again with a `resync` command...
+    resync_after: float = Field(default=5.0, gt=0, le=600)
+    # ...at most once per this many seconds per community.
+    resync_interval: float = Field(default=10.0, gt=0, le=3600)
+    # Mirrored events, and incidents resolved, older than this are deleted (days).
+    keep_days: float = Field(default=90.0, gt=0)
+    # Messages committed (then acknowledged) at once.
+    batch_max: int = Field(default=500, ge=1, le=50_000)
+    # Received, not yet committed messages at most (past it the socket is not read).
+    queue_max: int = Field(default=5000, ge=10)
+
+    @model_validator(mode="after")
+    def _no_box_keys(self) -> DistrictOptions:
+        given = sorted(_BOX_KEYS & self.model_fields_set)
+        if given:
+            raise ValueError(f"{', '.join(given)}: a box's [district] setting (sentinel.toml); "
+                             "the district names its communities in [[community]]")
+        return self
+
+
+class Community(BaseModel):
+    """One community box the district oversees."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Its topic level on the district broker (the box's [district] community).
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    name: str = ""
+    # The community's duty phone: shown when its box cannot be reached.
+    phone: str = ""
+    # The key this community's box verifies the district's commands with (>= 16 bytes);
+    # or SENTINEL_COMMUNITY_<ID>_COMMAND_KEY in the environment.
+    command_key: SecretStr | None = None
+    command_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Community:
+        if self.command_key is not None and self.command_key_file is not None:
+            raise ValueError("set either command_key or command_key_file, not both")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id
+
+
+class DistrictConfig(Settings):
+    """The whole of district.toml."""
+
+    district: DistrictOptions = Field(default_factory=DistrictOptions)
+    community: list[Community] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> DistrictConfig:
+        ids = [c.id for c in self.community]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate community id(s): {', '.join(dupes)}")
+        return self
+
+    def communities(self) -> dict[str, Community]:
+        return {c.id: c for c in self.community}
+
+
+def key_variable(community: str) -> str:
+    """The environment variable that may hold a community's command key."""
+    return "SENTINEL_COMMUNITY_" + community.upper().replace("-", "_") + "_COMMAND_KEY"
+
+
+def load_district_settings(path: Path, environ: Mapping[str, str] | None = None
+                           ) -> DistrictConfig:
+    """Read district.toml like the box's loader reads sentinel.toml (SENTINEL_* overlays,
+    paths relative to the file, databases under state_dir); ConfigError lists every
+    problem."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = _read_toml(path)
+    # [[community]] is no box setting: SENTINEL_COMMUNITY_* variables are keys (below).
+    env_tree = env_overrides(environ)
+    merged = _merge(data, env_tree)
+    try:
+        settings = DistrictConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc, str(path), env_tree)) from None
+    base = path.resolve().parent
+    if not settings.state_dir.is_absolute():
+        settings.state_dir = (base / settings.state_dir).resolve()
+    _place_in_state_dir(settings)
+    _resolve_paths(settings, base)
+    for community in settings.community:
+        if community.command_key_file is not None and \
+                not community.command_key_file.is_absolute():
+            community.command_key_file = (base / community.command_key_file).resolve()
+    return settings
+
+
+def command_keys(settings: DistrictConfig, environ: Mapping[str, str] | None = None
+                 ) -> dict[str, bytes]:
+    """Each community's command key; ConfigError naming every community without a usable
+    one (never the key itself)."""
+    environ = os.environ if environ is None else environ
+    keys: dict[str, bytes] = {}
+    problems: list[Problem] = []
+    for community in settings.community:
+        where = f"community {community.id}"
+        value = community.command_key
+        if value is None and community.command_key_file is None:
+            variable = environ.get(key_variable(community.id))
+            value = SecretStr(variable) if variable else None
+        try:
+            secret = read_secret(value, community.command_key_file,
+                                 f"{where}.command_key_file")
+        except ConfigError as exc:  # every community's problem, not only the first
+            problems += exc.problems
+            continue
+        if not secret:
+            problems.append(Problem("", where, "no command key: set command_key_file (or "
+                                               f"{key_variable(community.id)})"))
+            continue
+        key = secret.encode("utf-8")
+        try:
+            tokens.check_key(key, "command")
+        except ValueError as exc:
+            problems.append(Problem("", where, str(exc)))
+            continue
+        keys[community.id] = key
+    if problems:
+        raise ConfigError(problems)
+    return keys

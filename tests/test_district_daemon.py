@@ -409,3 +409,18 @@ def test_sentinel_district_check_reads_the_shipped_example_and_reports_problems(
     done = sentinel("district", "-c", str(broken), "--check", env=env)
     assert done.returncode == 2
     assert "community tianbei" in done.stderr and "16 bytes" in done.stderr
+
+
+def test_box_commands_read_a_district_file_as_the_district(tmp_path: Path) -> None:
+    """`sentinel run` refuses a district file (it would start a box without devices), and
+    the read-only commands read it with the district's loader instead of failing on
+    [[community]]."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
+    env["SENTINEL_STATE_DIR"] = str(tmp_path / "state")
+    config = str(ROOT / "config" / "district.toml")
+    done = sentinel("run", "-c", config, env=env)
+    assert done.returncode == 2
+    assert "sentinel district -c" in done.stderr
+    done = sentinel("check", "-c", config, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "值班: 3 名联系人" in done.stdout

@@ -22,7 +22,7 @@ from sentinel.config.model import MqttSettings
 from sentinel.district import wire
 from sentinel.district.config import Community
 from sentinel.district.mirror import Mirror, mirror_db
-from sentinel.district.service import signed_publisher
+from sentinel.district.commands import CommandChannel
 from sentinel.source import MqttSource
 
 from servers import Mosquitto
@@ -96,9 +96,19 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Mosquitto, Running]]:
         await mirror.start()
         async with MqttSource(settings, mirror.topics(), None, 1000, clock.now) as source:
             rig = Running(mirror, source, tmp_path / "mirror.sqlite3")
-            mirror.resync = signed_publisher(source.start_publish, PREFIX,
-                                             {"shuibei": KEY}, clock)
-            mirror.on_reply = lambda c, p: rig.replies.append((c, p))
+            # The daemon's channel (sentinel.district.service.wire_district); replies are
+            # kept by the test as well as handed to it.
+            channel = CommandChannel(source.start_publish, PREFIX, {"shuibei": KEY}, clock)
+
+            async def resync(community: str, after: int) -> None:
+                await channel.send(community, "resync", {"after": after}, 30.0, 5.0)
+
+            def on_reply(community: str, payload: bytes) -> None:
+                rig.replies.append((community, payload))
+                channel.on_reply(community, payload)
+
+            mirror.resync = resync
+            mirror.on_reply = on_reply
 
             async def gaps() -> None:
                 while True:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sentinel import __version__, zone
 from sentinel.config.inventory import collector_paused
 from sentinel.control.client import ControlError
+from sentinel.district.config import is_district_file
 from sentinel.errors import ConfigError
 from sentinel.i18n import Language, t
 from sentinel.loading import Loaded, load_all
@@ -61,7 +62,14 @@ def _lang(args: argparse.Namespace) -> Language:
 
 
 def _load(args: argparse.Namespace) -> Loaded:
-    return load_all(Path(args.config))
+    path = Path(args.config)
+    # The district daemon's file (its [[community]] list) is read by its own loader, so
+    # `sentinel ack/incidents/status -c district.toml` act on the district's own incidents.
+    if is_district_file(path):
+        from sentinel.district.service import load_district
+
+        return load_district(path)
+    return load_all(path)
 
 
 def _load_or_report(args: argparse.Namespace, lang: Language) -> Loaded | None:
@@ -254,6 +262,9 @@ def _install_stop_signals(stop: asyncio.Event) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     lang = _lang(args)
+    if is_district_file(Path(args.config)):
+        print(t("run.district_file", lang, config=args.config), file=sys.stderr)
+        return EXIT_CONFIG
     with collector_paused():
         loaded = _load_or_report(args, lang)
         # The configuration lives as long as the daemon: out of the cyclic collector's way

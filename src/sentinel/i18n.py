@@ -453,6 +453,10 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "board.actor.board_shared": {"zh": "值班屏", "en": "the board"},
     "board.actor.cli": {"zh": "{name} (命令行)", "en": "{name} (command line)"},
     "board.actor.district": {"zh": "街道·{name}", "en": "street office: {name}"},
+    "run.district_file": {
+        "zh": "{config} 是街道(district)守护进程的配置: 请用 sentinel district -c {config} 启动。",
+        "en": "{config} configures a district daemon: start it with "
+              "sentinel district -c {config}."},
     "board.actor.system": {"zh": "系统", "en": "system"},
     "board.tl.opened": {"zh": "发生: {title}", "en": "opened: {title}"},
     "board.tl.acknowledged": {"zh": "{by} 确认", "en": "acknowledged by {by}"},

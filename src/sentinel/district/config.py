@@ -14,6 +14,7 @@ read.
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,14 @@ def command_keys(settings: DistrictConfig, environ: Mapping[str, str] | None = N
     if problems:
         raise ConfigError(problems)
     return keys
+
+
+def is_district_file(path: Path) -> bool:
+    """Whether `path` configures a district daemon (it lists `[[community]]`), so commands
+    given `-c` read it as one; a file that cannot be read is left to the box's loader,
+    which reports why."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return isinstance(data.get("community"), list)

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import structlog
 from aiohttp import web
@@ -41,7 +39,8 @@ from sentinel.control.links import LinkSigner
 from sentinel.control.operations import Operations
 from sentinel.control.secrets import control_token, link_key
 from sentinel.control.sessions import BoardSessions, StateBook
-from sentinel.district import wire
+from sentinel.district.board import add_district_routes
+from sentinel.district.commands import CommandChannel
 from sentinel.district.config import DistrictConfig, command_keys, load_district_settings
 from sentinel.district.mirror import Mirror, ReplyHandler, Resync, mirror_db
 from sentinel.district.view import CommandSender, DistrictView
@@ -136,24 +135,9 @@ Publish = Callable[..., "asyncio.Future[None]"]
 def wire_district(publish: Publish, prefix: str, keys: Mapping[str, bytes], clock: Clock,
                   view: DistrictView, sessions: BoardSessions | None, api_token: bytes,
                   own: Operations | None) -> Wiring:
-    """The one place the daemon meets sentinel.district.commands and .board (helper C's;
-    wired as board.py's docstring says). `sessions` None: no HTTP board.
-
-    Imported here, lazily, until both modules are part of the package: without them,
-    resync requests are published by `signed_publisher` (the same signed command, without
-    waiting for the reply) and no board is mounted.
-    """
-    try:
-        commands = importlib.import_module("sentinel.district.commands")
-        board = importlib.import_module("sentinel.district.board")
-    except ModuleNotFoundError as exc:
-        if not exc.name or not exc.name.startswith("sentinel.district."):
-            raise
-        log.warning("district_board_missing", module=exc.name,
-                    detail="resync requests are published without awaiting replies; no "
-                           "district board is served")
-        return Wiring(None, None, signed_publisher(publish, prefix, keys, clock), None)
-    channel = commands.CommandChannel(publish, prefix, keys, clock)
+    """The command channel (resyncs, the board's acts, the link relay) and the board's
+    routes on the district's control server. `sessions` None: no HTTP board."""
+    channel = CommandChannel(publish, prefix, keys, clock)
 
     async def resync(community: str, after: int) -> None:
         await channel.send(community, "resync", {"after": after}, RESYNC_TTL, RESYNC_WAIT)
@@ -161,20 +145,9 @@ def wire_district(publish: Publish, prefix: str, keys: Mapping[str, bytes], cloc
     routes = None
     if sessions is not None:
         def routes(app: web.Application) -> None:
-            board.add_district_routes(app, view, channel, sessions, api_token, own=own,
-                                      clock=clock)
+            add_district_routes(app, view, channel, sessions, api_token, own=own, clock=clock)
 
-    return Wiring(cast(CommandSender, channel), channel.on_reply, resync, routes)
-
-
-def signed_publisher(publish: Publish, prefix: str, keys: Mapping[str, bytes], clock: Clock
-                     ) -> Resync:
-    """A resync request as a signed command on the community's command topic (QoS 1)."""
-    async def resync(community: str, after: int) -> None:
-        _, payload = wire.sign_command(keys[community], community, "resync",
-                                       {"after": after}, clock.now(), RESYNC_TTL)
-        await publish(wire.topic(prefix, community, wire.COMMANDS), payload, qos=1)
-    return resync
+    return Wiring(channel, channel.on_reply, resync, routes)
 
 
 # -- metrics --------------------------------------------------------------------------------

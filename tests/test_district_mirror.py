@@ -20,9 +20,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sentinel.clock import SystemClock
 from sentinel.config.model import MqttSettings
 from sentinel.district import wire
+from sentinel.district.commands import CommandChannel
 from sentinel.district.config import Community
 from sentinel.district.mirror import Mirror, mirror_db
-from sentinel.district.commands import CommandChannel
 from sentinel.source import MqttSource
 
 from servers import Mosquitto

@@ -25,6 +25,7 @@ from sentinel.decode.encode import encode
 from sentinel.district import wire
 from sentinel.incidents.store import read_events, read_incidents
 from sentinel.loading import Loaded
+from sentinel.metrics import DaemonMetrics
 from sentinel.notify.channels import actor_name
 from sentinel.runtime import Daemon
 from test_clock_steps import smoke_alarm, wait_for, write_policies
@@ -210,7 +211,7 @@ async def test_district_commands_act_once_and_relay_links(mosquitto: Mosquitto,
                       escalation__oncall=str(oncall_on(tmp_path, hooks)),
                       **district_overrides())
         db = loaded.settings.incidents.path
-        async with box(loaded):
+        async with box(loaded) as daemon:
             await wait_for(lambda: bool(district.heartbeats()), 5)
             # Refusals, each answered with its reason.
             forged = district.send("ack", {"incident": "x"}, key="another-key-0123456789abcdef")
@@ -221,6 +222,11 @@ async def test_district_commands_act_once_and_relay_links(mosquitto: Mosquitto,
                                        (old, "expired")):
                 refused = await district.reply(command_id)
                 assert refused["ok"] is False and refused["error"] == reason, refused
+            # ... and counted where an operator looks.
+            text = DaemonMetrics(daemon).render()[0].decode()
+            for reason in ("forged", "community", "expired"):
+                assert f'sentinel_district_commands_refused_total{{reason="{reason}"}} 1.0' \
+                    in text, text
 
             alarm_at = time.time()
             publisher = Publisher(mosquitto.port)

@@ -266,6 +266,7 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
     commands = _uplink(loaded, source, incidents, state, control, clock)
     if commands is not None:
         await commands.start()
+        daemon.district = commands
     if control is not None:
         # Before the broker connects: /readyz then says what it waits for.
         control.observe(DaemonMetrics(daemon, clock))

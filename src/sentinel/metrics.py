@@ -124,6 +124,7 @@ class _Collector:
         yield from self._store()
         yield from self._rules()
         yield from self._notify()
+        yield from _district(self._daemon)
         started = GaugeMetricFamily("sentinel_start_time_seconds",
                                     "When the daemon started, in epoch seconds.")
         started.add_metric([], self._daemon.started_at)
@@ -254,6 +255,27 @@ class _Collector:
             yield _histogram(name, text, "life_safety",
                              {label: table.get(label, _EMPTY_ALARM)
                               for label in ("true", "false")})
+
+
+def _district(daemon: Daemon) -> Iterator[Metric]:
+    commands = daemon.district
+    if commands is None:
+        return
+    yield _counter("sentinel_district_commands_total",
+                   "Commands from the district executed, by type.", "type",
+                   {**dict.fromkeys(("ack", "note", "http", "resync"), 0), **commands.executed})
+    yield _counter("sentinel_district_commands_refused_total",
+                   "Commands from the district refused, by reason (forged, community, "
+                   "expired, malformed...).", "reason", commands.refused)
+    for name, text, value in (
+            ("sentinel_district_commands_replayed_total",
+             "Commands seen before, answered again without acting.", commands.replayed),
+            ("sentinel_district_commands_overflow_total",
+             "Commands left unacknowledged because the command queue was full (the broker "
+             "sends them again).", commands.overflow)):
+        family = CounterMetricFamily(name, text)
+        family.add_metric([], value)
+        yield family
 
 
 def _counter(name: str, text: str, label: str, values: Mapping[str, int]) -> Metric:

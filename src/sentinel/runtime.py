@@ -13,6 +13,7 @@ from sentinel.incidents.service import IncidentService
 from sentinel.ingest import Ingestor
 from sentinel.source import MqttSource
 from sentinel.store import ReadingSink
+from sentinel.uplink import CommandHandler
 
 
 @dataclass
@@ -26,3 +27,5 @@ class Daemon:
     escalation: EscalationService
     control: ControlServer | None = None
     started_at: float = field(default_factory=time.time)
+    # The district's commands to this box ([district] community set), for /metrics.
+    district: CommandHandler | None = None

@@ -79,3 +79,14 @@ def test_api_refusals_in_the_callers_language() -> None:
     assert api_text.request_language("zh-CN,zh;q=0.9,en;q=0.8") == "zh"
     assert api_text.request_language("en-US") == "en"
     assert api_text.request_language("fr") is None
+
+
+def test_a_district_act_is_named_by_the_name_its_event_carries() -> None:
+    """`sentinel incidents show` runs in another process than the daemon that recorded the
+    act: the name comes from the event, not from the daemon's memory."""
+    from sentinel.timeline import event_detail
+
+    event = {"type": "acknowledged", "actor": "district:wang5", "name": "王五"}
+    assert "街道·王五" in event_detail(event, "zh")
+    assert "street office: 王五" in event_detail(event, "en")
+    assert "district:" not in event_detail({"type": "noted", "actor": "district:wang5"}, "zh")

@@ -60,12 +60,16 @@ def area_text(area: str, lang: Language) -> str:
 
 
 def actor_text(actor: str | None, lang: Language,
-               names: Mapping[str, str] | None = None) -> str:
+               names: Mapping[str, str] | None = None, name: object = None) -> str:
     """Who did it, as a person reads it: the same words as the board, the link pages and
     the notifications (a contact's name; the wall screen's and the CLI's user marked as
-    such; `sentinel` in words), never the internal prefix (`cli:root`)."""
+    such; `sentinel` in words), never the internal prefix (`cli:root`). `name`: the name
+    an act from the district carried in its event (its people are not this box's
+    contacts, and this process may not have seen the act)."""
     if not actor:
         return "-"
+    if isinstance(name, str) and name and actor.startswith("district:"):
+        return t("actor.district", lang, name=name)
     return actor_name(actor, names or {}, lang)
 
 
@@ -137,7 +141,7 @@ def event_detail(e: Mapping[str, Any], lang: Language,
                  names: Mapping[str, str] | None = None) -> str:
     """What one audit entry adds to its event name, in words (never raw JSON)."""
     kind = str(e.get("type"))
-    who = actor_text(e.get("actor"), lang, names)
+    who = actor_text(e.get("actor"), lang, names, e.get("name"))
     parts: list[str] = []
     if kind == "opened":
         parts.append(f"[{severity_word(str(e.get('severity')), lang)}]")

@@ -263,7 +263,7 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def _load_escalation(settings: Settings, inventory: Inventory, rules: RulesConfig,
+def load_escalation(settings: Settings, inventory: Inventory, rules: RulesConfig,
                      problems: list[Problem], warnings: list[Problem]
                      ) -> tuple[OncallConfig, PolicyConfig]:
     import apprise  # only here: its plugin registry takes a moment to build
@@ -388,7 +388,7 @@ def _load_all(config_path: Path, environ: Mapping[str, str] | None) -> Loaded:
         problems.append(Problem(files, "", "the inventory lists no device"))
     rules = _load_rules(settings, kinds, inventory, problems)
     warnings: list[Problem] = _retention_warnings(settings, config_path)
-    oncall, policies = _load_escalation(settings, inventory, rules, problems, warnings)
+    oncall, policies = load_escalation(settings, inventory, rules, problems, warnings)
     policies = policies.with_kinds(kinds.expand)
     if problems:
         raise ConfigError(problems)

@@ -69,11 +69,11 @@ def _parse_env_value(raw: str) -> Any:
     return raw
 
 
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def merge_tables(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_tables(out[key], value)
         else:
             out[key] = value
     return out
@@ -111,12 +111,12 @@ def validation_problems(
     return problems
 
 
-def _resolve_paths(model: BaseModel, base: Path) -> None:
+def resolve_paths(model: BaseModel, base: Path) -> None:
     """Make every relative Path setting relative to `base` (the config file's folder)."""
     for name in type(model).model_fields:
         value = getattr(model, name)
         if isinstance(value, BaseModel):
-            _resolve_paths(value, base)
+            resolve_paths(value, base)
         elif isinstance(value, Path) and not value.is_absolute():
             object.__setattr__(model, name, (base / value).resolve())
         elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
@@ -125,7 +125,7 @@ def _resolve_paths(model: BaseModel, base: Path) -> None:
             )
 
 
-def _place_in_state_dir(settings: Settings) -> None:
+def place_in_state_dir(settings: Settings) -> None:
     # Database files live under state_dir unless given as absolute paths in the file.
     for section in (settings.store.sqlite, settings.store.spool, settings.incidents):
         if not section.path.is_absolute():
@@ -137,7 +137,7 @@ def _place_in_state_dir(settings: Settings) -> None:
         control.socket = settings.state_dir / control.socket
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     file = str(path)
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -170,7 +170,7 @@ def load_settings_lenient(
     inventory and profiles the rest of the file points to.
     """
     environ = os.environ if environ is None else environ
-    data = _read_toml(path)
+    data = read_toml(path)
     foreign = foreign_env_variables(environ)
     if foreign:
         # Looked up at call time: a logger cached at import would keep the set-up that was
@@ -179,7 +179,7 @@ def load_settings_lenient(
             "environment_variables_ignored", variables=foreign,
             reason=f"{ENV_PREFIX}* but no setting or section of that name")
     env_tree = env_overrides(environ)
-    merged = _merge(data, env_tree)
+    merged = merge_tables(data, env_tree)
     problems: list[Problem] = []
     for _ in range(10):
         try:
@@ -197,8 +197,8 @@ def load_settings_lenient(
     base = path.resolve().parent
     if not settings.state_dir.is_absolute():
         settings.state_dir = (base / settings.state_dir).resolve()
-    _place_in_state_dir(settings)
-    _resolve_paths(settings, base)
+    place_in_state_dir(settings)
+    resolve_paths(settings, base)
     return settings, problems
 
 

@@ -22,12 +22,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from sentinel.config.load import (
-    _merge,
-    _place_in_state_dir,
-    _read_toml,
-    _resolve_paths,
     env_overrides,
+    merge_tables,
+    place_in_state_dir,
     read_secret,
+    read_toml,
+    resolve_paths,
     validation_problems,
 )
 from sentinel.config.model import DistrictSettings, Settings
@@ -126,10 +126,10 @@ def load_district_settings(path: Path, environ: Mapping[str, str] | None = None
     paths relative to the file, databases under state_dir); ConfigError lists every
     problem."""
     environ = os.environ if environ is None else environ
-    data: dict[str, Any] = _read_toml(path)
+    data: dict[str, Any] = read_toml(path)
     # [[community]] is no box setting: SENTINEL_COMMUNITY_* variables are keys (below).
     env_tree = env_overrides(environ)
-    merged = _merge(data, env_tree)
+    merged = merge_tables(data, env_tree)
     try:
         settings = DistrictConfig.model_validate(merged)
     except ValidationError as exc:
@@ -137,8 +137,8 @@ def load_district_settings(path: Path, environ: Mapping[str, str] | None = None
     base = path.resolve().parent
     if not settings.state_dir.is_absolute():
         settings.state_dir = (base / settings.state_dir).resolve()
-    _place_in_state_dir(settings)
-    _resolve_paths(settings, base)
+    place_in_state_dir(settings)
+    resolve_paths(settings, base)
     for community in settings.community:
         if community.command_key_file is not None and \
                 not community.command_key_file.is_absolute():

@@ -52,7 +52,7 @@ from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore
 from sentinel.incidents.windows import Windows
 from sentinel.kinds import BUILTIN_KINDS, KindRegistry
-from sentinel.loading import Loaded, _load_escalation
+from sentinel.loading import Loaded, load_escalation
 from sentinel.notify.sender import AppriseSender
 from sentinel.notify.sender_process import ProcessSender
 from sentinel.rules.model import RulesConfig
@@ -91,7 +91,7 @@ def load_district(path: Path, environ: Mapping[str, str] | None = None) -> Loade
     problems: list[Problem] = []
     warnings: list[Problem] = []
     inventory = Inventory()
-    oncall, policies = _load_escalation(settings, inventory, RulesConfig(), problems,
+    oncall, policies = load_escalation(settings, inventory, RulesConfig(), problems,
                                         warnings)
     # The box's loader knows its rules' incidents; the district raises its own.
     ours = {f"no rule raises incident {name!r}" for name in DISTRICT_INCIDENTS}

@@ -218,3 +218,58 @@ async def test_incident_states_unknown_communities_and_dead_letters(
         assert rig.mirror.stats.dead == 4
     finally:
         box.close()
+
+
+def boxed(seq: int, box: str, incident: str = "20260101-0001") -> bytes:
+    return json.dumps({**json.loads(event(seq, incident)), "box": box}).encode()
+
+
+async def test_a_box_whose_database_was_replaced_is_mirrored_anew(
+        running: tuple[Mosquitto, Running]) -> None:
+    """A reinstalled box (a new state database: its seqs start again at 1) is not taken for
+    a stream of duplicates: the old database's events and incidents are archived and
+    closed, the new one's are mirrored from 1, and late messages of the old one are
+    dropped."""
+    broker, rig = running
+    events_topic = wire.topic(PREFIX, "shuibei", wire.EVENTS)
+    incident_topic = wire.topic(PREFIX, "shuibei", f"{wire.INCIDENTS}/20260101-0001")
+    box = Client(broker.port, "box")
+    record = rig.mirror.records["shuibei"]
+
+    def incident(box_id: str, status: str) -> bytes:
+        return json.dumps({"id": "20260101-0001", "name": "smoke_alarm", "status": status,
+                           "severity": "critical", "life_safety": True, "opened_at": 1.0,
+                           "updated_at": 2.0, "box": box_id}).encode()
+
+    try:
+        for seq in range(1, 6):
+            box.publish(events_topic, boxed(seq, "old"))
+        box.publish(incident_topic, incident("old", "firing"))
+        await until(lambda: record.in_order == 5, "the old database's events")
+        # The box comes back with a new database: seq 1 again, a new incident of that id.
+        box.publish(wire.topic(PREFIX, "shuibei", wire.HEARTBEAT),
+                    wire.Heartbeat("online", "shuibei", ts=time.time(), last_seq=2,
+                                   extra={"box": "new"}).payload())
+        box.publish(events_topic, boxed(1, "new", "20260101-0001"))
+        box.publish(events_topic, boxed(6, "old"))  # late, from before the reinstall
+        box.publish(events_topic, boxed(2, "new", "20260101-0001"))
+        box.publish(incident_topic, incident("new", "acknowledged"))
+        await until(lambda: record.box == "new" and record.in_order == 2,
+                    "the new database's events mirrored from 1")
+        assert rig.mirror.stats.replaced == 1 and rig.mirror.stats.retired >= 1
+        assert record.missing == 0
+        current = rig.rows("SELECT seq, data FROM mirror_events WHERE community = ?"
+                           " ORDER BY seq", "shuibei")
+        assert [(seq, json.loads(data)["box"]) for seq, data in current] == \
+            [(1, "new"), (2, "new")]
+        archived = rig.rows("SELECT seq FROM mirror_events WHERE community = ? ORDER BY seq",
+                            "shuibei~old")
+        assert [seq for (seq,) in archived] == [1, 2, 3, 4, 5]
+        await until(lambda: bool(rig.rows(
+            "SELECT 1 FROM mirror_incidents WHERE community = 'shuibei'"
+            " AND status = 'acknowledged'")), "the new database's incident")
+        assert rig.rows("SELECT open, status FROM mirror_incidents WHERE community = ?",
+                        "shuibei~old") == [(0, "firing")]
+        assert rig.rows("SELECT box FROM mirror_communities") == [("new",)]
+    finally:
+        box.close()

@@ -154,6 +154,11 @@ async def test_heartbeat_counts_and_clean_stop(mosquitto: Mosquitto, tmp_path: P
             events = district.events()
             assert events and events == sorted(events, key=lambda e: e["seq"])
             assert max(h.last_seq for h in district.heartbeats()) <= events[-1]["seq"]
+            # The state database's id on events and heartbeats alike: the district tells a
+            # reinstalled box (seqs from 1 again) by it.
+            instance = first.extra["box"]
+            assert re.fullmatch(r"[0-9a-f]{16}", instance)
+            assert {e["box"] for e in events} == {instance}
             beats = len(district.heartbeats())
             await asyncio.sleep(2.2)
             assert len(district.heartbeats()) >= beats + 2  # one a second

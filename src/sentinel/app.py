@@ -23,7 +23,7 @@ from sentinel.control.siteplan import SitePlan, WatchPositions
 from sentinel.decode import Decoder
 from sentinel.district import wire
 from sentinel.escalation.service import EscalationService
-from sentinel.incidents.publish import IncidentPublisher
+from sentinel.incidents.publish import IncidentPublisher, box_instance
 from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore
 from sentinel.incidents.windows import Windows
@@ -228,7 +228,7 @@ def _community_name(loaded: Loaded) -> str:
 
 
 def _uplink(loaded: Loaded, source: MqttSource, incidents: IncidentService,
-            state: StateStore, control: ControlServer | None, clock: Clock
+            state: StateStore, control: ControlServer | None, clock: Clock, instance: str
             ) -> CommandHandler | None:
     """The district's command handler, routed off the one MQTT connection (the box's
     broker makes the client id the user name: a second connection would kick the first)."""
@@ -241,7 +241,8 @@ def _uplink(loaded: Loaded, source: MqttSource, incidents: IncidentService,
     handler = CommandHandler(district.community, key.encode("utf-8") if key else None,
                              settings.incidents.topic_prefix, incidents, state, source,
                              source.ack, clock,
-                             control.socket_path if control is not None else None)
+                             control.socket_path if control is not None else None,
+                             instance=instance)
     source.route(handler.topic, handler.put)
     return handler
 
@@ -263,7 +264,10 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
                         clock=clock, stamps=ReceiveStamps(await sink.receipts()))
     daemon = Daemon(ingestor, source, sink, incidents, escalation, control,
                     started_at=clock.now())
-    commands = _uplink(loaded, source, incidents, state, control, clock)
+    # The state database's id rides on published events and heartbeats: the district keeps
+    # events by seq, which starts again at 1 when this database is replaced.
+    instance = await box_instance(state) if settings.district.enabled else ""
+    commands = _uplink(loaded, source, incidents, state, control, clock, instance)
     if commands is not None:
         await commands.start()
         daemon.district = commands
@@ -281,7 +285,8 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
         if settings.incidents.publish:
             publisher = IncidentPublisher(incidents, state, source,
                                           settings.incidents.topic_prefix, clock,
-                                          community=settings.district.community)
+                                          community=settings.district.community,
+                                          instance=instance)
             publish_task = tg.create_task(publisher.run(), name="incident-publish")
         heartbeat: HeartbeatTask | None = None
         uplink_tasks: list[asyncio.Task[None]] = []
@@ -292,7 +297,8 @@ async def _run(loaded: Loaded, stop: asyncio.Event, listeners: Sequence[ReadingL
                 _community_name(loaded), settings.district.heartbeat_interval,
                 incidents.open_incidents,
                 lambda: published.last_seq if published is not None else 0,
-                len(loaded.inventory), clock, connects=lambda: source.connects)
+                len(loaded.inventory), clock, connects=lambda: source.connects,
+                instance=instance)
             uplink_tasks = [tg.create_task(heartbeat.run(), name="district-heartbeat"),
                             tg.create_task(commands.run(), name="district-commands")]
         if aggregator is not None:

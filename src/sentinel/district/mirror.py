@@ -77,7 +77,10 @@ CREATE TABLE IF NOT EXISTS mirror_communities (
     bridge_at REAL,
     last_heard REAL,
     reach TEXT NOT NULL DEFAULT 'unknown',
-    since REAL
+    since REAL,
+    -- The box's state database id (its events' and heartbeats' `box`): when it changes, the
+    -- box's database was replaced and its seqs start again at 1 (see Mirror._replaced).
+    box TEXT
 );
 """ + DEADLETTER_SCHEMA
 
@@ -86,6 +89,8 @@ _STEP_TYPES = frozenset({"escalation_step", "escalation_reminder", "nobody_on_du
 STREET_OFFICE = "street_office"
 # Largest payload kept from a box (an incident state with its detail is a few kB).
 _MAX_PAYLOAD = 256 * 1024
+# Between a community and a replaced database's id in the archive's community key.
+_ARCHIVED = "~"
 # Resyncs asked from one position before what they ask for is given up as lost.
 RESYNC_TRIES = 3
 
@@ -125,6 +130,9 @@ class Record:
     # The position the last resyncs asked from, and how many asked from it in a row.
     asked_from: int = -1
     asked: int = 0
+    # The box's state database id, and those it had before (their events are archived).
+    box: str | None = None
+    retired: set[str] = field(default_factory=set)
 
     @property
     def missing(self) -> int:
@@ -133,7 +141,7 @@ class Record:
     def row(self) -> tuple[Any, ...]:
         heartbeat = self.heartbeat.payload().decode() if self.heartbeat is not None else None
         return (self.id, self.in_order, self.top, heartbeat, self.heartbeat_at, self.bridge,
-                self.bridge_at, self.last_heard, self.reach, self.since)
+                self.bridge_at, self.last_heard, self.reach, self.since, self.box)
 
 
 @dataclass(slots=True)
@@ -147,6 +155,11 @@ class _Plan:
     touched: set[str] = field(default_factory=set)
     replies: list[tuple[str, bytes]] = field(default_factory=list)
     aggregates: list[str] = field(default_factory=list)
+    # A box whose state database was replaced: community -> (old id, new id), and the
+    # highest seq its new database reported in this batch.
+    replaced: dict[str, tuple[str, str]] = field(default_factory=dict)
+    boxes: dict[str, str] = field(default_factory=dict)
+    tops: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -161,6 +174,8 @@ class MirrorStats:
     resyncs: int = 0
     lost: int = 0
     aggregates_dropped: int = 0
+    replaced: int = 0
+    retired: int = 0
 
 
 class Mirror:
@@ -205,18 +220,29 @@ class Mirror:
     async def start(self) -> None:
         """Resume every community's position and reach from the database."""
         def load(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]],
-                                                    dict[str, list[int]]]:
+                                                    dict[str, list[int]],
+                                                    dict[str, list[str]]]:
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(mirror_communities)")}
+            if "box" not in columns:  # a mirror made before boxes sent their database id
+                with transaction(conn):
+                    conn.execute("ALTER TABLE mirror_communities ADD COLUMN box TEXT")
             rows = conn.execute(
                 "SELECT community, in_order, top, heartbeat, heartbeat_at, bridge, bridge_at,"
-                " last_heard, reach, since FROM mirror_communities").fetchall()
+                " last_heard, reach, since, box FROM mirror_communities").fetchall()
+            retired: dict[str, list[str]] = {}
+            for (archived,) in conn.execute(
+                    "SELECT DISTINCT community FROM mirror_events WHERE instr(community, ?)",
+                    (_ARCHIVED,)):
+                community, _, old = archived.partition(_ARCHIVED)
+                retired.setdefault(community, []).append(old)
             ahead: dict[str, list[int]] = {}
             for community, in_order in conn.execute(
                     "SELECT community, in_order FROM mirror_communities"):
                 ahead[community] = [s for (s,) in conn.execute(
                     "SELECT seq FROM mirror_events WHERE community = ? AND seq > ?",
                     (community, in_order))]
-            return rows, ahead
-        rows, ahead = await self._db.call(load)
+            return rows, ahead, retired
+        rows, ahead, retired = await self._db.call(load)
         for row in rows:
             community = row[0]
             if community not in self.records:
@@ -231,6 +257,8 @@ class Mirror:
             record.heartbeat_at, record.bridge, record.bridge_at = row[4], row[5], row[6]
             record.last_heard, record.reach, record.since = row[7], row[8], row[9]
             record.ahead = set(ahead.get(community, ()))
+            record.box = row[10]
+            record.retired = set(retired.get(community, ()))
         log.info("mirror_resumed", communities=len(self.records),
                  events_in_order=sum(r.in_order for r in self.records.values()),
                  missing=sum(r.missing for r in self.records.values()))
@@ -324,10 +352,17 @@ class Mirror:
             if msg.retain and beat.ts is not None:
                 # Retained: it may be old (the district restarted); judge it by its own time.
                 heard = min(now, beat.ts)
+            box = beat.extra.get("box")
+            if not self._same_box(plan, record, box if isinstance(box, str) else None):
+                return
             record.heartbeat, record.heartbeat_at = beat, heard
             if beat.state == "online":
                 record.last_heard = max(record.last_heard or heard, heard)
-                record.top = max(record.top, beat.last_seq)
+                if community in plan.replaced:
+                    # The new database's position: the old one's top means nothing now.
+                    plan.tops[community] = max(plan.tops.get(community, 0), beat.last_seq)
+                else:
+                    record.top = max(record.top, beat.last_seq)
             plan.touched.add(community)
             return
         if leaf == wire.EVENTS:
@@ -338,11 +373,15 @@ class Mirror:
             if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 \
                     or not isinstance(incident, str) or not isinstance(type_, str):
                 raise TypeError("seq (a positive integer), incident and type are required")
+            box = data.get("box")
+            if not self._same_box(plan, record, box if isinstance(box, str) else None):
+                return
             ts = data.get("ts")
             ts = float(ts) if isinstance(ts, int | float) else now
             record.last_heard = max(record.last_heard or now, now)
             plan.events.append((community, seq, incident, type_, ts, now,
-                                msg.payload.decode("utf-8")))
+                                msg.payload.decode("utf-8"),
+                                box if isinstance(box, str) else None))
             if type_ in _STEP_TYPES and STREET_OFFICE in (data.get("roles") or ()):
                 plan.street.append(("street_seq", community, incident, seq))
             elif type_ in ("acknowledged", "resolved"):
@@ -355,6 +394,9 @@ class Mirror:
             data = json.loads(msg.payload)
             if not isinstance(data, dict):
                 raise ValueError("an incident is a JSON object")
+            box = data.pop("box", None)
+            if not self._same_box(plan, record, box if isinstance(box, str) else None):
+                return
             incident_id, updated, status = data["id"], data["updated_at"], data["status"]
             if not isinstance(incident_id, str) or not isinstance(updated, int | float):
                 raise TypeError("id and updated_at are required")
@@ -363,11 +405,40 @@ class Mirror:
                 community, incident_id, float(updated),
                 float(opened) if isinstance(opened, int | float) else float(updated),
                 int(status != "resolved"), str(status), int(bool(data.get("life_safety"))),
-                msg.payload.decode("utf-8")))
+                msg.payload.decode("utf-8"), box if isinstance(box, str) else None))
             record.last_heard = max(record.last_heard or now, now)
             plan.touched.add(community)
             return
         raise KeyError(f"unknown topic leaf {leaf!r}")
+
+    def _same_box(self, plan: _Plan, record: Record, box: str | None) -> bool:
+        """Whether a message of this box's current database should be mirrored. A new id
+        means the box's database was replaced (a new SD card, a reinstall: its seqs start
+        again at 1): what the mirror holds of the old one is archived in this batch's
+        commit (`_replaced`), so the new events are not taken for duplicates. Messages of a
+        database replaced before are dropped (counted); boxes of older versions send no
+        id and are taken as they come."""
+        if not box:
+            return True
+        community = record.id
+        if box in record.retired:
+            self.stats.retired += 1
+            return False
+        current = plan.boxes.get(community, record.box)
+        if current is None:
+            plan.boxes[community] = box
+            return True
+        if box == current:
+            return True
+        if community in plan.replaced and box == plan.replaced[community][0]:
+            self.stats.retired += 1  # a late message of the database replaced in this batch
+            return False
+        old = plan.replaced[community][0] if community in plan.replaced else current
+        plan.replaced[community] = (old, box)
+        plan.boxes[community] = box
+        # Events of the old database read earlier in this batch: archived with the rest
+        # (they are inserted before the archive moves them).
+        return True
 
     def _dead(self, plan: _Plan, msg: RawMessage, reason: RejectReason, detail: str) -> None:
         self.stats.dead += 1
@@ -383,6 +454,21 @@ class Mirror:
                         detail=detail, read_with="GET /api/deadletters (district control API)")
 
     def _after_commit(self, plan: _Plan, fresh: Mapping[str, list[int]]) -> None:
+        for community, box in plan.boxes.items():
+            record = self.records[community]
+            if community in plan.replaced:
+                old, _ = plan.replaced[community]
+                record.retired.add(old)
+                record.in_order, record.top = 0, plan.tops.get(community, 0)
+                record.ahead = set()
+                record.gap_since, record.asked, record.asked_from = None, 0, -1
+                record.resync_at = -math.inf
+                self.stats.replaced += 1
+                log.warning("district_box_replaced", community=community, old=old, new=box,
+                            detail="the box's state database is new (its events start again "
+                                   "at 1); the mirror's earlier events and incidents of it are "
+                                   f"kept under {community}{_ARCHIVED}{old}")
+            record.box = box
         for community, seqs in fresh.items():
             record = self.records[community]
             self.stats.events += len(seqs)
@@ -592,12 +678,13 @@ def _advance(record: Record) -> None:
 def _upsert_communities(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     conn.executemany(
         "INSERT INTO mirror_communities (community, in_order, top, heartbeat, heartbeat_at,"
-        " bridge, bridge_at, last_heard, reach, since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " bridge, bridge_at, last_heard, reach, since, box)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT(community) DO UPDATE SET in_order = excluded.in_order,"
         " top = excluded.top, heartbeat = excluded.heartbeat,"
         " heartbeat_at = excluded.heartbeat_at, bridge = excluded.bridge,"
         " bridge_at = excluded.bridge_at, last_heard = excluded.last_heard,"
-        " reach = excluded.reach, since = excluded.since", rows)
+        " reach = excluded.reach, since = excluded.since, box = excluded.box", rows)
 
 
 def _commit(conn: sqlite3.Connection, plan: _Plan, records: Mapping[str, Record]
@@ -605,7 +692,25 @@ def _commit(conn: sqlite3.Connection, plan: _Plan, records: Mapping[str, Record]
     """Write the batch in one transaction; the seqs that were new, per community."""
     fresh: dict[str, list[int]] = {}
     with transaction(conn):
+        for community, (old, new) in plan.replaced.items():
+            # The old database's events of this very batch are archived too: insert them
+            # first (they carry its id), then move everything of the old database aside.
+            for row in plan.events:
+                if row[0] == community and row[7] != new:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO mirror_events (community, seq, incident, type,"
+                        " ts, received, data) VALUES (?, ?, ?, ?, ?, ?, ?)", row[:7])
+            archived = f"{community}{_ARCHIVED}{old}"
+            conn.execute("UPDATE OR IGNORE mirror_events SET community = ? WHERE community = ?",
+                         (archived, community))
+            # Closed in the archive: a replaced database's incidents cannot be acted on,
+            # counted or whistled any more (the box's board shows what the new one holds).
+            conn.execute("UPDATE OR IGNORE mirror_incidents SET community = ?, open = 0"
+                         " WHERE community = ?", (archived, community))
         for row in plan.events:
+            if row[0] in plan.replaced and row[7] != plan.replaced[row[0]][1]:
+                continue
+            row = row[:7]
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO mirror_events (community, seq, incident, type, ts,"
                 " received, data) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
@@ -621,7 +726,8 @@ def _commit(conn: sqlite3.Connection, plan: _Plan, records: Mapping[str, Record]
                 " opened_at = excluded.opened_at, open = excluded.open,"
                 " status = excluded.status, life_safety = excluded.life_safety,"
                 " data = excluded.data WHERE excluded.updated_at >= updated_at",
-                plan.incidents)
+                [row[:8] for row in plan.incidents
+                 if row[0] not in plan.replaced or row[8] == plan.replaced[row[0]][1]])
         for column, community, incident, seq in plan.street:
             # A placeholder (updated_at 0) until the incident's state arrives.
             conn.execute(
@@ -638,11 +744,16 @@ def _commit(conn: sqlite3.Connection, plan: _Plan, records: Mapping[str, Record]
             for community in touched:
                 record = records[community]
                 seqs = fresh.get(community, [])
-                probe = Record(record.id, record.in_order, max(record.top, *seqs, 0),
-                               ahead=record.ahead | set(seqs))
+                if community in plan.replaced:
+                    probe = Record(record.id, 0, max(plan.tops.get(community, 0), *seqs, 0),
+                                   ahead=set(seqs))
+                else:
+                    probe = Record(record.id, record.in_order, max(record.top, *seqs, 0),
+                                   ahead=record.ahead | set(seqs))
                 _advance(probe)
-                rows.append((*record.row()[:1], probe.in_order, probe.top,
-                             *record.row()[3:]))
+                row = record.row()
+                rows.append((row[0], probe.in_order, probe.top, *row[3:10],
+                             plan.boxes.get(community, record.box)))
             _upsert_communities(conn, rows)
     return fresh
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import sqlite3
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -57,21 +58,47 @@ def topic_level(text: str) -> str:
     return cleaned[:100]
 
 
-def incident_payload(inc: Incident) -> bytes:
-    return json.dumps(inc.to_json(), ensure_ascii=False, separators=(",", ":")).encode()
+def incident_payload(inc: Incident, instance: str = "") -> bytes:
+    data = inc.to_json()
+    if instance:
+        data["box"] = instance  # as on events (event_payload)
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def event_payload(event: IncidentEvent) -> bytes:
+def event_payload(event: IncidentEvent, instance: str = "") -> bytes:
+    """`instance`: the state database's id (`box_instance`): a subscriber that keeps events
+    by `seq` tells a box whose database was replaced (its seq starts again at 1) by it."""
     data: dict[str, Any] = {"seq": event.seq, "incident": event.incident_id,
                             "type": event.type, "ts": event.ts, "actor": event.actor,
                             "severity": event.severity.label, "status": event.status.value,
                             **{k: v for k, v in event.data.items() if k != "place"}}
+    if instance:
+        data["box"] = instance
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+
+
+INSTANCE_KEY = "box_instance"
+
+
+async def box_instance(store: StateStore) -> str:
+    """This state database's id, made once: it changes only when the database is replaced
+    (a new SD card, a reinstall), which is when the event seqs start again at 1."""
+    def read_or_make(conn: sqlite3.Connection) -> str:
+        with transaction(conn):
+            row = conn.execute("SELECT value FROM meta WHERE key = ?",
+                               (INSTANCE_KEY,)).fetchone()
+            if row is not None:
+                return str(row[0])
+            made = secrets.token_hex(8)
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (INSTANCE_KEY, made))
+            return made
+    return await store.call(read_or_make)
 
 
 class IncidentPublisher:
     def __init__(self, service: IncidentService, store: StateStore, client: Publisher,
-                 prefix: str, clock: Clock | None = None, community: str = "") -> None:
+                 prefix: str, clock: Clock | None = None, community: str = "",
+                 instance: str = "") -> None:
         self._service = service
         self._clock = clock if clock is not None else SystemClock()
         self._store = store
@@ -81,6 +108,7 @@ class IncidentPublisher:
         # community id: the district's bridge and ACL confine a box to that subtree, and
         # a place's community name (Chinese, free text) is not an id the district knows.
         self._community = topic_level(community) if community else ""
+        self._instance = instance
         self.published = 0
         # The newest event seq the broker has acknowledged (the heartbeat reports it, so
         # the district can tell a gap from a quiet box).
@@ -144,14 +172,15 @@ class IncidentPublisher:
             if inc is None:
                 continue
             community = self._community_of(inc)
-            sends.append(publish(f"{self._prefix}/{community}/events", event_payload(event)))
+            sends.append(publish(f"{self._prefix}/{community}/events",
+                                 event_payload(event, self._instance)))
         for inc in latest.values():
             community = self._community_of(inc)
             topic = f"{self._prefix}/{community}/incidents/{topic_level(inc.id)}"
             if inc.open:
-                sends.append(publish(topic, incident_payload(inc), retain=True))
+                sends.append(publish(topic, incident_payload(inc, self._instance), retain=True))
             else:
-                sends.append(publish(topic, incident_payload(inc)))
+                sends.append(publish(topic, incident_payload(inc, self._instance)))
                 sends.append(publish(topic, b"", retain=True))
         if not sends:
             return

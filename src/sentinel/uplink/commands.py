@@ -86,8 +86,10 @@ class CommandHandler:
     def __init__(self, community: str, key: bytes | None, prefix: str,
                  incidents: IncidentService, state: StateStore, client: Publisher,
                  ack: Callable[[Sequence[RawMessage]], int], clock: Clock,
-                 control_socket: Path | None) -> None:
+                 control_socket: Path | None, instance: str = "") -> None:
         self.community = community
+        # The state database's id, on republished events as on live ones.
+        self.instance = instance
         self._key = key
         self._prefix = prefix
         self.topic = wire.topic(prefix, community, wire.COMMANDS)
@@ -358,7 +360,8 @@ class CommandHandler:
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
             raise Refused("malformed")
         events = await self._incidents.events_after(after, RESYNC_BATCH)
-        sends = [self._client.start_publish(self._events, event_payload(e), qos=1)
+        sends = [self._client.start_publish(self._events,
+                                              event_payload(e, self.instance), qos=1)
                  for e in events]
         if sends:
             done, pending = await asyncio.wait(sends, timeout=_EXECUTE_TIMEOUT - 1)

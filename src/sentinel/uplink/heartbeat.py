@@ -34,7 +34,7 @@ class HeartbeatTask:
     def __init__(self, client: Publisher, prefix: str, community: str, name: str,
                  interval: float, open_incidents: Callable[[], list[Incident]],
                  last_seq: Callable[[], int], devices: int, clock: Clock,
-                 connects: Callable[[], int] = lambda: 0) -> None:
+                 connects: Callable[[], int] = lambda: 0, instance: str = "") -> None:
         self._client = client
         self._topic = wire.topic(prefix, community, wire.HEARTBEAT)
         self._community = community
@@ -45,6 +45,7 @@ class HeartbeatTask:
         self._devices = devices
         self._clock = clock
         self._connects = connects
+        self._instance = instance
         self.published = 0
 
     def heartbeat(self) -> wire.Heartbeat:
@@ -62,7 +63,7 @@ class HeartbeatTask:
             name=self._name, interval=self._interval, last_seq=self._last_seq(),
             open=len(incidents), unacknowledged=len(waiting),
             life_safety_unacknowledged=len(life), oldest_unacknowledged=oldest,
-            devices=self._devices)
+            devices=self._devices, extra={"box": self._instance} if self._instance else {})
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -17,6 +17,10 @@ passed in). Topics, under `<prefix>/<community>/` (prefix: [incidents] topic_pre
   aggregates        box -> district  one-minute aggregates of readings, InfluxDB line
                                      protocol (optional, [district] aggregates).
 
+Events, incident states and heartbeats carry `box`, the id of the box's state database
+(sentinel.incidents.publish.box_instance): it changes only when that database is replaced,
+which is when `seq` starts again at 1; the district archives what it held of the old one.
+
 A command is a token of sentinel.control.tokens, signed with the community's command key
 (shared by that box and the district only; it is not the box's link key) in its own
 context, so no other token of sentinel ever verifies as a command. The box refuses a

@@ -475,8 +475,12 @@ class DistrictRig:
 def start_rig(base: Path, communities: Sequence[tuple[str, str, str]] = COMMUNITIES, *,
               offline_after: float = 3.0, heartbeat: float = 1.0,
               duty_after: float = 8.0, street_after: float = 30.0,
-              box_settings: Mapping[str, str] | None = None) -> DistrictRig:
-    """Bring the district and `communities` up; the caller closes the rig."""
+              box_settings: Mapping[str, str] | None = None,
+              start_district: bool = True) -> DistrictRig:
+    """Bring the district and `communities` up; the caller closes the rig.
+
+    `start_district=False` leaves the district daemon to the caller (`rig.district.start()`),
+    e.g. to watch the boxes and brokers alone."""
     base.mkdir(parents=True, exist_ok=True)
     receiver = HttpReceiver().start()
     keys = {c[0]: secrets.token_urlsafe(32).encode() for c in communities}
@@ -527,7 +531,8 @@ def start_rig(base: Path, communities: Sequence[tuple[str, str, str]] = COMMUNIT
                                        **settings)
             box.daemon.start(timeout=40)
 
-        _parallel([district.start, *[(lambda b=b: start_box(b)) for b in boxes.values()]])
+        _parallel([*([district.start] if start_district else []),
+                   *[(lambda b=b: start_box(b)) for b in boxes.values()]])
         client = DistrictClient(broker.port, keys)
     except BaseException:
         if district is not None:

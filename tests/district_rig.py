@@ -506,8 +506,8 @@ def start_rig(base: Path, communities: Sequence[tuple[str, str, str]] = COMMUNIT
         http_port = free_port()
         public_url = f"http://127.0.0.1:{http_port}"
         district = DistrictProcess(
-            _district_config(district_base, broker.port, http_port, receiver, communities,
-                             keys, offline_after),
+            district_config(district_base, broker.port, http_port, receiver, communities,
+                            keys, offline_after=offline_after),
             district_base / "state", http_port)
 
         def start_box(box: Box) -> None:
@@ -548,9 +548,13 @@ def start_rig(base: Path, communities: Sequence[tuple[str, str, str]] = COMMUNIT
     return DistrictRig(base, receiver, broker, district, boxes, client)
 
 
-def _district_config(base: Path, broker_port: int, http_port: int, receiver: HttpReceiver,
-                     communities: Sequence[tuple[str, str, str]], keys: Mapping[str, bytes],
-                     offline_after: float) -> Path:
+def district_config(base: Path, broker_port: int, http_port: int, receiver: HttpReceiver,
+                    communities: Sequence[tuple[str, str, str]], keys: Mapping[str, bytes],
+                    *, offline_after: float = 3.0, extra: Sequence[str] = ()) -> Path:
+    """Write district.toml (and its oncall, policies and key files) under `base`.
+
+    `extra`: more top-level TOML (sections) appended, e.g. a [store.influxdb]."""
+    (base / "keys").mkdir(parents=True, exist_ok=True)
     oncall = district_oncall(base / "district-oncall.toml", receiver)
     policies = district_policies(base / "district-escalation.toml")
     lines = [
@@ -575,6 +579,7 @@ def _district_config(base: Path, broker_port: int, http_port: int, receiver: Htt
         key_file.chmod(0o600)
         lines += ["", "[[community]]", f'id = "{cid}"', f'name = "{name}"',
                   f'phone = "{phone}"', f'command_key_file = "{key_file}"']
+    lines += ["", *extra]
     path = base / "district.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

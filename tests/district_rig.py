@@ -34,10 +34,12 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -130,13 +132,17 @@ def district_oncall(path: Path, receiver: HttpReceiver) -> Path:
 
 
 def district_policies(path: Path) -> Path:
-    # Everything the district raises (box offline, whistle) pages the street office at once;
-    # a one-second storm window so a box_offline notice is not held 30 s in a test.
-    path.write_text("\n".join([
-        'ack_timeout = "30m"', "", "[storm]", 'window = "1s"', "",
-        "[[policy]]", 'name = "street_office"',
-        "[[policy.step]]", "after = 0", 'notify = ["street_office"]']) + "\n",
-        encoding="utf-8")
+    """The shipped config/district-escalation.toml (box_offline and whistle page the street
+    office at once; a clean stop is a warning) with no storm window, so a box_offline notice
+    is not held 30 s in a test; before that file exists, one policy paging the street office
+    for everything the district raises."""
+    shipped = ROOT / "config" / "district-escalation.toml"
+    if shipped.exists():
+        text = shipped.read_text(encoding="utf-8")
+    else:
+        text = "\n".join(['ack_timeout = "30m"', "", "[[policy]]", 'name = "street_office"',
+                          "[[policy.step]]", "after = 0", 'notify = ["street_office"]'])
+    path.write_text(text + '\n\n[storm]\nwindow = "0s"\n', encoding="utf-8")
     return path
 
 
@@ -298,6 +304,25 @@ class DistrictProcess:
         if self.alive:
             self.kill()
 
+    # -- the district board, as a street-office person uses it -------------------------------
+    def board_login(self, person: str) -> BoardSession:
+        """A board session of `person` (a contact of the district's oncall file), logged in
+        through a personal one-time link issued by the control API, as an administrator
+        would send it."""
+        token = (self.state_dir / "control.token").read_text(encoding="utf-8").strip()
+        request = urllib.request.Request(
+            f"{self.url}/api/board/login-link", method="POST",
+            data=json.dumps({"person": person}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            path = json.loads(response.read())["path"]
+        session = BoardSession(self.url)
+        status, _, body = session.request("GET", path)  # 303 to /board, followed
+        found = re.search(r'name="csrf" value="([^"]+)"', body)
+        assert status == 200 and found, (status, body[:500])
+        session.csrf = found.group(1)
+        return session
+
     # -- what the district holds (its state database) -------------------------------------
     def _event_tables(self) -> list[tuple[Path, str]]:
         """(database, table) of the mirror's events: a table with `community` and `seq`.
@@ -319,14 +344,19 @@ class DistrictProcess:
 
     def mirrored(self, community: str, *, arrival: bool = False) -> list[int]:
         """The seqs of `community`'s events the district holds: in seq order, or in the
-        order they were committed (`arrival`, by rowid). Duplicates, if any, included."""
+        order they were committed (`arrival`). Duplicates, if any, included."""
         tables = self._event_tables()
         if not tables:
             return []
         assert len(tables) == 1, f"more than one event table in the district: {tables}"
         db, table = tables[0]
-        order = "rowid" if arrival else "seq"
+        order = "seq"
         with contextlib.closing(_readonly(db)) as conn:
+            if arrival:
+                # When each was committed: a `received` time (batches share one; seq
+                # orders within a batch), else the rowid.
+                columns = {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
+                order = "received, seq" if "received" in columns else "rowid"
             try:
                 return [int(r[0]) for r in conn.execute(
                     f'SELECT seq FROM "{table}" WHERE community = ? ORDER BY {order}',
@@ -345,6 +375,34 @@ class DistrictProcess:
             row = conn.execute(f'SELECT * FROM "{table}" WHERE community = ? AND seq = ?',
                                (community, seq)).fetchone()
             return dict(row) if row is not None else None
+
+
+class BoardSession:
+    """A browser's worth of the district board: cookies kept, redirects followed."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.csrf = ""
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(CookieJar()))
+
+    def request(self, method: str, path: str, fields: Mapping[str, str] | None = None,
+                timeout: float = 15.0) -> tuple[int, dict[str, str], str]:
+        data = urllib.parse.urlencode(fields).encode() if fields is not None else None
+        request = urllib.request.Request(self.base + path, method=method, data=data)
+        try:
+            with self.opener.open(request, timeout=timeout) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read().decode()
+
+    def act(self, community: str, incident_id: str, action: str = "ack",
+            **fields: str) -> tuple[int, str]:
+        """Press a board button on a community's incident ("ack" or "note")."""
+        status, _, body = self.request(
+            "POST", f"/board/c/{community}/i/{urllib.parse.quote(incident_id)}/{action}",
+            {"csrf": self.csrf, **fields})
+        return status, body
 
 
 def _readonly(db: Path) -> sqlite3.Connection:
@@ -566,9 +624,13 @@ def district_config(base: Path, broker_port: int, http_port: int, receiver: Http
         "[mqtt.reconnect]", "max_delay = 1",
         "", "[control]", 'host = "127.0.0.1"', f"port = {http_port}",
         f'public_url = "http://127.0.0.1:{http_port}"',
-        "", "[incidents]", f'topic_prefix = "{PREFIX}"',
+        # The district's own incidents are not published on the district broker (they
+        # would land under a community's topics).
+        "", "[incidents]", f'topic_prefix = "{PREFIX}"', "publish = false",
         "", "[escalation]", f'oncall = "{oncall}"', f'policies = "{policies}"',
         "tick_interval = 0.2",
+        # Pages from a thread: no sender process to start, lighter on a 2-core machine.
+        "", "[notify]", 'sender = "thread"', "timeout = 5",
         "", "[log]", 'format = "json"',
         "", "[district]", f"offline_after = {offline_after}", "check_interval = 0.2",
         "resync_after = 1", "resync_interval = 2",

@@ -202,9 +202,10 @@ def test_uplink_cut_pages_locally_then_the_district_holds_every_event_once_in_or
 
 def test_a_district_acknowledgement_reaches_the_box_once_and_stops_its_climb(
         rig: DistrictRig) -> None:
-    """An `ack` command signed for the community acknowledges the box's incident as the
-    district person (actor district:<id>, name kept); the same command again is answered
-    as a replay and changes nothing; a forged one is refused; the climb stops."""
+    """Acknowledge from the district board: the box records it once, as district:<person>
+    with the person's name, and its climb stops; pressing again, or the same signed
+    command delivered twice, changes nothing (the box answers a replay as one); a command
+    signed with another key is refused."""
     box = rig.box("cuizhu")
     device = DETECTORS[2]
     t0 = box.alarm(device)
@@ -218,12 +219,21 @@ def test_a_district_acknowledgement_reaches_the_box_once_and_stops_its_climb(
     rig.client.publish(box.id, forged)
     refused = rig.client.reply_to(forged_id, 10)
     assert refused["ok"] is False and refused["error"] == "forged", refused
+    assert next(i for i in box.incidents() if i.id == inc.id).status.value == "firing"
+
+    board = rig.district.board_login("so-a")
+    status, body = board.act(box.id, inc.id)
+    assert status == 200 and "社区盒子已确认" in body, (status, body[:800])
+    state = next(i for i in box.incidents() if i.id == inc.id)
+    assert state.status.value == "acknowledged" and state.acknowledged_by == "district:so-a"
+    status, body = board.act(box.id, inc.id)  # a second press
+    assert status == 200, (status, body[:800])
 
     command_id, payload = rig.client.sign(box.id, "ack", fields)
     rig.client.publish(box.id, payload)
-    reply = rig.client.reply_to(command_id, 10)
-    assert reply["ok"] is True and not reply["replayed"], reply
-    rig.client.publish(box.id, payload)  # a duplicate delivery, a retry: not twice
+    first = rig.client.reply_to(command_id, 10)
+    assert first["ok"] is True and not first["replayed"], first
+    rig.client.publish(box.id, payload)  # a duplicate delivery of the same command
     again = rig.client.reply_to(command_id, 10, nth=2)
     assert again["ok"] is True and again["replayed"] is True, again
 
@@ -231,8 +241,6 @@ def test_a_district_acknowledgement_reaches_the_box_once_and_stops_its_climb(
     assert len(acked) == 1, acked
     assert acked[0].actor == "district:so-a"
     assert "朱洁" in json.dumps(dict(acked[0].data), ensure_ascii=False)
-    state = next(i for i in box.incidents() if i.id == inc.id)
-    assert state.status.value == "acknowledged" and state.acknowledged_by == "district:so-a"
 
     # The climb stopped: nobody past the first tier, after the duty officer's step.
     time.sleep(max(0.0, t0 + DUTY_AFTER + 1.5 - time.time()))

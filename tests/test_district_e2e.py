@@ -335,8 +335,6 @@ def test_kill_9_a_box_opens_box_offline_and_pages_the_street_office(
                 if _mentions(rig, box.id, [p]))
     print(f"box_offline paged {page.received_at - killed:.2f} s after kill -9")
     assert page.received_at - killed < 60.0
-    assert not any(_mentions(rig, other, rig.pages("/district/")[seen:])
-                   for other in rig.boxes if other != box.id), "only the dead box"
 
     paged = len(rig.pages("/district/"))
     rig.restart_box(box.id)
@@ -348,18 +346,18 @@ def test_kill_9_a_box_opens_box_offline_and_pages_the_street_office(
 def test_kill_9_the_district_during_a_burst_then_every_event_once(rig: DistrictRig) -> None:
     """kill -9 of the district daemon while every box raises alarms; after the restart
     the district holds every event of every box once (its broker kept the session)."""
-    devices = DETECTORS[5:11]
+    devices = DETECTORS[5:15]
 
     def burst(community: str) -> None:
         box = rig.box(community)
         for device in devices:
             box.alarm(device)
-            time.sleep(0.05)
+            time.sleep(0.1)
 
     threads = [threading.Thread(target=burst, args=(c,)) for c in rig.boxes]
     for t in threads:
         t.start()
-    time.sleep(0.25)
+    time.sleep(0.4)  # mid-burst: alarms still coming, the mirror committing
     rig.district.kill()
     for t in threads:
         t.join(30)

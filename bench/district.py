@@ -15,7 +15,7 @@ community publishes
     acknowledged, resolved), at `--events` events/s over all communities;
   * a retained heartbeat (sentinel.district.wire.Heartbeat) every `--heartbeat` s;
   * one-minute aggregates for its share of `--devices` devices (line protocol on
-    `aggregates`, 250 lines a message), the communities' minutes staggered over the minute.
+    `aggregates`, 500 lines a message), the communities' minutes staggered over the minute.
 
 Lag: every event's publish time is kept; a watcher polls the district's state database
 every `--poll` s for each community's newest mirrored seq (the mirror commits in seq order)
@@ -66,7 +66,7 @@ log, peak_rss_mib, proc_cpu, write_json = (common.log, common.peak_rss_mib, comm
 PREFIX = "sentinel"
 LIFECYCLE = ("opened", "escalation_started", "escalation_step", "notification_sent",
              "notification_sent", "acknowledged", "resolved")
-AGG_LINES_PER_MESSAGE = 250
+AGG_LINES_PER_MESSAGE = 500  # as sentinel.uplink.aggregates
 
 
 def community_ids(n: int) -> list[str]:
@@ -148,12 +148,15 @@ class _Community:
                               devices=self.devices)
         self.publish(wire.HEARTBEAT, beat.payload(), retain=True)
 
-    def aggregates(self, minute: float) -> int:
-        ts_ns = int(minute * 1e9)
+    def aggregates(self, now: float) -> int:
+        """The minute that just ended, in the box's format (sentinel.uplink.aggregates:
+        measurement = kind, tags community/device/kind, <field>_min/_max/_mean/_count,
+        the minute's start in ms)."""
+        minute_ms = int(now // 60 * 60 - 60) * 1000
         lines = [
-            f"reading_agg,community={self.id},device={self.id}-SMK-{d:05d},kind=smoke "
-            f"battery_min={80 + d % 7}i,battery_max={81 + d % 7}i,"
-            f"battery_mean={80.5 + d % 7},battery_count=12i {ts_ns}"
+            f"smoke,community={self.id},device={self.id}-SMK-{d:05d},kind=smoke "
+            f"battery_min={80 + d % 7},battery_max={81 + d % 7},"
+            f"battery_mean={80.5 + d % 7},battery_count=12i {minute_ms}"
             for d in range(self.devices)]
         for i in range(0, len(lines), AGG_LINES_PER_MESSAGE):
             self.publish(wire.AGGREGATES, "\n".join(lines[i:i + AGG_LINES_PER_MESSAGE]).encode())
@@ -359,9 +362,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             problems.append(f"{missing} events never reached the district's mirror")
         aggregate_points = None
         if vm is not None and counts.get("aggregate_lines"):
-            vm.force_flush()
-            time.sleep(2)
-            aggregate_points = len(vm.distinct_points("reading_agg", key_label="device"))
+            aggregate_points = len(vm.wait_for_points("smoke", counts["aggregate_lines"],
+                                                      timeout=30, key_label="device"))
+            if aggregate_points < counts["aggregate_lines"]:
+                problems.append(f"{counts['aggregate_lines'] - aggregate_points} aggregate "
+                                "lines did not reach the TSDB")
         result = {
             "communities": args.communities, "devices": per_community * args.communities,
             "events_per_s": args.events, "duration_s": args.duration, **counts,

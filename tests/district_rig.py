@@ -304,6 +304,11 @@ class DistrictProcess:
         if self.alive:
             self.kill()
 
+    def incidents(self) -> list[Incident]:
+        """The district's own incidents (box_offline, whistle), from its state database."""
+        db = self.state_dir / "incidents.sqlite3"
+        return read_incidents(db) if db.exists() else []
+
     # -- the district board, as a street-office person uses it -------------------------------
     def board_login(self, person: str) -> BoardSession:
         """A board session of `person` (a contact of the district's oncall file), logged in

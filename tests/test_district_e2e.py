@@ -335,12 +335,16 @@ def test_kill_9_a_box_opens_box_offline_and_pages_the_street_office(
                 if _mentions(rig, box.id, [p]))
     print(f"box_offline paged {page.received_at - killed:.2f} s after kill -9")
     assert page.received_at - killed < 60.0
+    [dark] = [i for i in rig.district.incidents()
+              if i.name == "box_offline" and i.target == box.id and i.open]
+    assert dark.severity.label == "critical" and dark.opened_at - killed < 60.0, dark
 
     paged = len(rig.pages("/district/"))
     rig.restart_box(box.id)
     assert wait_until(lambda: _online(rig, box.id), 15, 0.05)
     assert wait_until(lambda: _mentions(rig, box.id, rig.pages("/district/")[paged:]), 20, 0.1), (
         "no resolution notice to the street office after the box came back")
+    assert not next(i for i in rig.district.incidents() if i.id == dark.id).open
 
 
 def test_kill_9_the_district_during_a_burst_then_every_event_once(rig: DistrictRig) -> None:

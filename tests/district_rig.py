@@ -504,10 +504,11 @@ class DistrictRig:
         """Pages whose receiver path starts with `prefix` ('/<community>/' or '/district/')."""
         return [r for r in self.receiver.requests if r.path.startswith(prefix)]
 
-    def caught_up(self, community: str) -> bool:
-        """The district holds exactly the box's events, each once."""
+    def caught_up(self, community: str, *, allow_empty: bool = False) -> bool:
+        """The district holds exactly the box's events, each once (and the box has some,
+        unless `allow_empty`)."""
         want = self.box(community).seqs()
-        return bool(want) and self.district.mirrored(community) == want
+        return (bool(want) or allow_empty) and self.district.mirrored(community) == want
 
     def restart_box(self, community: str) -> None:
         box = self.box(community)

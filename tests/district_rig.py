@@ -699,8 +699,9 @@ def main() -> None:
                     street_after=600.0)
     try:
         print(f"up in {time.monotonic() - started:.1f} s\n{rig.describe()}")
-        print("\nCtrl-C stops everything. Cut a box's uplink from another shell with "
-              f"`kill -USR1 {os.getpid()}` (toggles {COMMUNITIES[0][0]}).", flush=True)
+        print(f"\nCtrl-C (or `kill {os.getpid()}`) stops everything; "
+              f"`kill -USR1 {os.getpid()}` cuts or restores {COMMUNITIES[0][0]}'s uplink.",
+              flush=True)
         cut = {"on": False}
 
         def toggle(signum: int, frame: object) -> None:
@@ -713,6 +714,11 @@ def main() -> None:
             print(f"{box.id} uplink {'cut' if cut['on'] else 'restored'}", flush=True)
 
         signal.signal(signal.SIGUSR1, toggle)
+
+        def interrupt(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # `kill <pid>` cleans up like Ctrl-C
+
+        signal.signal(signal.SIGTERM, interrupt)
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(3600)

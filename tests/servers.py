@@ -38,12 +38,14 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 __all__ = [
+    "BRIDGE_OUT",
     "LOOPBACK",
     "Mosquitto",
     "RecordedRequest",
     "StubInfluxServer",
     "StubResponse",
     "VictoriaMetrics",
+    "bridge_lines",
     "free_port",
 ]
 
@@ -397,6 +399,45 @@ class Mosquitto(_ProcessServer):
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+# What a community box's broker sends up to the district (sentinel.district.wire); the
+# command topic comes down. Kept here, not read from config/mosquitto/bridge.conf, so the
+# rig runs with plain-TCP loopback brokers (the shipped file speaks TLS to a real host).
+BRIDGE_OUT: tuple[str, ...] = ("events", "incidents/#", "heartbeat", "replies", "aggregates")
+
+
+def bridge_lines(community: str, port: int, *, prefix: str = "sentinel",
+                 host: str = LOOPBACK, keepalive: int = 5,
+                 restart: tuple[int, int] = (1, 2)) -> list[str]:
+    """``extra_config`` lines that bridge a box's broker to a district broker at
+    ``host:port`` (in tests: a FaultProxy in front of it) for one community.
+
+    As config/mosquitto/bridge.conf does, with test-sized timers: a persistent session
+    on both sides (``cleansession false``; mosquitto then keeps queueing QoS 1 messages
+    for the bridge while the link is down and sends them in order once it is back),
+    QoS 1 both ways, the connection state on ``<prefix>/<community>/bridge`` ("1" when
+    up; the district broker publishes the bridge's will "0" when the link dies), a short
+    keepalive so a stalled link is noticed within ~1.5 × keepalive, and reconnect
+    attempts every ``restart`` (base, cap) seconds.
+    """
+    base = f"{prefix.rstrip('/')}/{community}"
+    return [
+        f"connection district-{community}",
+        f"address {host}:{port}",
+        f"remote_clientid bridge-{community}",
+        "cleansession false",
+        "local_cleansession false",
+        "try_private true",
+        "notifications true",
+        "notifications_local_only false",
+        f"notification_topic {base}/bridge",
+        f"keepalive_interval {keepalive}",
+        f"restart_timeout {restart[0]} {restart[1]}",
+        "start_type automatic",
+        *(f"topic {leaf} out 1 {base}/ {base}/" for leaf in BRIDGE_OUT),
+        f"topic commands in 1 {base}/ {base}/",
+    ]
 
 
 # ---------------------------------------------------------------------------------------

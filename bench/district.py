@@ -51,12 +51,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 import common  # first: it puts src/ and tests/ on sys.path
-from district_rig import DistrictProcess, district_config
 from sentinel.district import wire
 from sentinel.incidents.model import Incident, IncidentEvent, Status
 from sentinel.incidents.publish import event_payload, incident_payload
 from sentinel.types import Severity
 
+from district_rig import DistrictProcess, district_config
 from receivers import HttpReceiver
 from servers import Mosquitto, VictoriaMetrics, free_port
 

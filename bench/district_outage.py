@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import common  # first: it puts src/ and tests/ on sys.path
-from district_rig import DistrictRig, page_text, smoke_detectors, start_rig
 
 from daemon import Publisher, readings, timestamped_devices, wait_until
+from district_rig import DistrictRig, page_text, smoke_detectors, start_rig
 
 log = common.log
 

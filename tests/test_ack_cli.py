@@ -18,9 +18,9 @@ from sentinel.control.http import ControlServer
 from sentinel.control.secrets import control_token, ensure_secret, link_key
 from sentinel.errors import ConfigError
 from sentinel.incidents.model import Status
-from test_control_http import SIGNER, FakeController, make_incident
 
 from helpers import copy_deployment, sentinel
+from test_control_http import SIGNER, FakeController, make_incident
 
 TOKEN = "cli-token-0123456789"
 ID = "20240501-0007"

@@ -24,11 +24,11 @@ from sentinel.control.secrets import link_key
 from sentinel.decode.encode import encode
 from sentinel.incidents.store import read_incidents
 from sentinel.runtime import Daemon
-from test_metrics import load
 
 from daemon import LOADED, Publisher, write_oncall
 from receivers import HttpReceiver, ReceivedRequest
 from servers import Mosquitto
+from test_metrics import load
 
 OFFICER_AFTER = 4.0
 

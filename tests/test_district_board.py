@@ -33,10 +33,10 @@ from sentinel.district.view import CommunityState
 from sentinel.escalation.model import Contact
 from sentinel.incidents.model import Incident, Status
 from sentinel.types import Severity
-from test_control_http import FakeController
-from test_district_commands import KEYS, Box, district
 
 from servers import Mosquitto
+from test_control_http import FakeController
+from test_district_commands import KEYS, Box, district
 
 TOKEN = "district-control-token-0123"
 SESSION_KEY = b"district-board-key-0123456789"

@@ -22,6 +22,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from sentinel.district import wire
+from sentinel.escalation.model import Role
+
+from daemon import LOADED, wait_until
 from district_rig import (
     PREFIX,
     DistrictRig,
@@ -32,10 +36,6 @@ from district_rig import (
     smoke_detectors,
     start_rig,
 )
-from sentinel.district import wire
-from sentinel.escalation.model import Role
-
-from daemon import LOADED, wait_until
 from fault_proxy import FaultProxy
 from receivers import ReceivedRequest
 from servers import Mosquitto, bridge_lines

@@ -23,11 +23,11 @@ import structlog
 from sentinel.clock import FakeClock
 from sentinel.control.http import ControlServer
 from sentinel.district import wire
-from test_control_http import SIGNER, FakeController, make_incident
 from test_district_board import Harness, MemoryView, sample_view, served
-from test_district_commands import KEYS, Box, district
 
 from servers import Mosquitto
+from test_control_http import SIGNER, FakeController, make_incident
+from test_district_commands import KEYS, Box, district
 
 NOW = 1_700_000_000.0
 

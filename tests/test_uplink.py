@@ -29,11 +29,11 @@ from sentinel.metrics import DaemonMetrics
 from sentinel.notify.channels import actor_name
 from sentinel.runtime import Daemon
 from test_clock_steps import smoke_alarm, wait_for, write_policies
-from test_metrics import load
 
 from daemon import LOADED, DaemonProcess, Publisher, write_oncall
 from receivers import HttpReceiver
 from servers import Mosquitto
+from test_metrics import load
 
 KEY = "district-command-key-0123456789"
 COMMUNITY = "sb"

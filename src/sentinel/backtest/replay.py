@@ -93,7 +93,9 @@ class Replay:
         self.start = start
         self.end = end
         self.tick_interval = settings.tick_interval
-        self.engine = RuleEngine(rules, inventory, start, settings.startup_grace)
+        # keep_values: the replay keeps each device's newest reading anyway (_latest).
+        self.engine = RuleEngine(rules, inventory, start, settings.startup_grace,
+                                 keep_values=True)
         self.book = IncidentBook(rules, inventory)
         # The daemon's first tick comes one interval after it started.
         self.next_tick = start + self.tick_interval

@@ -610,6 +610,30 @@ _DUE_SLACK = 0.001
 _DUE_DAYS = 400
 
 
+# Field sets remembered per plan (a kind's readings carry one or a few); past this, a
+# device sending ever new sets is narrowed on each reading instead.
+_WATCHING_KEPT = 64
+
+
+class _Plan(list[Evaluator]):
+    """The evaluators of one device shape, and for each set of fields a reading may carry,
+    those that watch one of them (or every reading): the others skip such a reading
+    whatever their state, so on_readings need not look at them."""
+
+    __slots__ = ("watching",)
+
+    def __init__(self, evaluators: Iterable[Evaluator] = ()) -> None:
+        super().__init__(evaluators)
+        self.watching: dict[tuple[str, ...], tuple[Evaluator, ...]] = {}
+
+    def narrow(self, fields: tuple[str, ...]) -> tuple[Evaluator, ...]:
+        watching = tuple(ev for ev in self
+                         if ev.watches is None or not ev.watches.isdisjoint(fields))
+        if len(self.watching) < _WATCHING_KEPT:
+            self.watching[fields] = watching
+        return watching
+
+
 @dataclass(frozen=True, slots=True)
 class Dirty:
     """State to persist: changed condition states, and last-seen times worth writing."""
@@ -628,14 +652,14 @@ class RuleEngine:
         self.config = config
         self.started_at = started_at
         self.startup_grace = startup_grace
-        self._plans: dict[str, list[Evaluator]] = {}
+        self._plans: dict[str, _Plan] = {}
         self._followers: dict[tuple[str, str], list[StillEval]] = {}
         self._offline: list[tuple[str, OfflineEval]] = []
         # Conditions with a running clock (pending hold, watch after a fall, inactivity).
         self._timers: dict[tuple[str, str], Evaluator] = {}
         self._next_offline_scan = -math.inf
         # shape -> (plan, its StillEvals, its OfflineEvals)
-        plans: dict[tuple[Any, ...], tuple[list[Evaluator], list[StillEval],
+        plans: dict[tuple[Any, ...], tuple[_Plan, list[StillEval],
                                            list[OfflineEval]]] = {}
         # Per kind, the device settings its thresholds scale by (tank height...).
         relative: dict[str, list[str]] = {}
@@ -660,9 +684,9 @@ class RuleEngine:
                      tuple(settings.number(name) for name in scaled_by) if scaled_by else ())
             found = plans.get(shape)
             if found is None:
-                plan = [ev for rule in _apply_overrides(config, device, overrides)
-                        if (ev := _evaluator(rule, device, config.defaults.clear_for))
-                        is not None]
+                plan = _Plan(ev for rule in _apply_overrides(config, device, overrides)
+                             if (ev := _evaluator(rule, device, config.defaults.clear_for))
+                             is not None)
                 found = plans[shape] = (plan, [e for e in plan if isinstance(e, StillEval)],
                                         [e for e in plan if isinstance(e, OfflineEval)])
             plan, followers, offline = found
@@ -695,7 +719,7 @@ class RuleEngine:
         self._touched: set[tuple[str, str]] = set()
         self._min_due = math.inf
         # on_readings: a new state no one holds, for the next rule and device without one.
-        self._spare = CondState()
+        self._spare: CondState | None = CondState()
 
     # -- state ------------------------------------------------------------------------
 
@@ -757,9 +781,9 @@ class RuleEngine:
         dirty = self._dirty
         touched = self._touched
         keep_values = self._keep_values
-        spare = self._spare
-        if not spare.is_default:  # an evaluator raised half-way through last time
-            spare = CondState()
+        # Taken, so that a spare an evaluator left half-changed (it raised) is not used again.
+        spare = self._spare or CondState()
+        self._spare = None
         for r in readings:
             device_id = r.device_id
             plan = plans.get(device_id)
@@ -788,20 +812,20 @@ class RuleEngine:
             if not stale:
                 newest[device_id] = (ts, values if keep_values else fingerprint)
             held = held_by.get(device_id)
-            for ev in plan:
+            # Only the evaluators watching a field of this reading (or every reading).
+            keys = tuple(values)
+            watching = plan.watching.get(keys)
+            if watching is None:
+                watching = plan.narrow(keys)
+            for ev in watching:
                 st = held.get(ev.name) if held is not None else None
                 if st is None:
                     # Kept only once it holds something: with 100,000 devices, a state per
                     # rule and device that stays at its defaults would be ~250 MB. A
                     # normal reading of a quiet device is told apart without a call.
                     inert = ev.inert
-                    if inert is not None:
-                        if inert(values):
-                            continue
-                    else:
-                        watches = ev.watches
-                        if watches is not None and watches.isdisjoint(values):
-                            continue
+                    if inert is not None and inert(values):
+                        continue
                     # The spare is such a new state; one left at its defaults serves again.
                     st = spare
                     st.device_id = device_id
@@ -816,9 +840,6 @@ class RuleEngine:
                     held[ev.name] = st
                     spare = CondState()
                 else:
-                    watches = ev.watches
-                    if watches is not None and watches.isdisjoint(values):
-                        continue
                     key = (ev.name, device_id)
                     before = (st.active, st.severity, len(st.pending), st.mark is None)
                     signal = ev.on_reading(st, r, stale)

@@ -618,19 +618,24 @@ _WATCHING_KEPT = 64
 class _Plan(list[Evaluator]):
     """The evaluators of one device shape, and for each set of fields a reading may carry,
     those that watch one of them (or every reading): the others skip such a reading
-    whatever their state, so on_readings need not look at them."""
+    whatever their state, so on_readings need not look at them. `quiet`: the same for a
+    device holding no state, without the evaluators that never act on a new state (their
+    `inert` is always true: offline)."""
 
-    __slots__ = ("watching",)
+    __slots__ = ("quiet", "watching")
 
     def __init__(self, evaluators: Iterable[Evaluator] = ()) -> None:
         super().__init__(evaluators)
         self.watching: dict[tuple[str, ...], tuple[Evaluator, ...]] = {}
+        self.quiet: dict[tuple[str, ...], tuple[Evaluator, ...]] = {}
 
-    def narrow(self, fields: tuple[str, ...]) -> tuple[Evaluator, ...]:
+    def narrow(self, fields: tuple[str, ...], quiet: bool) -> tuple[Evaluator, ...]:
         watching = tuple(ev for ev in self
-                         if ev.watches is None or not ev.watches.isdisjoint(fields))
-        if len(self.watching) < _WATCHING_KEPT:
-            self.watching[fields] = watching
+                         if (ev.watches is None or not ev.watches.isdisjoint(fields))
+                         and not (quiet and ev.inert is _always))
+        cache = self.quiet if quiet else self.watching
+        if len(cache) < _WATCHING_KEPT:
+            cache[fields] = watching
         return watching
 
 
@@ -814,9 +819,9 @@ class RuleEngine:
             held = held_by.get(device_id)
             # Only the evaluators watching a field of this reading (or every reading).
             keys = tuple(values)
-            watching = plan.watching.get(keys)
+            watching = (plan.quiet if held is None else plan.watching).get(keys)
             if watching is None:
-                watching = plan.narrow(keys)
+                watching = plan.narrow(keys, held is None)
             for ev in watching:
                 st = held.get(ev.name) if held is not None else None
                 if st is None:
@@ -897,36 +902,45 @@ class RuleEngine:
     def tick(self, now: float) -> list[Signal]:
         """Evaluate running clocks; scan for silent devices when the earliest is due."""
         out: list[Signal] = []
+        # A clock whose due time (as next_due last computed it, for a state not touched
+        # since) is still ahead cannot decide now (Evaluator.due): it is not asked. Live,
+        # where nothing calls next_due, every clock is asked as before.
+        due, touched = self._timer_due, self._touched
         for key, ev in list(self._timers.items()):
+            if key not in touched:
+                when = due.get(key)
+                if when is not None and when - _DUE_SLACK > now:
+                    continue
             st = self.states[key]
             self._emit(key, ev.on_tick(st, now, 0.0), out)
             if not (st.pending or st.mark is not None):
                 del self._timers[key]
+            # It may have decided or stopped: next_due looks at it again.
+            touched.add(key)
         if now >= self.started_at + self.startup_grace and now >= self._next_offline_scan:
             # The scan touches every device; between scans only readings move deadlines,
             # and only later, so the earliest deadline found is when to look again.
             earliest = now + _OFFLINE_RESCAN
             last_seen = self.last_seen
-            states = self.states
+            held_by = self._held
             for device_id, ev in self._offline:
                 seen = last_seen.get(device_id)
                 if seen is None:
                     # Never heard from since we first started: count from then.
                     seen = last_seen[device_id] = self.started_at
-                key = (ev.rule.name, device_id)
-                if now - seen >= ev.limits[0][0]:
+                limits = ev.limits
+                if now - seen >= limits[0][0]:
+                    key = (ev.name, device_id)
                     self._emit(key, ev.on_tick(self._state(*key), now, seen), out)
-                cond = states.get(key)
+                held = held_by.get(device_id)
+                cond = held.get(ev.name) if held is not None else None
                 current = cond.severity if cond is not None and cond.active else -1
-                for limit, severity in ev.limits:
+                for limit, severity in limits:
                     if severity > current and seen + limit > now:
-                        earliest = min(earliest, seen + limit)
+                        if seen + limit < earliest:
+                            earliest = seen + limit
                         break
             self._next_offline_scan = earliest
-        # Clocks may have decided or stopped: next_due looks at every timer again.
-        self._timer_due.clear()
-        self._touched.update(self._timers)
-        self._min_due = math.inf
         return out
 
     def _emit(self, key: tuple[str, str], signal: Signal | None, out: list[Signal]) -> None:

@@ -436,10 +436,15 @@ def _slope(samples: Sequence[tuple[float, float]]) -> float:
     """Least-squares slope per second: robust to one noisy sample, unlike first-to-last."""
     n = len(samples)
     t0 = samples[0][0]
-    mean_t = sum(t - t0 for t, _ in samples) / n
-    mean_v = sum(v for _, v in samples) / n
-    num = sum((t - t0 - mean_t) * (v - mean_v) for t, v in samples)
-    den = sum((t - t0 - mean_t) ** 2 for t, _ in samples)
+    # The same sums in the same order as one generator each, from lists (a tank's window
+    # holds ~30 samples and is summed on every reading).
+    times = [t - t0 for t, _ in samples]
+    values = [v for _, v in samples]
+    mean_t = sum(times) / n
+    mean_v = sum(values) / n
+    offsets = [t - mean_t for t in times]
+    num = sum([dt * (v - mean_v) for dt, v in zip(offsets, values, strict=True)])
+    den = sum([dt ** 2 for dt in offsets])
     return num / den if den else 0.0
 
 

@@ -90,9 +90,10 @@ class SqliteReadings:
     pay for one on every write) and the readings_ts index costs a table lookup per row, so
     an `ORDER BY received_ms` over a week sorted millions of rows in sqlite's temp store
     (minutes). Instead the rows are read in the table's own order, the primary key
-    (device, device time), one slice of device time at a time for every device, and put in
-    receive order in memory. That is exact because the daemon refuses a reading stamped
-    more than `[ingest] max_future_skew` after it arrives or older than `max_age` (so
+    (device, device time), one slice of device time at a time for every device (sqlite
+    sorts a slice's ~10,000 rows), and merged in receive order in memory. That is exact
+    because the daemon refuses a reading stamped more than `[ingest] max_future_skew`
+    after it arrives or older than `max_age` (so
     `received - max_age <= ts <= received + skew`): once every row of device time before
     B is read, no unread row was received before B - skew, and those rows can go. Rows
     received in the period but measured before it (a backlog) are found by starting the

@@ -93,7 +93,9 @@ class Replay:
         self.start = start
         self.end = end
         self.tick_interval = settings.tick_interval
-        self.engine = RuleEngine(rules, inventory, start, settings.startup_grace)
+        # keep_values: the replay keeps each device's newest reading anyway (_latest).
+        self.engine = RuleEngine(rules, inventory, start, settings.startup_grace,
+                                 keep_values=True)
         self.book = IncidentBook(rules, inventory)
         # The daemon's first tick comes one interval after it started.
         self.next_tick = start + self.tick_interval
@@ -111,7 +113,6 @@ class Replay:
             self.advance(now)
         result = self.result
         result.readings += 1
-        result.devices.add(r.device_id)
         if result.first is None:
             result.first = now
         result.last = now
@@ -153,6 +154,8 @@ class Replay:
         """Tick up to the end of the period; the events in time order."""
         self.advance(self.end)
         self.result.events.sort(key=lambda e: e.ts)
+        # The devices read: each has its newest reading kept (not counted per reading).
+        self.result.devices = set(self._latest)
         return self.result
 
     def _collect(self, reading: Reading | None) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -115,6 +115,15 @@ class CondState:
                    samples=[(float(a), float(b)) for a, b in data.get("x", [])])
 
 
+def _fingerprint(values: Mapping[str, Value]) -> int:
+    """Equal for equal values (a redelivered reading), whatever their order."""
+    return hash(tuple(sorted(values.items())))
+
+
+def _always(values: Mapping[str, Value]) -> bool:
+    return True
+
+
 def _num(value: object) -> float | None:
     if type(value) is float:  # the common case first: one check (bool is not float)
         return value if math.isfinite(value) else None
@@ -136,6 +145,11 @@ class Evaluator:
     watches: frozenset[str] | None = None
     # Whether state changes that decide nothing yet (samples, last values) are persisted.
     soft = False
+    # A quick test of a reading's values: True when `on_reading` on a new state would
+    # signal nothing and leave the state new (a normal reading of a quiet device), so the
+    # engine can skip the call and the state (None: no such test, call `on_reading`). It
+    # covers `watches`. It may say False when in doubt, never True wrongly.
+    inert: Callable[[Mapping[str, Value]], bool] | None = None
     rule: RuleSpec
 
     def __init__(self, rule: RuleSpec, default_clear_for: float) -> None:
@@ -189,6 +203,14 @@ class StateEval(Evaluator):
         super().__init__(rule, default_clear_for)
         self.ticks = rule.for_ > 0
         self.watches = frozenset(f for f in (rule.field, rule.cancel_field) if f)
+        # New state: only the watched value equal to `equals` (a pending hold or an
+        # activation) or a cancel (a signal) does anything; clearing a new state does not.
+        name, equals, cancel = rule.field, rule.equals, rule.cancel_field
+        if cancel:
+            self.inert = lambda values: (values.get(name) != equals
+                                         and values.get(cancel) is not True)
+        else:
+            self.inert = lambda values: values.get(name) != equals
 
     def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
         rule = self.rule
@@ -242,6 +264,27 @@ class ThresholdEval(Evaluator):
         clear = rule.clear_level
         self.clear_at = None if clear is None else scaled(clear[0])
         self.clear_inclusive = clear is not None and clear[1]
+        # New state: only a value at which some level holds does anything (it starts a
+        # pending hold or activates). The loosest level decides whether any holds.
+        name, falling = rule.field, self.falling
+        edge = (max if falling else min)(limit for limit, *_ in self.limits)
+        at_edge = any(inclusive for limit, _, _, inclusive, _ in self.limits
+                      if limit == edge)
+
+        def inert(values: Mapping[str, Value]) -> bool:
+            value = values.get(name)
+            if type(value) is not float:
+                if value is None:
+                    return True
+                value = _num(value)
+                if value is None:
+                    return True
+            # NaN and infinities: the comparisons below or on_reading's _num say no.
+            if falling:
+                return not (value < edge or (at_edge and value == edge))
+            return not (value > edge or (at_edge and value == edge))
+
+        self.inert = inert
 
     def _holds(self, limit: float, inclusive: bool, value: float) -> bool:
         if self.falling:
@@ -393,10 +436,15 @@ def _slope(samples: Sequence[tuple[float, float]]) -> float:
     """Least-squares slope per second: robust to one noisy sample, unlike first-to-last."""
     n = len(samples)
     t0 = samples[0][0]
-    mean_t = sum(t - t0 for t, _ in samples) / n
-    mean_v = sum(v for _, v in samples) / n
-    num = sum((t - t0 - mean_t) * (v - mean_v) for t, v in samples)
-    den = sum((t - t0 - mean_t) ** 2 for t, _ in samples)
+    # The same sums in the same order as one generator each, from lists (a tank's window
+    # holds ~30 samples and is summed on every reading).
+    times = [t - t0 for t, _ in samples]
+    values = [v for _, v in samples]
+    mean_t = sum(times) / n
+    mean_v = sum(values) / n
+    offsets = [t - mean_t for t in times]
+    num = sum([dt * (v - mean_v) for dt, v in zip(offsets, values, strict=True)])
+    den = sum([dt ** 2 for dt in offsets])
     return num / den if den else 0.0
 
 
@@ -412,6 +460,8 @@ class OfflineEval(Evaluator):
         self.limits = sorted(
             (max(lv.missed * interval if lv.missed else 0.0, lv.after or 0.0), lv.severity)
             for lv in rule.levels)
+        # A reading only clears: a new state is never active.
+        self.inert = _always
 
     def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
         return None if stale else self.clear(st, r.received_at, None)
@@ -433,6 +483,9 @@ class EdgeEval(Evaluator):
     def __init__(self, rule: EdgeRule, default_clear_for: float) -> None:
         super().__init__(rule, default_clear_for)
         self.watches = frozenset({rule.field})
+        # New state: only the edge's start is remembered (a new state has no start yet).
+        name, start = rule.field, rule.from_
+        self.inert = lambda values: values.get(name) != start
 
     def on_reading(self, st: CondState, r: Reading, stale: bool) -> Signal | None:
         value = r.values.get(self.rule.field)
@@ -562,6 +615,35 @@ _DUE_SLACK = 0.001
 _DUE_DAYS = 400
 
 
+# Field sets remembered per plan (a kind's readings carry one or a few); past this, a
+# device sending ever new sets is narrowed on each reading instead.
+_WATCHING_KEPT = 64
+
+
+class _Plan(list[Evaluator]):
+    """The evaluators of one device shape, and for each set of fields a reading may carry,
+    those that watch one of them (or every reading): the others skip such a reading
+    whatever their state, so on_readings need not look at them. `quiet`: the same for a
+    device holding no state, without the evaluators that never act on a new state (their
+    `inert` is always true: offline)."""
+
+    __slots__ = ("quiet", "watching")
+
+    def __init__(self, evaluators: Iterable[Evaluator] = ()) -> None:
+        super().__init__(evaluators)
+        self.watching: dict[tuple[str, ...], tuple[Evaluator, ...]] = {}
+        self.quiet: dict[tuple[str, ...], tuple[Evaluator, ...]] = {}
+
+    def narrow(self, fields: tuple[str, ...], quiet: bool) -> tuple[Evaluator, ...]:
+        watching = tuple(ev for ev in self
+                         if (ev.watches is None or not ev.watches.isdisjoint(fields))
+                         and not (quiet and ev.inert is _always))
+        cache = self.quiet if quiet else self.watching
+        if len(cache) < _WATCHING_KEPT:
+            cache[fields] = watching
+        return watching
+
+
 @dataclass(frozen=True, slots=True)
 class Dirty:
     """State to persist: changed condition states, and last-seen times worth writing."""
@@ -575,19 +657,19 @@ class RuleEngine:
     """Evaluate every enabled rule for every device of the inventory."""
 
     def __init__(self, config: RulesConfig, inventory: Mapping[str, Device],
-                 started_at: float, startup_grace: float, last_seen_resolution: float = 60.0
-                 ) -> None:
+                 started_at: float, startup_grace: float, last_seen_resolution: float = 60.0,
+                 keep_values: bool = False) -> None:
         self.config = config
         self.started_at = started_at
         self.startup_grace = startup_grace
-        self._plans: dict[str, list[Evaluator]] = {}
+        self._plans: dict[str, _Plan] = {}
         self._followers: dict[tuple[str, str], list[StillEval]] = {}
         self._offline: list[tuple[str, OfflineEval]] = []
         # Conditions with a running clock (pending hold, watch after a fall, inactivity).
         self._timers: dict[tuple[str, str], Evaluator] = {}
         self._next_offline_scan = -math.inf
         # shape -> (plan, its StillEvals, its OfflineEvals)
-        plans: dict[tuple[Any, ...], tuple[list[Evaluator], list[StillEval],
+        plans: dict[tuple[Any, ...], tuple[_Plan, list[StillEval],
                                            list[OfflineEval]]] = {}
         # Per kind, the device settings its thresholds scale by (tank height...).
         relative: dict[str, list[str]] = {}
@@ -612,9 +694,9 @@ class RuleEngine:
                      tuple(settings.number(name) for name in scaled_by) if scaled_by else ())
             found = plans.get(shape)
             if found is None:
-                plan = [ev for rule in _apply_overrides(config, device, overrides)
-                        if (ev := _evaluator(rule, device, config.defaults.clear_for))
-                        is not None]
+                plan = _Plan(ev for rule in _apply_overrides(config, device, overrides)
+                             if (ev := _evaluator(rule, device, config.defaults.clear_for))
+                             is not None)
                 found = plans[shape] = (plan, [e for e in plan if isinstance(e, StillEval)],
                                         [e for e in plan if isinstance(e, OfflineEval)])
             plan, followers, offline = found
@@ -624,11 +706,18 @@ class RuleEngine:
             for ev in offline:
                 offline_list.append((device.id, ev))
         self.states: dict[tuple[str, str], CondState] = {}
+        # The same states by device, then rule: only devices holding some state are here,
+        # so on_readings looks up nothing for a quiet device.
+        self._held: dict[str, dict[str, CondState]] = {}
         self.last_seen: dict[str, float] = {}
         self._persisted_seen: dict[str, float] = {}
         self._seen_resolution = last_seen_resolution
-        # Device -> (ts, values) of its newest reading: drops exact redeliveries.
-        self._newest: dict[str, tuple[float, int]] = {}
+        # Device -> (ts, fingerprint of the values) of its newest reading: drops exact
+        # redeliveries. With keep_values, (ts, the values themselves), fingerprinted only
+        # when a reading with the same ts comes (a replay, which keeps every device's newest
+        # reading anyway, saves hashing each reading; a live fleet keeps the small int).
+        self._keep_values = keep_values
+        self._newest: dict[str, tuple[float, Any]] = {}
         # Device -> (ts, values) of its last readings that changed an incident: a replay of
         # one of them (an old message sent again) must not raise its alarm a second time.
         # Only readings that signalled are kept, so a big fleet costs next to nothing.
@@ -640,7 +729,7 @@ class RuleEngine:
         self._touched: set[tuple[str, str]] = set()
         self._min_due = math.inf
         # on_readings: a new state no one holds, for the next rule and device without one.
-        self._spare = CondState()
+        self._spare: CondState | None = CondState()
 
     # -- state ------------------------------------------------------------------------
 
@@ -650,6 +739,7 @@ class RuleEngine:
             rule, device_id = key
             st = self.states[key] = CondState.from_json(data)
             st.device_id = device_id
+            self._held.setdefault(device_id, {})[rule] = st
             ev = next((e for e in self._plans.get(device_id, ()) if e.rule.name == rule), None)
             if ev is not None:
                 self._watch_timer(key, ev, st)
@@ -661,6 +751,7 @@ class RuleEngine:
         st = self.states.get(key)
         if st is None:
             st = self.states[key] = CondState(device_id)
+            self._held.setdefault(device_id, {})[rule] = st
         return st
 
     def take_dirty(self, force_seen: bool = False) -> Dirty:
@@ -692,52 +783,74 @@ class RuleEngine:
 
     def on_readings(self, readings: Iterable[Reading]) -> list[Signal]:
         out: list[Signal] = []
+        plans = self._plans
         newest = self._newest
         last_seen = self.last_seen
         states = self.states
+        held_by = self._held
         dirty = self._dirty
         touched = self._touched
-        spare = self._spare
-        if not spare.is_default:  # an evaluator raised half-way through last time
-            spare = CondState()
+        keep_values = self._keep_values
+        # Taken, so that a spare an evaluator left half-changed (it raised) is not used again.
+        spare = self._spare or CondState()
+        self._spare = None
         for r in readings:
             device_id = r.device_id
-            plan = self._plans.get(device_id)
+            plan = plans.get(device_id)
             if plan is None:
                 continue
-            if r.received_at > last_seen.get(device_id, -math.inf):
-                last_seen[device_id] = r.received_at
-            fingerprint = hash(tuple(sorted(r.values.items())))
-            prev = newest.get(r.device_id)
-            if prev is not None and r.ts == prev[0] and fingerprint == prev[1]:
-                continue  # the same reading again (QoS 1 redelivery)
-            signalled = self._signalled.get(r.device_id)
-            if signalled is not None and (r.ts, fingerprint) in signalled:
-                continue  # a replay of a reading that already raised or cleared something
-            produced = len(out)
-            stale = prev is not None and r.ts < prev[0]
-            if not stale:
-                newest[r.device_id] = (r.ts, fingerprint)
+            received = r.received_at
+            if received > last_seen.get(device_id, -math.inf):
+                last_seen[device_id] = received
+            ts = r.ts
             values = r.values
-            for ev in plan:
-                watches = ev.watches
-                if watches is not None and watches.isdisjoint(values):
-                    continue
-                key = (ev.name, device_id)
-                st = states.get(key)
+            fingerprint = None if keep_values else _fingerprint(values)
+            prev = newest.get(device_id)
+            if prev is not None and ts == prev[0]:
+                if fingerprint is None:
+                    fingerprint = _fingerprint(values)
+                if fingerprint == (_fingerprint(prev[1]) if keep_values else prev[1]):
+                    continue  # the same reading again (QoS 1 redelivery)
+            signalled = self._signalled.get(device_id)
+            if signalled is not None:
+                if fingerprint is None:
+                    fingerprint = _fingerprint(values)
+                if (ts, fingerprint) in signalled:
+                    continue  # a replay of a reading that already raised or cleared something
+            produced = len(out)
+            stale = prev is not None and ts < prev[0]
+            if not stale:
+                newest[device_id] = (ts, values if keep_values else fingerprint)
+            held = held_by.get(device_id)
+            # Only the evaluators watching a field of this reading (or every reading).
+            keys = tuple(values)
+            watching = (plan.quiet if held is None else plan.watching).get(keys)
+            if watching is None:
+                watching = plan.narrow(keys, held is None)
+            for ev in watching:
+                st = held.get(ev.name) if held is not None else None
                 if st is None:
                     # Kept only once it holds something: with 100,000 devices, a state per
-                    # rule and device that stays at its defaults would be ~250 MB. The
-                    # spare is such a new state; one left at its defaults serves again.
+                    # rule and device that stays at its defaults would be ~250 MB. A
+                    # normal reading of a quiet device is told apart without a call.
+                    inert = ev.inert
+                    if inert is not None and inert(values):
+                        continue
+                    # The spare is such a new state; one left at its defaults serves again.
                     st = spare
                     st.device_id = device_id
                     before = _FRESH
                     signal = ev.on_reading(st, r, stale)
                     if signal is None and st.is_default:
                         continue  # nothing to remember, persist or time
+                    key = (ev.name, device_id)
                     states[key] = st
+                    if held is None:
+                        held = held_by[device_id] = {}
+                    held[ev.name] = st
                     spare = CondState()
                 else:
+                    key = (ev.name, device_id)
                     before = (st.active, st.severity, len(st.pending), st.mark is None)
                     signal = ev.on_reading(st, r, stale)
                 if ev.ticks:
@@ -756,13 +869,14 @@ class RuleEngine:
                         self._watch_timer(key, ev, st)
             if len(out) > produced:
                 # The incident's latency record starts at this reading's receipt.
-                received = r.received_at
                 for i in range(produced, len(out)):
                     out[i] = dataclasses.replace(out[i], received_at=received)
                 if signalled is None:
-                    signalled = self._signalled[r.device_id] = collections.deque(
+                    signalled = self._signalled[device_id] = collections.deque(
                         maxlen=_SIGNALLED_KEPT)
-                signalled.append((r.ts, fingerprint))
+                if fingerprint is None:
+                    fingerprint = _fingerprint(values)
+                signalled.append((ts, fingerprint))
         self._spare = spare
         return out
 
@@ -793,36 +907,45 @@ class RuleEngine:
     def tick(self, now: float) -> list[Signal]:
         """Evaluate running clocks; scan for silent devices when the earliest is due."""
         out: list[Signal] = []
+        # A clock whose due time (as next_due last computed it, for a state not touched
+        # since) is still ahead cannot decide now (Evaluator.due): it is not asked. Live,
+        # where nothing calls next_due, every clock is asked as before.
+        due, touched = self._timer_due, self._touched
         for key, ev in list(self._timers.items()):
+            if key not in touched:
+                when = due.get(key)
+                if when is not None and when - _DUE_SLACK > now:
+                    continue
             st = self.states[key]
             self._emit(key, ev.on_tick(st, now, 0.0), out)
             if not (st.pending or st.mark is not None):
                 del self._timers[key]
+            # It may have decided or stopped: next_due looks at it again.
+            touched.add(key)
         if now >= self.started_at + self.startup_grace and now >= self._next_offline_scan:
             # The scan touches every device; between scans only readings move deadlines,
             # and only later, so the earliest deadline found is when to look again.
             earliest = now + _OFFLINE_RESCAN
             last_seen = self.last_seen
-            states = self.states
+            held_by = self._held
             for device_id, ev in self._offline:
                 seen = last_seen.get(device_id)
                 if seen is None:
                     # Never heard from since we first started: count from then.
                     seen = last_seen[device_id] = self.started_at
-                key = (ev.rule.name, device_id)
-                if now - seen >= ev.limits[0][0]:
+                limits = ev.limits
+                if now - seen >= limits[0][0]:
+                    key = (ev.name, device_id)
                     self._emit(key, ev.on_tick(self._state(*key), now, seen), out)
-                cond = states.get(key)
+                held = held_by.get(device_id)
+                cond = held.get(ev.name) if held is not None else None
                 current = cond.severity if cond is not None and cond.active else -1
-                for limit, severity in ev.limits:
+                for limit, severity in limits:
                     if severity > current and seen + limit > now:
-                        earliest = min(earliest, seen + limit)
+                        if seen + limit < earliest:
+                            earliest = seen + limit
                         break
             self._next_offline_scan = earliest
-        # Clocks may have decided or stopped: next_due looks at every timer again.
-        self._timer_due.clear()
-        self._touched.update(self._timers)
-        self._min_due = math.inf
         return out
 
     def _emit(self, key: tuple[str, str], signal: Signal | None, out: list[Signal]) -> None:

@@ -663,3 +663,49 @@ def test_a_slope_window_keeps_few_samples_and_the_same_slope() -> None:
     measured = ev._change(state.samples)
     assert measured is not None and measured[0] == pytest.approx(0.6, rel=1e-6)
     assert any(s is not None and s.change == "active" for s in signals)
+
+
+def _shipped_evaluators() -> list[Any]:
+    loaded = load_all(SHIPPED_CONFIG, {})
+    engine = RuleEngine(loaded.rules, loaded.inventory, T0, 0)
+    seen: dict[int, Any] = {}
+    for plan in engine._plans.values():
+        for ev in plan:
+            seen.setdefault(id(ev), ev)
+    return [ev for ev in seen.values() if ev.inert is not None]
+
+
+_EVALUATORS = _shipped_evaluators()
+
+
+def _edges(ev: Any) -> list[Value]:
+    """The values where an evaluator's decision turns: its limits and what it compares."""
+    out: list[Value] = []
+    for limit, *_ in getattr(ev, "limits", ()):
+        out += [limit, math.nextafter(limit, math.inf), math.nextafter(limit, -math.inf)]
+    for attr in ("equals", "from_"):
+        value = getattr(ev.rule, attr, None)
+        if value is not None:
+            out.append(value)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_inert_never_skips_a_reading_the_evaluator_would_act_on(data: st.DataObject) -> None:
+    """The engine skips `on_reading` for a quiet device when `inert` says a reading would
+    leave a new state new (sentinel.rules.engine.Evaluator.inert): for every evaluator of
+    the shipped rules, on values at and around its edges and of every type, `inert` may say
+    no when in doubt, but never yes where the evaluator would signal or remember."""
+    ev = data.draw(st.sampled_from(_EVALUATORS))
+    fields = sorted(ev.watches or {"smoke", "alarm", "value"})
+    special: list[Value] = [*_edges(ev), True, False, 0, 1, -1, 0.0, math.nan, math.inf,
+                            -math.inf, "alarm", "normal", "1", ""]
+    values_of = st.one_of(st.sampled_from(special), st.floats(-1e3, 1e3), st.integers(-5, 5))
+    values = data.draw(st.dictionaries(st.sampled_from(fields), values_of, max_size=3))
+    if not ev.inert(values):
+        return
+    state = CondState(device_id="D1")
+    reading = Reading("D1", "smoke", T0, T0, values)
+    assert ev.on_reading(state, reading, False) is None, (ev.name, values)
+    assert state.is_default, (ev.name, values, state)

@@ -90,40 +90,43 @@ class MemoryView:
 
 
 def state(community: str, name: str, reach: str = "online", **fields: Any) -> CommunityState:
-    values: dict[str, Any] = {"since": NOW - 3600, "last_heard": NOW - 5,
+    values: dict[str, Any] = {"since": time.time() - 3600, "last_heard": time.time() - 5,
                               "phone": "0755-1234", **fields}
     return CommunityState(id=community, name=name, reach=reach,  # type: ignore[arg-type]
                           **values)
 
 
 def sample_view() -> MemoryView:
+    # Ages are shown against the board's clock (the system's): taken now, not when the
+    # module was imported (the tests before this one may have taken minutes).
+    now = time.time()
     oldest = {"id": "SB-1", "name": "smoke_alarm", "kind": "smoke", "severity": "critical",
-              "opened_at": NOW - 754, "place": {"location": "水贝花园1栋3楼306室"}}
+              "opened_at": now - 754, "place": {"location": "水贝花园1栋3楼306室"}}
     view = MemoryView(states={
         "tianbei": state("tianbei", "田贝社区", open=0),
         "huangbei": state("huangbei", "黄贝社区", open=1, unacknowledged=1),
         "shuibei": state("shuibei", "水贝社区", open=2, unacknowledged=1,
                          life_safety_unacknowledged=1, oldest_unacknowledged=oldest),
-        "cuizhu": state("cuizhu", "翠竹社区", reach="offline", last_heard=NOW - 300,
-                        since=NOW - 240, phone="0755-8888-0001"),
+        "cuizhu": state("cuizhu", "翠竹社区", reach="offline", last_heard=now - 300,
+                        since=now - 240, phone="0755-8888-0001"),
         "dongxiao": state("dongxiao", "东晓社区", whistled=True, open=1, unacknowledged=1,
                           life_safety_unacknowledged=1),
     })
     view.incidents_of["shuibei"] = [
         incident("SB-0", status="resolved", location="已关闭的地方"),
         incident("SB-2", "gas_leak", "warning", "acknowledged", acknowledged_by="zhang_wei",
-                 acknowledged_at=NOW - 100, location="水贝新村2栋"),
+                 acknowledged_at=now - 100, location="水贝新村2栋"),
         incident("SB-1"),
     ]
     view.events[("shuibei", "SB-1")] = [
-        {"seq": 41, "type": "opened", "ts": NOW - 600, "actor": "sentinel", "data": {}},
-        {"seq": 43, "type": "escalation_step", "ts": NOW - 300, "actor": "sentinel",
+        {"seq": 41, "type": "opened", "ts": now - 600, "actor": "sentinel", "data": {}},
+        {"seq": 43, "type": "escalation_step", "ts": now - 300, "actor": "sentinel",
          "data": {"step": 2, "roles": ["street_office"]}},
-        {"seq": 44, "type": "noted", "ts": NOW - 60, "actor": "zhang_wei",
+        {"seq": 44, "type": "noted", "ts": now - 60, "actor": "zhang_wei",
          "data": {"text": "正在前往现场"}},
-        {"seq": 45, "type": "acknowledged", "ts": NOW - 30, "actor": "district:wang_wu",
+        {"seq": 45, "type": "acknowledged", "ts": now - 30, "actor": "district:wang_wu",
          "data": {"name": "王五"}},
-        {"seq": 46, "type": "resolved", "ts": NOW - 10, "actor": "zhang_wei",
+        {"seq": 46, "type": "resolved", "ts": now - 10, "actor": "zhang_wei",
          "data": {"outcome": "false_alarm"}},
     ]
     return view
@@ -208,7 +211,8 @@ async def test_every_community_on_one_screen_the_urgent_first(mosquitto: Mosquit
     assert "生命安全未确认 1" in text
     # The oldest unacknowledged life-safety incident, with its age (754 s: 12 minutes).
     assert "最早未确认: 烟感报警 · 水贝花园1栋3楼306室 · 已 12 分钟" in text
-    assert zone.short(NOW - 300) in text  # last heard, in Asia/Shanghai
+    heard = view.states["cuizhu"].last_heard
+    assert heard is not None and zone.short(heard) in text  # last heard, in Asia/Shanghai
     assert "社区 5 个 · 离线 1 · 吹哨 1 · 生命安全未确认 2" in text
     # The district's own incidents, named in words and acknowledgeable.
     assert "街道自身事件" in text and "社区盒子离线" in text and "翠竹社区" in text

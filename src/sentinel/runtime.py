@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sentinel.control.http import ControlServer
 from sentinel.escalation.service import EscalationService
@@ -13,7 +14,16 @@ from sentinel.incidents.service import IncidentService
 from sentinel.ingest import Ingestor
 from sentinel.source import MqttSource
 from sentinel.store import ReadingSink
-from sentinel.uplink import CommandHandler
+
+
+class DistrictCommands(Protocol):
+    """The district's command handler's counters (sentinel.uplink.commands.CommandHandler;
+    not imported: the uplink's wire contract imports the district's package)."""
+
+    executed: dict[str, int]
+    refused: dict[str, int]
+    replayed: int
+    overflow: int
 
 
 @dataclass
@@ -28,4 +38,4 @@ class Daemon:
     control: ControlServer | None = None
     started_at: float = field(default_factory=time.time)
     # The district's commands to this box ([district] community set), for /metrics.
-    district: CommandHandler | None = None
+    district: DistrictCommands | None = None

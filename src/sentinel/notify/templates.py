@@ -161,6 +161,8 @@ _OUTCOMES: dict[str, dict[Language, str]] = {
     "cancelled": {"zh": "佩戴者已取消", "en": "cancelled by the wearer"},
     "expired": {"zh": "已过期", "en": "expired"},
     "with_group": {"zh": "随所属事件组一并解决", "en": "resolved with its group"},
+    "box_acknowledged": {"zh": "社区告警已确认", "en": "acknowledged in the community"},
+    "box_resolved": {"zh": "社区告警已关闭", "en": "closed in the community"},
 }
 
 # Canonical fields of the built-in kinds (see sentinel.kinds): label and the unit a person
@@ -396,13 +398,47 @@ def _title(kind: NoticeKind, inc: Incident, lang: Language, drilling: bool,
     drill = _("drill.prefix", lang) if drilling else ""
     if maintenance:
         drill += _("maintenance.prefix", lang)
-    what = incident_title(inc.name, lang)
+    what = _what(inc, lang)
     return f"{drill}{bracket}{status}{what}" + (f"{_SEP}{where}" if where else "")
+
+
+def _what(inc: Incident, lang: Language) -> str:
+    """What the incident is: a district's whistle says which alarm it mirrors (烟感报警), a
+    box's clean stop that it was planned."""
+    if inc.name == "whistle" and inc.detail.get("box_incident"):
+        return t("whistle.title", lang,
+                 alarm=incident_title(str(inc.detail["box_incident"]), lang))
+    if _planned_stop(inc):
+        return t("box_stopped.title", lang)
+    return incident_title(inc.name, lang)
+
+
+def _planned_stop(inc: Incident) -> bool:
+    return inc.name == "box_offline" and inc.detail.get("reach") == "stopped" \
+        and inc.severity.label == "warning"
+
+
+def _box_actor(inc: Incident, lang: Language, people: Mapping[str, str]) -> str:
+    """Who ended a whistle on the box: a street-office person by name, else a person of
+    the community, with the community's name."""
+    actor = inc.resolved_by or ""
+    where, sep, who = actor.partition(":")
+    if sep and where == "district":
+        name = people.get(who) or actor_name(actor, people, lang).split("·")[-1]
+        return t("actor.street_office", lang, name=name)
+    return t("actor.community", lang, name=actor_name(actor, people, lang),
+             community=str(inc.detail.get("community_name") or inc.place.get("community")
+                           or ""))
 
 
 def _status(kind: NoticeKind, inc: Incident, lang: Language, now: float, step: int,
             people: Mapping[str, str]) -> str:
     severity = t("severity." + inc.severity.label, lang)
+    if kind == "resolved" and inc.outcome in ("box_acknowledged", "box_resolved"):
+        return t(f"whistle.status.{inc.outcome}", lang, by=_box_actor(inc, lang, people),
+                 at=_time(inc.resolved_at if inc.resolved_at is not None else now))
+    if kind == "alert" and _planned_stop(inc):
+        return t("box_stopped.status", lang)
     if kind == "escalated":
         return _("status.escalated", lang, level=step + 1)
     if kind == "ack_expired":
@@ -439,7 +475,7 @@ def render_notice(kind: NoticeKind, inc: Incident, lang: Language, *, now: float
         lines.append(_("maintenance.line", lang, window=maintenance.label,
                        reason=maintenance.reason, author=maintenance.author,
                        until=_time(maintenance.in_force_until(now) or maintenance.end)))
-    lines.append(_("line.what", lang, what=incident_title(inc.name, lang),
+    lines.append(_("line.what", lang, what=_what(inc, lang),
                    severity=t("severity." + inc.severity.label, lang)))
     lines.append(_status(kind, inc, lang, now, step, people))
     if kind == "resolved" and inc.assigned_to and inc.assigned_to != inc.resolved_by:

@@ -404,6 +404,7 @@ async def test_a_whistle_a_person_closed_is_not_raised_again_for_the_same_climb(
     page = render_notice("alert", whistle, "zh", now=now)
     assert "吹哨: 烟感报警无人确认" in page.title and "水贝社区" in page.title
     assert "smoke alarm" in render_notice("alert", whistle, "en", now=now).title
+    assert f"sentinel ack {whistle.id} -c district.toml" in page.body
     # A person closes it; the box's alarm is still unacknowledged (its ack is on its way).
     await rig.incidents.resolve(whistle.id, "so-a", Outcome.HANDLED)
     rig.clock.advance(5)

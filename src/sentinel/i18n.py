@@ -1028,6 +1028,10 @@ _MESSAGES: dict[str, dict[Language, str]] = {
               "请联系社区",
         "en": "Status: the community box stopped cleanly (a planned restart or upgrade); "
               "resolves when it runs again. If the stop was not planned, call the community"},
+    "district.ack_or": {"zh": "或执行命令: sentinel ack {id} -c district.toml",
+                        "en": "or run: sentinel ack {id} -c district.toml"},
+    "district.ack_cmd": {"zh": "确认方法: 执行命令 sentinel ack {id} -c district.toml",
+                         "en": "To acknowledge, run: sentinel ack {id} -c district.toml"},
 }
 
 

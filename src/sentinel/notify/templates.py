@@ -413,6 +413,11 @@ def _what(inc: Incident, lang: Language) -> str:
     return incident_title(inc.name, lang)
 
 
+def _district(inc: Incident) -> bool:
+    """One of a district daemon's own incidents: its CLI needs the district's file."""
+    return inc.kind in ("district", "whistle") and inc.name in ("box_offline", "whistle")
+
+
 def _planned_stop(inc: Incident) -> bool:
     return inc.name == "box_offline" and inc.detail.get("reach") == "stopped" \
         and inc.severity.label == "warning"
@@ -505,9 +510,11 @@ def render_notice(kind: NoticeKind, inc: Incident, lang: Language, *, now: float
             lines.append(_("line.own_url", lang, url=ack_url))
         elif ack_url:
             lines.append(_("line.ack_url", lang, url=ack_url))
-            lines.append(_("line.ack_or", lang, id=inc.id))
+            lines.append(t("district.ack_or", lang, id=inc.id) if _district(inc)
+                         else _("line.ack_or", lang, id=inc.id))
         else:
-            lines.append(_("line.ack_cmd", lang, id=inc.id))
+            lines.append(t("district.ack_cmd", lang, id=inc.id) if _district(inc)
+                         else _("line.ack_cmd", lang, id=inc.id))
     return Rendered(_title(kind, inc, lang, drilling, maintenance is not None),
                     "\n".join(lines))
 

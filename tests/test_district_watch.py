@@ -403,7 +403,8 @@ async def test_a_whistle_a_person_closed_is_not_raised_again_for_the_same_climb(
     assert "烟感报警" in whistle.place["location"] and box in whistle.place["location"]
     page = render_notice("alert", whistle, "zh", now=now)
     assert "吹哨: 烟感报警无人确认" in page.title and "水贝社区" in page.title
-    assert "smoke alarm" in render_notice("alert", whistle, "en", now=now).title
+    en = render_notice("alert", whistle, "en", now=now)
+    assert "smoke alarm" in en.title and "smoke alarm" in en.body and "烟感报警" not in en.body
     assert f"sentinel ack {whistle.id} -c district.toml" in page.body
     # A person closes it; the box's alarm is still unacknowledged (its ack is on its way).
     await rig.incidents.resolve(whistle.id, "so-a", Outcome.HANDLED)

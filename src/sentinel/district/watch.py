@@ -285,8 +285,10 @@ class Watch:
         where = config.label
         if isinstance(box_place, Mapping):
             place.update({k: str(v) for k in _PLACE_KEYS if (v := box_place.get(k))})
-            if box_place.get("location"):
-                where = f"{config.label} {box_place['location']}"
+            spot = box_place.get("location") or "".join(
+                str(v) for k in ("compound", "building") if (v := box_place.get(k)))
+            if spot:
+                where = f"{config.label} {spot}"
         place["compound"] = " ".join(p for p in (config.label, place.get("compound")) if p)
         if alarm is not None:
             name, incident_id = alarm

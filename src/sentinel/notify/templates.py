@@ -489,6 +489,11 @@ def render_notice(kind: NoticeKind, inc: Incident, lang: Language, *, now: float
         # (closed with its group: the model's note only names the group, in English)
         lines.append(_("line.note", lang, note=inc.note))
     place = _place(inc.place, lang)
+    if inc.name == "whistle" and inc.detail.get("box_incident"):
+        # The district wrote the alarm's name into the place in its own language.
+        box = str(inc.detail["box_incident"])
+        other: Language = "en" if lang == "zh" else "zh"
+        place = place.replace(incident_title(box, other), incident_title(box, lang))
     if place:
         lines.append(_("line.place", lang, place=place))
     reading = _reading(inc, lang)

@@ -355,7 +355,7 @@ class WhistleAcks:
         # A first start acts on nothing of the past: only on what people do from now.
         cursor.start_at(saved if saved is not None else self._incidents.last_seq)
         if saved is None:
-            await self._save(cursor, force=True)
+            await self._save(cursor)
         while True:
             if cursor.save_due:
                 await self._save(cursor)
@@ -370,7 +370,7 @@ class WhistleAcks:
                 log.exception("district_whistle_acks_failed")
             cursor.advance(events[-1].seq)
 
-    async def _save(self, cursor: EventCursor, force: bool = False) -> None:
+    async def _save(self, cursor: EventCursor) -> None:
         def save(conn: sqlite3.Connection) -> int:
             with transaction(conn):
                 return cursor.write(conn)

@@ -413,6 +413,12 @@ def _what(inc: Incident, lang: Language) -> str:
     return incident_title(inc.name, lang)
 
 
+def incident_what(inc: Incident, lang: Language) -> str:
+    """What an incident is, as its notices name it (a whistle: which alarm; a box's clean
+    stop: planned), for other views of it (the district board)."""
+    return _what(inc, lang)
+
+
 def _district(inc: Incident) -> bool:
     """One of a district daemon's own incidents: its CLI needs the district's file."""
     return inc.kind in ("district", "whistle") and inc.name in ("box_offline", "whistle")

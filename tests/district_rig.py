@@ -12,7 +12,7 @@ cut one box's uplink while the box keeps working. The district daemon runs as
 one tests/receivers.HttpReceiver, at `/<community>/<contact>` and `/district/<contact>`.
 
 Everything starts in parallel (brokers, then daemons) so the whole rig is up in a few
-seconds; timers are test-sized (heartbeat 1 s, offline_after 3 s).
+seconds; timers are test-sized (heartbeat 1 s, offline_after 3 s, offline_grace 2 s).
 
 Standalone: `PYTHONPATH=src python tests/district_rig.py` brings up three communities and the
 district and prints their addresses until Ctrl-C.
@@ -537,7 +537,7 @@ class DistrictRig:
 
 
 def start_rig(base: Path, communities: Sequence[tuple[str, str, str]] = COMMUNITIES, *,
-              offline_after: float = 3.0, heartbeat: float = 1.0,
+              offline_after: float = 3.0, offline_grace: float = 2.0, heartbeat: float = 1.0,
               duty_after: float = 8.0, street_after: float = 30.0,
               box_settings: Mapping[str, str] | None = None,
               start_district: bool = True) -> DistrictRig:
@@ -571,7 +571,8 @@ def start_rig(base: Path, communities: Sequence[tuple[str, str, str]] = COMMUNIT
         public_url = f"http://127.0.0.1:{http_port}"
         district = DistrictProcess(
             district_config(district_base, broker.port, http_port, receiver, communities,
-                            keys, offline_after=offline_after),
+                            keys, offline_after=offline_after,
+                            offline_grace=offline_grace),
             district_base / "state", http_port)
 
         def start_box(box: Box) -> None:
@@ -614,7 +615,8 @@ def start_rig(base: Path, communities: Sequence[tuple[str, str, str]] = COMMUNIT
 
 def district_config(base: Path, broker_port: int, http_port: int, receiver: HttpReceiver,
                     communities: Sequence[tuple[str, str, str]], keys: Mapping[str, bytes],
-                    *, offline_after: float = 3.0, extra: Sequence[str] = ()) -> Path:
+                    *, offline_after: float = 3.0, offline_grace: float = 2.0,
+                    extra: Sequence[str] = ()) -> Path:
     """Write district.toml (and its oncall, policies and key files) under `base`.
 
     `extra`: more top-level TOML (sections) appended, e.g. a [store.influxdb]."""
@@ -638,7 +640,8 @@ def district_config(base: Path, broker_port: int, http_port: int, receiver: Http
         # Pages from a thread: no sender process to start, lighter on a 2-core machine.
         "", "[notify]", 'sender = "thread"', "timeout = 5",
         "", "[log]", 'format = "json"',
-        "", "[district]", f"offline_after = {offline_after}", "check_interval = 0.2",
+        "", "[district]", f"offline_after = {offline_after}",
+        f"offline_grace = {offline_grace}", "check_interval = 0.2",
         "resync_after = 1", "resync_interval = 2",
     ]
     for cid, name, phone in communities:
@@ -695,7 +698,8 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="sentinel-district-rig-"))
     print(f"starting 3 communities and the district under {base} ...", flush=True)
     started = time.monotonic()
-    rig = start_rig(base, offline_after=60.0, heartbeat=15.0, duty_after=180.0,
+    rig = start_rig(base, offline_after=60.0, offline_grace=30.0, heartbeat=15.0,
+                    duty_after=180.0,
                     street_after=600.0)
     try:
         print(f"up in {time.monotonic() - started:.1f} s\n{rig.describe()}")

@@ -96,6 +96,7 @@ format = "json"
 
 [district]
 offline_after = 3
+offline_grace = 0.6
 check_interval = 0.2
 resync_after = 0.5
 resync_interval = 1
@@ -205,7 +206,11 @@ async def test_box_offline_pages_the_street_office_and_its_link_acknowledges(
         await until(lambda: running.mirror.records["shuibei"].reach == "offline", "offline")
         book = running.incidents.book
         assert book is not None
+        # Shown offline at once, paged only once it stayed unreachable for offline_grace.
+        assert f"{BOX_OFFLINE}:shuibei" not in book.open
+        await until(lambda: f"{BOX_OFFLINE}:shuibei" in book.open, "box offline")
         inc = book.open[f"{BOX_OFFLINE}:shuibei"]
+        assert inc.id.startswith("D")
         # (tianbei, never heard, may page too once offline_after has passed.)
         await until(lambda: any("水贝社区" in _text(r) for r in receiver.requests), "a page")
         text = next(_text(r) for r in receiver.requests if "水贝社区" in _text(r))
@@ -259,6 +264,140 @@ async def test_whistle_pages_and_resolves_when_the_box_acknowledges(
                                "status": "acknowledged", "actor": "gw-01"})
         await until(lambda: f"{WHISTLE}:shuibei/{box_id}" not in book.open, "resolved")
         assert running.mirror.records["shuibei"].in_order == 3
+    finally:
+        box.close()
+
+
+class Commands:
+    """The box's command topic, as its bridge brings it down; answers `ack` like a box."""
+
+    def __init__(self, port: int, community: str = "shuibei", answer: bool = True) -> None:
+        self.received: list[wire.Command] = []
+        self.answer = answer
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cmd-{community}")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(wire.topic(PREFIX, community, wire.COMMANDS), qos=1)
+        self.client.loop_start()
+        self.community = community
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        command = wire.verify_command(KEY.encode(), self.community, msg.payload, time.time())
+        self.received.append(command)
+        if self.answer:
+            client.publish(wire.topic(PREFIX, self.community, wire.REPLIES),
+                           wire.reply(command.id, True, incident=command.fields["incident"],
+                                      acknowledged_by=command.fields["actor"]), qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _whistle_state(box: Box, box_id: str, status: str, seq: int) -> dict[str, Any]:
+    state = {"id": box_id, "name": "smoke_alarm", "kind": "smoke", "status": status,
+             "severity": "critical", "life_safety": True, "opened_at": time.time(),
+             "updated_at": time.time() + seq, "place": {"building": "5栋"}}
+    if status == "acknowledged":
+        state.update(acknowledged_by="district:so-01", acknowledged_at=time.time())
+    box.send(f"{wire.INCIDENTS}/{box_id}", state, retain=True)
+    return state
+
+
+async def test_closing_a_whistle_acknowledges_the_box_alarm_once_and_never_rewhistles(
+        district: tuple[Mosquitto, District], receiver: HttpReceiver) -> None:
+    broker, running = district
+    box = Box(broker.port)
+    commands = Commands(broker.port)
+    try:
+        box.heartbeat(last_seq=2)
+        box_id = "20260101-0003"
+        _whistle_state(box, box_id, "firing", 0)
+        box.send(wire.EVENTS, {"seq": 1, "incident": box_id, "type": "opened",
+                               "ts": time.time(), "severity": "critical", "status": "firing"})
+        box.send(wire.EVENTS, {"seq": 2, "incident": box_id, "type": "escalation_step",
+                               "ts": time.time(), "severity": "critical", "status": "firing",
+                               "roles": ["street_office"], "step": 2})
+        book = running.incidents.book
+        assert book is not None
+        key = f"{WHISTLE}:shuibei/{box_id}"
+        await until(lambda: key in book.open, "the whistle")
+        whistle = book.open[key]
+        assert whistle.id.startswith("D")
+        # Which community, what alarm, its id on the box: in the place and the page.
+        assert whistle.place["compound"] == "水贝社区"
+        assert "烟感报警" in whistle.place["location"] and box_id in whistle.place["location"]
+        await until(lambda: any("吹哨" in _text(r) for r in receiver.requests), "its page")
+        text = next(_text(r) for r in receiver.requests if "吹哨" in _text(r))
+        assert "吹哨: 烟感报警无人确认" in text and "水贝社区" in text and box_id in text
+        # The street officer takes the whistle by its link (我去处理)...
+        async with aiohttp.ClientSession() as http:
+            async with http.post(_link(text), data={"action": "take"}) as answer:
+                assert answer.status == 200
+            # ...which acknowledges the box's alarm on the box, as that person: one
+            # command for the take (its acknowledgement and assignment are one act).
+            await until(lambda: commands.received, "the ack command")
+            await asyncio.sleep(0.3)
+            assert len(commands.received) == 1
+            command = commands.received[0]
+            assert command.type == "ack" and command.fields["incident"] == box_id
+            assert command.fields["actor"] == "district:so-01"
+            assert command.fields["name"] == "朱洁"
+            assert command.id.startswith(f"whistle-{whistle.id}-")
+            # ...then closes it.
+            async with http.post(_link(text), data={"action": "resolve",
+                                                    "outcome": "handled"}) as answer:
+                assert answer.status == 200
+        assert key not in book.open
+        # The box's alarm is still firing in the mirror for a moment: no new whistle.
+        await asyncio.sleep(1.0)
+        assert key not in book.open
+        assert len({c.id for c in commands.received}) == len(commands.received) <= 2
+        # The box's acknowledgement arrives; it expires later and the climb reaches the
+        # street office anew: that is a new whistle.
+        _whistle_state(box, box_id, "acknowledged", 3)
+        box.send(wire.EVENTS, {"seq": 3, "incident": box_id, "type": "acknowledged",
+                               "ts": time.time(), "severity": "critical",
+                               "status": "acknowledged", "actor": "district:so-01"})
+        await asyncio.sleep(0.5)
+        assert key not in book.open
+        _whistle_state(box, box_id, "firing", 4)
+        box.send(wire.EVENTS, {"seq": 4, "incident": box_id, "type": "escalation_step",
+                               "ts": time.time(), "severity": "critical", "status": "firing",
+                               "roles": ["street_office"], "step": 2})
+        await until(lambda: key in book.open, "a new whistle for the new climb")
+        assert book.open[key].id != whistle.id
+    finally:
+        commands.close()
+        box.close()
+
+
+async def test_a_whistle_ended_on_the_box_names_who_acknowledged_it(
+        district: tuple[Mosquitto, District], receiver: HttpReceiver) -> None:
+    broker, running = district
+    box = Box(broker.port)
+    try:
+        box.heartbeat(last_seq=2)
+        box_id = "20260101-0004"
+        _whistle_state(box, box_id, "firing", 0)
+        box.send(wire.EVENTS, {"seq": 1, "incident": box_id, "type": "opened",
+                               "ts": time.time(), "severity": "critical", "status": "firing"})
+        box.send(wire.EVENTS, {"seq": 2, "incident": box_id, "type": "escalation_step",
+                               "ts": time.time(), "severity": "critical", "status": "firing",
+                               "roles": ["street_office"], "step": 2})
+        book = running.incidents.book
+        assert book is not None
+        key = f"{WHISTLE}:shuibei/{box_id}"
+        await until(lambda: key in book.open, "the whistle")
+        _whistle_state(box, box_id, "acknowledged", 3)
+        box.send(wire.EVENTS, {"seq": 3, "incident": box_id, "type": "acknowledged",
+                               "ts": time.time(), "severity": "critical",
+                               "status": "acknowledged", "actor": "district:so-01"})
+        await until(lambda: key not in book.open, "resolved")
+        await until(lambda: any("已解决" in _text(r) for r in receiver.requests), "notice")
+        text = next(_text(r) for r in receiver.requests if "已解决" in _text(r))
+        assert "社区告警已由 朱洁 (街道)" in text and "确认" in text, text
+        assert "系统" not in text and "已恢复正常" not in text, text
     finally:
         box.close()
 

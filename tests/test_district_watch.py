@@ -18,10 +18,11 @@ from sentinel.config.model import RulesSettings
 from sentinel.district import wire
 from sentinel.district.config import Community
 from sentinel.district.mirror import Mirror, Record, mirror_db
-from sentinel.district.watch import BOX_OFFLINE, WHISTLE, Watch, judge
-from sentinel.incidents.model import Status
+from sentinel.district.watch import BOX_OFFLINE, WHISTLE, Watch, WhistleAcks, box_actor, judge
+from sentinel.incidents.model import Outcome, Status
 from sentinel.incidents.service import IncidentService
 from sentinel.incidents.store import StateStore, read_events
+from sentinel.notify.templates import render_notice
 from sentinel.rules.model import RulesConfig
 from sentinel.types import RawMessage, Severity
 
@@ -55,9 +56,11 @@ def event(seq: int, incident_id: str, type_: str, **data: Any) -> dict[str, Any]
 
 class Rig:
     def __init__(self, clock: FakeClock, mirror: Mirror, watch: Watch,
-                 incidents: IncidentService, state_path: Path) -> None:
+                 incidents: IncidentService, state_path: Path,
+                 state: StateStore | None = None) -> None:
         self.clock, self.mirror, self.watch = clock, mirror, watch
         self.incidents, self.state_path = incidents, state_path
+        self.state = state
 
     async def feed(self, *messages: RawMessage) -> None:
         await self.mirror.consume(list(messages))
@@ -78,9 +81,9 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         await incidents.start()
         mirror = Mirror(db, COMMUNITIES, PREFIX, clock)
         await mirror.start()
-        watch = Watch(mirror, incidents, COMMUNITIES, clock, offline_after=60.0)
+        watch = Watch(mirror, incidents, COMMUNITIES, clock, offline_after=60.0, store=state)
         mirror.on_commit = watch.on_commit
-        yield Rig(clock, mirror, watch, incidents, tmp_path / "incidents.sqlite3")
+        yield Rig(clock, mirror, watch, incidents, tmp_path / "incidents.sqlite3", state)
     await db.close()
 
 
@@ -347,3 +350,198 @@ async def test_a_long_history_is_filled_batch_by_batch_without_waiting_the_inter
     assert asked == [0, 500, 1000]
     assert (record.in_order, record.missing) == (1500, 0)
     assert rig.mirror.stats.lost == 0
+
+
+async def test_box_offline_waits_its_grace_so_a_blip_pages_nobody(rig: Rig) -> None:
+    rig.watch._grace = 30.0
+    now = rig.clock.now()
+    await rig.feed(message("shuibei", wire.HEARTBEAT, beat("shuibei", now), now))
+    # A 4G blip: the bridge's will, then the bridge back 10 s later.
+    await rig.feed(message("shuibei", wire.BRIDGE, b"0", now + 1))
+    assert rig.mirror.records["shuibei"].reach == "offline"  # the board shows it at once
+    assert rig.open(BOX_OFFLINE, "shuibei") is None
+    rig.clock.advance(10)
+    await rig.watch.check()
+    assert rig.open(BOX_OFFLINE, "shuibei") is None
+    await rig.feed(message("shuibei", wire.BRIDGE, b"1", rig.clock.now()),
+                   message("shuibei", wire.HEARTBEAT, beat("shuibei", rig.clock.now()),
+                           rig.clock.now()))
+    assert rig.mirror.records["shuibei"].reach == "online"
+    # A real outage: box offline once it has lasted the grace, counted from its start.
+    rig.clock.advance(5)
+    await rig.feed(message("shuibei", wire.BRIDGE, b"0", rig.clock.now()))
+    rig.clock.advance(29)
+    await rig.watch.check()
+    assert rig.open(BOX_OFFLINE, "shuibei") is None
+    rig.clock.advance(2)
+    await rig.watch.check()
+    inc = rig.open(BOX_OFFLINE, "shuibei")
+    assert inc is not None and inc.severity == Severity.CRITICAL
+    # Its place names the community (the CLI's 地点 column is compound + building).
+    assert inc.place["compound"] == "水贝社区"
+
+
+async def _whistle(rig: Rig, box: str, first_seq: int = 1) -> Any:
+    now = rig.clock.now()
+    await rig.feed(
+        message("shuibei", wire.EVENTS, event(first_seq, box, "opened"), now),
+        message("shuibei", f"{wire.INCIDENTS}/{box}", incident_state(box, "firing", now), now),
+        message("shuibei", wire.EVENTS, event(first_seq + 1, box, "escalation_step", step=2,
+                                              roles=["street_office"]), now))
+    return rig.open(WHISTLE, f"shuibei/{box}")
+
+
+async def test_a_whistle_a_person_closed_is_not_raised_again_for_the_same_climb(
+        rig: Rig, tmp_path: Path) -> None:
+    now = rig.clock.now()
+    await rig.feed(message("shuibei", wire.HEARTBEAT, beat("shuibei", now), now))
+    box = "20231115-0007"
+    whistle = await _whistle(rig, box)
+    assert whistle is not None and whistle.detail["street_seq"] == 2
+    # Its place and its notice say which community, what alarm and its id on the box.
+    assert whistle.place["compound"] == "水贝社区"
+    assert "烟感报警" in whistle.place["location"] and box in whistle.place["location"]
+    page = render_notice("alert", whistle, "zh", now=now)
+    assert "吹哨: 烟感报警无人确认" in page.title and "水贝社区" in page.title
+    en = render_notice("alert", whistle, "en", now=now)
+    assert "smoke alarm" in en.title and "smoke alarm" in en.body and "烟感报警" not in en.body
+    assert f"sentinel ack {whistle.id} -c district.toml" in page.body
+    # A person closes it; the box's alarm is still unacknowledged (its ack is on its way).
+    await rig.incidents.resolve(whistle.id, "so-a", Outcome.HANDLED)
+    rig.clock.advance(5)
+    await rig.watch.check()
+    assert rig.open(WHISTLE, f"shuibei/{box}") is None
+    # Nor after a restart of the district (what was whistled is read back).
+    assert rig.state is not None
+    again = Watch(rig.mirror, rig.incidents, COMMUNITIES, rig.clock, offline_after=60.0,
+                  store=rig.state)
+    await again.check()
+    assert rig.open(WHISTLE, f"shuibei/{box}") is None
+    # The box acknowledged it, the acknowledgement expired, the climb reached the street
+    # office again: that is a new whistle.
+    t = rig.clock.now()
+    await rig.feed(
+        message("shuibei", wire.EVENTS, event(3, box, "acknowledged", status="acknowledged"),
+                t),
+        message("shuibei", f"{wire.INCIDENTS}/{box}", incident_state(box, "acknowledged", t),
+                t))
+    await again.check()
+    assert rig.open(WHISTLE, f"shuibei/{box}") is None
+    await rig.feed(
+        message("shuibei", f"{wire.INCIDENTS}/{box}", incident_state(box, "firing", t + 1),
+                t + 1),
+        message("shuibei", wire.EVENTS, event(4, box, "escalation_step", step=2,
+                                              roles=["street_office"]), t + 1))
+    await again.check()
+    renewed = rig.open(WHISTLE, f"shuibei/{box}")
+    assert renewed is not None and renewed.id != whistle.id
+    assert renewed.detail["street_seq"] == 4
+
+
+async def test_a_whistle_ended_on_the_box_says_who_acknowledged_it(rig: Rig) -> None:
+    now = rig.clock.now()
+    box = "20231115-0008"
+    whistle = await _whistle(rig, box)
+    assert whistle is not None
+    state = incident_state(box, "acknowledged", now + 60)
+    state.update(acknowledged_by="district:so-b", acknowledged_at=now + 60)
+    await rig.feed(message("shuibei", f"{wire.INCIDENTS}/{box}", state, now + 60),
+                   message("shuibei", wire.EVENTS, event(3, box, "acknowledged",
+                                                         status="acknowledged"), now + 60))
+    assert rig.open(WHISTLE, f"shuibei/{box}") is None
+    ended = rig.incidents.incident(whistle.id)
+    assert ended is not None and ended.outcome == Outcome.BOX_ACKNOWLEDGED.value
+    zh = render_notice("resolved", ended, "zh", now=now + 60, people={"so-b": "胡勇"})
+    assert "社区告警已由 胡勇 (街道)" in zh.body and "确认" in zh.body
+    assert "系统" not in zh.body and "已恢复正常" not in zh.body
+    en = render_notice("resolved", ended, "en", now=now + 60, people={"so-b": "胡勇"})
+    assert "acknowledged by 胡勇 (street office)" in en.body
+    # A person of the community: named by id with the community's name.
+    other = "20231115-0009"
+    whistle = await _whistle(rig, other, first_seq=4)
+    state = incident_state(other, "resolved", now + 70)
+    state.update(resolved_by="gw-02", resolved_at=now + 70)
+    await rig.feed(message("shuibei", f"{wire.INCIDENTS}/{other}", state, now + 70))
+    ended = rig.incidents.incident(whistle.id)
+    assert ended is not None and ended.outcome == Outcome.BOX_RESOLVED.value
+    text = render_notice("resolved", ended, "zh", now=now + 70).body
+    assert "社区告警已由 gw-02 (水贝社区) 于" in text and "关闭" in text
+
+
+def test_a_planned_stop_is_worded_as_one() -> None:
+    from sentinel.incidents.model import Incident
+    inc = Incident("D20231115-0001", "box_offline:shuibei", "box_offline", "shuibei",
+                   "district", Severity.WARNING, 1.0, {"compound": "水贝社区"},
+                   detail={"reach": "stopped"})
+    zh = render_notice("alert", inc, "zh", now=2.0)
+    assert "计划停机" in zh.title and "新发生" not in zh.body and "计划重启" in zh.body
+    en = render_notice("alert", inc, "en", now=2.0)
+    assert "planned" in en.title and "planned restart" in en.body
+    assert not any("\u4e00" <= c <= "\u9fff" for c in en.title.replace("水贝社区", ""))
+    # An outage (critical) keeps its urgent wording.
+    inc.severity, inc.detail = Severity.CRITICAL, {"reach": "offline"}
+    assert "新发生" in render_notice("alert", inc, "zh", now=2.0).body
+
+
+class _Sender:
+    def __init__(self, reply: dict[str, Any] | None) -> None:
+        self.reply = reply
+        self.sent: list[tuple[str, dict[str, Any], str]] = []
+
+    async def __call__(self, community: str, fields: Any, command_id: str
+                       ) -> dict[str, Any] | None:
+        self.sent.append((community, dict(fields), command_id))
+        return self.reply
+
+
+async def test_acting_on_a_whistle_acknowledges_the_box_alarm_once_as_that_person(
+        rig: Rig) -> None:
+    now = rig.clock.now()
+    await rig.feed(message("shuibei", wire.HEARTBEAT, beat("shuibei", now), now))
+    box = "20231115-0010"
+    whistle = await _whistle(rig, box)
+    assert whistle is not None and rig.state is not None
+    sender = _Sender({"ok": True, "id": "x"})
+    acks = WhistleAcks(rig.incidents, rig.state, rig.mirror, COMMUNITIES, sender,
+                       {"so-b": "胡勇"}, rig.clock)
+    start = rig.incidents.last_seq
+    # 我去处理: an acknowledgement and an assignment in one commit: one command.
+    await rig.incidents.assign(whistle.id, "so-b", "so-b", acknowledge=True)
+    events = await rig.incidents.events_after(start)
+    await acks.handle(events)
+    assert len(sender.sent) == 1
+    community, fields, command_id = sender.sent[0]
+    assert community == "shuibei" and fields == {"incident": box, "actor": "district:so-b",
+                                                 "name": "胡勇"}
+    # Seen again (a restart before the cursor was saved): the same command id, which the
+    # box executes once.
+    await acks.handle(events)
+    assert sender.sent[1][2] == command_id
+    # The system's own acts (the whistle ended by the box) send nothing.
+    mark = rig.incidents.last_seq
+    await rig.incidents.resolve(whistle.id, "district:so-b", Outcome.BOX_ACKNOWLEDGED)
+    await acks.handle(await rig.incidents.events_after(mark))
+    assert len(sender.sent) == 2
+
+
+async def test_a_whistle_ack_the_box_cannot_take_is_said_with_the_phone(rig: Rig) -> None:
+    box = "20231115-0011"
+    whistle = await _whistle(rig, box)
+    assert whistle is not None and rig.state is not None
+    acks = WhistleAcks(rig.incidents, rig.state, rig.mirror, COMMUNITIES, _Sender(None),
+                       {}, rig.clock)
+    start = rig.incidents.last_seq
+    await rig.incidents.acknowledge(whistle.id, "cli:root")
+    await acks.handle(await rig.incidents.events_after(start))
+    notes = [e for e in await rig.incidents.events_after(start)
+             if e.type == "noted" and e.incident_id == whistle.id]
+    assert len(notes) == 1
+    assert "0755-1" in notes[0].data["text"] and box in notes[0].data["text"]
+    assert acks.failed == 1
+
+
+def test_district_people_are_named_as_the_box_records_them() -> None:
+    people = {"so-b": "胡勇"}
+    assert box_actor("so-b", people) == ("district:so-b", "胡勇")
+    assert box_actor("board:so-b", people) == ("district:so-b", "胡勇")
+    assert box_actor("cli:root", people) == ("district:cli-root", "root")

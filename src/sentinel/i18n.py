@@ -1003,6 +1003,35 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                               "en": ", ~{percent}%, ETA {eta} s"},
     # -- issue 18 (A): the box's uplink to its district ---------------------------------
     "actor.district": {"zh": "街道·{name}", "en": "street office: {name}"},
+    # -- issue 18 (H): the district's own incidents: whistle and box offline -----------
+    "whistle.title": {"zh": "吹哨: {alarm}无人确认", "en": "whistle: {alarm} unacknowledged"},
+    "whistle.box_unreached": {
+        "zh": "未能在{community}的社区主机上确认告警 {incident} (无法连接或未应答): "
+              "社区告警仍未确认, 请致电社区值班电话 {phone}",
+        "en": "Could not acknowledge alarm {incident} on {community}'s box (unreachable or "
+              "no answer): it is still unacknowledged there. Phone the community's duty "
+              "line {phone}."},
+    "whistle.status.box_acknowledged": {
+        "zh": "状态: 社区告警已由 {by} 于 {at} 确认, 吹哨结束",
+        "en": "Status: the community's alarm was acknowledged by {by} at {at}; whistle "
+              "ended"},
+    "whistle.status.box_resolved": {
+        "zh": "状态: 社区告警已由 {by} 于 {at} 关闭, 吹哨结束",
+        "en": "Status: the community's alarm was closed by {by} at {at}; whistle ended"},
+    "actor.street_office": {"zh": "{name} (街道)", "en": "{name} (street office)"},
+    "actor.community": {"zh": "{name} ({community})", "en": "{name} ({community})"},
+    "outcome.box_acknowledged": {"zh": "社区告警已确认", "en": "acknowledged in the community"},
+    "outcome.box_resolved": {"zh": "社区告警已关闭", "en": "closed in the community"},
+    "box_stopped.title": {"zh": "社区主机计划停机", "en": "community box stopped (planned)"},
+    "box_stopped.status": {
+        "zh": "状态: 社区主机已正常停止 (计划重启或升级), 恢复运行后自动解决; 如非计划停机, "
+              "请联系社区",
+        "en": "Status: the community box stopped cleanly (a planned restart or upgrade); "
+              "resolves when it runs again. If the stop was not planned, call the community"},
+    "district.ack_or": {"zh": "或执行命令: sentinel ack {id} -c district.toml",
+                        "en": "or run: sentinel ack {id} -c district.toml"},
+    "district.ack_cmd": {"zh": "确认方法: 执行命令 sentinel ack {id} -c district.toml",
+                         "en": "To acknowledge, run: sentinel ack {id} -c district.toml"},
 }
 
 

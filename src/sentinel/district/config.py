@@ -48,6 +48,9 @@ class DistrictOptions(DistrictSettings):
 
     # A community whose heartbeat is older than this is offline (the issue: within 60 s).
     offline_after: float = Field(default=60.0, ge=1, le=3600)
+    # A box must stay unreachable this long before box_offline opens and pages (the board
+    # shows it offline at once): a 4G blip of a few seconds pages nobody.
+    offline_grace: float = Field(default=30.0, ge=0, le=3600)
     # How often reach is judged (staleness, box_offline).
     check_interval: float = Field(default=1.0, gt=0, le=60)
     # A gap in a community's events (or a heartbeat naming events not yet here) older than

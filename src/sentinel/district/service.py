@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -39,12 +40,20 @@ from sentinel.control.links import LinkSigner
 from sentinel.control.operations import Operations
 from sentinel.control.secrets import control_token, link_key
 from sentinel.control.sessions import BoardSessions, StateBook
+from sentinel.district import wire
 from sentinel.district.board import add_district_routes
 from sentinel.district.commands import CommandChannel
 from sentinel.district.config import DistrictConfig, command_keys, load_district_settings
 from sentinel.district.mirror import Mirror, ReplyHandler, Resync, mirror_db
 from sentinel.district.view import CommandSender, DistrictView
-from sentinel.district.watch import BOX_OFFLINE, DISTRICT_INCIDENTS, WHISTLE, Watch
+from sentinel.district.watch import (
+    BOX_OFFLINE,
+    DISTRICT_INCIDENTS,
+    ID_PREFIX,
+    WHISTLE,
+    Watch,
+    WhistleAcks,
+)
 from sentinel.errors import ConfigError, Problem
 from sentinel.escalation.service import EscalationService
 from sentinel.i18n import Label, configure_labels
@@ -130,6 +139,43 @@ class Wiring:
 
 
 Publish = Callable[..., "asyncio.Future[None]"]
+# How long the district waits for a box's answer to a whistle's acknowledgement.
+WHISTLE_ACK_WAIT = 10.0
+_ACK_TTL = wire.ACT_TTL
+
+
+class _Channel(CommandChannel):
+    """The command channel, and a command sent under an id of the caller's (a whistle's
+    acknowledgement: derived from the district's event, so a restart resends the same
+    command and the box executes it once)."""
+
+    async def send_as(self, command_id: str, community: str, type_: wire.CommandType,
+                      fields: Mapping[str, Any], ttl: float, wait: float
+                      ) -> dict[str, Any] | None:
+        key = self._keys.get(community)
+        if key is None:
+            return None
+        _, payload = wire.sign_command(key, community, type_, fields, self._clock.now(), ttl,
+                                       command_id)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[command_id] = (community, future)
+        try:
+            async with asyncio.timeout(wait):
+                try:
+                    await self._publish(wire.topic(self._prefix, community, wire.COMMANDS),
+                                        payload, qos=1, retain=False)
+                except ConnectionError:
+                    self.counts["publish_failed"] += 1
+                    return None
+                self.counts["sent"] += 1
+                log.info("district_command_sent", community=community, type=type_,
+                         id=command_id)
+                return await future
+        except TimeoutError:
+            self.counts["timeout"] += 1
+            return None
+        finally:
+            self._waiting.pop(command_id, None)
 
 
 def wire_district(publish: Publish, prefix: str, keys: Mapping[str, bytes], clock: Clock,
@@ -137,7 +183,7 @@ def wire_district(publish: Publish, prefix: str, keys: Mapping[str, bytes], cloc
                   own: Operations | None) -> Wiring:
     """The command channel (resyncs, the board's acts, the link relay) and the board's
     routes on the district's control server. `sessions` None: no HTTP board."""
-    channel = CommandChannel(publish, prefix, keys, clock)
+    channel = _Channel(publish, prefix, keys, clock)
 
     async def resync(community: str, after: int) -> None:
         await channel.send(community, "resync", {"after": after}, RESYNC_TTL, RESYNC_WAIT)
@@ -198,6 +244,7 @@ class District:
     escalation: EscalationService
     control: ControlServer | None
     wiring: Wiring
+    acks: WhistleAcks | None = None
 
 
 async def run_district(loaded: Loaded, stop: asyncio.Event,
@@ -231,7 +278,8 @@ async def run_district(loaded: Loaded, stop: asyncio.Event,
         windows = Windows(configured=loaded.policies.maintenance_windows(
             loaded.oncall.timezone))
         incidents = IncidentService(loaded.rules, loaded.inventory, state, clock,
-                                    settings.rules, settings.incidents.latency, windows)
+                                    settings.rules, settings.incidents.latency, windows,
+                                    id_prefix=ID_PREFIX)
         await incidents.start()
         signer = LinkSigner(link_key(settings), settings.control.link_ttl)
         escalation = EscalationService(incidents, state, loaded.oncall, loaded.policies,
@@ -252,7 +300,8 @@ async def run_district(loaded: Loaded, stop: asyncio.Event,
         source = await closing.enter_async_context(MqttSource(
             settings.mqtt, mirror.topics(), password, options.queue_max, clock.now))
         watch = Watch(mirror, incidents, communities, clock, options.offline_after,
-                      options.check_interval, options.keep_days)
+                      options.check_interval, options.keep_days, options.offline_grace,
+                      state, settings.language)
         mirror.on_commit = watch.on_commit
         control: ControlServer | None = None
         sessions: BoardSessions | None = None
@@ -274,6 +323,17 @@ async def run_district(loaded: Loaded, stop: asyncio.Event,
         wiring = (wire or wire_district)(source.start_publish, prefix, keys, clock, mirror,
                                          sessions, token.encode(), operations)
         mirror.resync, mirror.on_reply = wiring.resync, wiring.on_reply
+        acks: WhistleAcks | None = None
+        channel = wiring.commands
+        if isinstance(channel, _Channel):
+            def send_ack(community: str, fields: Mapping[str, Any], command_id: str
+                         ) -> Any:
+                assert isinstance(channel, _Channel)
+                return channel.send_as(command_id, community, "ack", fields, _ACK_TTL,
+                                       WHISTLE_ACK_WAIT)
+            people = {c.id: c.name for c in escalation.contacts.values()}
+            acks = WhistleAcks(incidents, state, mirror, communities, send_ack, people, clock,
+                               settings.language)
         if operations is not None:
             control = await closing.enter_async_context(ControlServer(
                 settings.control.host if settings.control.http else None,
@@ -282,7 +342,8 @@ async def run_district(loaded: Loaded, stop: asyncio.Event,
                 routes=wiring.routes))
         if isinstance(sender, ProcessSender):
             await sender.start()
-        district = District(source, mirror, watch, incidents, escalation, control, wiring)
+        district = District(source, mirror, watch, incidents, escalation, control, wiring,
+                            acks)
         if control is not None:
             control.observe(_Observer(source, mirror, watch))
         await _run(settings, district, sink, stop, on_ready, loaded)
@@ -300,6 +361,8 @@ async def _run(settings: DistrictConfig, district: District, sink: SqliteReading
         followers = [tg.create_task(mirror.run(source), name="mirror"),
                      tg.create_task(watch.run(), name="watch"),
                      tg.create_task(incidents.run(), name="incident-timers")]
+        if district.acks is not None:
+            followers.append(tg.create_task(district.acks.run(), name="whistle-acks"))
         if _tsdb(settings):
             followers.append(tg.create_task(_forward_aggregates(settings, mirror),
                                             name="aggregates"))

@@ -44,6 +44,9 @@ class Outcome(enum.StrEnum):
     CANCELLED = "cancelled"        # the wearer cancelled an SOS within its window
     EXPIRED = "expired"            # a one-off event past its resolve_after
     WITH_GROUP = "with_group"      # resolved together with the group it belonged to
+    # A district's whistle ended by the owning box: its alarm acknowledged / resolved there.
+    BOX_ACKNOWLEDGED = "box_acknowledged"
+    BOX_RESOLVED = "box_resolved"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +167,12 @@ class IncidentBook:
     """The open incidents and everything that changes them."""
 
     def __init__(self, config: RulesConfig, inventory: Mapping[str, Device],
-                 windows: Callable[[], Iterable[Window]] = tuple, next_number: int = 1) -> None:
+                 windows: Callable[[], Iterable[Window]] = tuple, next_number: int = 1,
+                 id_prefix: str = "") -> None:
         self.config = config
+        # Before every id this book makes (a district's "D"): ids of another book never
+        # match one of its own.
+        self.id_prefix = id_prefix
         self._inventory = inventory
         self._windows = windows
         self.next_number = next_number
@@ -219,7 +226,7 @@ class IncidentBook:
         number = self.next_number
         self.next_number += 1
         # Numbered per day of the community (its time zone setting).
-        return f"{zone.local(ts):%Y%m%d}-{number:04d}"
+        return f"{self.id_prefix}{zone.local(ts):%Y%m%d}-{number:04d}"
 
     def _open(self, key: str, name: str, target: str, kind: str, severity: Severity,
               ts: float, now: float, place: dict[str, str], policy: Policy,

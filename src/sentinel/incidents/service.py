@@ -73,8 +73,9 @@ class IncidentService:
     def __init__(self, rules: RulesConfig, inventory: Mapping[str, Device], store: StateStore,
                  clock: Clock, settings: RulesSettings,
                  latency_limits: LatencySettings | None = None,
-                 windows: Windows | None = None) -> None:
+                 windows: Windows | None = None, id_prefix: str = "") -> None:
         self._rules = rules
+        self._id_prefix = id_prefix
         self._inventory = inventory
         self._store = store
         self._clock = clock
@@ -123,7 +124,7 @@ class IncidentService:
         self.engine.restore(snapshot.states, snapshot.last_seen)
         self.windows.replace(await self._store.windows(now))
         self.book = IncidentBook(self._rules, self._inventory, self.windows.all,
-                                 snapshot.next_number)
+                                 snapshot.next_number, self._id_prefix)
         self.book.restore(snapshot.incidents, snapshot.flaps)
         self.last_seq = snapshot.last_seq
         open_ids = [i.id for i in self.book.open.values()]

@@ -161,6 +161,8 @@ _OUTCOMES: dict[str, dict[Language, str]] = {
     "cancelled": {"zh": "佩戴者已取消", "en": "cancelled by the wearer"},
     "expired": {"zh": "已过期", "en": "expired"},
     "with_group": {"zh": "随所属事件组一并解决", "en": "resolved with its group"},
+    "box_acknowledged": {"zh": "社区告警已确认", "en": "acknowledged in the community"},
+    "box_resolved": {"zh": "社区告警已关闭", "en": "closed in the community"},
 }
 
 # Canonical fields of the built-in kinds (see sentinel.kinds): label and the unit a person
@@ -396,13 +398,58 @@ def _title(kind: NoticeKind, inc: Incident, lang: Language, drilling: bool,
     drill = _("drill.prefix", lang) if drilling else ""
     if maintenance:
         drill += _("maintenance.prefix", lang)
-    what = incident_title(inc.name, lang)
+    what = _what(inc, lang)
     return f"{drill}{bracket}{status}{what}" + (f"{_SEP}{where}" if where else "")
+
+
+def _what(inc: Incident, lang: Language) -> str:
+    """What the incident is: a district's whistle says which alarm it mirrors (烟感报警), a
+    box's clean stop that it was planned."""
+    if inc.name == "whistle" and inc.detail.get("box_incident"):
+        return t("whistle.title", lang,
+                 alarm=incident_title(str(inc.detail["box_incident"]), lang))
+    if _planned_stop(inc):
+        return t("box_stopped.title", lang)
+    return incident_title(inc.name, lang)
+
+
+def incident_what(inc: Incident, lang: Language) -> str:
+    """What an incident is, as its notices name it (a whistle: which alarm; a box's clean
+    stop: planned), for other views of it (the district board)."""
+    return _what(inc, lang)
+
+
+def _district(inc: Incident) -> bool:
+    """One of a district daemon's own incidents: its CLI needs the district's file."""
+    return inc.kind in ("district", "whistle") and inc.name in ("box_offline", "whistle")
+
+
+def _planned_stop(inc: Incident) -> bool:
+    return inc.name == "box_offline" and inc.detail.get("reach") == "stopped" \
+        and inc.severity.label == "warning"
+
+
+def _box_actor(inc: Incident, lang: Language, people: Mapping[str, str]) -> str:
+    """Who ended a whistle on the box: a street-office person by name, else a person of
+    the community, with the community's name."""
+    actor = inc.resolved_by or ""
+    where, sep, who = actor.partition(":")
+    if sep and where == "district":
+        name = people.get(who) or actor_name(actor, people, lang).split("·")[-1]
+        return t("actor.street_office", lang, name=name)
+    return t("actor.community", lang, name=actor_name(actor, people, lang),
+             community=str(inc.detail.get("community_name") or inc.place.get("community")
+                           or ""))
 
 
 def _status(kind: NoticeKind, inc: Incident, lang: Language, now: float, step: int,
             people: Mapping[str, str]) -> str:
     severity = t("severity." + inc.severity.label, lang)
+    if kind == "resolved" and inc.outcome in ("box_acknowledged", "box_resolved"):
+        return t(f"whistle.status.{inc.outcome}", lang, by=_box_actor(inc, lang, people),
+                 at=_time(inc.resolved_at if inc.resolved_at is not None else now))
+    if kind == "alert" and _planned_stop(inc):
+        return t("box_stopped.status", lang)
     if kind == "escalated":
         return _("status.escalated", lang, level=step + 1)
     if kind == "ack_expired":
@@ -439,7 +486,7 @@ def render_notice(kind: NoticeKind, inc: Incident, lang: Language, *, now: float
         lines.append(_("maintenance.line", lang, window=maintenance.label,
                        reason=maintenance.reason, author=maintenance.author,
                        until=_time(maintenance.in_force_until(now) or maintenance.end)))
-    lines.append(_("line.what", lang, what=incident_title(inc.name, lang),
+    lines.append(_("line.what", lang, what=_what(inc, lang),
                    severity=t("severity." + inc.severity.label, lang)))
     lines.append(_status(kind, inc, lang, now, step, people))
     if kind == "resolved" and inc.assigned_to and inc.assigned_to != inc.resolved_by:
@@ -448,6 +495,11 @@ def render_notice(kind: NoticeKind, inc: Incident, lang: Language, *, now: float
         # (closed with its group: the model's note only names the group, in English)
         lines.append(_("line.note", lang, note=inc.note))
     place = _place(inc.place, lang)
+    if inc.name == "whistle" and inc.detail.get("box_incident"):
+        # The district wrote the alarm's name into the place in its own language.
+        box = str(inc.detail["box_incident"])
+        other: Language = "en" if lang == "zh" else "zh"
+        place = place.replace(incident_title(box, other), incident_title(box, lang))
     if place:
         lines.append(_("line.place", lang, place=place))
     reading = _reading(inc, lang)
@@ -469,9 +521,11 @@ def render_notice(kind: NoticeKind, inc: Incident, lang: Language, *, now: float
             lines.append(_("line.own_url", lang, url=ack_url))
         elif ack_url:
             lines.append(_("line.ack_url", lang, url=ack_url))
-            lines.append(_("line.ack_or", lang, id=inc.id))
+            lines.append(t("district.ack_or", lang, id=inc.id) if _district(inc)
+                         else _("line.ack_or", lang, id=inc.id))
         else:
-            lines.append(_("line.ack_cmd", lang, id=inc.id))
+            lines.append(t("district.ack_cmd", lang, id=inc.id) if _district(inc)
+                         else _("line.ack_cmd", lang, id=inc.id))
     return Rendered(_title(kind, inc, lang, drilling, maintenance is not None),
                     "\n".join(lines))
 

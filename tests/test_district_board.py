@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import re
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -528,3 +529,43 @@ async def test_own_incidents_by_urgency_and_the_root_leads_to_the_board() -> Non
         status, text, _ = await h.get("/board")
     own = text[text.index('id="h-own"'):text.index('id="tiles"')]
     assert re.findall(r'data-incident="([^"]+)"', own) == ["D-1", "D-2", "D-3", "D-0"]
+
+
+def test_no_district_page_is_wider_than_a_phone() -> None:
+    """At 390 px (a phone), in Chinese and English: the overview, a community, an incident
+    with its note box, and the login: nothing wider than the screen (Debian's Chromium)."""
+    from browser import chromium
+
+    started = threading.Event()
+    stop = threading.Event()
+    box: dict[str, Any] = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            async with served(sample_view(), None) as h:
+                box["url"], box["path"] = h.url, h.sessions.person_path("wang_wu")[0]
+                started.set()
+                await asyncio.to_thread(stop.wait)
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(20)
+    try:
+        with chromium(390, 844, mobile=True) as driver:
+            driver.get(box["url"] + box["path"])  # a personal link: logged in
+            for path in ("/board", "/board/c/shuibei", "/board/c/shuibei/i/SB-1",
+                         "/board/c/cuizhu"):
+                for query in ("", "?lang=en"):
+                    driver.get(box["url"] + path + query)
+                    width = driver.execute_script(
+                        "return document.documentElement.scrollWidth")
+                    assert width <= 390, f"{path}{query} is {width}px wide at 390px"
+                    if "/i/" in path:  # the note box (the reviewer's overflow)
+                        right = driver.execute_script(
+                            "return document.querySelector('textarea')"
+                            ".getBoundingClientRect().right")
+                        assert right <= 390, f"the note box ends at {right}px"
+    finally:
+        stop.set()
+        thread.join(10)

@@ -285,3 +285,39 @@ async def test_a_box_refusing_commands_as_forged_is_a_key_mismatch(mosquitto: Mo
         d.channel._mismatch.add("shuibei")  # as left by the refusals above
         reply = await d.channel.send("shuibei", "ack", {"incident": "I1"}, 30, 5)
         assert reply is not None and reply["ok"] and not d.channel.key_mismatch("shuibei")
+
+
+async def test_a_reconnect_that_finds_no_session_is_warned_about(mosquitto: Mosquitto
+                                                                  ) -> None:
+    """docs/district.md's old check step: a mosquitto_sub with the daemon's client id (the
+    broker's user name as client id) takes the connection over with a clean session; the
+    daemon comes back to no session, and its queued messages are gone. It says so."""
+    import paho.mqtt.client as paho
+
+    cfg = MqttSettings(host="127.0.0.1", port=mosquitto.port,
+                       client_id=f"session-{next(_ids)}", session_expiry=3600)
+    source = MqttSource(cfg, [wire.topic(PREFIX, "+", wire.REPLIES)], None, 100)
+
+    async def consume(source: MqttSource) -> None:
+        while True:
+            source.ack(await source.batch(10))
+
+    with structlog.testing.capture_logs() as logs:
+        async with running(source, consume):
+            assert source.sessions_lost == 0
+            intruder = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
+                                   protocol=paho.MQTTv311, clean_session=True)
+            await asyncio.to_thread(intruder.connect, "127.0.0.1", mosquitto.port)
+            intruder.loop_start()
+            await asyncio.sleep(0.3)
+            intruder.disconnect()
+            intruder.loop_stop()
+            for _ in range(int(TIMEOUT / 0.05)):  # the daemon's reconnect
+                if source.connects >= 2 and source.connected:
+                    break
+                await asyncio.sleep(0.05)
+            assert source.connects >= 2 and source.sessions_lost == 1
+    lost = [e for e in logs if e["event"] == "mqtt_session_lost"]
+    assert len(lost) == 1 and lost[0]["log_level"] == "warning"
+    assert "same client id" in lost[0]["hint"] and "persistence" in lost[0]["hint"]
+    assert lost[0]["client_id"] == cfg.client_id

@@ -304,8 +304,8 @@ async def test_acknowledge_from_the_board_reaches_the_box(mosquitto: Mosquitto) 
                                     {CSRF_FIELD: csrf})
         assert status == 303 and "lang=en" in r.headers["Location"]
         status, text, _ = await h.get(r.headers["Location"])
-        # A box contact the district has no name for is shown as one, not as a name.
-        assert "Already acknowledged by community contact zhang_wei" in text, text
+        # By name: the box named zhang_wei in a notification of this incident.
+        assert "Already acknowledged by 张伟" in text, text
         status, _, r = await h.post("/board/c/shuibei/i/SB-1/note",
                                     {CSRF_FIELD: csrf, "text": "街道已派人"})
         # Post, then redirect: reloading the answer does not send the note twice.
@@ -569,3 +569,18 @@ def test_no_district_page_is_wider_than_a_phone() -> None:
     finally:
         stop.set()
         thread.join(10)
+
+
+def test_who_acted_is_a_name_or_says_it_is_an_id() -> None:
+    """Never a bare id passed off as a name."""
+    from sentinel.district.board import _who
+
+    names = {"gw-02": "李建国", "district:so-b": "胡勇"}
+    assert _who("gw-02", "zh", None, names) == "李建国"
+    assert _who("link:gw-02", "zh", None, names) == "李建国"
+    assert _who("gw-03", "zh", None, names) == "社区联系人 gw-03"
+    assert _who("link:gw-03", "en", None, names) == "community contact gw-03"
+    assert _who("district:so-b", "zh", None, names) == "街道·胡勇"
+    assert _who("district:so-b", "zh", "胡勇二", names) == "街道·胡勇二"
+    assert _who("district:board:值班员", "zh", None, names) == "街道·值班员"
+    assert "gw-03" not in _who("sentinel", "zh", None, names)

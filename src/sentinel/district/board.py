@@ -331,8 +331,8 @@ def _who(actor: str, lang: Language, name: str | None = None,
     where, sep, rest = actor.partition(":")
     if not sep and actor and actor not in ("sentinel", "device"):
         return _ui("contact.unnamed", lang, id=actor)
-    if sep and where == "link" and rest in names:
-        return names[rest]
+    if sep and where == "link":  # a one-tap link: the contact it was sent to
+        return names.get(rest) or _ui("contact.unnamed", lang, id=rest)
     return channels.actor_name(actor, names, lang)
 
 
@@ -841,8 +841,11 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
         if done == "already":
             lang = _lang(request)
             by = request.query.get("by") or "-"
+            events = await view.timeline(request.match_info["community"],
+                                         request.match_info["incident"])
+            names = {**district_names, **_names(events)}
             return await incident_page(request, (True, _ui(
-                "act.already", lang, by=_who(by, lang, None, district_names))))
+                "act.already", lang, by=_who(by, lang, None, names))))
         return await incident_page(request)
 
     async def act_guard(request: web.Request

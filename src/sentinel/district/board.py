@@ -28,12 +28,16 @@ Do not also mount sentinel.control.board.add_board_routes: these routes take /bo
 Routes (pages only; every page is server-rendered, no script, no CDN, zh by default and
 English with `?lang=en`, times in the configured zone):
 
+  GET  /                                     leads to /board (the address people type)
   GET  /board                                every community on one screen (refreshes itself)
   GET  /board/c/{community}                  one community: its state and incidents
                                              (`?all=1`: closed ones too)
   GET  /board/c/{community}/i/{incident}     an incident and its timeline, ack and note forms
-  POST /board/c/{community}/i/{incident}/ack   an `ack` command to the box; its answer shown
-  POST /board/c/{community}/i/{incident}/note  a `note` command to the box
+  POST /board/c/{community}/i/{incident}/ack   an `ack` command to the box; on success a
+                                             redirect to the incident (?done=...), which
+                                             says what the box answered; a refusal is
+                                             shown at once, with its status
+  POST /board/c/{community}/i/{incident}/note  a `note` command to the box (the same)
   POST /board/own/{incident}/ack             acknowledge one of the district's own incidents
   GET  /board/login, POST /board/login, GET /board/login/{token}, POST /board/logout
                                              (sentinel.control.sessions.add_login_routes)
@@ -57,8 +61,15 @@ the person's display name, which the box shows ("街道·王五"). Replies are r
 sentinel.district.wire.reply: ok, error (reason code), replayed, and optionally `incident`
 (the box's Incident.to_json() after the act) to say who acknowledged first. Error codes
 worded for the person: already_acknowledged / acknowledged (someone was first: not a
-failure), unknown_incident / closed / not_open / not_found (nothing open to act on); any
+failure), unknown_incident / closed / not_open / not_found (nothing open to act on); `forged`
+means the district's and the box's command keys differ (a configuration error: the
+channel flags the community, `CommandChannel.key_mismatch`, and the board shows it); any
 other code is shown as the box's refusal with the code.
+
+People are named, never shown as bare ids: `district:<id>` as 街道·<name> (the name the
+act carried, else `people`), the box's contacts by the names the box sent in the
+incident's own events, else as 社区联系人 <id>. Relay pages are in one language, the
+person's (?lang=en, else Accept-Language, else Chinese).
 
 Personal login links for district staff come from the ControlServer's own
 `POST /api/board/login-link` (BoardSessions.issue_link), as on a box.

@@ -509,8 +509,8 @@ def test_the_box_answer_to_an_ack_is_worded_for_the_person() -> None:
 
 async def test_own_incidents_by_urgency_and_the_root_leads_to_the_board() -> None:
     """The street office's own incidents like the box board: unacknowledged first, then
-    the most severe, then the longest waiting; an acknowledged whistle below them all,
-    however new. `/` (what people type, what the rig prints) leads to /board."""
+    the most severe, then the newest; an acknowledged whistle below them all, however
+    severe and new. `/` (what people type, what the rig prints) leads to /board."""
     async with served(sample_view(), None) as h:
         h.own.incidents["D-0"] = Incident(
             id="D-0", key="whistle:shuibei/SB-1", name="whistle", target="shuibei/SB-1",
@@ -528,7 +528,7 @@ async def test_own_incidents_by_urgency_and_the_root_leads_to_the_board() -> Non
         await h.login()
         status, text, _ = await h.get("/board")
     own = text[text.index('id="h-own"'):text.index('id="tiles"')]
-    assert re.findall(r'data-incident="([^"]+)"', own) == ["D-1", "D-2", "D-3", "D-0"]
+    assert re.findall(r'data-incident="([^"]+)"', own) == ["D-2", "D-1", "D-3", "D-0"]
 
 
 def test_no_district_page_is_wider_than_a_phone() -> None:

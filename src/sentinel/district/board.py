@@ -406,9 +406,9 @@ def incident_rank(inc: Mapping[str, Any]) -> tuple[int, int, int, float]:
 
 
 def own_rank(inc: Incident) -> tuple[int, int, float]:
-    """The district's own incidents like the box board's: unacknowledged first, the most
-    severe first, then the oldest first (the longest waiting)."""
-    return (0 if inc.acknowledged_by is None else 1, -int(inc.severity), inc.opened_at)
+    """The district's own incidents by urgency: unacknowledged first, then the most severe,
+    then the newest (as the box board orders within a severity)."""
+    return (0 if inc.acknowledged_by is None else 1, -int(inc.severity), -inc.opened_at)
 
 
 # -- pages ------------------------------------------------------------------------------

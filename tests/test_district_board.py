@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import re
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -118,16 +119,23 @@ def sample_view() -> MemoryView:
                  acknowledged_at=now - 100, location="水贝新村2栋"),
         incident("SB-1"),
     ]
+    # As the box publishes them (sentinel.incidents.publish.event_payload): the event's
+    # data at the top level, beside seq, type, ts and actor.
     view.events[("shuibei", "SB-1")] = [
-        {"seq": 41, "type": "opened", "ts": now - 600, "actor": "sentinel", "data": {}},
+        {"seq": 41, "type": "opened", "ts": now - 600, "actor": "sentinel"},
+        {"seq": 42, "type": "notification_sent", "ts": now - 590, "actor": "sentinel",
+         "contact": "zhang_wei", "contact_name": "张伟", "channel": "json://127.0.0.1",
+         "role": "grid_worker"},
         {"seq": 43, "type": "escalation_step", "ts": now - 300, "actor": "sentinel",
-         "data": {"step": 2, "roles": ["street_office"]}},
+         "step": 2, "roles": ["street_office"]},
         {"seq": 44, "type": "noted", "ts": now - 60, "actor": "zhang_wei",
-         "data": {"text": "正在前往现场"}},
+         "text": "正在前往现场"},
         {"seq": 45, "type": "acknowledged", "ts": now - 30, "actor": "district:wang_wu",
-         "data": {"name": "王五"}},
-        {"seq": 46, "type": "resolved", "ts": now - 10, "actor": "zhang_wei",
-         "data": {"outcome": "false_alarm"}},
+         "name": "王五"},
+        {"seq": 46, "type": "noted", "ts": now - 20, "actor": "district:wang_wu",
+         "name": "王五", "text": "街道已派人"},
+        {"seq": 47, "type": "resolved", "ts": now - 10, "actor": "zhang_wei",
+         "outcome": "false_alarm"},
     ]
     return view
 
@@ -215,7 +223,7 @@ async def test_every_community_on_one_screen_the_urgent_first(mosquitto: Mosquit
     assert heard is not None and zone.short(heard) in text  # last heard, in Asia/Shanghai
     assert "社区 5 个 · 离线 1 · 吹哨 1 · 生命安全未确认 2" in text
     # The district's own incidents, named in words and acknowledgeable.
-    assert "街道自身事件" in text and "社区盒子离线" in text and "翠竹社区" in text
+    assert "街道自身事件" in text and "社区主机离线" in text and "翠竹社区" in text
     assert "吹哨: 生命安全事件无人确认" in text and 'href="/board/c/dongxiao/i/DX-7"' in text
 
 
@@ -239,7 +247,8 @@ async def test_drill_down_to_a_community_and_an_incidents_timeline() -> None:
         await h.login()
         status, text, _ = await h.get("/board/c/shuibei")
         assert status == 200 and "水贝新村2栋" in text and "已关闭的地方" not in text
-        assert "zhang_wei" in text  # who acknowledged SB-2
+        # Who acknowledged SB-2: a box contact the district has no name for, said so.
+        assert "社区联系人 zhang_wei 于" in text
         status, text, _ = await h.get("/board/c/shuibei?all=1")
         assert "已关闭的地方" in text
         # Unacknowledged first, the closed last, whatever order the mirror keeps.
@@ -247,8 +256,16 @@ async def test_drill_down_to_a_community_and_an_incidents_timeline() -> None:
         status, text, _ = await h.get("/board/c/shuibei/i/SB-1")
         assert status == 200
         seqs = re.findall(r'data-seq="(\d+)"', text)
-        assert seqs == ["41", "43", "44", "45", "46"] and "正在前往现场" in text
+        assert seqs == ["41", "42", "43", "44", "45", "46", "47"] and "正在前往现场" in text
         assert "街道·王五" in text and "误报" in text
+        items = dict(re.findall(r'<li data-seq="(\d+)">(.*?)</li>', text))
+        # People by name: the box named its contact in the notification it sent.
+        assert "已通知" in items["42"] and "张伟" in items["42"] and "系统" not in items["42"]
+        assert "张伟" in items["44"] and "现场反馈" in items["44"]
+        # A street-office note is worded as one, with its text; not as site feedback.
+        assert "街道备注" in items["46"] and "街道已派人" in items["46"]
+        assert "现场反馈" not in items["46"] and "街道·王五" in items["46"]
+        assert "zhang_wei" not in "".join(items.values())
         assert 'id="ack"' in text and 'name="text"' in text
         status, _, _ = await h.get("/board/c/nowhere")
         assert status == 404
@@ -276,17 +293,23 @@ async def test_acknowledge_from_the_board_reaches_the_box(mosquitto: Mosquitto) 
     async with box.run(mosquitto.port), district(mosquitto.port) as d, \
             served(view, d.channel) as h:
         csrf = await h.login()
-        status, text, _ = await h.post("/board/c/shuibei/i/SB-1/ack", {CSRF_FIELD: csrf})
-        assert status == 200 and "社区盒子已确认" in text, text
+        status, _, r = await h.post("/board/c/shuibei/i/SB-1/ack", {CSRF_FIELD: csrf})
+        # Post, then redirect (like a note): reloading the answer does not ask to resubmit.
+        assert status == 303 and r.headers["Location"] == "/board/c/shuibei/i/SB-1?done=acked"
+        status, text, _ = await h.get(r.headers["Location"])
+        assert status == 200 and "社区主机已确认" in text, text
         [command] = box.commands
         assert command.type == "ack" and dict(command.fields) == {
             "incident": "SB-1", "actor": "district:wang_wu", "name": "王五"}
         assert wire.ACT_TTL - 5 < command.expires - time.time() <= wire.ACT_TTL
         # Someone else was first: the second act says by whom.
         acked["SB-1"] = "zhang_wei"
-        status, text, _ = await h.post("/board/c/shuibei/i/SB-1/ack?lang=en",
-                                       {CSRF_FIELD: csrf})
-        assert "Already acknowledged by zhang_wei" in text
+        status, _, r = await h.post("/board/c/shuibei/i/SB-1/ack?lang=en",
+                                    {CSRF_FIELD: csrf})
+        assert status == 303 and "lang=en" in r.headers["Location"]
+        status, text, _ = await h.get(r.headers["Location"])
+        # By name: the box named zhang_wei in a notification of this incident.
+        assert "Already acknowledged by 张伟" in text, text
         status, _, r = await h.post("/board/c/shuibei/i/SB-1/note",
                                     {CSRF_FIELD: csrf, "text": "街道已派人"})
         # Post, then redirect: reloading the answer does not send the note twice.
@@ -317,7 +340,7 @@ async def test_unreachable_box_says_call_the_phone(mosquitto: Mosquitto) -> None
         started = time.monotonic()
         status, text, _ = await h.post("/board/c/cuizhu/i/CZ-1/ack", {CSRF_FIELD: csrf})
         assert status == 503 and time.monotonic() - started < 0.4
-        assert "无法连接社区盒子" in text and "0755-8888-0001" in text
+        assert "无法连接社区主机" in text and "0755-8888-0001" in text
         assert not box.commands and not box.refused
         # huangbei has no box listening at all.
         status, text, _ = await h.post("/board/c/huangbei/i/HB-1/ack", {CSRF_FIELD: csrf})
@@ -353,7 +376,7 @@ async def test_the_districts_own_incident_is_acknowledged_on_the_board() -> None
         assert h.own.calls == [("acknowledge", "D-1", "wang_wu", "district board")]
         assert h.own.incidents["D-1"].status == Status.ACKNOWLEDGED
         status, text, _ = await h.get("/board")
-        assert "社区盒子离线" in text and 'action="/board/own/D-1/ack"' not in text
+        assert "社区主机离线" in text and 'action="/board/own/D-1/ack"' not in text
 
 
 @pytest.mark.parametrize("path", ["/board/static/board.css", "/board/static/district.css",
@@ -459,9 +482,11 @@ async def test_the_shared_login_acts_as_district_board_name(mosquitto: Mosquitto
         status, text, _ = await h.get("/board")
         csrf = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"', text)
         assert status == 200 and csrf
-        status, text, _ = await h.post("/board/c/shuibei/i/SB-1/ack",
-                                       {CSRF_FIELD: csrf.group(1)})
-        assert status == 200 and "社区盒子已确认" in text
+        status, _, r = await h.post("/board/c/shuibei/i/SB-1/ack",
+                                    {CSRF_FIELD: csrf.group(1)})
+        assert status == 303
+        status, text, _ = await h.get(r.headers["Location"])
+        assert status == 200 and "社区主机已确认" in text
     assert [dict(c.fields) for c in box.commands] == [
         {"incident": "SB-1", "actor": "district:board:值班员", "name": "值班员"}]
 
@@ -484,3 +509,82 @@ def test_the_box_answer_to_an_ack_is_worded_for_the_person() -> None:
                                                   incident="I1"))[1]
     closed = worded(wire.reply("c4", False, error="closed"))
     assert not closed[0]
+
+
+async def test_own_incidents_by_urgency_and_the_root_leads_to_the_board() -> None:
+    """The street office's own incidents like the box board: unacknowledged first, then
+    the most severe, then the newest; an acknowledged whistle below them all, however
+    severe and new. `/` (what people type, what the rig prints) leads to /board."""
+    async with served(sample_view(), None) as h:
+        h.own.incidents["D-0"] = Incident(
+            id="D-0", key="whistle:shuibei/SB-1", name="whistle", target="shuibei/SB-1",
+            kind="community", severity=Severity.EMERGENCY, opened_at=NOW - 5,
+            place={"community": "水贝社区"}, life_safety=True, status=Status.ACKNOWLEDGED,
+            acknowledged_by="board:王五", acknowledged_at=NOW - 2)
+        h.own.incidents["D-3"] = Incident(
+            id="D-3", key="box_offline:tianbei", name="box_offline", target="tianbei",
+            kind="community", severity=Severity.WARNING, opened_at=NOW - 900,
+            place={"community": "田贝社区"})
+        status, _, r = await h.get("/")
+        assert status == 303 and r.headers["Location"] == "/board"
+        status, _, r = await h.get("/?lang=en")
+        assert status == 303 and r.headers["Location"] == "/board?lang=en"
+        await h.login()
+        status, text, _ = await h.get("/board")
+    own = text[text.index('id="h-own"'):text.index('id="tiles"')]
+    assert re.findall(r'data-incident="([^"]+)"', own) == ["D-2", "D-1", "D-3", "D-0"]
+
+
+def test_no_district_page_is_wider_than_a_phone() -> None:
+    """At 390 px (a phone), in Chinese and English: the overview, a community, an incident
+    with its note box, and the login: nothing wider than the screen (Debian's Chromium)."""
+    from browser import chromium
+
+    started = threading.Event()
+    stop = threading.Event()
+    box: dict[str, Any] = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            async with served(sample_view(), None) as h:
+                box["url"], box["path"] = h.url, h.sessions.person_path("wang_wu")[0]
+                started.set()
+                await asyncio.to_thread(stop.wait)
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(20)
+    try:
+        with chromium(390, 844, mobile=True) as driver:
+            driver.get(box["url"] + box["path"])  # a personal link: logged in
+            for path in ("/board", "/board/c/shuibei", "/board/c/shuibei/i/SB-1",
+                         "/board/c/cuizhu"):
+                for query in ("", "?lang=en"):
+                    driver.get(box["url"] + path + query)
+                    width = driver.execute_script(
+                        "return document.documentElement.scrollWidth")
+                    assert width <= 390, f"{path}{query} is {width}px wide at 390px"
+                    if "/i/" in path:  # the note box (the reviewer's overflow)
+                        right = driver.execute_script(
+                            "return document.querySelector('textarea')"
+                            ".getBoundingClientRect().right")
+                        assert right <= 390, f"the note box ends at {right}px"
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_who_acted_is_a_name_or_says_it_is_an_id() -> None:
+    """Never a bare id passed off as a name."""
+    from sentinel.district.board import _who
+
+    names = {"gw-02": "李建国", "district:so-b": "胡勇"}
+    assert _who("gw-02", "zh", None, names) == "李建国"
+    assert _who("link:gw-02", "zh", None, names) == "李建国"
+    assert _who("gw-03", "zh", None, names) == "社区联系人 gw-03"
+    assert _who("link:gw-03", "en", None, names) == "community contact gw-03"
+    assert _who("district:so-b", "zh", None, names) == "街道·胡勇"
+    assert _who("district:so-b", "zh", "胡勇二", names) == "街道·胡勇二"
+    assert _who("district:board:值班员", "zh", None, names) == "街道·值班员"
+    assert "gw-03" not in _who("sentinel", "zh", None, names)

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from sentinel.clock import SystemClock
 from sentinel.config.model import MqttSettings
 from sentinel.district import wire
 from sentinel.district.commands import ChannelBusy, CommandChannel, UnknownCommunity
 from sentinel.source.mqtt import MqttSource
+from sentinel.uplink.commands import _claimed_id
 
 from servers import Mosquitto
 
@@ -75,6 +77,9 @@ class Box:
     refused: list[str] = field(default_factory=list)
     # Published instead of the reply (a test's own reply, e.g. on another topic).
     silent: bool = False
+    # Answer a refused command with its reason, addressed to the id it claims, as the real
+    # box does (sentinel.uplink.commands.CommandHandler._refuse).
+    answer_refusals: bool = False
 
     @contextlib.asynccontextmanager
     async def run(self, port: int) -> AsyncIterator[Box]:
@@ -96,6 +101,10 @@ class Box:
                                           SystemClock().now())
         except wire.CommandError as exc:
             self.refused.append(exc.reason)
+            claimed = _claimed_id(payload)
+            if self.answer_refusals and claimed is not None:
+                await source.start_publish(wire.topic(PREFIX, self.community, wire.REPLIES),
+                                           wire.reply(claimed, False, error=exc.reason))
             return
         self.commands.append(command)
         answer = await self.handler(command)
@@ -249,3 +258,66 @@ async def test_broker_down_gives_none_at_once() -> None:
         assert await channel.send("shuibei", "ack", {}, 60, 5.0) is None
     assert channel.counts["publish_failed"] == 1 and channel.waiting == 0
     assert "0123456789" not in repr(channel)
+
+
+async def test_a_box_refusing_commands_as_forged_is_a_key_mismatch(mosquitto: Mosquitto
+                                                                     ) -> None:
+    """The box answers `forged` when the district signs with another key than its own: a
+    configuration error, flagged per community (logged once), counted for /metrics, and
+    cleared by the next command it accepts."""
+    wrong = Box("shuibei", b"another-key-for-shuibei-01234", answer_refusals=True)
+    async with wrong.run(mosquitto.port), district(mosquitto.port) as d:
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(3):
+                reply = await d.channel.send("shuibei", "ack", {"incident": "I1"}, 30, 5)
+                assert reply is not None and reply["error"] == "forged"
+        errors = [e for e in logs if e["event"] == "district_command_key_mismatch"]
+        assert len(errors) == 1 and errors[0]["log_level"] == "error"
+        assert "command_key_file" in errors[0]["hint"]
+        assert d.channel.key_mismatch("shuibei") and not d.channel.key_mismatch("huangbei")
+        assert d.channel.counts["key_mismatch"] == 3
+        lines = d.channel.metrics_lines()
+        assert 'sentinel_district_command_key_mismatch{community="shuibei"} 1' in lines
+        assert 'sentinel_district_command_key_mismatch{community="huangbei"} 0' in lines
+        assert 'sentinel_district_commands_total{outcome="key_mismatch"} 3' in lines
+    right = Box("shuibei", KEYS["shuibei"])
+    async with right.run(mosquitto.port), district(mosquitto.port) as d:
+        d.channel._mismatch.add("shuibei")  # as left by the refusals above
+        reply = await d.channel.send("shuibei", "ack", {"incident": "I1"}, 30, 5)
+        assert reply is not None and reply["ok"] and not d.channel.key_mismatch("shuibei")
+
+
+async def test_a_reconnect_that_finds_no_session_is_warned_about(mosquitto: Mosquitto
+                                                                  ) -> None:
+    """docs/district.md's old check step: a mosquitto_sub with the daemon's client id (the
+    broker's user name as client id) takes the connection over with a clean session; the
+    daemon comes back to no session, and its queued messages are gone. It says so."""
+    import paho.mqtt.client as paho
+
+    cfg = MqttSettings(host="127.0.0.1", port=mosquitto.port,
+                       client_id=f"session-{next(_ids)}", session_expiry=3600)
+    source = MqttSource(cfg, [wire.topic(PREFIX, "+", wire.REPLIES)], None, 100)
+
+    async def consume(source: MqttSource) -> None:
+        while True:
+            source.ack(await source.batch(10))
+
+    with structlog.testing.capture_logs() as logs:
+        async with running(source, consume):
+            assert source.sessions_lost == 0
+            intruder = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
+                                   protocol=paho.MQTTv311, clean_session=True)
+            await asyncio.to_thread(intruder.connect, "127.0.0.1", mosquitto.port)
+            intruder.loop_start()
+            await asyncio.sleep(0.3)
+            intruder.disconnect()
+            intruder.loop_stop()
+            for _ in range(int(TIMEOUT / 0.05)):  # the daemon's reconnect
+                if source.connects >= 2 and source.connected:
+                    break
+                await asyncio.sleep(0.05)
+            assert source.connects >= 2 and source.sessions_lost == 1
+    lost = [e for e in logs if e["event"] == "mqtt_session_lost"]
+    assert len(lost) == 1 and lost[0]["log_level"] == "warning"
+    assert "same client id" in lost[0]["hint"] and "persistence" in lost[0]["hint"]
+    assert lost[0]["client_id"] == cfg.client_id

@@ -224,7 +224,7 @@ def test_a_district_acknowledgement_reaches_the_box_once_and_stops_its_climb(
 
     board = rig.district.board_login("so-a")
     status, body = board.act(box.id, inc.id)
-    assert status == 200 and "社区盒子已确认" in body, (status, body[:800])
+    assert status == 200 and "社区主机已确认" in body, (status, body[:800])
     state = next(i for i in box.incidents() if i.id == inc.id)
     assert state.status.value == "acknowledged" and state.acknowledged_by == "district:so-a"
     status, body = board.act(box.id, inc.id)  # a second press

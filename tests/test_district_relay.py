@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import structlog
 
 from sentinel.clock import FakeClock
 from sentinel.control.http import ControlServer
+from sentinel.control.sessions import CSRF_FIELD
 from sentinel.district import wire
 from test_district_board import Harness, MemoryView, sample_view, served
 
@@ -128,11 +130,14 @@ async def test_an_offline_box_gives_the_phone_at_once(mosquitto: Mosquitto) -> N
         started = time.monotonic()
         status, text, _ = await r.district.get(r.link(), headers={"Accept-Language": "en-US"})
         assert status == 503 and time.monotonic() - started < 1.0
-        assert text.index("cannot be reached") < text.index("无法连接")  # English first
+        # The person's language only, never both stacked (the rest of sentinel's rule).
+        assert "cannot be reached" in text and "无法连接" not in text
+        assert "The community box of " in text
         assert 'href="tel:0755-1234"' in text
         view.set("shuibei", phone="")
         status, text, _ = await r.district.get(r.link())
-        assert status == 503 and "(未配置)" in text and "(not configured)" in text
+        assert status == 503 and "(未配置)" in text and "(not configured)" not in text
+        assert "暂时无法连接社区主机" in text and "cannot" not in text
     assert r.box.commands == []
 
 
@@ -145,7 +150,7 @@ async def test_a_box_that_does_not_answer_gives_the_phone_within_the_wait(
         status, text, _ = await r.district.get(r.link())
         elapsed = time.monotonic() - started
         assert status == 504 and 0.5 <= elapsed < 2.0
-        assert "暂时无法连接社区系统" in text and "0755-1234" in text
+        assert "暂时无法连接社区主机" in text and "0755-1234" in text
 
 
 async def test_large_bodies_and_unknown_communities_get_a_page(mosquitto: Mosquitto) -> None:
@@ -170,3 +175,31 @@ async def test_a_link_preview_is_a_get_and_no_token_is_logged(mosquitto: Mosquit
     assert [c.fields["method"] for c in r.box.commands] == ["GET", "POST"]
     token = path.rsplit("/", 1)[1]
     assert logs and not [e for e in logs if token in repr(e) or token[:20] in repr(e)]
+
+
+async def test_a_box_with_another_command_key_says_call_the_phone(mosquitto: Mosquitto
+                                                                   ) -> None:
+    """The box answers `forged` when the district's command key is not its own: the relay
+    page says plainly to call the duty phone (no "try again": it would never work), in the
+    person's language; the board flags the community with what to check; an act from the
+    board says the same."""
+    box = Box("shuibei", b"not-the-district-key-0123456", answer_refusals=True)
+    view = sample_view()
+    async with box.run(mosquitto.port), district(mosquitto.port) as d, \
+            served(view, d.channel) as h:
+        status, text, _ = await h.get("/c/shuibei/a/some-token")
+        assert status == 502 and box.refused == ["forged"]
+        assert "请直接拨打值班电话" in text and 'href="tel:0755-1234"' in text
+        assert "重试" not in text and "English" not in text and "Call" not in text
+        status, text, _ = await h.get("/c/shuibei/a/some-token",
+                                      headers={"Accept-Language": "en"})
+        assert "Call the duty phone" in text and "again" not in text and "拨打" not in text
+        csrf = await h.login()
+        status, text, _ = await h.get("/board")
+        flagged = re.search(r'data-community="shuibei".*?</li>', text, re.S)
+        assert flagged and "指令密钥不一致" in flagged.group(0)
+        assert "command_key_file" in flagged.group(0)
+        others = re.search(r'data-community="huangbei".*?</li>', text, re.S)
+        assert others and "指令密钥不一致" not in others.group(0)
+        status, text, _ = await h.post("/board/c/shuibei/i/SB-1/ack", {CSRF_FIELD: csrf})
+        assert status == 502 and "指令密钥不一致" in text and "0755-1234" in text

@@ -104,7 +104,9 @@ def validation_problems(
         loc = tuple(err["loc"])
         entry = ".".join(str(p) for p in loc)
         where = file
-        if env_tree is not None and _located_in_env(loc, env_tree):
+        # A model-level error (loc ()) has no key of its own: it is the file's, never
+        # "environment variable SENTINEL_" (every path is a prefix of the empty one).
+        if loc and env_tree is not None and _located_in_env(loc, env_tree):
             where = f"environment variable {_env_name(loc)}"
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         problems.append(Problem(where, entry, msg))

@@ -28,12 +28,16 @@ Do not also mount sentinel.control.board.add_board_routes: these routes take /bo
 Routes (pages only; every page is server-rendered, no script, no CDN, zh by default and
 English with `?lang=en`, times in the configured zone):
 
+  GET  /                                     leads to /board (the address people type)
   GET  /board                                every community on one screen (refreshes itself)
   GET  /board/c/{community}                  one community: its state and incidents
                                              (`?all=1`: closed ones too)
   GET  /board/c/{community}/i/{incident}     an incident and its timeline, ack and note forms
-  POST /board/c/{community}/i/{incident}/ack   an `ack` command to the box; its answer shown
-  POST /board/c/{community}/i/{incident}/note  a `note` command to the box
+  POST /board/c/{community}/i/{incident}/ack   an `ack` command to the box; on success a
+                                             redirect to the incident (?done=...), which
+                                             says what the box answered; a refusal is
+                                             shown at once, with its status
+  POST /board/c/{community}/i/{incident}/note  a `note` command to the box (the same)
   POST /board/own/{incident}/ack             acknowledge one of the district's own incidents
   GET  /board/login, POST /board/login, GET /board/login/{token}, POST /board/logout
                                              (sentinel.control.sessions.add_login_routes)
@@ -57,8 +61,15 @@ the person's display name, which the box shows ("街道·王五"). Replies are r
 sentinel.district.wire.reply: ok, error (reason code), replayed, and optionally `incident`
 (the box's Incident.to_json() after the act) to say who acknowledged first. Error codes
 worded for the person: already_acknowledged / acknowledged (someone was first: not a
-failure), unknown_incident / closed / not_open / not_found (nothing open to act on); any
+failure), unknown_incident / closed / not_open / not_found (nothing open to act on); `forged`
+means the district's and the box's command keys differ (a configuration error: the
+channel flags the community, `CommandChannel.key_mismatch`, and the board shows it); any
 other code is shown as the box's refusal with the code.
+
+People are named, never shown as bare ids: `district:<id>` as 街道·<name> (the name the
+act carried, else `people`), the box's contacts by the names the box sent in the
+incident's own events, else as 社区联系人 <id>. Relay pages are in one language, the
+person's (?lang=en, else Accept-Language, else Chinese).
 
 Personal login links for district staff come from the ControlServer's own
 `POST /api/board/login-link` (BoardSessions.issue_link), as on a box.
@@ -72,7 +83,7 @@ import time
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import structlog
 from aiohttp import web
@@ -149,7 +160,7 @@ UI: dict[str, dict[Language, str]] = {
     "phone": {"zh": "值班电话 {phone}", "en": "duty phone {phone}"},
     "no_communities": {"zh": "没有配置社区", "en": "No communities configured"},
     "own.title": {"zh": "街道自身事件", "en": "The street office's own incidents"},
-    "own.box_offline": {"zh": "社区盒子离线", "en": "community box offline"},
+    "own.box_offline": {"zh": "社区主机离线", "en": "community box offline"},
     "own.whistle": {"zh": "吹哨: 生命安全事件无人确认", "en": "whistle: life-safety "
                                                             "incident unacknowledged"},
     "back": {"zh": "返回全部社区", "en": "All communities"},
@@ -167,30 +178,32 @@ UI: dict[str, dict[Language, str]] = {
     "opened_at": {"zh": "发生于 {time} (已 {age})", "en": "opened {time} ({age} ago)"},
     "timeline": {"zh": "时间线", "en": "Timeline"},
     "no_events": {"zh": "尚未收到事件记录", "en": "No events received yet"},
-    "btn.ack": {"zh": "确认 (通知社区盒子)", "en": "Acknowledge (sent to the box)"},
+    "btn.ack": {"zh": "确认 (通知社区主机)", "en": "Acknowledge (sent to the community box)"},
     "btn.own_ack": {"zh": "确认", "en": "Acknowledge"},
     "btn.note": {"zh": "添加备注", "en": "Add note"},
-    "note.label": {"zh": "备注 (发送到社区盒子)", "en": "Note (sent to the box)"},
-    "act.acknowledged": {"zh": "社区盒子已确认: 事件由你确认, 升级已停止。",
-                         "en": "The box acknowledged it: the incident is acknowledged by "
-                               "you and its escalation stopped."},
+    "note.label": {"zh": "备注 (发送到社区主机)", "en": "Note (sent to the community box)"},
+    "act.acknowledged": {"zh": "社区主机已确认: 事件由你确认, 升级已停止。",
+                         "en": "The community box acknowledged it: the incident is "
+                               "acknowledged by you and its escalation stopped."},
     "act.already": {"zh": "此事件已由 {by} 确认, 无需再确认。",
                     "en": "Already acknowledged by {by}; nothing more to do."},
-    "act.replayed": {"zh": "这次确认早已送达社区盒子 (未重复记录)。",
-                     "en": "This acknowledgement had already reached the box (recorded "
-                           "once)."},
-    "act.noted": {"zh": "备注已记录到社区盒子。", "en": "The box recorded the note."},
-    "act.closed": {"zh": "社区盒子上没有这个未关闭的事件 (可能已关闭)。",
-                   "en": "The box has no open incident by this id (it may be closed)."},
-    "act.refused": {"zh": "社区盒子拒绝了此操作 ({reason})。",
-                    "en": "The box refused this ({reason})."},
-    "act.unreachable": {"zh": "无法连接社区盒子。请拨打值班电话 {phone}。",
-                        "en": "The community's box cannot be reached. Call the duty phone "
+    "act.replayed": {"zh": "这次确认早已送达社区主机 (未重复记录)。",
+                     "en": "This acknowledgement had already reached the community box "
+                           "(recorded once)."},
+    "act.noted": {"zh": "备注已记录到社区主机。", "en": "The community box recorded the note."},
+    "act.closed": {"zh": "社区主机上没有这个未关闭的事件 (可能已关闭)。",
+                   "en": "The community box has no open incident by this id (it may be "
+                         "closed)."},
+    "act.refused": {"zh": "社区主机拒绝了此操作 ({reason})。",
+                    "en": "The community box refused this ({reason})."},
+    "act.unreachable": {"zh": "无法连接社区主机。请拨打值班电话 {phone}。",
+                        "en": "The community box cannot be reached. Call the duty phone "
                               "{phone}."},
-    "act.no_answer": {"zh": "社区盒子 {wait} 秒内没有回应。请拨打值班电话 {phone}; "
-                            "盒子若在 {until} 前收到, 仍会记录此操作。",
-                      "en": "The box did not answer within {wait} s. Call the duty phone "
-                            "{phone}; if the box gets it before {until} it still records it."},
+    "act.no_answer": {"zh": "社区主机 {wait} 秒内没有回应。请拨打值班电话 {phone}; "
+                            "主机若在 {until} 前收到, 仍会记录此操作。",
+                      "en": "The community box did not answer within {wait} s. Call the duty "
+                            "phone {phone}; if the box gets it before {until} it still "
+                            "records it."},
     "act.busy": {"zh": "操作过多, 请稍后再试。", "en": "Too many requests; try again."},
     "act.empty": {"zh": "备注不能为空, 且不超过 {n} 字。",
                   "en": "A note is 1 to {n} characters."},
@@ -205,13 +218,13 @@ UI: dict[str, dict[Language, str]] = {
     "age.m": {"zh": "{n} 分钟", "en": "{n} min"},
     "age.h": {"zh": "{h} 小时 {m} 分", "en": "{h} h {m} min"},
     "age.d": {"zh": "{n} 天", "en": "{n} d"},
-    # The relay's pages (a phone on the street; shown in both languages, the person's first).
-    "relay.unreachable.title": {"zh": "暂时无法连接社区系统", "en": "The community's system "
-                                                                "cannot be reached"},
-    "relay.unreachable": {"zh": "{name}的社区系统现在无法连接, 此链接暂时不能使用。"
+    # The relay's pages (a phone on the street: the person's language only).
+    "relay.unreachable.title": {"zh": "暂时无法连接社区主机",
+                                "en": "The community box cannot be reached"},
+    "relay.unreachable": {"zh": "{name}的社区主机现在无法连接, 此链接暂时不能使用。"
                                 "请直接拨打值班电话:",
-                          "en": "{name}'s system cannot be reached right now, so this link "
-                                "does not work. Call the duty phone:"},
+                          "en": "The community box of {name} cannot be reached right now, "
+                                "so this link does not work. Call the duty phone:"},
     "relay.too_large.title": {"zh": "内容太大, 无法转发", "en": "Too large to pass on"},
     "relay.too_large": {"zh": "照片等大文件不能经街道转发。请在社区网络内打开链接, "
                               "或拨打值班电话:",
@@ -222,10 +235,33 @@ UI: dict[str, dict[Language, str]] = {
     "relay.unknown": {"zh": "没有这个社区。请使用通知中的完整链接。",
                       "en": "There is no such community. Open the complete link from the "
                             "notification."},
-    "relay.refused.title": {"zh": "社区系统未能处理此链接", "en": "The community's system "
-                                                               "could not handle this link"},
+    "relay.refused.title": {"zh": "社区主机未能处理此链接",
+                            "en": "The community box could not handle this link"},
     "relay.refused": {"zh": "请稍后重试, 或拨打值班电话:",
                       "en": "Try again in a moment, or call the duty phone:"},
+    # The community box refused the district's command as forged: the keys differ, and retrying
+    # cannot help until someone fixes the configuration.
+    "relay.key.title": {"zh": "此链接现在无法经街道使用",
+                        "en": "This link cannot be used through the street office now"},
+    "relay.key": {"zh": "街道与{name}的社区主机之间的配置有误, 此链接暂时无法使用 "
+                        "(已通知管理员)。请直接拨打值班电话:",
+                  "en": "The street office's link to the community box of {name} is "
+                        "misconfigured, so this link does not work now (the administrator "
+                        "can see it). Call the duty phone:"},
+    # The board's flag on a community whose box refuses the district's commands as forged.
+    "key_mismatch": {"zh": "指令密钥不一致 — 请核对 district.toml 中该社区 [[community]] 的 "
+                           "command_key_file 与社区主机 [district] command_key_file",
+                     "en": "command key mismatch — check [[community]] command_key_file "
+                           "against the box's [district] command_key_file"},
+    "act.key": {"zh": "社区主机拒绝了街道的指令: 双方指令密钥不一致 (配置错误, 重试无效)。"
+                      "请拨打值班电话 {phone}, 并通知管理员。",
+                "en": "The community box refused the street office's command: the command "
+                      "keys differ (a configuration error; retrying does not help). Call the "
+                      "duty phone {phone} and tell the administrator."},
+    # The timeline: who acted, and what a note is.
+    "note.district": {"zh": "街道备注", "en": "street-office note"},
+    "contact.unnamed": {"zh": "社区联系人 {id}", "en": "community contact {id}"},
+    "notified": {"zh": "{who} ({channel})", "en": "{who} ({channel})"},
 }
 
 
@@ -247,10 +283,6 @@ def _q(lang: Language) -> str:
 
 def _path(*parts: str) -> str:
     return "/" + "/".join(quote(p, safe="") for p in parts)
-
-
-def _other(lang: Language) -> Language:
-    return "en" if lang == "zh" else "zh"
 
 
 def _entry(prefix: str, name: str, lang: Language) -> str:
@@ -292,12 +324,52 @@ def _age(seconds: float, lang: Language) -> str:
     return _ui("age.d", lang, n=seconds // 86400)
 
 
-def _who(actor: str, lang: Language, name: str | None = None) -> str:
-    """Who acted, for a person: a district act as "街道·<name>"; the box's people are not
-    known here, so their contact ids stay ids (sentinel and the like are worded)."""
+def _who(actor: str, lang: Language, name: str | None = None,
+         names: Mapping[str, str] | None = None) -> str:
+    """Who acted, for a person, never a bare id passed off as a name: a district act as
+    "街道·<name>" (the name the act carried, else the district on-call file's); a box
+    person by the name the box sent (`names`: contact id -> name, gathered from the
+    incident's own events), else as "社区联系人 <id>"; sentinel and the like in words."""
+    names = names or {}
     if actor.startswith("district:"):
-        return _ui("actor.district", lang, name=name or actor.removeprefix("district:"))
-    return channels.actor_name(actor, {}, lang)
+        who = actor.removeprefix("district:")
+        return _ui("actor.district", lang, name=name or names.get(actor) or
+                   names.get(who) or who.removeprefix("board:"))
+    if name:
+        return name
+    if actor in names:
+        return names[actor]
+    where, sep, rest = actor.partition(":")
+    if not sep and actor and actor not in ("sentinel", "device"):
+        return _ui("contact.unnamed", lang, id=actor)
+    if sep and where == "link":  # a one-tap link: the contact it was sent to
+        return names.get(rest) or _ui("contact.unnamed", lang, id=rest)
+    return channels.actor_name(actor, names, lang)
+
+
+def _names(events: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Box contact id -> name from an incident's events (a notification names its
+    recipient; an act made with a name carries it)."""
+    out: dict[str, str] = {}
+    for raw in events:
+        e = _flat(raw)
+        contact, contact_name = e.get("contact"), e.get("contact_name")
+        if isinstance(contact, str) and isinstance(contact_name, str) and contact_name:
+            out[contact] = contact_name
+        actor, name = e.get("actor"), e.get("name")
+        if isinstance(actor, str) and isinstance(name, str) and name and \
+                e.get("type") in ("acknowledged", "resolved", "noted", "assigned"):
+            out.setdefault(actor, name)
+    return out
+
+
+def _flat(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An event as the box publishes it (sentinel.incidents.publish.event_payload: its data
+    at the top level); an older nested `data` is read too."""
+    nested = event.get("data")
+    if isinstance(nested, Mapping):
+        return {**nested, **{k: v for k, v in event.items() if k != "data"}}
+    return event
 
 
 def _number(value: object) -> float | None:
@@ -331,6 +403,12 @@ def incident_rank(inc: Mapping[str, Any]) -> tuple[int, int, int, float]:
     severity = Severity.__members__.get(str(inc.get("severity") or "").upper(), Severity.INFO)
     opened = _number(inc.get("opened_at")) or 0.0
     return status, 0 if inc.get("life_safety") else 1, -int(severity), -opened
+
+
+def own_rank(inc: Incident) -> tuple[int, int, float]:
+    """The district's own incidents by urgency: unacknowledged first, then the most severe,
+    then the newest (as the box board orders within a severity)."""
+    return (0 if inc.acknowledged_by is None else 1, -int(inc.severity), -inc.opened_at)
 
 
 # -- pages ------------------------------------------------------------------------------
@@ -396,9 +474,13 @@ def _phone(state: CommunityState, lang: Language) -> str:
     return state.phone or _ui("no_phone", lang)
 
 
-def _tile(state: CommunityState, lang: Language, now: float) -> str:
-    """One community on the overview."""
+def _tile(state: CommunityState, lang: Language, now: float, key_mismatch: bool = False
+          ) -> str:
+    """One community on the overview; `key_mismatch`: its box refuses the district's
+    commands as forged (flagged until a command is accepted again)."""
     classes = ["tile", f"reach-{state.reach}", f"rank-{board_rank(state)}"]
+    if key_mismatch:
+        classes.append("key-mismatch")
     if state.whistled:
         classes.append("whistled")
     if state.life_safety_unacknowledged:
@@ -424,6 +506,8 @@ def _tile(state: CommunityState, lang: Language, now: float) -> str:
         rows.append(f'<p class="oldest">{_e(text)}</p>')
     if state.missing:
         rows.append(f'<p class="muted">{_e(_ui("missing", lang, n=state.missing))}</p>')
+    if key_mismatch:
+        rows.append(f'<p class="bad key-mismatch">{_e(_ui("key_mismatch", lang))}</p>')
     if state.reach != "online":
         text = _ui("phone", lang, phone=_phone(state, lang))
         rows.append(f'<p class="phone">{_e(text)}</p>')
@@ -436,7 +520,7 @@ def _tile(state: CommunityState, lang: Language, now: float) -> str:
 def _own_panel(incidents: Sequence[Incident], names: Mapping[str, str], lang: Language,
                csrf: str, can_act: bool, now: float) -> str:
     items = []
-    for inc in incidents:
+    for inc in sorted(incidents, key=own_rank):
         # A box offline names its community; a whistle "<community>/<incident id>": it
         # links to that incident on the board.
         community, _, box_incident = inc.target.partition("/")
@@ -467,7 +551,8 @@ def _own_panel(incidents: Sequence[Incident], names: Mapping[str, str], lang: La
             f'<ol class="incident-list">{"".join(items)}</ol></section>')
 
 
-def _incident_item(community: str, inc: Mapping[str, Any], lang: Language, now: float) -> str:
+def _incident_item(community: str, inc: Mapping[str, Any], lang: Language, now: float,
+                   names: Mapping[str, str] | None = None) -> str:
     severity = str(inc.get("severity") or "info")
     status = str(inc.get("status") or "firing")
     opened = _number(inc.get("opened_at"))
@@ -479,7 +564,8 @@ def _incident_item(community: str, inc: Mapping[str, Any], lang: Language, now: 
         facts.append(_ui("opened_at", lang, time=zone.short(opened),
                          age=_age(now - opened, lang)))
     if inc.get("acknowledged_by"):
-        facts.append(_ui("ack_by", lang, by=_who(str(inc["acknowledged_by"]), lang),
+        facts.append(_ui("ack_by", lang, by=_who(str(inc["acknowledged_by"]), lang, None,
+                                                 names),
                          time=zone.short(_number(inc.get("acknowledged_at")))))
     href = _path("board", "c", community, "i", str(inc.get("id") or "")) + _q(lang)
     return (f'<li class="incident sev-{_e(severity)} st-{_e(status)}"'
@@ -490,43 +576,59 @@ def _incident_item(community: str, inc: Mapping[str, Any], lang: Language, now: 
             f'<p class="inc-facts">{" · ".join(_e(f) for f in facts)}</p></li>')
 
 
-def _event_item(event: Mapping[str, Any], lang: Language) -> str:
-    raw = event.get("data")
-    data: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-    name = data.get("name")
-    who = _who(str(event.get("actor") or ""), lang, name if isinstance(name, str) else None)
+def _event_item(event: Mapping[str, Any], lang: Language,
+                names: Mapping[str, str] | None = None) -> str:
+    e = _flat(event)
+    kind = str(e.get("type") or "")
+    actor = str(e.get("actor") or "")
+    name = e.get("name")
+    who = _who(actor, lang, name if isinstance(name, str) else None, names)
+    label = i18n.event_name(kind, lang)
+    if kind == "noted" and actor.startswith("district:"):
+        # 现场反馈 is feedback from the site; a street-office note is not.
+        label = _ui("note.district", lang)
     detail = ""
+    if kind in ("notification_sent", "notification_failed", "notification_unknown",
+                "attempt"):
+        contact = e.get("contact") or e.get("contact_id")
+        recipient = e.get("contact_name") or (
+            _who(str(contact), lang, None, names) if contact else None)
+        if recipient:
+            channel = e.get("channel_label") or e.get("channel")
+            text = _ui("notified", lang, who=recipient,
+                       channel=channels.channel_label(str(channel), lang)) if channel \
+                else str(recipient)
+            detail += f' <span class="note">{_e(text)}</span>'
+        who = ""
     for key in ("text", "note"):
-        if data.get(key):
-            detail += f' <span class="note">{_e(data[key])}</span>'
-    if data.get("outcome"):
-        detail += f' <span class="note">{_e(_entry("outcome", str(data["outcome"]), lang))}</span>'
-    roles = data.get("roles")
+        if e.get(key) and isinstance(e.get(key), str):
+            detail += f' <span class="note">{_e(e[key])}</span>'
+    if e.get("outcome"):
+        detail += f' <span class="note">{_e(_entry("outcome", str(e["outcome"]), lang))}</span>'
+    roles = e.get("roles")
     if isinstance(roles, list) and roles:
         detail += " " + _e(", ".join(_entry("role", str(r), lang) for r in roles))
-    ts = _number(event.get("ts"))
-    return (f'<li data-seq="{_e(event.get("seq"))}"><span class="muted">{_e(zone.short(ts))}'
-            f"</span> <b>{_e(i18n.event_name(str(event.get('type') or ''), lang))}</b>"
-            f' <span class="muted">{_e(who)}</span>{detail}</li>')
+    if who and actor == "sentinel" and kind not in ("acknowledged", "resolved"):
+        who = ""  # "已通知 系统" says nothing: the system does every automatic step
+    ts = _number(e.get("ts"))
+    by = f' <span class="muted">{_e(who)}</span>' if who else ""
+    return (f'<li data-seq="{_e(e.get("seq"))}"><span class="muted">{_e(zone.short(ts))}'
+            f"</span> <b>{_e(label)}</b>{by}{detail}</li>")
 
 
 def _relay_page(keys: tuple[str, str], lang: Language, status: int, name: str = "",
                 phone: str | None = None) -> web.Response:
-    """A relay's own page on a phone: the person's language first, then the other.
+    """A relay's own page on a phone, in the person's language only.
     `phone`: the community's duty phone, a tap to call ("": none configured)."""
     title_key, text_key = keys
-    parts = []
-    for tongue in (lang, _other(lang)):
-        tel = ""
-        if phone:
-            tel = (f'<p><a class="tel" href="tel:{_e(phone.replace(" ", ""))}">'
-                   f"<b>{_e(phone)}</b></a></p>")
-        elif phone is not None:
-            tel = f"<p><b>{_e(_ui('no_phone', tongue))}</b></p>"
-        parts.append(f'<h1 lang="{"zh-CN" if tongue == "zh" else "en"}">'
-                     f'{_e(_ui(title_key, tongue))}</h1>'
-                     f'<p>{_e(_ui(text_key, tongue, name=name))}</p>{tel}')
-    body = parts[0] + '<div class="muted">' + parts[1] + "</div>"
+    tel = ""
+    if phone:
+        tel = (f'<p><a class="tel" href="tel:{_e(phone.replace(" ", ""))}">'
+               f"<b>{_e(phone)}</b></a></p>")
+    elif phone is not None:
+        tel = f"<p><b>{_e(_ui('no_phone', lang))}</b></p>"
+    body = (f"<h1>{_e(_ui(title_key, lang))}</h1>"
+            f"<p>{_e(_ui(text_key, lang, name=name))}</p>{tel}")
     return pages.page(_ui(title_key, lang), body, status, "zh-CN" if lang == "zh" else "en")
 
 
@@ -571,8 +673,16 @@ body.district { display: flex; flex-direction: column; min-height: 100vh; }
 .result.no { background: var(--critical-bg); color: #7f1d1d; }
 .timeline-list { list-style: none; margin: 0; padding: 0; }
 .timeline-list li { padding: .25rem 0; border-bottom: 1px solid var(--line); }
-.acts form { display: inline-block; margin: .3rem .6rem .3rem 0; vertical-align: top; }
-.acts textarea { width: 28rem; max-width: 100%; min-height: 3.5rem; }
+.acts { max-width: 100%; }
+.acts form { display: inline-block; margin: .3rem .6rem .3rem 0; vertical-align: top;
+  max-width: 100%; box-sizing: border-box; }
+.acts label { display: block; max-width: 100%; }
+/* A phone (390 px): the note box is as wide as the page, never wider. */
+.acts textarea { display: block; width: 28rem; max-width: 100%; min-height: 3.5rem;
+  box-sizing: border-box; }
+.key-mismatch { font-weight: 700; overflow-wrap: anywhere; }
+.district main, .district .panel, .timeline-list li, .incident { min-width: 0;
+  overflow-wrap: anywhere; }
 .btn { cursor: pointer; border-radius: .4rem; border: 1px solid var(--line);
   padding: .3rem .8rem; background: var(--text); color: #fff; }
 """
@@ -589,9 +699,26 @@ def _control_asset(name: str) -> bytes:
 def add_district_routes(app: web.Application, view: DistrictView, commands: CommandSender,
                         sessions: BoardSessions, api_token: bytes, *,
                         own: OwnIncidents | None = None, clock: Clock | None = None,
-                        relay_wait: float = RELAY_WAIT, act_wait: float = ACT_WAIT) -> None:
-    """The district board, its acts and the link relay on `app` (see the module's text)."""
+                        relay_wait: float = RELAY_WAIT, act_wait: float = ACT_WAIT,
+                        people: Mapping[str, str] | None = None) -> None:
+    """The district board, its acts and the link relay on `app` (see the module's text).
+
+    `people`: district contact id -> name (the district on-call file's contacts), so a
+    `district:<id>` act the box recorded without a name reads "街道·<name>"; by default
+    the names of `sessions`' people."""
     add_login_routes(app, sessions, api_token, render_login, _redirect)
+    if people is None:
+        people = {pid: getattr(c, "name", "") or pid
+                  for pid, c in getattr(sessions, "_people", {}).items()}
+    district_names = {f"district:{pid}": name for pid, name in people.items()}
+
+    def mismatch(community: str) -> bool:
+        check = getattr(commands, "key_mismatch", None)
+        return bool(check(community)) if callable(check) else False
+
+    async def root(request: web.Request) -> web.StreamResponse:
+        # The district's address as people type it (the rig and the docs print it).
+        return _redirect(f"/board{_q(_lang(request))}")
     clock_: Clock = clock if clock is not None else SystemClock()
     assets: dict[str, tuple[bytes, str]] = {
         name: (_control_asset(name), ctype) for name, ctype in _STATIC_CONTROL.items()}
@@ -628,7 +755,7 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
             if mine:
                 names = {s.id: s.name or s.id for s in states}
                 own_html = _own_panel(mine, names, lang, csrf, session.role == "operator", now)
-        tiles = "".join(_tile(s, lang, now) for s in states) or \
+        tiles = "".join(_tile(s, lang, now, mismatch(s.id)) for s in states) or \
             f'<li class="empty">{_e(_ui("no_communities", lang))}</li>'
         body = (_header(lang, session, csrf, "/board", now)
                 + f'<main><p class="summary" id="summary">{_e(summary)}</p>{own_html}'
@@ -651,7 +778,8 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
         everything = request.query.get("all") == "1"
         incidents = sorted(await view.incidents(community, open_only=not everything),
                            key=incident_rank)
-        items = "".join(_incident_item(community, i, lang, now) for i in incidents) or \
+        items = "".join(_incident_item(community, i, lang, now, district_names)
+                        for i in incidents) or \
             f'<li class="empty">{_e(_ui("no_incidents", lang))}</li>'
         here = _path("board", "c", community)
         toggle = (f'<a href="{_e(here + _q(lang))}">{_e(_ui("show_open", lang))}</a>'
@@ -661,7 +789,7 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
         heading = _ui("incidents.all" if everything else "incidents.open", lang)
         body = (_header(lang, session, csrf, here, now)
                 + f'<main><p><a href="/board{_q(lang)}">{_e(_ui("back", lang))}</a></p>'
-                f'<ol class="tiles">{_tile(state, lang, now)}</ol>'
+                f'<ol class="tiles">{_tile(state, lang, now, mismatch(community))}</ol>'
                 f'<section class="panel"><h2>{_e(heading)} <span class="count">'
                 f'{len(incidents)}</span> <small>{toggle}</small></h2>'
                 f'<ol class="incident-list" id="incidents">{items}</ol></section></main>')
@@ -700,22 +828,35 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
                      f'<textarea name="text" maxlength="{MAX_NOTE}" required></textarea>'
                      f'</label><br><button type="submit" class="btn">'
                      f'{_e(_ui("btn.note", lang))}</button></form>')
-        timeline = "".join(_event_item(e, lang) for e in events) or \
+        names = {**district_names, **_names(events)}
+        timeline = "".join(_event_item(e, lang, names) for e in events) or \
             f'<li class="empty">{_e(_ui("no_events", lang))}</li>'
         back = _path("board", "c", community) + _q(lang)
         body = (_header(lang, session, csrf, here, now)
                 + f'<main><p><a href="{_e(back)}">'
                 f'{_e(_ui("back_community", lang, name=state.name or state.id))}</a></p>'
                 f"{banner}"
-                f'<ol class="incident-list">{_incident_item(community, inc, lang, now)}</ol>'
+                f'<ol class="incident-list">{_incident_item(community, inc, lang, now, names)}'
+                '</ol>'
                 f'<div class="acts">{acts}</div>'
                 f'<section class="panel"><h2>{_e(_ui("timeline", lang))}</h2>'
                 f'<ol class="timeline-list" id="timeline">{timeline}</ol></section></main>')
         return _document(lang, _title(str(inc.get("name") or ""), lang), body, status)
 
     async def incident_get(request: web.Request) -> web.StreamResponse:
-        if request.query.get("done") == "noted":
-            return await incident_page(request, (True, _ui("act.noted", lang=_lang(request))))
+        done = request.query.get("done")
+        key = {"noted": "act.noted", "acked": "act.acknowledged",
+               "replayed": "act.replayed"}.get(done or "")
+        if key is not None:
+            return await incident_page(request, (True, _ui(key, lang=_lang(request))))
+        if done == "already":
+            lang = _lang(request)
+            by = request.query.get("by") or "-"
+            events = await view.timeline(request.match_info["community"],
+                                         request.match_info["incident"])
+            names = {**district_names, **_names(events)}
+            return await incident_page(request, (True, _ui(
+                "act.already", lang, by=_who(by, lang, None, names))))
         return await incident_page(request)
 
     async def act_guard(request: web.Request
@@ -786,10 +927,18 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
             until = zone.clock(clock_.now() + wire.ACT_TTL - act_wait)
             return await incident_page(request, (False, _ui(
                 "act.no_answer", lang, wait=round(act_wait), phone=phone, until=until)), 504)
-        if type_ == "note" and reply.get("ok"):
-            # Post, then redirect: a reload of the answer must not send the note again.
+        if reply.get("error") == "forged":
+            # The box cannot verify the district's signature: the keys differ. Retrying
+            # never helps; the channel logged it once and the board flags the community.
+            return await incident_page(request, (False, _ui("act.key", lang, phone=phone)),
+                                       502)
+        done = _done(reply, type_, actor)
+        if done is not None:
+            # Post, then redirect: a reload of the answer must not send the act again.
             here = _path("board", "c", community, "i", incident_id)
-            return _redirect(here + ("?done=noted&lang=en" if lang == "en" else "?done=noted"))
+            query = {"done": done[0], **({"by": done[1]} if done[1] else {}),
+                     **({"lang": "en"} if lang == "en" else {})}
+            return _redirect(here + "?" + urlencode(query))
         return await incident_page(request, _reply_text(reply, type_, actor, lang))
 
     async def ack(request: web.Request) -> web.StreamResponse:
@@ -861,7 +1010,14 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
         answer = reply.get("body")
         if not reply.get("ok") or not isinstance(status, int) or not 100 <= status <= 599 \
                 or not isinstance(answer, bytes | type(None)):
-            _log.warning("relay_refused_by_box", community=community, error=reply.get("error"),
+            error = reply.get("error")
+            if error == "forged":
+                # Not a forged link: the box cannot verify the district's command, so the
+                # two command keys differ (the channel logs it once, the board flags it).
+                _log.info("relay_refused_by_box", community=community, error=error,
+                          cause="command_key_mismatch")
+                return _relay_page(("relay.key.title", "relay.key"), lang, 502, name, phone)
+            _log.warning("relay_refused_by_box", community=community, error=error,
                          status=status)
             return _relay_page(("relay.refused.title", "relay.refused"), lang, 502, name,
                                phone)
@@ -891,6 +1047,7 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
         response.headers["Cache-Control"] = "no-cache"
         return response
 
+    app.router.add_get("/", root)
     app.router.add_get("/board", overview)
     app.router.add_get("/board/", overview)
     app.router.add_get("/board/static/{name}", static)
@@ -926,6 +1083,25 @@ def _reply_text(reply: Mapping[str, Any], type_: str, actor: str,
     if error in ("unknown_incident", "closed", "not_open", "not_found"):
         return False, _ui("act.closed", lang)
     return False, _ui("act.refused", lang, reason=str(error or "-"))
+
+
+def _done(reply: Mapping[str, Any], type_: str, actor: str) -> tuple[str, str] | None:
+    """A successful act's outcome for the redirect after it (code, who was first), or None
+    when the answer is a refusal (shown at once, with its status)."""
+    error = reply.get("error")
+    incident = reply.get("incident") if isinstance(reply.get("incident"), Mapping) else None
+    by = str((incident or {}).get("acknowledged_by") or reply.get("acknowledged_by") or "")
+    if reply.get("ok"):
+        if type_ == "note":
+            return "noted", ""
+        if reply.get("replayed"):
+            return "replayed", ""
+        if by and by != actor:
+            return "already", by
+        return "acked", ""
+    if error in ("already_acknowledged", "acknowledged"):
+        return "already", by
+    return None
 
 
 def _b64(body: bytes) -> str:

@@ -66,8 +66,12 @@ class CommandChannel:
         # What happened to commands and replies, for /metrics and the operator.
         self.counts: dict[str, int] = {
             "sent": 0, "replied": 0, "timeout": 0, "publish_failed": 0, "busy": 0,
-            "reply_bad": 0, "reply_late": 0, "reply_wrong_community": 0}
+            "reply_bad": 0, "reply_late": 0, "reply_wrong_community": 0, "key_mismatch": 0}
         self._logged: set[str] = set()
+        # Communities whose box last refused a command as `forged`: the district's and the
+        # box's command keys differ (a configuration error, not an attack: only the holder
+        # of a key can sign, and the district signs with what district.toml gives it).
+        self._mismatch: set[str] = set()
 
     def __repr__(self) -> str:
         # Never the keys.
@@ -138,6 +142,8 @@ class CommandChannel:
                       ok=data["ok"], error=data.get("error"))
             return
         owner, future = found
+        if owner == community:
+            self._note_key(community, data)
         if owner != community:
             # Only the box of the command's community may answer it: a reply on another
             # community's topic is another box's (or a forgery through its bridge).
@@ -148,6 +154,43 @@ class CommandChannel:
         if not future.done():
             self.counts["replied"] += 1
             future.set_result(data)
+
+    def key_mismatch(self, community: str) -> bool:
+        """Whether `community`'s box refused the district's last command as forged: its
+        command key is not the district's (a configuration error; the board flags it)."""
+        return community in self._mismatch
+
+    @property
+    def mismatched(self) -> frozenset[str]:
+        return frozenset(self._mismatch)
+
+    def _note_key(self, community: str, data: Mapping[str, Any]) -> None:
+        if data.get("error") == "forged":
+            self.counts["key_mismatch"] += 1
+            if community not in self._mismatch:
+                self._mismatch.add(community)
+                # Once per community until it is fixed: every act of every person would
+                # log it again otherwise.
+                _log.error("district_command_key_mismatch", community=community,
+                           hint="the box refused the district's command as forged: "
+                                "[[community]] command_key_file in district.toml and the "
+                                "box's [district] command_key_file hold different keys")
+        elif community in self._mismatch:
+            self._mismatch.discard(community)
+            _log.info("district_command_key_matches_again", community=community)
+
+    def metrics_lines(self) -> list[str]:
+        """The channel's counters and the key-mismatch gauge, Prometheus text lines (the
+        district daemon's /metrics appends them)."""
+        lines = ["# TYPE sentinel_district_commands_total counter"]
+        for name, value in self.counts.items():
+            lines.append(f'sentinel_district_commands_total{{outcome="{name}"}} {value}')
+        lines.append("# TYPE sentinel_district_command_key_mismatch gauge")
+        for community in sorted(self._keys):
+            flag = 1 if community in self._mismatch else 0
+            lines.append(f'sentinel_district_command_key_mismatch{{community="{community}"}} '
+                         f"{flag}")
+        return lines
 
     def _once(self, key: str, event: str, **fields: Any) -> None:
         """Log a repeated condition once (counted every time), bounded."""

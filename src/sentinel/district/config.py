@@ -14,12 +14,22 @@ read.
 from __future__ import annotations
 
 import os
+import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sentinel.config.load import (
     env_overrides,
@@ -80,7 +90,7 @@ class Community(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Its topic level on the district broker (the box's [district] community).
-    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    id: str
     name: str = ""
     # The community's duty phone: shown when its box cannot be reached.
     phone: str = ""
@@ -88,6 +98,11 @@ class Community(BaseModel):
     # or SENTINEL_COMMUNITY_<ID>_COMMAND_KEY in the environment.
     command_key: SecretStr | None = None
     command_key_file: Path | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_topic_level(cls, value: str) -> str:
+        return check_community_id(value)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Community:
@@ -106,16 +121,64 @@ class DistrictConfig(Settings):
     district: DistrictOptions = Field(default_factory=DistrictOptions)
     community: list[Community] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _unique(self) -> DistrictConfig:
-        ids = [c.id for c in self.community]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"duplicate community id(s): {', '.join(dupes)}")
-        return self
+    @field_validator("community")
+    @classmethod
+    def _unique(cls, value: list[Community]) -> list[Community]:
+        # A field's validator: the problem is reported at [[community]] in the file (a
+        # model validator's has no place, and was once blamed on the environment).
+        return unique_communities(value)
 
     def communities(self) -> dict[str, Community]:
         return {c.id: c for c in self.community}
+
+
+COMMUNITY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_community_id(value: str) -> str:
+    """A community id is one MQTT topic level the box's [district] community also uses:
+    1 to 64 ASCII letters, digits, '_' or '-' (the name people read is `name`)."""
+    if COMMUNITY_ID.fullmatch(value) is None:
+        raise ValueError(
+            f"community id {value!r} is not usable as a topic level: use 1 to 64 ASCII "
+            "letters, digits, '_' or '-' (e.g. \"shuibei\"), the same as the box's "
+            "[district] community; put the name people read in `name`")
+    return value
+
+
+def unique_communities(value: list[Community]) -> list[Community]:
+    """No community id twice: which ids, and at which [[community]] entries (1-based, in
+    file order)."""
+    seen: dict[str, list[int]] = {}
+    for number, community in enumerate(value, 1):
+        seen.setdefault(community.id, []).append(number)
+    dupes = {i: n for i, n in seen.items() if len(n) > 1}
+    if dupes:
+        said = "; ".join(f"{i!r} in entries {', '.join(map(str, n))}"
+                         for i, n in sorted(dupes.items()))
+        raise ValueError(f"duplicate community id: {said} (each [[community]] needs its own id)")
+    return value
+
+
+def key_file_warnings(settings: DistrictConfig) -> list[Problem]:
+    """Command key files that someone other than their owner can read (not mode 0600 or
+    stricter): a key anyone on the machine can read lets them act as the street office on
+    that community's box. Warnings, for `sentinel district --check` and the daemon's start."""
+    warnings: list[Problem] = []
+    for community in settings.community:
+        path = community.command_key_file
+        if path is None:
+            continue
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            continue  # command_keys() reports a file it cannot read
+        if mode & 0o077:
+            warnings.append(Problem(
+                str(path), f"community {community.id}",
+                f"command key file is mode {mode:04o}, readable by group or others: "
+                f"chmod 600 {path} (owned by the user the daemon runs as)"))
+    return warnings
 
 
 def key_variable(community: str) -> str:

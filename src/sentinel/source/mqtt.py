@@ -185,6 +185,9 @@ class MqttSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self.connects = 0
+        # Reconnects that found no session although the client had one (queued messages
+        # may be lost; logged as mqtt_session_lost).
+        self.sessions_lost = 0
         self.last_error: str | None = None
         self._published: dict[int, asyncio.Future[None]] = {}
 
@@ -417,10 +420,22 @@ class MqttSource:
             misc.cancel()
             raise MqttConnectError(cfg.host, cfg.port, error)
         self._misc_task: asyncio.Task[None] | None = misc
+        had_session = self.connects > 0 and _keeps_session(cfg)
         self.connects += 1
         self.last_error = None
         log.info("mqtt_connected", host=cfg.host, port=cfg.port, client_id=cfg.client_id,
                  session_present=session_present, protocol=cfg.protocol)
+        if had_session and not session_present:
+            self.sessions_lost += 1
+            log.warning("mqtt_session_lost", host=cfg.host, port=cfg.port,
+                        client_id=cfg.client_id, username=cfg.username,
+                        hint="the broker kept no session for this client although it had "
+                             "one before this reconnect: messages queued for it meanwhile "
+                             "may be lost. Likely another client connected with the same "
+                             "client id (or, where the broker uses user names as client "
+                             "ids, the same user: e.g. a mosquitto_sub with the daemon's "
+                             "credentials), or the broker lost its persistence (restarted "
+                             "without persistence, or its session expired)")
         self._subscribe(client, session_present)
 
     def _subscribe(self, client: mqtt.Client, session_present: bool) -> None:
@@ -725,3 +740,10 @@ def _describe_verify_failure(exc: ssl.SSLCertVerificationError, cfg: MqttSetting
                 f"{cfg.host}:{cfg.port} the broker you mean?")
     return (f"{text}; the broker's certificate is not signed by a CA this system trusts: set "
             "[mqtt.tls] ca_file to the CA that issued it")
+
+
+def _keeps_session(cfg: MqttSettings) -> bool:
+    """Whether a reconnect of this client should find its session on the broker: MQTT 5
+    with a session expiry (clean start off), or 3.1.1 after its first connect (clean start
+    on the first connect only)."""
+    return cfg.session_expiry > 0 if cfg.protocol == "5" else True

@@ -85,9 +85,12 @@ class CommandChannel:
         return community in self._keys
 
     async def send(self, community: str, type_: wire.CommandType, fields: Mapping[str, Any],
-                   ttl: float, wait: float) -> dict[str, Any] | None:
+                   ttl: float, wait: float, command_id: str | None = None
+                   ) -> dict[str, Any] | None:
         """Sign and publish a command; the box's reply (`wire.parse_reply`), or None when
         none came within `wait` seconds (or the district broker could not take it).
+        `command_id`: the caller's, when a repeat must be recognised by the box as the same
+        command (a whistle's acknowledgement, derived from the district's event); else new.
 
         UnknownCommunity: no key for `community`; ChannelBusy: too many waiting."""
         key = self._keys.get(community)
@@ -98,7 +101,7 @@ class CommandChannel:
             self._once("busy", "district_commands_busy", waiting=len(self._waiting))
             raise ChannelBusy()
         command_id, payload = wire.sign_command(key, community, type_, fields,
-                                                self._clock.now(), ttl)
+                                                self._clock.now(), ttl, command_id)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._waiting[command_id] = (community, future)

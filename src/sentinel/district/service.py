@@ -43,7 +43,12 @@ from sentinel.control.sessions import BoardSessions, StateBook
 from sentinel.district import wire
 from sentinel.district.board import add_district_routes
 from sentinel.district.commands import CommandChannel
-from sentinel.district.config import DistrictConfig, command_keys, load_district_settings
+from sentinel.district.config import (
+    DistrictConfig,
+    command_keys,
+    key_file_warnings,
+    load_district_settings,
+)
 from sentinel.district.mirror import Mirror, ReplyHandler, Resync, mirror_db
 from sentinel.district.view import CommandSender, DistrictView
 from sentinel.district.watch import (
@@ -108,6 +113,8 @@ def load_district(path: Path, environ: Mapping[str, str] | None = None) -> Loade
     if not settings.community:
         problems.append(Problem(str(path), "community", "no [[community]]: name the boxes "
                                                           "this district oversees"))
+    # Key files others can read: a key lets anyone who has it command that box.
+    warnings += key_file_warnings(settings)
     try:
         command_keys(settings, environ)
     except ConfigError as exc:
@@ -144,46 +151,12 @@ WHISTLE_ACK_WAIT = 10.0
 _ACK_TTL = wire.ACT_TTL
 
 
-class _Channel(CommandChannel):
-    """The command channel, and a command sent under an id of the caller's (a whistle's
-    acknowledgement: derived from the district's event, so a restart resends the same
-    command and the box executes it once)."""
-
-    async def send_as(self, command_id: str, community: str, type_: wire.CommandType,
-                      fields: Mapping[str, Any], ttl: float, wait: float
-                      ) -> dict[str, Any] | None:
-        key = self._keys.get(community)
-        if key is None:
-            return None
-        _, payload = wire.sign_command(key, community, type_, fields, self._clock.now(), ttl,
-                                       command_id)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiting[command_id] = (community, future)
-        try:
-            async with asyncio.timeout(wait):
-                try:
-                    await self._publish(wire.topic(self._prefix, community, wire.COMMANDS),
-                                        payload, qos=1, retain=False)
-                except ConnectionError:
-                    self.counts["publish_failed"] += 1
-                    return None
-                self.counts["sent"] += 1
-                log.info("district_command_sent", community=community, type=type_,
-                         id=command_id)
-                return await future
-        except TimeoutError:
-            self.counts["timeout"] += 1
-            return None
-        finally:
-            self._waiting.pop(command_id, None)
-
-
 def wire_district(publish: Publish, prefix: str, keys: Mapping[str, bytes], clock: Clock,
                   view: DistrictView, sessions: BoardSessions | None, api_token: bytes,
-                  own: Operations | None) -> Wiring:
+                  own: Operations | None, people: Mapping[str, str] | None = None) -> Wiring:
     """The command channel (resyncs, the board's acts, the link relay) and the board's
     routes on the district's control server. `sessions` None: no HTTP board."""
-    channel = _Channel(publish, prefix, keys, clock)
+    channel = CommandChannel(publish, prefix, keys, clock)
 
     async def resync(community: str, after: int) -> None:
         await channel.send(community, "resync", {"after": after}, RESYNC_TTL, RESYNC_WAIT)
@@ -191,7 +164,8 @@ def wire_district(publish: Publish, prefix: str, keys: Mapping[str, bytes], cloc
     routes = None
     if sessions is not None:
         def routes(app: web.Application) -> None:
-            add_district_routes(app, view, channel, sessions, api_token, own=own, clock=clock)
+            add_district_routes(app, view, channel, sessions, api_token, own=own, clock=clock,
+                                people=people)
 
     return Wiring(channel, channel.on_reply, resync, routes)
 
@@ -202,10 +176,12 @@ def wire_district(publish: Publish, prefix: str, keys: Mapping[str, bytes], cloc
 class _Observer:
     """/readyz and /metrics of the district daemon."""
 
-    def __init__(self, source: MqttSource, mirror: Mirror, watch: Watch) -> None:
+    def __init__(self, source: MqttSource, mirror: Mirror, watch: Watch,
+                 commands: CommandSender | None = None) -> None:
         self._source = source
         self._mirror = mirror
         self._watch = watch
+        self._commands = commands
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         ok = self._source.connected
@@ -227,6 +203,9 @@ class _Observer:
                          f"{online}")
             lines.append(f'sentinel_district_community_missing_events{{community='
                          f'"{record.id}"}} {record.missing}')
+        if isinstance(self._commands, CommandChannel):
+            # Commands by outcome, and communities whose box refuses the district's key.
+            lines += self._commands.metrics_lines()
         return ("\n".join(lines) + "\n").encode(), "text/plain; version=0.0.4"
 
 
@@ -320,17 +299,19 @@ async def run_district(loaded: Loaded, stop: asyncio.Event,
             # The district's own incidents: the API, links and the board act on them.
             operations = Operations(loaded, incidents, escalation, state, sink, source,
                                     ReadingFeed(loaded.inventory), clock)
-        wiring = (wire or wire_district)(source.start_publish, prefix, keys, clock, mirror,
-                                         sessions, token.encode(), operations)
+        wiring = (wire or wire_district)(
+            source.start_publish, prefix, keys, clock, mirror, sessions, token.encode(),
+            operations, {c.id: c.name for c in escalation.contacts.values()})
         mirror.resync, mirror.on_reply = wiring.resync, wiring.on_reply
         acks: WhistleAcks | None = None
         channel = wiring.commands
-        if isinstance(channel, _Channel):
+        if channel is not None:
+            commands = channel
+
             def send_ack(community: str, fields: Mapping[str, Any], command_id: str
                          ) -> Any:
-                assert isinstance(channel, _Channel)
-                return channel.send_as(command_id, community, "ack", fields, _ACK_TTL,
-                                       WHISTLE_ACK_WAIT)
+                return commands.send(community, "ack", fields, _ACK_TTL, WHISTLE_ACK_WAIT,
+                                     command_id=command_id)
             people = {c.id: c.name for c in escalation.contacts.values()}
             acks = WhistleAcks(incidents, state, mirror, communities, send_ack, people, clock,
                                settings.language)
@@ -345,7 +326,7 @@ async def run_district(loaded: Loaded, stop: asyncio.Event,
         district = District(source, mirror, watch, incidents, escalation, control, wiring,
                             acks)
         if control is not None:
-            control.observe(_Observer(source, mirror, watch))
+            control.observe(_Observer(source, mirror, watch, wiring.commands))
         await _run(settings, district, sink, stop, on_ready, loaded)
         return district
 

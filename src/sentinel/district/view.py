@@ -63,8 +63,9 @@ class DistrictView(Protocol):
 
 class CommandSender(Protocol):
     async def send(self, community: str, type_: Literal["ack", "note", "http", "resync"],
-                   fields: Mapping[str, Any], ttl: float, wait: float
-                   ) -> dict[str, Any] | None:
+                   fields: Mapping[str, Any], ttl: float, wait: float,
+                   command_id: str | None = None) -> dict[str, Any] | None:
         """Sign and publish a command; the box's reply (sentinel.district.wire.parse_reply),
-        or None when none came within `wait` seconds."""
+        or None when none came within `wait` seconds. `command_id`: the caller's, so that a
+        repeat is the same command to the box (it executes an id once)."""
         ...

@@ -30,8 +30,7 @@ from sentinel.incidents.windows import Windows
 from sentinel.ingest import Ingestor, ReadingListener
 from sentinel.loading import Loaded
 from sentinel.metrics import DaemonMetrics
-from sentinel.notify.sender import AppriseSender
-from sentinel.notify.sender_process import ProcessSender
+from sentinel.notify.sender_process import ProcessSender, start_sender
 from sentinel.runtime import Daemon
 from sentinel.source import MqttSource
 from sentinel.source.mqtt import Will
@@ -95,14 +94,7 @@ async def run_daemon(loaded: Loaded, stop: asyncio.Event,
     clock = clock or SystemClock()
     pending_system: set[asyncio.Task[None]] = set()
 
-    sender: AppriseSender | ProcessSender
-    if settings.notify.sender == "process":
-        # Spawned now, so it is warm (apprise imported) by the time messages are read.
-        sender = ProcessSender(settings.notify.timeout, settings.notify.concurrency,
-                               warm=[u for c in loaded.oncall.contact for u in c.channels])
-        sender.start_soon()
-    else:
-        sender = AppriseSender(settings.notify.timeout, settings.notify.concurrency)
+    sender = start_sender(settings.notify, [u for c in loaded.oncall.contact for u in c.channels])
     # Stopped last, also when start-up fails half way (a child process is not left behind).
     async with contextlib.AsyncExitStack() as closing:
         closing.push_async_callback(sender.aclose)

@@ -67,8 +67,7 @@ from sentinel.incidents.store import StateStore
 from sentinel.incidents.windows import Windows
 from sentinel.kinds import BUILTIN_KINDS, KindRegistry
 from sentinel.loading import Loaded, load_escalation
-from sentinel.notify.sender import AppriseSender
-from sentinel.notify.sender_process import ProcessSender
+from sentinel.notify.sender_process import ProcessSender, start_sender
 from sentinel.rules.model import RulesConfig
 from sentinel.source import MqttSource
 from sentinel.store.reserve import DiskGuard, Reserve
@@ -241,13 +240,7 @@ async def run_district(loaded: Loaded, stop: asyncio.Event,
     communities = settings.communities()
     prefix = settings.incidents.topic_prefix
     options = settings.district
-    sender: AppriseSender | ProcessSender
-    if settings.notify.sender == "process":
-        sender = ProcessSender(settings.notify.timeout, settings.notify.concurrency,
-                               warm=[u for c in loaded.oncall.contact for u in c.channels])
-        sender.start_soon()
-    else:
-        sender = AppriseSender(settings.notify.timeout, settings.notify.concurrency)
+    sender = start_sender(settings.notify, [u for c in loaded.oncall.contact for u in c.channels])
     async with contextlib.AsyncExitStack() as closing:
         closing.push_async_callback(sender.aclose)
         disk = DiskGuard(Reserve(settings.state_dir, settings.store.reserve_bytes))

@@ -32,7 +32,8 @@ from typing import Self
 
 import structlog
 
-from sentinel.notify.sender import DeliveryResult, check_headers, result_of
+from sentinel.config.model import NotifySettings
+from sentinel.notify.sender import AppriseSender, DeliveryResult, check_headers, result_of
 
 log = structlog.get_logger("sentinel.notify")
 
@@ -186,3 +187,15 @@ class ProcessSender:
 
 
 __all__ = ["DeliveryResult", "ProcessSender"]
+
+
+def start_sender(settings: NotifySettings, channels: Sequence[str]
+                 ) -> AppriseSender | ProcessSender:
+    """The apprise sender [notify] sender asks for. A child process is spawned at once, so
+    it is warm (apprise imported, `channels`' plugins loaded) by the time messages are read;
+    the caller starts it (`start`) before the first one and closes it (`aclose`) last."""
+    if settings.sender == "process":
+        sender = ProcessSender(settings.timeout, settings.concurrency, warm=list(channels))
+        sender.start_soon()
+        return sender
+    return AppriseSender(settings.timeout, settings.concurrency)

@@ -14,19 +14,31 @@ cut (connections reset, new ones refused) for `--cut` seconds (600: the issue's 
     within 1 s while the uplink is down;
   * what the district saw: the bridge's will, box_offline paged to the street office
     (when the cut is longer than offline_after);
-  * after the link returns: how long until the district holds every event of the box,
-    and that it holds each once, in order (and the other boxes' too, all along);
+  * after the link returns: how long until the district holds every event of the box
+    (catch_up_s: the bridge's reconnect, reconnect_s, then the drain, drain_s, from the
+    first held event's arrival at the district daemon to the last's), and that it holds
+    each once, in order (and the other boxes' too, all along);
   * the box broker's queue (events held) and the daemons' peak RSS.
 
+The district broker saves its persistence file as the shipped config/mosquitto/district.conf
+does (`autosave_on_changes false`: on a timer, here every second). The rig's own setting
+(tests/district_rig.py: `autosave_interval 1` over tests/servers.py's `autosave_on_changes
+true`) makes mosquitto rewrite the whole file after every single message, retained incident
+states included: 3-7 ms per message, so a backlog crossed the district broker at ~150-250
+messages/s and that, not the district daemon (idle 95 % of the drain), was the slow
+catch-up measured before. `--rig-autosave` keeps the rig's setting, to compare.
+
     python bench/district_outage.py [--cut 600] [--rate 200] [--alarm-every 10]
-                                    [--json out.json] [--keep]
+                                    [--rig-autosave] [--json out.json] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -54,6 +66,25 @@ def _load(rig: DistrictRig, community: str, rate: float, stop: threading.Event) 
         pub.close()
 
 
+def _autosave_like_district_conf(rig: DistrictRig) -> None:
+    """Make the district broker save on a timer (every second), as district.conf does, not
+    after every change: both options are reloaded on SIGHUP (mosquitto.conf(5))."""
+    broker = rig.broker
+    broker.extra_config.append("autosave_on_changes false")  # the last setting wins
+    broker.config_path.write_text(broker.config_text())
+    offset = broker.log_path.stat().st_size if broker.log_path.exists() else 0
+    assert broker.pid is not None
+    os.kill(broker.pid, signal.SIGHUP)
+
+    def reloaded() -> bool:
+        with broker.log_path.open("rb") as fh:
+            fh.seek(offset)
+            return b"Reloading config" in fh.read()
+
+    if not wait_until(reloaded, 5, 0.05):
+        raise RuntimeError("the district broker did not reload its configuration")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="sentinel-bench-outage-"))
     problems: list[str] = []
@@ -63,11 +94,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     duty_after=180.0, street_after=600.0,
                     box_settings={"district__aggregates": "true"})
     log(f"rig up in {time.monotonic() - started:.1f} s\n{rig.describe()}")
+    if not args.rig_autosave:
+        _autosave_like_district_conf(rig)
     stop = threading.Event()
     loaders = [threading.Thread(target=_load, args=(rig, c, args.rate / len(rig.boxes), stop),
                                 daemon=True) for c in rig.boxes]
     result: dict[str, Any] = {"cut_s": args.cut, "rate": args.rate,
-                              "offline_after_s": args.offline_after}
+                              "offline_after_s": args.offline_after,
+                              "district_broker_autosave": "every change (the rig's)"
+                              if args.rig_autosave else "every 1 s (as district.conf)"}
     try:
         for t in loaders:
             t.start()
@@ -101,13 +136,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             problems.append(f"{len(leaked)} events crossed the cut link")
         offline_pages = [page_text(p) for p in rig.pages("/district/")[district_pages:]
                          if victim.id in page_text(p) or victim.name in page_text(p)]
-        restored = time.monotonic()
+        restored, restored_at = time.monotonic(), time.time()
         victim.restore()
         log(f"link restored; {len(held)} events of {victim.id} held on its broker")
         caught = wait_until(lambda: rig.caught_up(victim.id), args.drain, 0.1)
         catch_up = time.monotonic() - restored
         if not caught:
             problems.append(f"the district did not catch up within {args.drain:g} s")
+        # The catch-up in two parts: the bridge's reconnect (its restart_timeout backoff,
+        # up to 2 s in the rig) and the drain, from the first held event's arrival at the
+        # district daemon (the mirror's `received`) to the last's.
+        first = rig.district.mirrored_event(victim.id, min(held)) if held else None
+        last = rig.district.mirrored_event(victim.id, max(held)) if held else None
+        if first is not None and last is not None:
+            drain = last["received"] - first["received"]
+            result.update({
+                "reconnect_s": round(first["received"] - restored_at, 2),
+                "drain_s": round(drain, 3),
+                "drain_events_per_s": round((len(held) - 1) / drain) if drain > 0 else None})
         arrival = rig.district.mirrored(victim.id, arrival=True)
         if arrival != sorted(set(arrival)):
             problems.append("the district's events are not each once, in order")
@@ -155,6 +201,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--drain", type=float, default=120.0)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--rig-autosave", action="store_true",
+                        help="keep the rig's district broker saving after every change "
+                             "(the slow catch-up measured before)")
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args()
     result = run(args)

@@ -21,12 +21,12 @@ cut (connections reset, new ones refused) for `--cut` seconds (600: the issue's 
   * the box broker's queue (events held) and the daemons' peak RSS.
 
 The district broker saves its persistence file as the shipped config/mosquitto/district.conf
-does (`autosave_on_changes false`: on a timer, here every second). The rig's own setting
-(tests/district_rig.py: `autosave_interval 1` over tests/servers.py's `autosave_on_changes
-true`) makes mosquitto rewrite the whole file after every single message, retained incident
-states included: 3-7 ms per message, so a backlog crossed the district broker at ~150-250
-messages/s and that, not the district daemon (idle 95 % of the drain), was the slow
-catch-up measured before. `--rig-autosave` keeps the rig's setting, to compare.
+does (`autosave_on_changes false`: on a timer, here every second). `--rig-autosave` makes it
+save after every change instead (`autosave_interval 1` over tests/servers.py's
+`autosave_on_changes true`, the rig's setting before): mosquitto then rewrites the whole
+file after every single message, retained incident states included, 3-7 ms per message, so
+a backlog crossed the district broker at ~150-250 messages/s — that, not the district daemon
+(idle 95 % of the drain), was the slow catch-up measured first.
 
     python bench/district_outage.py [--cut 600] [--rate 200] [--alarm-every 10]
                                     [--rig-autosave] [--json out.json] [--keep]
@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -66,25 +64,6 @@ def _load(rig: DistrictRig, community: str, rate: float, stop: threading.Event) 
         pub.close()
 
 
-def _autosave_like_district_conf(rig: DistrictRig) -> None:
-    """Make the district broker save on a timer (every second), as district.conf does, not
-    after every change: both options are reloaded on SIGHUP (mosquitto.conf(5))."""
-    broker = rig.broker
-    broker.extra_config.append("autosave_on_changes false")  # the last setting wins
-    broker.config_path.write_text(broker.config_text())
-    offset = broker.log_path.stat().st_size if broker.log_path.exists() else 0
-    assert broker.pid is not None
-    os.kill(broker.pid, signal.SIGHUP)
-
-    def reloaded() -> bool:
-        with broker.log_path.open("rb") as fh:
-            fh.seek(offset)
-            return b"Reloading config" in fh.read()
-
-    if not wait_until(reloaded, 5, 0.05):
-        raise RuntimeError("the district broker did not reload its configuration")
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="sentinel-bench-outage-"))
     problems: list[str] = []
@@ -92,10 +71,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # The boxes publish one-minute aggregates too: the uplink carries what it would.
     rig = start_rig(base, offline_after=args.offline_after, heartbeat=args.heartbeat,
                     duty_after=180.0, street_after=600.0,
-                    box_settings={"district__aggregates": "true"})
+                    box_settings={"district__aggregates": "true"},
+                    save_every_change=args.rig_autosave)
     log(f"rig up in {time.monotonic() - started:.1f} s\n{rig.describe()}")
-    if not args.rig_autosave:
-        _autosave_like_district_conf(rig)
     stop = threading.Event()
     loaders = [threading.Thread(target=_load, args=(rig, c, args.rate / len(rig.boxes), stop),
                                 daemon=True) for c in rig.boxes]

@@ -540,17 +540,22 @@ def start_rig(base: Path, communities: Sequence[tuple[str, str, str]] = COMMUNIT
               offline_after: float = 3.0, offline_grace: float = 2.0, heartbeat: float = 1.0,
               duty_after: float = 8.0, street_after: float = 30.0,
               box_settings: Mapping[str, str] | None = None,
-              start_district: bool = True) -> DistrictRig:
+              start_district: bool = True, save_every_change: bool = False) -> DistrictRig:
     """Bring the district and `communities` up; the caller closes the rig.
 
     `start_district=False` leaves the district daemon to the caller (`rig.district.start()`),
-    e.g. to watch the boxes and brokers alone."""
+    e.g. to watch the boxes and brokers alone. The district broker saves its persistence
+    every second, as config/mosquitto/district.conf does on a timer; `save_every_change`
+    rewrites it after every message instead (a backlog then crosses it at ~200 messages/s:
+    bench/district_outage.py --rig-autosave shows the difference)."""
     base.mkdir(parents=True, exist_ok=True)
     receiver = HttpReceiver().start()
     keys = {c[0]: secrets.token_urlsafe(32).encode() for c in communities}
     district_base = base / "district"
     (district_base / "keys").mkdir(parents=True, exist_ok=True)
-    broker = Mosquitto(district_base / "mosquitto", extra_config=["autosave_interval 1"])
+    saves = ["autosave_interval 1"] if save_every_change else \
+        ["autosave_on_changes false", "autosave_interval 1"]
+    broker = Mosquitto(district_base / "mosquitto", extra_config=saves)
     box_brokers: dict[str, Mosquitto] = {}
     boxes: dict[str, Box] = {}
     district: DistrictProcess | None = None

@@ -545,3 +545,19 @@ def test_district_people_are_named_as_the_box_records_them() -> None:
     assert box_actor("so-b", people) == ("district:so-b", "胡勇")
     assert box_actor("board:so-b", people) == ("district:so-b", "胡勇")
     assert box_actor("cli:root", people) == ("district:cli-root", "root")
+
+
+async def test_a_silent_box_is_paged_once_unheard_for_its_grace_not_after_two_waits(
+        rig: Rig) -> None:
+    """A box that just goes quiet (power cut behind a half-open link: no will, no bridge
+    notice yet) is judged offline after offline_after without a heartbeat; it has been
+    unreachable since it was last heard, so the grace has run by then (offline_after ≥
+    grace): paged at once, not offline_after + grace after its last word."""
+    rig.watch._grace = 3.0
+    now = rig.clock.now()
+    await rig.feed(message("shuibei", wire.HEARTBEAT, beat("shuibei", now), now))
+    rig.clock.advance(60.0 + 0.5)  # the rig's offline_after
+    await rig.watch.check()
+    assert rig.mirror.records["shuibei"].reach == "offline"
+    inc = rig.open(BOX_OFFLINE, "shuibei")
+    assert inc is not None and inc.severity == Severity.CRITICAL

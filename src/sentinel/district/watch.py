@@ -165,8 +165,12 @@ class Watch:
         current = book.open.get(f"{BOX_OFFLINE}:{community}") if book is not None else None
         if record.reach in ("offline", "stopped"):
             now = self._clock.now()
-            down = self._down_since.setdefault(
-                community, record.since if record.since is not None else now)
+            start = record.since if record.since is not None else now
+            if _why(record, record.reach) == "silent" and record.last_heard is not None:
+                # Judged offline for silence: it has been unreachable since it was last
+                # heard (offline_after ago), not since that judgement.
+                start = min(start, record.last_heard)
+            down = self._down_since.setdefault(community, start)
             severity = Severity.CRITICAL if record.reach == "offline" else Severity.WARNING
             if current is not None and current.active and current.severity >= severity:
                 return

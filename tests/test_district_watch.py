@@ -487,10 +487,12 @@ class _Sender:
     def __init__(self, reply: dict[str, Any] | None) -> None:
         self.reply = reply
         self.sent: list[tuple[str, dict[str, Any], str]] = []
+        self.types: list[str] = []
 
-    async def __call__(self, community: str, fields: Any, command_id: str
+    async def __call__(self, community: str, type_: str, fields: Any, command_id: str
                        ) -> dict[str, Any] | None:
         self.sent.append((community, dict(fields), command_id))
+        self.types.append(type_)
         return self.reply
 
 
@@ -561,3 +563,38 @@ async def test_a_silent_box_is_paged_once_unheard_for_its_grace_not_after_two_wa
     assert rig.mirror.records["shuibei"].reach == "offline"
     inc = rig.open(BOX_OFFLINE, "shuibei")
     assert inc is not None and inc.severity == Severity.CRITICAL
+
+
+async def test_a_note_on_a_whistle_reaches_the_box_alarm_as_that_person(rig: Rig) -> None:
+    """The street office's note on a whistle (its link page's feedback) is also a note on
+    the box's alarm, once per district event; a note the box cannot take is said, with the
+    phone; the system's own notes are not sent."""
+    box = "20231115-0012"
+    whistle = await _whistle(rig, box)
+    assert whistle is not None and rig.state is not None
+    sender = _Sender({"ok": True, "id": "x"})
+    acks = WhistleAcks(rig.incidents, rig.state, rig.mirror, COMMUNITIES, sender,
+                       {"so-b": "胡勇"}, rig.clock)
+    start = rig.incidents.last_seq
+    await rig.incidents.note(whistle.id, "so-b", "消防车已到达小区门口")
+    events = await rig.incidents.events_after(start)
+    await acks.handle(events)
+    assert sender.types == ["note"]
+    community, fields, command_id = sender.sent[0]
+    assert community == "shuibei" and fields == {
+        "incident": box, "actor": "district:so-b", "name": "胡勇", "text": "消防车已到达小区门口"}
+    await acks.handle(events)  # seen again: the same command id
+    assert sender.sent[1][2] == command_id
+
+    silent = _Sender(None)
+    acks = WhistleAcks(rig.incidents, rig.state, rig.mirror, COMMUNITIES, silent, {},
+                       rig.clock)
+    mark = rig.incidents.last_seq
+    await rig.incidents.note(whistle.id, "so-b", "再次确认")
+    await acks.handle(await rig.incidents.events_after(mark))
+    said = [e for e in await rig.incidents.events_after(mark)
+            if e.type == "noted" and e.actor == "sentinel"]
+    assert len(said) == 1 and "0755-1" in said[0].data["text"]
+    # That note of the system's own is not sent on.
+    await acks.handle(said)
+    assert len(silent.sent) == 1

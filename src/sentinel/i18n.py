@@ -1005,6 +1005,13 @@ _MESSAGES: dict[str, dict[Language, str]] = {
     "actor.district": {"zh": "街道·{name}", "en": "street office: {name}"},
     # -- issue 18 (H): the district's own incidents: whistle and box offline -----------
     "whistle.title": {"zh": "吹哨: {alarm}无人确认", "en": "whistle: {alarm} unacknowledged"},
+    "whistle.note_photo": {"zh": "(附照片, 在街道平台查看)",
+                           "en": "(with a photo, on the district's board)"},
+    "whistle.note_unreached": {
+        "zh": "备注未能送达{community}的社区主机 (告警 {incident}; 无法连接或未应答), "
+              "请致电社区值班电话 {phone}",
+        "en": "The note did not reach {community}'s box (alarm {incident}; unreachable or "
+              "no answer): phone the community's duty number {phone}"},
     "whistle.box_unreached": {
         "zh": "未能在{community}的社区主机上确认告警 {incident} (无法连接或未应答): "
               "社区告警仍未确认, 请致电社区值班电话 {phone}",

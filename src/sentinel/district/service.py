@@ -301,10 +301,10 @@ async def run_district(loaded: Loaded, stop: asyncio.Event,
         if channel is not None:
             commands = channel
 
-            def send_ack(community: str, fields: Mapping[str, Any], command_id: str
-                         ) -> Any:
-                return commands.send(community, "ack", fields, _ACK_TTL, WHISTLE_ACK_WAIT,
-                                     command_id=command_id)
+            def send_ack(community: str, type_: str, fields: Mapping[str, Any],
+                         command_id: str) -> Any:
+                return commands.send(community, "note" if type_ == "note" else "ack", fields,
+                                     _ACK_TTL, WHISTLE_ACK_WAIT, command_id=command_id)
             people = {c.id: c.name for c in escalation.contacts.values()}
             acks = WhistleAcks(incidents, state, mirror, communities, send_ack, people, clock,
                                settings.language)

@@ -306,9 +306,9 @@ class Watch:
 
 # -- a whistle acknowledged at the district acknowledges the box's alarm -------------------
 
-# send(community, fields of an `ack` command, command id): the box's reply, or None when
-# none came (sentinel.district.service wires the command channel).
-AckSender = Callable[[str, Mapping[str, Any], str], Awaitable[Mapping[str, Any] | None]]
+# send(community, command type ("ack" or "note"), its fields, command id): the box's reply,
+# or None when none came (sentinel.district.service wires the command channel).
+AckSender = Callable[[str, str, Mapping[str, Any], str], Awaitable[Mapping[str, Any] | None]]
 ACKS_CURSOR = "district_whistle_acks_seq"
 # A person's act on a whistle that acknowledges the box's alarm.
 _ACTS = frozenset({"acknowledged", "assigned", "resolved"})
@@ -334,8 +334,9 @@ def box_actor(actor: str, people: Mapping[str, str]) -> tuple[str, str]:
 
 class WhistleAcks:
     """Follows the district's own events from a durable cursor; a person's act on a whistle
-    sends one `ack` of the box's incident to its box (command id from the district event, so
-    a restart that sees the event again sends the same command, which the box dedupes)."""
+    sends one `ack` of the box's incident to its box, and a person's note on it the same
+    note (command ids from the district events, so a restart that sees an event again sends
+    the same command, which the box dedupes)."""
 
     def __init__(self, incidents: IncidentService, store: StateStore, mirror: Mirror,
                  communities: Mapping[str, Community], send: AckSender,
@@ -390,12 +391,15 @@ class WhistleAcks:
             if event.type == "resolved" and event.data.get("outcome") in _BOX_OUTCOMES:
                 continue
             first[event.incident_id] = event
+        notes = [e for e in events if e.type == "noted" and e.actor not in ("sentinel", "device")
+                 and isinstance(e.data.get("text"), str) and e.data["text"].strip()]
         acts = []
-        for incident_id, event in first.items():
-            inc = self._incidents.incident(incident_id) or \
-                await self._store.incident(incident_id)
+        for event in [*first.values(), *notes]:
+            inc = self._incidents.incident(event.incident_id) or \
+                await self._store.incident(event.incident_id)
             if inc is not None and inc.name == WHISTLE and "/" in inc.target:
-                acts.append(self._ack(inc, event))
+                acts.append(self._ack(inc, event) if event.type != "noted"
+                            else self._note(inc, event))
         if acts:
             await asyncio.gather(*acts)
 
@@ -409,8 +413,8 @@ class WhistleAcks:
         record = self._mirror.records.get(community)
         reply: Mapping[str, Any] | None = None
         if record is None or record.reach not in ("offline", "stopped"):
-            reply = await self._send(community, {"incident": box_id, "actor": actor,
-                                                 "name": name}, command_id)
+            reply = await self._send(community, "ack", {"incident": box_id, "actor": actor,
+                                                        "name": name}, command_id)
         error = None if reply is None else reply.get("error")
         if reply is not None and (reply.get("ok") or error in _DONE):
             self.sent += 1
@@ -423,7 +427,41 @@ class WhistleAcks:
         log.warning("district_whistle_box_ack_failed", community=community, incident=box_id,
                     whistle=inc.id, actor=actor, id=command_id,
                     error=error or "unreachable")
-        text = t("whistle.box_unreached", self._lang, community=config.label,
+        await self._unreached(inc, config, box_id, error, "whistle.box_unreached")
+
+    async def _note(self, inc: Incident, event: IncidentEvent) -> None:
+        """The street office's note on a whistle, on the box's alarm too: the people there
+        read what the street office knows (its photo stays at the district)."""
+        community, _, box_id = inc.target.partition("/")
+        config = self._communities.get(community)
+        if config is None:
+            return
+        actor, name = box_actor(event.actor, self._people)
+        text = str(event.data["text"])
+        if event.data.get("photo"):
+            text += " " + t("whistle.note_photo", self._lang)
+        command_id = f"whistle-note-{event.incident_id}-{event.seq}"
+        record = self._mirror.records.get(community)
+        reply: Mapping[str, Any] | None = None
+        if record is None or record.reach not in ("offline", "stopped"):
+            reply = await self._send(community, "note", {
+                "incident": box_id, "actor": actor, "name": name, "text": text[:2000]},
+                command_id)
+        error = None if reply is None else reply.get("error")
+        if reply is not None and (reply.get("ok") or error in _DONE):
+            self.sent += 1
+            log.info("district_whistle_box_note", community=community, incident=box_id,
+                     whistle=inc.id, actor=actor, id=command_id, ok=reply.get("ok"))
+            return
+        self.failed += 1
+        log.warning("district_whistle_box_note_failed", community=community,
+                    incident=box_id, whistle=inc.id, actor=actor, id=command_id,
+                    error=error or "unreachable")
+        await self._unreached(inc, config, box_id, error, "whistle.note_unreached")
+
+    async def _unreached(self, inc: Incident, config: Community, box_id: str,
+                         error: str | None, key: str) -> None:
+        text = t(key, self._lang, community=config.label,
                  incident=box_id, phone=config.phone or "-")
         await self._incidents.record([IncidentEvent(
             inc.id, "noted", self._clock.now(), "sentinel", inc.severity, inc.status,

@@ -195,7 +195,7 @@ def _link(message: str) -> str:
 
 
 async def test_box_offline_pages_the_street_office_and_its_link_acknowledges(
-        district: tuple[Mosquitto, District], receiver: HttpReceiver) -> None:
+        district: tuple[Mosquitto, District], receiver: HttpReceiver, tmp_path: Path) -> None:
     broker, running = district
     box = Box(broker.port)
     try:
@@ -227,6 +227,17 @@ async def test_box_offline_pages_the_street_office_and_its_link_acknowledges(
         found = running.incidents.incident(inc.id)
         assert found is not None and found.status == Status.ACKNOWLEDGED
         assert found.acknowledged_by == "so-01"
+        # `sentinel status` on the district file: the communities, the dark one first with
+        # its duty phone (not a fleet of 0 devices).
+        config = tmp_path / "district" / "district.toml"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
+        done = await asyncio.to_thread(sentinel, "status", "-c", str(config), env=env)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[0].startswith("街道 2 个社区") and "设备" not in done.stdout
+        assert lines[1].startswith("  水贝社区 (shuibei): 离线"), done.stdout
+        assert "值班电话 0755-25500001" in lines[2]
+        assert "街道自身未关闭事件: 严重 1" in done.stdout
         # Back online: resolved.
         box.heartbeat()
         await until(lambda: f"{BOX_OFFLINE}:shuibei" not in book.open, "resolved")

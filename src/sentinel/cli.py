@@ -958,17 +958,54 @@ def _status_text(status: dict[str, Any], lang: Language) -> list[str]:
     return lines
 
 
+def _district_status_text(status: dict[str, Any], lang: Language) -> list[str]:
+    communities = status["communities"]
+    lines = [t("status.district_header", lang, now=_when(status["now"]),
+               n=len(communities),
+               offline=sum(c["reach"] in ("offline", "stopped") for c in communities),
+               whistled=sum(bool(c["whistled"]) for c in communities))]
+    for c in communities:
+        marks = []
+        if c["whistled"]:
+            marks.append(t("status.district_whistled", lang))
+        if c["life_safety_unacknowledged"]:
+            marks.append(t("status.district_ls", lang, n=c["life_safety_unacknowledged"]))
+        if c["missing"]:
+            marks.append(t("status.district_missing", lang, n=c["missing"]))
+        lines.append(t("status.district_row", lang, name=c["name"] or c["id"], id=c["id"],
+                       reach=t(f"status.reach.{c['reach']}", lang),
+                       heard=_when(c.get("last_heard")), open=c["open"],
+                       unack=c["unacknowledged"], marks="  ".join(marks)).rstrip())
+        if c["reach"] in ("offline", "stopped") and c.get("phone"):
+            lines.append(t("status.district_phone", lang, phone=c["phone"]))
+    open_counts = ", ".join(f"{t('severity.' + s, lang)} {n}"
+                            for s, n in status["incidents_open"].items() if n) or "0"
+    lines.append(t("status.district_own", lang, counts=open_counts))
+    broker = status["broker"]
+    key = "status.broker_ok" if broker["connected"] else "status.broker_down"
+    lines.append(t(key, lang, host=broker["host"], port=broker["port"],
+                   error=broker.get("error") or "-"))
+    lines.append(t("status.outbox", lang, depth=status["outbox_depth"]))
+    return lines
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     lang = _lang(args)
     client = _control_client(args, lang)
     if isinstance(client, int):
         return client
+    district = is_district_file(Path(args.config))
     try:
         status = client.status()
+        if district:
+            # The street office's view: its communities, not a fleet of devices.
+            status["communities"] = client.communities()
     except ControlError as exc:
         return _report_control_error(exc, lang)
     if args.json:
         print(json.dumps(status, ensure_ascii=False, default=str))
+    elif district:
+        print("\n".join(_district_status_text(status, lang)))
     else:
         print("\n".join(_status_text(status, lang)))
     # Exit 1 when the daemon cannot reach its broker: scripts and checks can rely on it.

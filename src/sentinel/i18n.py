@@ -289,6 +289,23 @@ _MESSAGES: dict[str, dict[Language, str]] = {
                                                            "#{seq}"},
     "tail.dropped": {"zh": "(读数过多, 已跳过 {count} 条)",
                      "en": "(too many readings: {count} skipped)"},
+    "status.district_header": {
+        "zh": "街道 {n} 个社区  {now}  离线 {offline} · 吹哨 {whistled}",
+        "en": "district: {n} communities  {now}  offline {offline} · whistled {whistled}"},
+    "status.district_row": {
+        "zh": "  {name} ({id}): {reach}, 最后联系 {heard}; 未关闭 {open}, 未确认 {unack}  {marks}",
+        "en": "  {name} ({id}): {reach}, last heard {heard}; {open} open, {unack} "
+              "unacknowledged  {marks}"},
+    "status.district_whistled": {"zh": "已吹哨", "en": "whistled"},
+    "status.district_ls": {"zh": "生命安全未确认 {n}", "en": "{n} life-safety unacknowledged"},
+    "status.district_missing": {"zh": "缺失事件 {n}", "en": "{n} events missing"},
+    "status.district_phone": {"zh": "    值班电话 {phone}", "en": "    duty phone {phone}"},
+    "status.district_own": {"zh": "街道自身未关闭事件: {counts}",
+                            "en": "the street office's own open incidents: {counts}"},
+    "status.reach.online": {"zh": "在线", "en": "online"},
+    "status.reach.offline": {"zh": "离线", "en": "offline"},
+    "status.reach.stopped": {"zh": "已停止", "en": "stopped"},
+    "status.reach.unknown": {"zh": "未知", "en": "unknown"},
     "status.header": {"zh": "{community} 设备状态  {now}", "en": "{community} fleet  {now}"},
     "status.devices": {"zh": "设备: 共 {total} 台, 在线 {online}, 离线 {offline}, 未上报 {unseen}",
                        "en": "devices: {total}, online {online}, offline {offline}, "

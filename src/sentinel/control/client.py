@@ -159,6 +159,11 @@ class ControlClient:
     def status(self) -> dict[str, Any]:
         return self._request("GET", "/api/status")
 
+    def communities(self) -> list[dict[str, Any]]:
+        """A district daemon's communities, most urgent first (sentinel.district.board)."""
+        found: list[dict[str, Any]] = self._request("GET", "/api/communities")["communities"]
+        return found
+
     def history(self, device_id: str, since: float, limit: int) -> list[dict[str, Any]]:
         path = f"/api/history/{quote(device_id, safe='')}" + _query(
             {"since": repr(since), "limit": str(limit)})

@@ -78,7 +78,9 @@ Personal login links for district staff come from the ControlServer's own
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
+import json
 import time
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -1047,7 +1049,16 @@ def add_district_routes(app: web.Application, view: DistrictView, commands: Comm
         response.headers["Cache-Control"] = "no-cache"
         return response
 
+    async def api_communities(request: web.Request) -> web.Response:
+        # For `sentinel status -c district.toml` and other tools (authorized like the rest
+        # of /api/: the control socket, the bearer token or a board session).
+        found = [_community_json(state)
+                 for state in sorted(await view.communities(), key=board_rank)]
+        return web.json_response({"communities": found},
+                                 dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
     app.router.add_get("/", root)
+    app.router.add_get("/api/communities", api_communities)
     app.router.add_get("/board", overview)
     app.router.add_get("/board/", overview)
     app.router.add_get("/board/static/{name}", static)
@@ -1121,3 +1132,11 @@ async def _read_limited(request: web.Request, limit: int) -> bytes | None:
         chunks.append(chunk)
         size += len(chunk)
     return None if size > limit else b"".join(chunks)
+
+
+def _community_json(state: CommunityState) -> dict[str, Any]:
+    data = dataclasses.asdict(state)
+    data["oldest_unacknowledged"] = (dict(state.oldest_unacknowledged)
+                                     if state.oldest_unacknowledged is not None else None)
+    data["extra"] = dict(state.extra)
+    return data

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -524,7 +525,8 @@ class DistrictRig:
         self.receiver.stop()
 
     def describe(self) -> str:
-        lines = [f"district board   {self.district.url}/",
+        lines = [f"district board   {self.district.url}/board  (sign in: sentinel board -c "
+                 f"{self.district.config} --person so-a)",
                  f"district broker  mqtt://127.0.0.1:{self.broker.port}",
                  f"district log     {self.district.log_path}"]
         for box in self.boxes.values():
@@ -532,7 +534,8 @@ class DistrictRig:
             lines += [f"{box.id:<9}        board {box.control_url}/  broker "
                       f"mqtt://127.0.0.1:{box.broker.port}  uplink proxy :{box.proxy.port}"
                       f"  log {box.daemon.log_path}"]
-        lines.append(f"pages            {self.receiver.url('json', '/')}")
+        lines.append(f"pages            {self.receiver.url('json', '/')} (printed below "
+                     "as they arrive when run standalone)")
         return "\n".join(lines)
 
 
@@ -703,13 +706,16 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="sentinel-district-rig-"))
     print(f"starting 3 communities and the district under {base} ...", flush=True)
     started = time.monotonic()
-    rig = start_rig(base, offline_after=60.0, offline_grace=30.0, heartbeat=15.0,
-                    duty_after=180.0,
-                    street_after=600.0)
+    # Short timers, to see a whistle and a dark box within a minute or two (the shipped
+    # ones: heartbeat 15 s, offline_after 60 s, grace 30 s, climb 3 and 10 minutes).
+    rig = start_rig(base, offline_after=20.0, offline_grace=10.0, heartbeat=5.0,
+                    duty_after=30.0, street_after=60.0)
     try:
         print(f"up in {time.monotonic() - started:.1f} s\n{rig.describe()}")
         print(f"\nCtrl-C (or `kill {os.getpid()}`) stops everything; "
-              f"`kill -USR1 {os.getpid()}` cuts or restores {COMMUNITIES[0][0]}'s uplink.",
+              f"`kill -USR1 {os.getpid()}` cuts or restores {COMMUNITIES[0][0]}'s uplink; "
+              f"`kill -USR2 {os.getpid()}` raises a smoke alarm in {COMMUNITIES[1][0]} "
+              "(unacknowledged, it climbs to the street office in a minute: a whistle).",
               flush=True)
         cut = {"on": False}
 
@@ -723,17 +729,35 @@ def main() -> None:
             print(f"{box.id} uplink {'cut' if cut['on'] else 'restored'}", flush=True)
 
         signal.signal(signal.SIGUSR1, toggle)
+        detectors = iter(smoke_detectors())
+
+        def alarm(signum: int, frame: object) -> None:
+            box = rig.box(COMMUNITIES[1][0])
+            device = next(detectors)
+            box.alarm(device)
+            print(f"{box.id}: smoke alarm from {device.id}", flush=True)
+
+        signal.signal(signal.SIGUSR2, alarm)
 
         def interrupt(signum: int, frame: object) -> None:
             raise KeyboardInterrupt  # `kill <pid>` cleans up like Ctrl-C
 
         signal.signal(signal.SIGTERM, interrupt)
+        shown = 0
         with contextlib.suppress(KeyboardInterrupt):
             while True:
-                time.sleep(3600)
+                # Every page as it arrives: who got it, and its first line.
+                pages = rig.receiver.requests
+                for page in pages[shown:]:
+                    body = page.json if isinstance(page.json, dict) else {}
+                    first = str(body.get("title") or body.get("body") or "")[:100]
+                    print(f"page → {page.path}: {first}", flush=True)
+                shown = len(pages)
+                time.sleep(0.5)
     finally:
         rig.close()
-        print(json.dumps({"stopped": True, "base": str(base)}))
+        shutil.rmtree(base, ignore_errors=True)
+        print(json.dumps({"stopped": True}))
 
 
 if __name__ == "__main__":
